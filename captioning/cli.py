@@ -1,0 +1,181 @@
+"""Command-line surface: argument parsing and dispatch only.
+
+Each subcommand's work lives in ``captioning.commands.<name>.run(args) -> int``, imported only when
+that subcommand runs, so ``--help`` and the menu start without importing TensorFlow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from captioning import config
+from captioning.errors import CaptioningError
+
+# TensorFlow's C++ start-up chatter (CUDA probing, oneDNN notices) is noise for a CLI user.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a float > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {value}")
+    return value
+
+
+def _add_dataset_arg(parser: argparse.ArgumentParser, default: str | None, help_extra: str = "") -> None:
+    parser.add_argument(
+        "--dataset",
+        default=default,
+        metavar="mini-coco|PATH",
+        help="'mini-coco' (download with kagglehub) or a local dataset folder" + help_extra,
+    )
+
+
+def _add_encoder_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--encoder", choices=config.ENCODER_NAMES, default=config.DEFAULT_ENCODER,
+                        help="image encoder (default: %(default)s)")
+    parser.add_argument("--encoder-weights", default="imagenet", metavar="imagenet|none|FILE.h5",
+                        help="ImageNet weights (default), a local ResNet50 .h5 file, or 'none' "
+                             "(random, for tests and benchmarks only)")
+
+
+def _info_parser(sub) -> None:
+    p = sub.add_parser("info", help="summarise a dataset and/or a model bundle",
+                       description="Print a summary of a dataset (counts, caption lengths, skipped "
+                                   "items) and/or a model bundle.")
+    _add_dataset_arg(p, None)
+    p.add_argument("--model", metavar="DIR", help="a model bundle folder")
+
+
+def _extract_parser(sub) -> None:
+    p = sub.add_parser("extract", help="extract and cache CNN features for a dataset",
+                       description="Run the encoder over a dataset's images into the on-disk feature "
+                                   "cache (resumable; a second run reuses it).")
+    _add_dataset_arg(p, config.MINI_COCO_SOURCE, " (default: %(default)s)")
+    _add_encoder_args(p)
+    p.add_argument("--limit", type=positive_int, metavar="N", help="only the first N images")
+    p.add_argument("--batch-size", type=positive_int, default=config.ExtractConfig.batch_size,
+                   metavar="N", help="images per batch (default: %(default)s)")
+    p.add_argument("--grid", action="store_true",
+                   help="cache the spatial feature grid (for attention models) instead of pooled vectors")
+
+
+def _train_parser(sub) -> None:
+    t, d = config.TrainConfig, config.DecoderConfig
+    p = sub.add_parser("train", help="train a captioning model",
+                       description="Extract features (cached), build the vocabulary, train the decoder "
+                                   "and save a model bundle.")
+    _add_dataset_arg(p, config.MINI_COCO_SOURCE, " (default: %(default)s)")
+    _add_encoder_args(p)
+    p.add_argument("--decoder", choices=config.DECODER_KINDS, default=d.kind,
+                   help="decoder architecture (default: %(default)s)")
+    p.add_argument("--epochs", type=positive_int, default=t.epochs, metavar="N",
+                   help="maximum epochs; early stopping may end sooner (default: %(default)s)")
+    p.add_argument("--batch-size", type=positive_int, default=t.batch_size, metavar="N",
+                   help="captions per batch (default: %(default)s)")
+    p.add_argument("--learning-rate", type=positive_float, default=t.learning_rate, metavar="LR",
+                   help="Adam learning rate (default: %(default)s)")
+    p.add_argument("--embedding-dim", type=positive_int, default=d.embedding_dim, metavar="N")
+    p.add_argument("--units", type=positive_int, default=d.units, metavar="N",
+                   help="LSTM and dense width (default: %(default)s)")
+    p.add_argument("--dropout", type=float, default=d.dropout, metavar="P")
+    p.add_argument("--min-count", type=positive_int, default=config.VocabConfig.min_count, metavar="N",
+                   help="keep words seen at least N times in training captions (default: %(default)s)")
+    p.add_argument("--limit", type=positive_int, metavar="N", help="only the first N images (quick runs)")
+    p.add_argument("--seed", type=int, default=t.seed, help="seed for the split and training")
+    p.add_argument("--output", metavar="DIR",
+                   help="bundle folder (default: saved_models/<dataset>-<encoder>-<decoder>)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the interrupted run in --output from its last finished epoch")
+    p.add_argument("--strategy", choices=("auto", "default", "mirrored"), default="auto",
+                   help="tf.distribute strategy: auto = MirroredStrategy when several GPUs are "
+                        "visible, else the default (default: %(default)s)")
+
+
+def _caption_parser(sub) -> None:
+    p = sub.add_parser("caption", help="caption images or folders",
+                       description="Caption images. One image: writes captioned_image.png (or "
+                                   "--output). Several: one annotated PNG each in --output-dir.")
+    p.add_argument("paths", nargs="+", metavar="IMAGE_OR_FOLDER")
+    p.add_argument("--model", metavar="DIR",
+                   help="model bundle (default: newest in saved_models/, else saved_models/default)")
+    p.add_argument("--beam-size", type=positive_int, default=config.DEFAULT_BEAM_SIZE, metavar="N",
+                   help="beam width; 1 is greedy (default: %(default)s)")
+    p.add_argument("--output", metavar="PNG",
+                   help=f"annotated PNG for a single image (default: {config.DEFAULT_CAPTION_PNG})")
+    p.add_argument("--output-dir", metavar="DIR", default="captioned_images",
+                   help="folder for the annotated PNGs when captioning several images "
+                        "(default: %(default)s)")
+    p.add_argument("--no-png", action="store_true", help="print captions only")
+    p.add_argument("--json", metavar="FILE", help="also write the captions as JSON")
+    p.add_argument("--attention-map", action="store_true",
+                   help="attention models: also write a per-word attention map PNG per image")
+
+
+def _evaluate_parser(sub) -> None:
+    p = sub.add_parser("evaluate", help="score a model on held-out images",
+                       description="Caption held-out images and score them against all references "
+                                   "(BLEU-1..4, METEOR, ROUGE-L, CIDEr-D).")
+    p.add_argument("--model", metavar="DIR", help="model bundle (default: as for caption)")
+    _add_dataset_arg(p, None, " (default: the dataset the model was trained on)")
+    p.add_argument("--split", choices=("test", "val"), default="test",
+                   help="which held-out split (default: %(default)s)")
+    p.add_argument("--beam-size", type=positive_int, default=config.DEFAULT_BEAM_SIZE, metavar="N")
+    p.add_argument("--limit", type=positive_int, metavar="N", help="only the first N images")
+    p.add_argument("--json", metavar="FILE", help="also write the metrics as JSON")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser: no subcommand means the interactive menu."""
+    parser = argparse.ArgumentParser(
+        prog="image_captioning.py",
+        description="Train image-captioning models and caption photos. "
+                    "Run without a subcommand for the interactive menu.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add in (_train_parser, _caption_parser, _evaluate_parser, _info_parser, _extract_parser):
+        add(sub)
+    return parser
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run one parsed subcommand, turning expected failures into one line on stderr."""
+    try:
+        module = importlib.import_module(f"captioning.commands.{args.command}")
+        return module.run(args)
+    except CaptioningError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: the menu without arguments, else the subcommand."""
+    args = build_parser().parse_args(argv)
+    if args.command is None:
+        from captioning import menu
+
+        return menu.run()
+    return run_command(args)

@@ -1,0 +1,44 @@
+"""Shared fixtures: paths to the real datasets beside the project, and an isolated data folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATASETS = PROJECT_ROOT.parent / "shared" / "datasets"
+FLICKR8K = SHARED_DATASETS / "flickr8k"
+COCO_MINI = SHARED_DATASETS / "coco-mini"
+
+
+def require_dataset(path: Path) -> Path:
+    """Skip the calling test, with the reason, when a real dataset is not beside the project."""
+    if not path.is_dir():
+        pytest.skip(f"real dataset not found at {path} (only present in the team's workplace)")
+    return path
+
+
+@pytest.fixture
+def flickr8k() -> Path:
+    return require_dataset(FLICKR8K)
+
+
+@pytest.fixture
+def coco_mini() -> Path:
+    return require_dataset(COCO_MINI)
+
+
+@pytest.fixture(autouse=True)
+def isolated_data_dirs(tmp_path_factory, monkeypatch):
+    """Point the feature cache and saved models at temp folders so tests never touch the repo's."""
+    root = tmp_path_factory.mktemp("workdirs")
+    from captioning import config
+
+    monkeypatch.setattr(config, "DATA_DIR", root / "data")
+    monkeypatch.setattr(config, "FEATURE_CACHE_DIR", root / "data" / "features")
+    monkeypatch.setattr(config, "MODELS_DIR", root / "saved_models")
+    yield root
