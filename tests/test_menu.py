@@ -1,0 +1,236 @@
+"""The interactive menu, driven for real through a pseudo-terminal (pexpect) and through a pipe.
+
+The fast tests never reach a step that needs TensorFlow; the train-then-caption walk is marked slow.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pexpect
+import pytest
+
+from captioning import prompts
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+ENTRY = str(PROJECT_ROOT / "image_captioning.py")
+MENU_PROMPT = "Choose: "
+
+
+def _env(workdir: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        CAPTIONING_MODELS_DIR=str(workdir / "saved_models"),
+        CAPTIONING_DATA_DIR=str(workdir / "data"),
+        TF_CPP_MIN_LOG_LEVEL="2",
+        TERM="dumb",  # no readline escape sequences between us and the prompts
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+@pytest.fixture
+def workdir(tmp_path) -> Path:
+    return tmp_path
+
+
+def spawn_menu(workdir: Path, timeout: float = 30) -> pexpect.spawn:
+    """Start ``python image_captioning.py`` in a pseudo-terminal, in ``workdir``."""
+    child = pexpect.spawn(sys.executable, [ENTRY], cwd=str(workdir), env=_env(workdir),
+                          encoding="utf-8", timeout=timeout, dimensions=(50, 200))
+    child.logfile_read = io.StringIO()  # the whole session, for the no-traceback check
+    child.expect_exact("What would you like to do?")
+    child.expect_exact(MENU_PROMPT)
+    return child
+
+
+def expect_exit_ok(child: pexpect.spawn) -> None:
+    """The menu ends (after its goodbye) with status 0, without a traceback."""
+    child.expect(pexpect.EOF)
+    child.close()
+    assert "Traceback" not in child.logfile_read.getvalue()
+    assert child.exitstatus == 0, (child.exitstatus, child.signalstatus)
+
+
+def interrupt(child: pexpect.spawn, expected: str) -> None:
+    """Press Ctrl-C at the prompt just shown and wait for ``expected``.
+
+    A SIGINT landing between the prompt being written and the read starting is lost by CPython's
+    ``input()`` (a window no person can hit, but a test can); only then is Ctrl-C pressed again.
+    """
+    time.sleep(0.2)
+    child.sendintr()
+    if child.expect_exact([expected, pexpect.TIMEOUT], timeout=5) == 1:
+        child.sendintr()
+        child.expect_exact(expected)
+
+
+def answer(child: pexpect.spawn, text: str, then: str) -> None:
+    """Type ``text`` + Enter and wait for ``then`` to appear."""
+    child.sendline(text)
+    child.expect_exact(then)
+
+
+# ---------------------------------------------------------------- start-up and exits
+
+
+def test_menu_import_does_not_import_tensorflow():
+    code = "import captioning.menu, sys; assert 'tensorflow' not in sys.modules, 'tensorflow imported'"
+    subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, check=True)
+
+
+@pytest.mark.parametrize("stdin", ["5\n", ""])
+def test_piped_stdin_exits_cleanly(workdir, stdin):
+    done = subprocess.run([sys.executable, ENTRY], cwd=workdir, env=_env(workdir), input=stdin,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    assert "Goodbye." in done.stdout
+
+
+def test_piped_stdin_running_dry_inside_a_step_exits_cleanly(workdir):
+    done = subprocess.run([sys.executable, ENTRY], cwd=workdir, env=_env(workdir),
+                          input="1\n2\n", capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    assert "Dataset folder: " in done.stdout
+
+
+def test_quit_from_menu(workdir):
+    child = spawn_menu(workdir)
+    answer(child, "5", "Goodbye.")
+    expect_exit_ok(child)
+
+
+def test_ctrl_c_at_the_menu_exits_zero(workdir):
+    child = spawn_menu(workdir)
+    interrupt(child, "Goodbye.")
+    expect_exit_ok(child)
+
+
+def test_end_of_input_at_the_menu_exits_zero(workdir):
+    child = spawn_menu(workdir)
+    child.sendeof()
+    child.expect_exact("Goodbye.")
+    expect_exit_ok(child)
+
+
+def test_end_of_input_inside_a_step_exits_zero(workdir):
+    child = spawn_menu(workdir)
+    answer(child, "1", "Choose [1]: ")
+    child.sendeof()
+    child.expect_exact("Goodbye.")
+    expect_exit_ok(child)
+
+
+# ---------------------------------------------------------------- bad input re-prompts
+
+
+def test_bad_menu_choices_reprompt(workdir):
+    child = spawn_menu(workdir)
+    for bad in ("x", "0", "6", "", "1.5"):
+        answer(child, bad, "Please enter a number from 1 to 5")
+        child.expect_exact(MENU_PROMPT)
+    answer(child, "5", "Goodbye.")
+    expect_exit_ok(child)
+
+
+def test_every_train_prompt_reprompts_then_ctrl_c_returns_to_menu(workdir):
+    not_a_folder = workdir / "notes.txt"
+    not_a_folder.write_text("not a dataset")
+    (workdir / "my data").mkdir()
+    child = spawn_menu(workdir)
+    answer(child, "1", "Dataset:")
+    child.expect_exact("Choose [1]: ")
+    answer(child, "3", "Please enter a number from 1 to 2")
+    answer(child, "2", "Dataset folder: ")
+    answer(child, str(workdir / "missing"), f"Not found: {workdir / 'missing'}")
+    answer(child, str(not_a_folder), f"Not a folder: {not_a_folder}")
+    answer(child, "", "Please enter a path")
+    answer(child, f"'{workdir / 'my data'}'", "Encoder:")  # pasted with quotes
+    answer(child, "resnet", "Please enter a number from 1 to 2")
+    answer(child, "2", "Decoder:")
+    answer(child, "9", "Please enter a number from 1 to 2")
+    answer(child, "", "Epochs [20]: ")  # Enter keeps the default decoder
+    answer(child, "0", "epochs must be a whole number >= 1")
+    answer(child, "two", "epochs must be a whole number >= 1")
+    answer(child, "3", "Batch size [64]: ")
+    answer(child, "-4", "batch size must be a whole number >= 1")
+    answer(child, "8", "Resume an interrupted run? [y/N]: ")
+    answer(child, "maybe", "Please answer y or n")
+    interrupt(child, "Cancelled - back to the menu.")
+    child.expect_exact(MENU_PROMPT)
+    answer(child, "5", "Goodbye.")
+    expect_exit_ok(child)
+
+
+def test_info_prompts_reprompt_and_ctrl_c_returns(workdir):
+    child = spawn_menu(workdir)
+    answer(child, "4", "Show information about:")
+    answer(child, "x", "Please enter a number from 1 to 2")
+    answer(child, "1", "Dataset folder: ")
+    answer(child, "~/surely-not-here-123", "Not found: ")
+    child.expect_exact(str(Path("~/surely-not-here-123").expanduser()))
+    interrupt(child, "Cancelled - back to the menu.")
+    child.expect_exact(MENU_PROMPT)
+    answer(child, "5", "Goodbye.")
+    expect_exit_ok(child)
+
+
+# ---------------------------------------------------------------- prompt helpers
+
+
+@pytest.mark.parametrize("typed, expected", [
+    ("'/tmp/a b.jpg'", "/tmp/a b.jpg"),
+    ('"/tmp/x"', "/tmp/x"),
+    ("  /tmp/y  ", "/tmp/y"),
+    ("~/pic.png", str(Path.home() / "pic.png")),
+])
+def test_clean_path_strips_quotes_and_expands_home(typed, expected):
+    assert prompts.clean_path(typed) == Path(expected)
+
+
+def _feed(monkeypatch, capsys, answers):
+    """Answer prompts from a list; return a function giving what was printed."""
+    replies = iter(answers)
+    monkeypatch.setattr("builtins.input", lambda prompt="": next(replies))
+    return lambda: capsys.readouterr().out
+
+
+def test_ask_int_default_and_reprompt(monkeypatch, capsys):
+    printed = _feed(monkeypatch, capsys, ["", "abc", "-1", "7"])
+    assert prompts.ask_int("epochs", 20) == 20
+    assert prompts.ask_int("epochs", 20) == 7
+    assert printed().count("epochs must be a whole number >= 1") == 2
+
+
+def test_ask_choice_returns_index_and_uses_default(monkeypatch, capsys):
+    printed = _feed(monkeypatch, capsys, ["", "7", "3"])
+    assert prompts.ask_choice("Pick:", ["a", "b", "c"], default=2) == 1
+    assert prompts.ask_choice("Pick:", ["a", "b", "c"], default=2) == 2
+    out = printed()
+    assert "  3) c" in out and "Please enter a number from 1 to 3" in out
+
+
+def test_ask_yes_no(monkeypatch, capsys):
+    printed = _feed(monkeypatch, capsys, ["", "Y", "what", "no"])
+    assert prompts.ask_yes_no("Resume", default=False) is False
+    assert prompts.ask_yes_no("Resume") is True
+    assert prompts.ask_yes_no("Resume", default=True) is False
+    assert "Please answer y or n" in printed()
+
+
+def test_ask_path_kinds_and_going_back(monkeypatch, capsys, tmp_path):
+    image = tmp_path / "a.png"
+    image.write_bytes(b"")
+    printed = _feed(monkeypatch, capsys, [str(image), f'"{tmp_path}"', "q", str(tmp_path), str(image)])
+    assert prompts.ask_path("Folder", kind="dir") == tmp_path
+    assert prompts.ask_path("Image", kind="any", allow_empty=True) is None
+    assert prompts.ask_path("Image", kind="file") == image
+    out = printed()
+    assert f"Not a folder: {image}" in out and f"Not a file: {tmp_path}" in out
