@@ -1,0 +1,502 @@
+"""Caption metrics, computed the way the COCO caption toolkit (pycocoevalcap) computes them.
+
+Scoring only: this module takes generated captions and their references and returns numbers; it
+neither captions images nor writes files.
+
+Every caption (generated and reference) is first tokenised as the COCO toolkit does: Stanford's
+PTBTokenizer (the jar shipped in pycocoevalcap, run with Java) lowercases and splits, then the
+toolkit's punctuation list is dropped. Without Java a pure-Python tokeniser reproduces that on
+ordinary caption text (checked against the jar on the 37,682 Flickr8k and COCO captions beside the
+project, see ``tests/test_metrics.py``).
+
+Reported metrics, all on a 0-100 scale (x100) so they read like the tables in papers:
+
+- ``BLEU-1..4``: NLTK ``corpus_bleu``, corpus-level (n-gram counts pooled over all images, not a
+  mean of per-image scores), uniform weights, no smoothing, brevity penalty from the reference
+  length closest to each hypothesis. That is the same definition as the COCO toolkit's.
+- ``COCO-BLEU-1..4``: pycocoevalcap's own ``Bleu`` for comparison with papers. It differs from
+  NLTK only by the 1e-15 / 1e-9 it adds to every n-gram precision to avoid division by zero, so
+  the two agree to ~1e-6 unless some n-gram order has no match at all (NLTK then gives exactly 0).
+- ``CIDEr-D``: pycocoevalcap's ``Cider`` (clipped n-gram counts and a Gaussian length penalty,
+  sigma 6: the CIDEr-D of the COCO leaderboard). Its idf comes from the references of the images
+  being scored, so it depends on the evaluation set.
+- ``ROUGE-L``: pycocoevalcap's ``Rouge`` (LCS F-measure, beta 1.2, mean over images).
+- ``METEOR``: pycocoevalcap's ``Meteor`` (METEOR 1.5 jar, ``-l en -norm``); needs Java and is
+  skipped, with the reason, without it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import threading
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+BLEU_ORDERS = (1, 2, 3, 4)
+DISTINCT_SHARE_WARNING = 0.3
+METEOR_TIMEOUT_S = 600.0
+TOKENIZER_TIMEOUT_S = 300.0
+
+# Exactly pycocoevalcap/tokenizer/ptbtokenizer.py's list. Note that the jar runs with -lowerCase,
+# so "-LRB-" and friends come out as "-lrb-" and are *not* removed by the toolkit; we keep that.
+PUNCTUATIONS = frozenset(["''", "'", "``", "`", "-LRB-", "-RRB-", "-LCB-", "-RCB-",
+                          ".", "?", "!", ",", ":", "-", "--", "...", ";"])
+
+JAVA_TOKENIZER = "Stanford PTBTokenizer (CoreNLP 3.4.1 jar from pycocoevalcap, Java) + COCO punctuation removal"
+PYTHON_TOKENIZER = "pure-Python PTB-style tokeniser (Java not used) + COCO punctuation removal"
+
+IMPLEMENTATIONS = {
+    "BLEU": "nltk.translate.bleu_score.corpus_bleu: corpus-level, uniform weights, no smoothing, "
+            "closest-reference-length brevity penalty",
+    "COCO-BLEU": "pycocoevalcap Bleu: corpus-level, closest-reference-length brevity penalty "
+                 "(the COCO caption toolkit's BLEU)",
+    "CIDEr-D": "pycocoevalcap Cider: CIDEr-D (n=1..4, sigma=6, idf from the evaluated references)",
+    "ROUGE-L": "pycocoevalcap Rouge: ROUGE-L F-measure (beta=1.2), mean over images",
+    "METEOR": "pycocoevalcap Meteor: METEOR 1.5 jar (-l en -norm), run with Java",
+}
+SCALE = "x100 (0-100)"
+
+
+@dataclass
+class ScoreReport:
+    """Metric values and how they were obtained.
+
+    Attributes:
+        scores: metric name -> value on the 0-100 scale, in display order.
+        implementations: metric family (``BLEU``, ``COCO-BLEU``, ``CIDEr-D``, ...) -> description.
+        tokenizer: which tokeniser produced the tokens every metric saw.
+        skipped: metric name -> plain reason it was not computed.
+        notes: anything else a reader must know (e.g. a Java tokeniser failure and its fallback).
+        num_images: images scored.
+        distinct_share: unique generated captions / images (after tokenisation).
+        mean_length: mean generated caption length in tokens.
+        warnings: problems with the captions themselves (e.g. a low distinct share).
+    """
+
+    scores: dict[str, float]
+    implementations: dict[str, str]
+    tokenizer: str
+    skipped: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    num_images: int = 0
+    distinct_share: float = 0.0
+    mean_length: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        """A JSON-ready view, with the scale stated next to the numbers."""
+        return {
+            "scale": SCALE,
+            "scores": {name: round(value, 4) for name, value in self.scores.items()},
+            "implementations": dict(self.implementations),
+            "tokenizer": self.tokenizer,
+            "skipped": dict(self.skipped),
+            "notes": list(self.notes),
+            "num_images": self.num_images,
+            "distinct_caption_share": round(self.distinct_share, 4),
+            "mean_caption_length_tokens": round(self.mean_length, 3),
+            "warnings": list(self.warnings),
+        }
+
+
+# ---------------------------------------------------------------------------------------------
+# Tokenisation
+# ---------------------------------------------------------------------------------------------
+
+def java_available() -> bool:
+    """Whether a ``java`` executable is on PATH (needed by the PTB tokeniser jar and METEOR)."""
+    return shutil.which("java") is not None
+
+
+_UNICODE_MAP = str.maketrans({"\u2019": "'", "\u2018": "'", "\u201c": '"', "\u201d": '"',
+                              "\u2014": " -- ", "\u2013": " -- ", "\u2026": " ... ", "\n": " ",
+                              "\r": " ", "\t": " "})
+# Abbreviations the Stanford lexer keeps with their period inside a caption ("st. louis").
+_ABBREVIATIONS = frozenset("mr mrs ms dr st jr sr mt ft vs etc co inc ltd corp ave rd blvd sgt capt "
+                           "gen prof dept bros jan feb mar apr jun jul aug sep sept oct nov dec "
+                           "mon tue wed thu fri sat sun sq".split())
+_QUOTE = "''"  # the lexer turns a double quote into `` or '', both removed as punctuation
+_INITIALISM = re.compile(r"^(?:[a-z]\.)+[a-z]?\.?$")  # u.s. / u.s.a. / a.m. / e.g. / u.
+_NUMBER = re.compile(r"^\d+(?:[.,:/]\d+)*$")
+_CLITIC = re.compile(r"^(.+?)(n't|'s|'re|'ve|'ll|'d|'m)$")
+# A leading apostrophe that is not an opening quote: clitics typed apart ("dog 's"), '90s, 'n', 'tis.
+_KEEP_APOSTROPHE = re.compile(r"^'(?:s|re|ve|ll|d|m|\d+s?|n'|t(?:is|was))$")
+_SPLIT_WORDS = {"cannot": ["can", "not"], "gonna": ["gon", "na"], "gotta": ["got", "ta"],
+                "wanna": ["wan", "na"], "lemme": ["lem", "me"], "gimme": ["gim", "me"],
+                "'tis": ["'t", "is"], "'twas": ["'t", "was"]}
+_LEADING = ("(", "[", "{", "$", "#", '"', "`")
+_TRAILING = (")", "]", "}", "%", '"', ",", ";", ":", "!", "?")
+_BRACKETS = {"(": "-lrb-", ")": "-rrb-", "[": "-lsb-", "]": "-rsb-", "{": "-lcb-", "}": "-rcb-"}
+# Inside a chunk these always stand alone; "," and ":" only when not between digits (1,000 9:30).
+_INNER_SPLIT = re.compile(r"([()\[\]{}&=+;]|(?<!\d)[,:]|[,:](?!\d))")
+
+
+def _peel_leading(chunk: str) -> tuple[list[str], str]:
+    tokens = []
+    while chunk:
+        if chunk.startswith("--"):
+            tokens.append("--"); chunk = chunk[2:]
+        elif chunk[0] == "-" and len(chunk) > 1:
+            tokens.append("-"); chunk = chunk[1:]
+        elif chunk[0] in _LEADING and len(chunk) > 1:
+            tokens.append(chunk[0]); chunk = chunk[1:]
+        elif chunk[0] == "'" and len(chunk) > 1 and not _KEEP_APOSTROPHE.match(chunk):
+            tokens.append("'"); chunk = chunk[1:]
+        else:
+            break
+    return tokens, chunk
+
+
+def _peel_trailing(chunk: str) -> tuple[str, list[str]]:
+    tokens: list[str] = []
+    while len(chunk) > 1:
+        if chunk.endswith("...") and len(chunk) > 3:
+            tokens.insert(0, "..."); chunk = chunk[:-3]
+        elif chunk.endswith("--"):
+            tokens.insert(0, "--"); chunk = chunk[:-2]
+        elif chunk[-1] in _TRAILING or chunk[-1] == "-":
+            tokens.insert(0, chunk[-1]); chunk = chunk[:-1]
+        elif chunk[-1] == "'" and not chunk.endswith("n'"):
+            tokens.insert(0, "'"); chunk = chunk[:-1]
+        elif chunk[-1] == "." and _splits_period(chunk):
+            tokens.insert(0, "."); chunk = chunk[:-1]
+        else:
+            break
+    return chunk, tokens
+
+
+def _splits_period(chunk: str) -> bool:
+    """Whether a trailing period is a token of its own (sentence end) or part of an abbreviation."""
+    stem = chunk[:-1]
+    if stem.endswith("."):
+        return not _INITIALISM.match(chunk)  # "dog.." -> "dog . ."
+    if _INITIALISM.match(chunk) and "." in stem:
+        return False  # u.s. / a.m.
+    if stem in _ABBREVIATIONS or (len(stem) == 1 and stem.isalpha()):
+        return False
+    return True
+
+
+def _word_tokens(word: str) -> list[str]:
+    if word in _SPLIT_WORDS:
+        return list(_SPLIT_WORDS[word])
+    match = _CLITIC.match(word)
+    if match and match.group(1) not in ("'", "o") and not _NUMBER.match(word):
+        return list(match.groups())  # dog's -> dog 's, don't -> do n't
+    return [word]
+
+
+def _chunk_tokens(chunk: str) -> list[str]:
+    """Tokens of one whitespace-separated chunk: peel punctuation off both ends, split the rest."""
+    lead, chunk = _peel_leading(chunk)
+    chunk, trail = _peel_trailing(chunk)
+    middle: list[str] = []
+    if _NUMBER.match(chunk):
+        middle = [chunk]
+    elif chunk:
+        for piece in _INNER_SPLIT.split(chunk):
+            if piece:
+                middle.extend(_word_tokens(piece))
+    return [_QUOTE if token == '"' else token for token in lead + middle + trail]
+
+
+def ptb_tokenize(text: str) -> list[str]:
+    """Split one caption as Stanford's PTBTokenizer (``-lowerCase``) does, before punctuation removal.
+
+    A pure-Python approximation for when Java is missing: lowercases, splits off punctuation,
+    brackets (as ``-lrb-`` etc.), quotes, clitics (``dog 's``, ``do n't``) and sentence-final
+    periods, while keeping abbreviations (``st.``, ``u.s.``), numbers (``3.5``, ``1,000``) and
+    hyphenated words whole.
+
+    Args:
+        text: a raw caption.
+
+    Returns:
+        The tokens, lowercase, punctuation tokens included.
+    """
+    text = text.translate(_UNICODE_MAP).lower().replace('"', ' " ')
+    return [_BRACKETS.get(token, token) for chunk in text.split() for token in _chunk_tokens(chunk)]
+
+
+def coco_tokenize_python(text: str) -> str:
+    """Tokenise one caption like the COCO toolkit, in pure Python.
+
+    Args:
+        text: a raw caption.
+
+    Returns:
+        Space-joined lowercase tokens with the toolkit's punctuation tokens removed.
+    """
+    return " ".join(token for token in ptb_tokenize(text) if token not in PUNCTUATIONS)
+
+
+def _stanford_jar() -> Path:
+    from pycocoevalcap.tokenizer import ptbtokenizer
+
+    return Path(ptbtokenizer.__file__).resolve().parent / ptbtokenizer.STANFORD_CORENLP_3_4_1_JAR
+
+
+def coco_tokenize_java(texts: list[str]) -> list[str]:
+    """Tokenise captions with the COCO toolkit's own Stanford jar (needs Java).
+
+    Runs the same command as ``pycocoevalcap.tokenizer.ptbtokenizer.PTBTokenizer`` (``-preserveLines
+    -lowerCase``, one caption per line) and drops the same punctuation, but writes its temp file to
+    the system temp folder rather than into site-packages (which may be read-only), keeps the jar's
+    progress line off the terminal, and checks that one line came back per caption.
+
+    Args:
+        texts: raw captions.
+
+    Returns:
+        One space-joined token string per caption, in order.
+
+    Raises:
+        RuntimeError: Java failed or returned the wrong number of lines.
+    """
+    if not texts:
+        return []
+    lines = "\n".join(text.replace("\n", " ").replace("\r", " ") for text in texts)
+    with tempfile.NamedTemporaryFile("wb", suffix=".txt", delete=False) as handle:
+        handle.write(lines.encode("utf-8"))
+    try:
+        cmd = ["java", "-cp", str(_stanford_jar()), "edu.stanford.nlp.process.PTBTokenizer",
+               "-preserveLines", "-lowerCase", handle.name]
+        done = subprocess.run(cmd, capture_output=True, timeout=TOKENIZER_TIMEOUT_S, check=False)
+    finally:
+        os.remove(handle.name)
+    if done.returncode != 0:
+        detail = done.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise RuntimeError(f"java exited with {done.returncode}: {detail[-1] if detail else 'no message'}")
+    out_lines = done.stdout.decode("utf-8").split("\n")
+    if len(out_lines) < len(texts):
+        raise RuntimeError(f"the tokeniser returned {len(out_lines)} lines for {len(texts)} captions")
+    return [" ".join(w for w in line.rstrip().split(" ") if w and w not in PUNCTUATIONS)
+            for line in out_lines[:len(texts)]]
+
+
+def tokenize_all(texts: list[str], use_java: bool | None = None) -> tuple[list[str], str, list[str]]:
+    """Tokenise captions with the Java jar when possible, else in pure Python.
+
+    Args:
+        texts: raw captions.
+        use_java: True/False to force a tokeniser; None to use Java when it is installed.
+
+    Returns:
+        (token strings, tokeniser description, notes about any fallback).
+    """
+    notes: list[str] = []
+    if use_java is None:
+        use_java = java_available()
+    if use_java:
+        try:
+            return coco_tokenize_java(texts), JAVA_TOKENIZER, notes
+        except (OSError, RuntimeError, subprocess.SubprocessError, UnicodeDecodeError) as error:
+            notes.append(f"Java PTB tokeniser failed ({error}); used the pure-Python tokeniser instead")
+    return [coco_tokenize_python(text) for text in texts], PYTHON_TOKENIZER, notes
+
+
+# ---------------------------------------------------------------------------------------------
+# Scoring
+# ---------------------------------------------------------------------------------------------
+
+def nltk_corpus_bleu(candidates: list[str], references: list[list[str]]) -> dict[str, float]:
+    """Corpus-level BLEU-1..4 with NLTK, unsmoothed, on already tokenised captions.
+
+    Args:
+        candidates: one space-joined token string per image.
+        references: the tokenised references of each image, in the same order.
+
+    Returns:
+        ``{"BLEU-1": ..., ..., "BLEU-4": ...}`` on the 0-100 scale. An order with no matching
+        n-gram anywhere in the corpus scores 0 (NLTK's unsmoothed definition).
+    """
+    from nltk.translate.bleu_score import corpus_bleu  # imported when scoring, not at CLI start-up
+
+    hypotheses = [candidate.split() for candidate in candidates]
+    refs = [[ref.split() for ref in image_refs] for image_refs in references]
+    scores = {}
+    with warnings.catch_warnings():
+        # NLTK warns when some order has zero matches; 0 is the documented unsmoothed result.
+        warnings.simplefilter("ignore")
+        for order in BLEU_ORDERS:
+            weights = tuple([1.0 / order] * order)
+            scores[f"BLEU-{order}"] = 100.0 * corpus_bleu(refs, hypotheses, weights=weights)
+    return scores
+
+
+def _as_coco_dicts(candidates: list[str], references: list[list[str]]) -> tuple[dict, dict]:
+    """The ``gts``/``res`` dicts pycocoevalcap scorers take, keyed by image index."""
+    gts = {index: list(refs) for index, refs in enumerate(references)}
+    res = {index: [candidate] for index, candidate in enumerate(candidates)}
+    return gts, res
+
+
+def coco_scores(candidates: list[str], references: list[list[str]]) -> dict[str, float]:
+    """COCO toolkit BLEU-1..4, CIDEr-D and ROUGE-L on tokenised captions (pure Python, no Java).
+
+    Args:
+        candidates: one space-joined token string per image.
+        references: the tokenised references of each image, in the same order.
+
+    Returns:
+        ``COCO-BLEU-1..4``, ``CIDEr-D`` and ``ROUGE-L`` on the 0-100 scale.
+    """
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.rouge.rouge import Rouge
+
+    gts, res = _as_coco_dicts(candidates, references)
+    bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
+    scores = {f"COCO-BLEU-{order}": 100.0 * value for order, value in zip(BLEU_ORDERS, bleu)}
+    scores["CIDEr-D"] = 100.0 * float(Cider().compute_score(gts, res)[0])
+    scores["ROUGE-L"] = 100.0 * float(Rouge().compute_score(gts, res)[0])
+    return scores
+
+
+def meteor_score(candidates: list[str], references: list[list[str]],
+                 timeout_s: float = METEOR_TIMEOUT_S) -> float:
+    """METEOR 1.5 through pycocoevalcap's jar, on tokenised captions.
+
+    Args:
+        candidates: one space-joined token string per image.
+        references: the tokenised references of each image, in the same order.
+        timeout_s: give up (and stop the Java process) after this many seconds.
+
+    Returns:
+        METEOR on the 0-100 scale.
+
+    Raises:
+        RuntimeError: Java is missing, the jar failed, or it timed out; the message says which.
+    """
+    if not java_available():
+        raise RuntimeError("Java is not installed (no 'java' on PATH); METEOR runs a Java jar")
+    from pycocoevalcap.meteor.meteor import Meteor
+
+    gts, res = _as_coco_dicts(candidates, references)
+    try:
+        meteor = Meteor()
+    except OSError as error:
+        raise RuntimeError(f"could not start the METEOR jar: {error}") from None
+    outcome: dict = {}
+
+    def work() -> None:
+        try:
+            outcome["score"] = float(meteor.compute_score(gts, res)[0])
+        except Exception as error:  # any jar or protocol failure becomes a skip
+            outcome["error"] = error
+
+    worker = threading.Thread(target=work, daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+    process = meteor.meteor_p
+    if worker.is_alive() or "error" in outcome:
+        process.kill()
+        stderr = _drain(process)
+        reason = f"timed out after {timeout_s:.0f} s" if worker.is_alive() else repr(outcome["error"])
+        raise RuntimeError(f"the METEOR jar failed: {reason}{': ' + stderr if stderr else ''}")
+    process.stdin.close()
+    process.wait(timeout=30)
+    return 100.0 * outcome["score"]
+
+
+def _drain(process: subprocess.Popen) -> str:
+    """The last line the dead METEOR process wrote to stderr (its error), if any."""
+    try:
+        process.wait(timeout=10)
+        lines = process.stderr.read().decode("utf-8", "replace").strip().splitlines()
+    except (OSError, ValueError, subprocess.TimeoutExpired):
+        return ""
+    return lines[-1] if lines else ""
+
+
+def caption_statistics(candidates: list[str]) -> tuple[float, float]:
+    """Distinct-caption share and mean length of tokenised generated captions.
+
+    Args:
+        candidates: one space-joined token string per image.
+
+    Returns:
+        (unique captions / images, mean tokens per caption); (0, 0) for no captions.
+    """
+    if not candidates:
+        return 0.0, 0.0
+    share = len(set(candidates)) / len(candidates)
+    mean_length = sum(len(candidate.split()) for candidate in candidates) / len(candidates)
+    return share, mean_length
+
+
+def score_captions(candidates: list[str], references: list[list[str]],
+                   use_java: bool | None = None, meteor: bool = True) -> ScoreReport:
+    """Tokenise like the COCO toolkit and compute every metric.
+
+    Args:
+        candidates: one raw generated caption per image.
+        references: all raw reference captions of each image (at least one each), same order.
+        use_java: force (True) or forbid (False) the Java tokeniser; None uses Java if installed.
+        meteor: compute METEOR when Java is installed (False skips it, e.g. in quick tests).
+
+    Returns:
+        A ScoreReport with BLEU-1..4 (NLTK), COCO-BLEU-1..4, METEOR (or why it was skipped),
+        ROUGE-L and CIDEr-D, all x100, plus caption statistics and warnings.
+
+    Raises:
+        ValueError: no images, mismatched lengths, or an image without references.
+    """
+    _check_inputs(candidates, references)
+    flat_refs = [ref for refs in references for ref in refs]
+    tokens, tokenizer, notes = tokenize_all(list(candidates) + flat_refs, use_java)
+    cand_tokens = tokens[:len(candidates)]
+    ref_tokens = _regroup(tokens[len(candidates):], [len(refs) for refs in references])
+
+    scores = nltk_corpus_bleu(cand_tokens, ref_tokens)
+    coco = coco_scores(cand_tokens, ref_tokens)
+    scores.update({name: value for name, value in coco.items() if name.startswith("COCO-BLEU")})
+    skipped: dict[str, str] = {}
+    if not meteor:
+        skipped["METEOR"] = "not requested"
+    else:
+        try:
+            scores["METEOR"] = meteor_score(cand_tokens, ref_tokens)
+        except RuntimeError as error:
+            skipped["METEOR"] = str(error)
+    scores["ROUGE-L"] = coco["ROUGE-L"]
+    scores["CIDEr-D"] = coco["CIDEr-D"]
+    share, mean_length = caption_statistics(cand_tokens)
+    implementations = {name: text for name, text in IMPLEMENTATIONS.items()
+                       if name != "METEOR" or "METEOR" in scores}
+    return ScoreReport(scores=scores, implementations=implementations, tokenizer=tokenizer,
+                       skipped=skipped, notes=notes, num_images=len(candidates),
+                       distinct_share=share, mean_length=mean_length,
+                       warnings=_caption_warnings(share, len(candidates)))
+
+
+def _check_inputs(candidates: list[str], references: list[list[str]]) -> None:
+    if not candidates:
+        raise ValueError("no captions to score")
+    if len(candidates) != len(references):
+        raise ValueError(f"{len(candidates)} captions but {len(references)} reference lists")
+    empty = [index for index, refs in enumerate(references) if not refs]
+    if empty:
+        raise ValueError(f"image #{empty[0]} has no reference captions")
+
+
+def _regroup(flat: list[str], sizes: list[int]) -> list[list[str]]:
+    groups, start = [], 0
+    for size in sizes:
+        groups.append(flat[start:start + size])
+        start += size
+    return groups
+
+
+def _caption_warnings(share: float, count: int) -> list[str]:
+    if count >= 2 and share < DISTINCT_SHARE_WARNING:
+        return [f"only {share:.0%} of the {count} generated captions are distinct (below "
+                f"{DISTINCT_SHARE_WARNING:.0%}): the model says nearly the same thing for every "
+                "image; check that training converged and that captioning preprocesses images "
+                "as training did"]
+    return []
