@@ -1,0 +1,39 @@
+"""``extract``: run the encoder over a dataset's images into the on-disk feature cache."""
+
+from __future__ import annotations
+
+import argparse
+
+from captioning.datasets import load_dataset
+from captioning.features import ExtractionReport, extract_features
+
+
+def run(args: argparse.Namespace) -> int:
+    """Extract (or reuse) features for the dataset and print what was done.
+
+    Args:
+        args: parsed ``extract`` options (dataset, encoder, encoder_weights, limit, batch_size, grid).
+
+    Returns:
+        0 when at least one image has features, 1 when no image could be read.
+    """
+    from captioning.encoders import build_encoder  # imports TensorFlow: only once we need it
+
+    dataset = load_dataset(args.dataset)
+    images = dataset.images[: args.limit] if args.limit else dataset.images
+    kind = "grid" if args.grid else "pooled"
+    print(f"dataset {dataset.root}: {len(images)} images; encoder {args.encoder} "
+          f"(weights: {args.encoder_weights}), {kind} features")
+    encoder = build_encoder(args.encoder, args.encoder_weights)
+    report = extract_features(dataset, encoder, kind=kind, image_paths=[image.path for image in images],
+                              batch_size=args.batch_size, progress=True)
+    print_report(report)
+    return 0 if report.computed + report.reused > 0 else 1
+
+
+def print_report(report: ExtractionReport) -> None:
+    """Counts, throughput and each unreadable image with its reason."""
+    speed = f", {report.images_per_second:.1f} images/s" if report.computed else ""
+    print(f"computed {report.computed}, reused {report.reused}, failed {len(report.failed)}{speed}")
+    for path, reason in report.failed:
+        print(f"  skipped {path}: {reason}")

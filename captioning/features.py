@@ -1,0 +1,347 @@
+"""Batched CNN feature extraction: a tf.data pipeline feeding the encoder, into the on-disk cache.
+
+Images are decoded and resized by ``images.load_image`` (the one loader training and captioning
+share) on tf.data's parallel threads while the CNN runs on the previous batch. An unreadable image
+never stops the pipeline: the loader's error becomes a per-image flag, and the row is dropped.
+Storage (shards, index, failures) lives in ``feature_cache.py``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+from weakref import WeakKeyDictionary
+
+import numpy as np
+
+from captioning.errors import FeatureCacheError
+from captioning.feature_cache import (
+    FEATURE_DTYPE, CacheState, FeatureCache, Signature, cache_dir, ensure_free_space, file_signature,
+    format_bytes, row_bytes,
+)
+
+
+_COMPILED: WeakKeyDictionary = WeakKeyDictionary()  # keras model -> its compiled inference
+
+
+@dataclass(frozen=True)
+class ExtractionReport:
+    """What one ``extract_features`` call did.
+
+    Attributes:
+        computed: images encoded in this call.
+        reused: images whose cached rows were still valid.
+        failed: ``(absolute path, reason)`` for each requested image that cannot be read, including
+            ones recorded by an earlier run and not retried because the file has not changed.
+        images_per_second: throughput of this call's pipeline (decode + CNN); 0.0 when nothing
+            was computed.
+    """
+
+    computed: int
+    reused: int
+    failed: list[tuple[Path, str]]
+    images_per_second: float
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """One batch out of the pipeline, in input order."""
+
+    indices: np.ndarray  # (batch,) positions in the input path list
+    features: np.ndarray  # (ok, *row_shape) float16, rows for the images that loaded
+    failures: list[tuple[int, str]]  # (position, reason) for the images that did not
+
+
+def extract_features(dataset, encoder, kind: str = "pooled", image_paths: Sequence[Path] | None = None,
+                     batch_size: int = 32, progress: bool = True) -> ExtractionReport:
+    """Encode a dataset's images into the feature cache, computing only what is missing.
+
+    Each finished batch is committed to disk on its own, so an interrupted run (Ctrl-C, kill, full
+    disk) loses at most the batch in flight and the next call resumes. Rows whose image file
+    changed (size or mtime) are recomputed; failures are recorded and retried only when the file
+    changes.
+
+    Args:
+        dataset: a ``datasets.Dataset`` (its ``key`` names the cache; paths are stored relative
+            to its root).
+        encoder: an ``encoders.Encoder``.
+        kind: ``"pooled"`` for ``(D,)`` vectors or ``"grid"`` for ``(7, 7, D)`` grids; only this
+            kind is computed.
+        image_paths: absolute paths of the images to encode (default: every image in the dataset).
+        batch_size: images per CNN batch (and per committed shard).
+        progress: show a tqdm progress bar and the planned cache size.
+
+    Returns:
+        An ExtractionReport.
+
+    Raises:
+        FeatureCacheError: the cache cannot be written (disk full, locked by another process) or
+            holds rows of another shape.
+    """
+    paths = _unique(image_paths if image_paths is not None else [item.path for item in dataset.images])
+    cache = FeatureCache(cache_dir(dataset.key, encoder.name, encoder.weights_id, kind))
+    shape = _row_shape(encoder, kind)
+    with cache.locked():
+        state = cache.read_state()
+        if state.row_shape is not None and tuple(state.row_shape) != shape:
+            raise FeatureCacheError(
+                f"feature cache {cache.directory} holds rows of shape {tuple(state.row_shape)}, "
+                f"the encoder gives {shape}; delete that folder to rebuild it")
+        state.row_shape = shape
+        todo, reused = _plan(dataset, paths, state)
+        computed, speed = 0, 0.0
+        if todo:
+            _check_space(cache, state, len(todo), kind, progress)
+            computed, speed = _extract_into(cache, state, encoder, kind, todo, batch_size, progress)
+        state = cache.consolidate(state)
+    failures = state.all_failures()
+    failed = [(path, failures[dataset.relative(path)]["reason"]) for path in paths
+              if dataset.relative(path) in failures]
+    return ExtractionReport(computed=computed, reused=reused, failed=failed, images_per_second=speed)
+
+
+def load_features(dataset, encoder_name: str, weights_id: str, kind: str,
+                  image_paths: Sequence[Path]) -> np.ndarray:
+    """Cached features in the order of ``image_paths``.
+
+    Args:
+        dataset: the ``Dataset`` the features were extracted from.
+        encoder_name: ``Encoder.name``.
+        weights_id: ``Encoder.weights_id``.
+        kind: ``"pooled"`` or ``"grid"``.
+        image_paths: absolute image paths.
+
+    Returns:
+        float16 ``(N, D)`` or ``(N, 7, 7, D)``: a read-only memmap when the paths are exactly the
+        cache's rows in order, else an in-memory copy of the selected rows (use
+        ``open_features`` to keep memory flat for big grids).
+
+    Raises:
+        FeatureCacheError: some images have no cached row.
+    """
+    features, rows = open_features(dataset, encoder_name, weights_id, kind, image_paths)
+    if len(rows) == len(features) and np.array_equal(rows, np.arange(len(rows))):
+        return features
+    return np.asarray(features[rows])
+
+
+def open_features(dataset, encoder_name: str, weights_id: str, kind: str,
+                  image_paths: Sequence[Path]) -> tuple[np.ndarray, np.ndarray]:
+    """The whole cached array as a read-only memmap plus the row of each requested image.
+
+    ``features[rows[i]]`` is the row of ``image_paths[i]``; reading rows batch by batch keeps
+    memory flat however large the cache is.
+
+    Args:
+        dataset, encoder_name, weights_id, kind, image_paths: as for ``load_features``.
+
+    Returns:
+        ``(features (rows, ...) float16 memmap, rows (N,) int64)``.
+
+    Raises:
+        FeatureCacheError: the cache is missing or some images have no cached row.
+    """
+    cache = FeatureCache(cache_dir(dataset.key, encoder_name, weights_id, kind))
+    state = cache.read_state()
+    if state.shards:  # left by an interrupted run: merge them so one memmap holds every row
+        with cache.locked():
+            state = cache.consolidate(cache.read_state())
+    relative = [dataset.relative(path) for path in image_paths]
+    missing = [name for name in relative if name not in state.rows]
+    if missing:
+        raise FeatureCacheError(
+            f"{len(missing)} of {len(relative)} images have no cached {kind} features in "
+            f"{cache.directory} (first: {missing[0]}); run `python image_captioning.py extract` "
+            f"for this dataset and encoder{' with --grid' if kind == 'grid' else ''}")
+    features = cache.open_features(state) if relative else np.zeros((0, *(state.row_shape or ())), FEATURE_DTYPE)
+    return features, np.array([state.rows[name] for name in relative], dtype=np.int64)
+
+
+def encode_paths(encoder, paths: Sequence[Path], kind: str = "pooled",
+                 batch_size: int = 32) -> tuple[np.ndarray, list[tuple[Path, str]]]:
+    """Encode images in memory (no cache) through the same loader and pipeline as extraction.
+
+    The features are float16, exactly as the cache stores them, so a caption model sees at
+    inference the same numbers it was trained on.
+
+    Args:
+        encoder: an ``encoders.Encoder``.
+        paths: image files.
+        kind: ``"pooled"`` or ``"grid"``.
+        batch_size: images per CNN batch.
+
+    Returns:
+        ``(features, failures)``: float16 ``(n_ok, *row_shape)`` rows in the order of ``paths``
+        with the unreadable images left out, and ``(path, reason)`` for each of those.
+    """
+    paths = [Path(p) for p in paths]
+    chunks, failures = [], []
+    for batch in _run_pipeline(encoder, kind, paths, batch_size):
+        chunks.append(batch.features)
+        failures.extend((paths[i], reason) for i, reason in batch.failures)
+    shape = _row_shape(encoder, kind)
+    features = np.concatenate(chunks) if chunks else np.zeros((0, *shape), FEATURE_DTYPE)
+    return features, failures
+
+
+# --------------------------------------------------------------------------------- planning
+
+
+@dataclass(frozen=True)
+class _Todo:
+    path: Path
+    relative: str
+    signature: Signature | None
+
+
+def _plan(dataset, paths: list[Path], state: CacheState) -> tuple[list[_Todo], int]:
+    """Split the requested images into those to compute and the number whose rows are reusable."""
+    done, failed = state.done_signatures(), state.all_failures()
+    todo, reused = [], 0
+    for path in paths:
+        relative = dataset.relative(path)
+        signature = file_signature(path)
+        recorded = failed.get(relative)
+        if recorded is not None and _same(recorded.get("signature"), signature):
+            continue  # failed before and unchanged: reported, not retried
+        if recorded is None and relative in done and _same(done[relative], signature):
+            reused += 1
+        else:
+            todo.append(_Todo(path, relative, signature))
+    return todo, reused
+
+
+def _same(recorded, signature: Signature | None) -> bool:
+    return (None if recorded is None else tuple(recorded)) == signature
+
+
+def _check_space(cache: FeatureCache, state: CacheState, count: int, kind: str, progress: bool) -> None:
+    """Refuse to start when the shards plus the consolidated copy cannot fit on the disk."""
+    per_row = row_bytes(state.row_shape)
+    total_rows = len(state.rows) + count
+    if progress:
+        print(f"{kind} features: {count} images to compute, cache will be about "
+              f"{format_bytes(total_rows * per_row)} ({total_rows} x {' x '.join(map(str, state.row_shape))}"
+              f" x 2 bytes) in {cache.directory}")
+    # Shards for the new rows, then one consolidated copy of every row.
+    ensure_free_space(cache.directory, (count + total_rows) * per_row, f"{kind} features")
+
+
+# ------------------------------------------------------------------------------ extraction
+
+
+def _extract_into(cache: FeatureCache, state: CacheState, encoder, kind: str, todo: list[_Todo],
+                  batch_size: int, progress: bool) -> tuple[int, float]:
+    """Run the pipeline over ``todo``, committing each batch as a shard. Returns (computed, images/s)."""
+    from tqdm import tqdm
+
+    computed, start = 0, time.perf_counter()
+    with tqdm(total=len(todo), unit="img", desc=f"{encoder.name} {kind}", disable=not progress) as bar:
+        for batch in _run_pipeline(encoder, kind, [item.path for item in todo], batch_size):
+            failed = {i for i, _ in batch.failures}
+            ok = [todo[i] for i in batch.indices if i not in failed]
+            failures = {todo[i].relative: {"reason": reason, "signature": _as_list(todo[i].signature)}
+                        for i, reason in batch.failures}
+            cache.write_shard(state, batch.features, [item.relative for item in ok],
+                              [item.signature for item in ok], failures)
+            computed += len(ok)
+            bar.update(len(batch.indices))
+    elapsed = time.perf_counter() - start
+    return computed, len(todo) / elapsed if elapsed > 0 else 0.0
+
+
+def _run_pipeline(encoder, kind: str, paths: list[Path], batch_size: int) -> Iterator[_Batch]:
+    """Yield encoded batches in input order: parallel decode + resize, batch, prefetch, CNN."""
+    import tensorflow as tf
+
+    if not paths:
+        return
+    model = encoder.pooled_model if kind == "pooled" else encoder.model
+    infer = _compiled_inference(model)
+    dataset = image_batches(paths, encoder.input_size, batch_size)
+    position = 0
+    for pixels, ok, reasons in dataset:  # (batch, size, size, 3) uint8, (batch,), (batch,)
+        count = int(pixels.shape[0])
+        if count < batch_size:  # pad the last batch so the compiled graph keeps one shape
+            pixels = tf.pad(pixels, [[0, batch_size - count], [0, 0], [0, 0], [0, 0]])
+        features = infer(pixels)[:count].numpy()
+        ok = ok.numpy()
+        indices = np.arange(position, position + count)
+        failures = [(int(i), reasons[j].numpy().decode("utf-8", "replace"))
+                    for j, i in enumerate(indices) if not ok[j]]
+        position += count
+        yield _Batch(indices=indices, features=features[ok], failures=failures)
+
+
+def image_batches(paths: Sequence[Path], size: int, batch_size: int):
+    """A tf.data pipeline of ``(pixels uint8 (B, size, size, 3), ok bool (B,), reason string (B,))``.
+
+    Decoding runs on tf.data's parallel threads through ``images.load_image``; an unreadable image
+    yields zeros with ``ok=False`` and the loader's message, so it cannot stop the pipeline.
+
+    Args:
+        paths: image files, in the order the batches keep.
+        size: square side the loader resizes to.
+        batch_size: images per batch (the last may be smaller).
+
+    Returns:
+        A prefetching ``tf.data.Dataset``.
+    """
+    import tensorflow as tf
+
+    from captioning import images  # looked up per call, so tests can slow the loader down
+
+    def load(path_bytes):
+        path = Path(path_bytes.decode("utf-8"))
+        try:
+            return images.load_image(path, size), np.bool_(True), np.bytes_(b"")
+        except Exception as error:  # noqa: BLE001 - any unreadable file is one failed row, not a crash
+            reason = str(error) or type(error).__name__
+            return np.zeros((size, size, 3), np.uint8), np.bool_(False), np.bytes_(reason.encode("utf-8"))
+
+    def load_tensor(path):
+        pixels, ok, reason = tf.numpy_function(load, [path], (tf.uint8, tf.bool, tf.string), stateful=False)
+        pixels.set_shape((size, size, 3))
+        ok.set_shape(())
+        reason.set_shape(())
+        return pixels, ok, reason
+
+    return (tf.data.Dataset.from_tensor_slices([str(p) for p in paths])
+            .map(load_tensor, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            .batch(batch_size)
+            .prefetch(tf.data.AUTOTUNE))
+
+
+def _compiled_inference(model):
+    """A graph-compiled ``uint8 pixels -> float16 features`` call (casting inside saves a copy).
+
+    Kept per model, so repeated calls (the Captioner's batches) do not trace the graph again.
+    """
+    import tensorflow as tf
+
+    infer = _COMPILED.get(model)
+    if infer is None:
+        @tf.function(reduce_retracing=True)
+        def infer(pixels):
+            return tf.cast(model(tf.cast(pixels, tf.float32), training=False), FEATURE_DTYPE)
+
+        _COMPILED[model] = infer
+    return infer
+
+
+def _row_shape(encoder, kind: str) -> tuple[int, ...]:
+    if kind == "pooled":
+        return (encoder.feature_dim,)
+    if kind == "grid":
+        return (encoder.grid_size, encoder.grid_size, encoder.feature_dim)
+    raise FeatureCacheError(f"unknown feature kind {kind!r}: use 'pooled' or 'grid'")
+
+
+def _unique(paths) -> list[Path]:
+    return list(dict.fromkeys(Path(p) for p in paths))
+
+
+def _as_list(signature: Signature | None) -> list[int] | None:
+    return None if signature is None else list(signature)
