@@ -45,8 +45,8 @@ def build_training_model(vocab_size: int, max_length: int, feature_shape: Sequen
         config: Decoder sizes, dropout and kind.
 
     Returns:
-        An uncompiled keras Model with inputs ``features`` ``(B, *feature_shape)`` and ``tokens``
-        ``(B, max_length - 1)`` int32, returning logits ``(B, max_length - 1, vocab_size)``.
+        An uncompiled keras Model with dict inputs ``{"features": (B, *feature_shape), "tokens":
+        (B, max_length - 1) int32}`` (the same for every kind), returning logits ``(B, max_length - 1, vocab_size)``.
 
     Raises:
         ValueError: For an unknown kind or a feature shape the kind cannot take.
@@ -78,7 +78,7 @@ def _build_merge_model(vocab_size: int, steps: int, feature_dim: int, config: De
     merged = layers.Add(name=MERGE_ADD)([sequence, image])  # (B, T, U)
     hidden = layers.Dense(config.units, activation="relu", name=MERGE_DENSE)(merged)
     logits = layers.Dense(vocab_size, name=WORD_LOGITS)(hidden)  # (B, T, V)
-    return keras.Model([features, tokens], logits, name="merge_decoder")
+    return keras.Model({"features": features, "tokens": tokens}, logits, name="merge_decoder")
 
 
 def caption_loss() -> keras.losses.Loss:

@@ -54,7 +54,7 @@ def _per_prefix_model(training_model):
 
 def test_whole_caption_model_equals_per_prefix_model_for_every_prefix():
     model, features, tokens = _random_model_and_batch()
-    probs = _softmax(model.predict([features, tokens[:, :-1]], verbose=0))  # (B, T, V)
+    probs = _softmax(model.predict({"features": features, "tokens": tokens[:, :-1]}, verbose=0))  # (B, T, V)
     per_prefix = _per_prefix_model(model)
     compared = 0
     for row in range(len(tokens)):
@@ -70,7 +70,7 @@ def test_whole_caption_model_equals_per_prefix_model_for_every_prefix():
 
 def test_step_decoder_matches_training_graph():
     model, features, tokens = _random_model_and_batch(seed=1)
-    logits = model.predict([features, tokens[:, :-1]], verbose=0)  # (B, T, V)
+    logits = model.predict({"features": features, "tokens": tokens[:, :-1]}, verbose=0)  # (B, T, V)
     expected = np.log(_softmax(logits.astype(np.float64)))
     steps = decoder.make_step_decoder(model, CONFIG)
     state = steps.initial_state(features)
@@ -98,8 +98,8 @@ def test_loss_is_averaged_over_real_tokens_only():
     model, features, tokens = _random_model_and_batch(seed=3)
     model.compile(optimizer="adam", loss=decoder.caption_loss())
     targets = tokens[:, 1:]
-    loss = model.evaluate([features, tokens[:, :-1]], targets, verbose=0)
-    log_probs = np.log(_softmax(model.predict([features, tokens[:, :-1]], verbose=0).astype(np.float64)))
+    loss = model.evaluate({"features": features, "tokens": tokens[:, :-1]}, targets, verbose=0)
+    log_probs = np.log(_softmax(model.predict({"features": features, "tokens": tokens[:, :-1]}, verbose=0).astype(np.float64)))
     token_loss = -np.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
     real = targets != 0
     assert loss == pytest.approx(token_loss[real].mean(), rel=1e-4)

@@ -1,0 +1,327 @@
+"""Model bundles on disk (``saved_models/NAME/``): save atomically, load with clear errors, find, list.
+
+A bundle is a folder::
+
+    model.weights.h5   Keras weights (no architecture code, no pickle)
+    vocab.json         text.Vocabulary
+    config.json        format_version, decoder config, vocab size, max_length, feature shape,
+                       encoder, dataset and split, training summary
+    history.json       per-epoch loss / val_loss / learning rate
+    loss_curve.png     training and validation loss by epoch
+
+Loading rebuilds the architecture from ``config.json`` with ``decoder.build_training_model`` and
+loads the weights into it, so nothing is deserialised from code and renamed classes cannot break
+old bundles. TensorFlow is imported only inside the functions that need it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from captioning import config as settings
+from captioning.errors import BundleError
+from captioning.text import Vocabulary
+
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "model.weights.h5"
+VOCAB_FILE = "vocab.json"
+CONFIG_FILE = "config.json"
+HISTORY_FILE = "history.json"
+LOSS_CURVE_FILE = "loss_curve.png"
+REQUIRED_FILES = (CONFIG_FILE, VOCAB_FILE, WEIGHTS_FILE, HISTORY_FILE)
+# Folders inside a bundle that belong to a training run, not to the bundle; kept across saves.
+KEPT_FOLDERS = (".checkpoint",)
+TRAIN_HINT = "train one with `python image_captioning.py train`"
+
+
+@dataclass
+class Bundle:
+    """A loaded model bundle."""
+
+    path: Path
+    config: dict
+    vocab: Vocabulary
+    model: Any  # keras.Model (the training graph; make a StepDecoder from it to caption)
+    history: dict
+
+    @property
+    def decoder_config(self) -> settings.DecoderConfig:
+        """The bundle's decoder settings as a DecoderConfig."""
+        return decoder_config_from_dict(self.config.get("decoder", {}))
+
+    @property
+    def max_length(self) -> int:
+        """Caption length in tokens counting START and END."""
+        return int(self.config["max_length"])
+
+
+def decoder_config_from_dict(values: dict) -> settings.DecoderConfig:
+    """A DecoderConfig from JSON, ignoring keys this version does not know."""
+    known = {f.name for f in dataclasses.fields(settings.DecoderConfig)}
+    return settings.DecoderConfig(**{k: v for k, v in values.items() if k in known})
+
+
+def save_bundle(target: str | Path, model, vocab: Vocabulary, bundle_config: dict, history: dict) -> Path:
+    """Write a bundle atomically: a temp folder beside ``target``, then renames.
+
+    An existing bundle at ``target`` stays untouched until the new one is complete; a training
+    checkpoint folder inside it (``.checkpoint/``) is carried over.
+
+    Args:
+        target: The bundle folder.
+        model: The trained keras model.
+        vocab: Its vocabulary.
+        bundle_config: JSON-able settings (decoder, vocab_size, max_length, feature_shape, ...);
+            ``format_version`` and ``created`` are added here.
+        history: Per-epoch metrics, e.g. ``{"loss": [...], "val_loss": [...]}``.
+
+    Returns:
+        The bundle folder.
+    """
+    from captioning.plots import save_loss_curve
+
+    target = Path(target).absolute()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.new-", dir=target.parent))
+    try:
+        full_config = {"format_version": FORMAT_VERSION,
+                       "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                       **bundle_config}
+        model.save_weights(str(staging / WEIGHTS_FILE))
+        vocab.save(staging / VOCAB_FILE)
+        _write_json(staging / HISTORY_FILE, history)
+        save_loss_curve(history, staging / LOSS_CURVE_FILE)
+        _write_json(staging / CONFIG_FILE, full_config)  # last: its presence marks a complete bundle
+        _swap_into_place(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
+
+
+def _swap_into_place(staging: Path, target: Path) -> None:
+    """Replace ``target`` with ``staging``; the old folder is removed only once the new one is in."""
+    if not target.exists():
+        os.replace(staging, target)
+        return
+    backup = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+    backup.rmdir()
+    os.replace(target, backup)
+    try:
+        os.replace(staging, target)
+    except BaseException:
+        os.replace(backup, target)
+        raise
+    for name in KEPT_FOLDERS:
+        if (backup / name).exists():
+            os.replace(backup / name, target / name)
+    shutil.rmtree(backup, ignore_errors=True)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def read_bundle_config(path: str | Path) -> dict:
+    """Read and check a bundle's config.json without loading the model.
+
+    Args:
+        path: The bundle folder.
+
+    Returns:
+        The config dict.
+
+    Raises:
+        BundleError: Not a folder, no or unreadable config.json, or a newer format version.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise BundleError(f"{path}: no model bundle there (not a folder); {TRAIN_HINT} or pass --model DIR")
+    data = _read_json(path / CONFIG_FILE)
+    if not isinstance(data, dict):
+        raise BundleError(f"{path / CONFIG_FILE}: not a bundle config (expected a JSON object); retrain the model")
+    version = data.get("format_version")
+    if not isinstance(version, int):
+        raise BundleError(f"{path / CONFIG_FILE}: no format_version; not a bundle written by this tool")
+    if version > FORMAT_VERSION:
+        raise BundleError(f"{path}: bundle format {version} is newer than this tool supports "
+                          f"({FORMAT_VERSION}); update the tool or retrain the model")
+    return data
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BundleError(f"{path}: file missing; the model bundle is incomplete, retrain or re-copy it") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise BundleError(f"{path}: unreadable JSON ({error}); retrain or re-copy the model bundle") from None
+
+
+def load_bundle(path: str | Path) -> Bundle:
+    """Load a bundle: check its files, rebuild the architecture from config.json, load weights.
+
+    Args:
+        path: The bundle folder.
+
+    Returns:
+        The Bundle with a ready keras model.
+
+    Raises:
+        BundleError: A missing file, unreadable JSON, a newer format version, or weights that do
+            not fit the architecture the config and vocabulary describe.
+    """
+    path = Path(path)
+    bundle_config = read_bundle_config(path)
+    for name in REQUIRED_FILES:
+        if not (path / name).is_file():
+            raise BundleError(f"{path / name}: file missing; the model bundle is incomplete, "
+                              "retrain or re-copy it")
+    vocab = Vocabulary.load(path / VOCAB_FILE)
+    history = _read_json(path / HISTORY_FILE)
+    try:
+        vocab_size = int(bundle_config["vocab_size"])
+        max_length = int(bundle_config["max_length"])
+        feature_shape = tuple(int(n) for n in bundle_config["feature_shape"])
+        decoder_config = decoder_config_from_dict(bundle_config["decoder"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise BundleError(f"{path / CONFIG_FILE}: missing or invalid setting ({error}); retrain the model") from None
+    if vocab_size != len(vocab):
+        raise BundleError(f"{path}: vocab.json has {len(vocab)} words but the model was trained with "
+                          f"{vocab_size}; the files come from different runs, retrain the model")
+    model = _build_and_load(path, vocab_size, max_length, feature_shape, decoder_config)
+    return Bundle(path=path, config=bundle_config, vocab=vocab, model=model, history=history)
+
+
+def _build_and_load(path: Path, vocab_size: int, max_length: int, feature_shape: tuple,
+                    decoder_config: settings.DecoderConfig):
+    from captioning.decoder import build_training_model
+
+    try:
+        model = build_training_model(vocab_size, max_length, feature_shape, decoder_config)
+    except ValueError as error:
+        raise BundleError(f"{path / CONFIG_FILE}: cannot rebuild the model ({error}); retrain the model") from None
+    try:
+        model.load_weights(str(path / WEIGHTS_FILE))
+    except (ValueError, KeyError, OSError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise BundleError(f"{path / WEIGHTS_FILE}: weights do not fit the model described by "
+                          f"config.json and vocab.json ({reason}); retrain the model") from None
+    return model
+
+
+def is_bundle(path: str | Path) -> bool:
+    """Whether ``path`` looks like a bundle folder (has a config.json)."""
+    return (Path(path) / CONFIG_FILE).is_file()
+
+
+def _created_time(path: Path) -> float:
+    """When a bundle was written: config.json's ``created``, else its modification time."""
+    try:
+        created = json.loads((path / CONFIG_FILE).read_text(encoding="utf-8")).get("created")
+        return datetime.fromisoformat(created).timestamp()
+    except (OSError, ValueError, TypeError, AttributeError):
+        try:
+            return (path / CONFIG_FILE).stat().st_mtime
+        except OSError:
+            return 0.0
+
+
+def list_bundles() -> list[Path]:
+    """Bundles in ``config.MODELS_DIR`` and the shipped default, newest first.
+
+    Returns:
+        Bundle folders (each holds a config.json).
+    """
+    found = []
+    models_dir = Path(settings.MODELS_DIR)
+    if models_dir.is_dir():
+        found = [p for p in models_dir.iterdir() if p.is_dir() and not p.name.startswith(".") and is_bundle(p)]
+    found.sort(key=lambda p: (_created_time(p), p.name), reverse=True)
+    default = Path(settings.DEFAULT_BUNDLE_DIR)
+    if is_bundle(default) and all(p.resolve() != default.resolve() for p in found):
+        found.append(default)
+    return found
+
+
+def find_default_bundle() -> Path:
+    """The bundle to use when none is named: the newest trained one, else the shipped default.
+
+    Returns:
+        A bundle folder.
+
+    Raises:
+        BundleError: When there is none, saying how to train one.
+    """
+    models_dir = Path(settings.MODELS_DIR)
+    trained = []
+    if models_dir.is_dir():
+        trained = [p for p in models_dir.iterdir() if p.is_dir() and not p.name.startswith(".") and is_bundle(p)]
+    if trained:
+        return max(trained, key=lambda p: (_created_time(p), p.name))
+    if is_bundle(settings.DEFAULT_BUNDLE_DIR):
+        return Path(settings.DEFAULT_BUNDLE_DIR)
+    raise BundleError(f"no model bundle in {models_dir} nor {settings.DEFAULT_BUNDLE_DIR}; {TRAIN_HINT} "
+                      "or pass --model DIR")
+
+
+def describe_bundle(path: str | Path) -> str:
+    """A readable multi-line summary of a bundle for ``info --model`` (no TensorFlow needed).
+
+    Args:
+        path: The bundle folder.
+
+    Returns:
+        The summary text.
+
+    Raises:
+        BundleError: As ``read_bundle_config``.
+    """
+    path = Path(path)
+    data = read_bundle_config(path)
+    encoder = data.get("encoder", {})
+    decoder = data.get("decoder", {})
+    dataset = data.get("dataset", {})
+    training = data.get("training", {})
+    history = {}
+    if (path / HISTORY_FILE).is_file():
+        try:
+            history = _read_json(path / HISTORY_FILE)
+        except BundleError:
+            history = {}
+    encoder_text = f"{encoder.get('name', '?')} (weights {encoder.get('weights_id', '?')})"
+    if encoder.get("random_weights"):
+        encoder_text += " RANDOM WEIGHTS - for tests only, not for real use"
+    lines = [
+        f"model bundle: {path}",
+        f"  format version: {data.get('format_version')}   created: {data.get('created', '?')}",
+        f"  encoder: {encoder_text}",
+        f"  decoder: {decoder.get('kind', '?')} (embedding {decoder.get('embedding_dim', '?')}, "
+        f"units {decoder.get('units', '?')}, dropout {decoder.get('dropout', '?')})",
+        f"  vocabulary: {data.get('vocab_size', '?')} words   max caption length: "
+        f"{data.get('max_length', '?')} tokens   features: {data.get('feature_shape', '?')}",
+        f"  dataset: {dataset.get('source', '?')} (key {dataset.get('key', '?')}, "
+        f"{dataset.get('train_images', '?')} train / {dataset.get('val_images', '?')} val images)",
+    ]
+    val_losses = [v for v in history.get("val_loss", []) if v is not None]
+    if training or val_losses:
+        best = f"{min(val_losses):.4f}" if val_losses else "?"
+        seconds = training.get("seconds")
+        duration = f"{seconds / 60:.1f} min" if isinstance(seconds, (int, float)) else "?"
+        lines.append(f"  training: {training.get('epochs_run', len(val_losses))} epochs, best val loss "
+                     f"{best}, {duration}")
+    return "\n".join(lines)
+
+
+__all__ = [
+    "Bundle", "FORMAT_VERSION", "describe_bundle", "find_default_bundle", "is_bundle", "list_bundles",
+    "load_bundle", "read_bundle_config", "save_bundle",
+]
