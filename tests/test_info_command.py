@@ -1,0 +1,82 @@
+"""``info`` as a user runs it: a subprocess, exit codes, a summary and never a traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.test_datasets import make_flickr_csv, make_images
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_info(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "image_captioning.py", "info", *map(str, args)],
+                          cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+
+
+def test_info_summarises_a_dataset(tmp_path):
+    result = run_info("--dataset", make_flickr_csv(tmp_path / "flickr"))
+    out = result.stdout
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in out + result.stderr
+    assert "flickr-csv (captions.txt + Images/)" in out
+    assert "images:             3" in out
+    assert "captions:           4 usable of 7 read" in out
+    assert "captions/image:     min 1, mean 1.33, max 2" in out
+    assert "p50 " in out and "p99 " in out and ", max 6" in out
+    assert "split (seed 1234):  train " in out
+    assert "vocabulary:" in out and "max caption length:" in out
+    for reason in ("1 captions whose image file is missing (e.g. missing.jpg)",
+                   "1 images without a usable caption (e.g. lonely.jpg)",
+                   "1 empty captions", "1 duplicate captions", "1 malformed rows"):
+        assert reason in out
+
+
+def test_info_unusable_dataset_exits_1_with_one_line(tmp_path):
+    make_images(tmp_path / "Images", ["a.jpg"])
+    (tmp_path / "captions.json").write_text('{"annotations": [')
+    result = run_info("--dataset", tmp_path)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
+    assert "captions.json: invalid JSON" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_info_without_options_is_a_usage_error():
+    result = run_info()
+    assert result.returncode == 2
+    assert "--dataset" in result.stderr and "--model" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_info_does_not_import_tensorflow(tmp_path):
+    root = make_flickr_csv(tmp_path / "flickr")
+    code = ("import sys; from captioning.cli import main; "
+            f"status = main(['info', '--dataset', {str(root)!r}]); "
+            "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'TF imported'; "
+            "sys.exit(status)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
+def test_describe_model_uses_the_bundle_module(monkeypatch):
+    from captioning.commands import info
+
+    bundle = pytest.importorskip("captioning.bundle")
+    monkeypatch.setattr(bundle, "describe_bundle", lambda path: f"bundle at {path}", raising=False)
+    assert info._describe_model("some/dir") == "bundle at some/dir"
+
+
+def test_describe_model_without_bundle_support_is_a_clear_error(monkeypatch):
+    from captioning.commands import info
+    from captioning.errors import CaptioningError
+
+    monkeypatch.setitem(sys.modules, "captioning.bundle", None)  # as if bundle.py were absent
+    with pytest.raises(CaptioningError, match="model bundle support"):
+        info._describe_model("some/dir")
