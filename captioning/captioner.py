@@ -1,0 +1,302 @@
+"""Caption images with a trained bundle: the bundle, its encoder and the step decoder load once.
+
+Each batch of files is decoded by ``images.load_image`` (the loader feature extraction used for
+training) on a few threads, encoded by the bundle's own encoder through one compiled graph kept for
+the captioner's lifetime (so only the first batch pays for tracing), cast to float16 as the feature
+cache stores it, then captioned by one batched beam search. An image that cannot be read becomes a
+``CaptionResult`` with an ``error``; the rest of its batch is still captioned.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from captioning import config, decoding
+from captioning.errors import BundleError, CaptioningError
+
+DEFAULT_BATCH_SIZE = 32
+
+
+@dataclass(frozen=True)
+class CaptionResult:
+    """The outcome for one input image.
+
+    Attributes:
+        path: the image file (as found: given, or inside a given folder).
+        caption: the caption, or None when the image failed.
+        error: one line naming the file and why it failed, or None.
+        tokens: the caption's word ids (no START/END).
+        score: the caption's length-normalised log-probability.
+    """
+
+    path: Path
+    caption: str | None
+    error: str | None = None
+    tokens: tuple[int, ...] = field(default=(), repr=False)
+    score: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+# uint8 pixels (B, size, size, 3) -> features (B, ...)
+EncodePixels = Callable[[np.ndarray], np.ndarray]
+LOADER_THREADS = 4  # Pillow releases the GIL while decoding, so threads overlap file reads
+
+
+class Captioner:
+    """Everything needed to caption, loaded once and reused for every image."""
+
+    def __init__(self, encoder, step_decoder, vocab, max_length: int, feature_kind: str = "pooled",
+                 decoder_kind: str = "merge", bundle=None, encode_pixels: EncodePixels | None = None):
+        """Assemble a captioner from loaded parts (``from_bundle`` is the usual way in).
+
+        Args:
+            encoder: an ``encoders.Encoder`` (the bundle's own); only ``input_size`` is used
+                when ``encode_pixels`` is given.
+            step_decoder: from ``decoder.make_step_decoder``.
+            vocab: a ``text.Vocabulary``.
+            max_length: caption length counted with START and END, as trained.
+            feature_kind: ``"pooled"`` (merge decoder) or ``"grid"`` (attention decoder).
+            decoder_kind: ``"merge"`` or ``"attention"``.
+            bundle: the loaded ``bundle.Bundle`` when there is one.
+            encode_pixels: uint8 pixels -> features; default: the encoder's model, compiled.
+        """
+        self.encoder = encoder
+        self.step_decoder = step_decoder
+        self.vocab = vocab
+        self.max_length = int(max_length)
+        self.feature_kind = feature_kind
+        self.decoder_kind = decoder_kind
+        self.bundle = bundle
+        self._encode_pixels = encode_pixels or _compiled_encoder(encoder, feature_kind)
+
+    @classmethod
+    def from_bundle(cls, path: str | Path | None = None) -> "Captioner":
+        """Load a bundle and build its encoder and step decoder.
+
+        Args:
+            path: a bundle folder; default ``bundle.find_default_bundle()``.
+
+        Returns:
+            A ready Captioner.
+
+        Raises:
+            BundleError: no bundle, or one that cannot be loaded.
+            EncoderError: the bundle's encoder cannot be built.
+        """
+        from captioning import bundle as bundles
+        from captioning.decoder import make_step_decoder
+        from captioning.encoders import build_encoder
+
+        loaded = bundles.load_bundle(Path(path) if path is not None else bundles.find_default_bundle())
+        settings = bundle_settings(loaded.config, loaded.path)
+        encoder = build_encoder(settings["encoder"], weights=settings["encoder_weights"])
+        step_decoder = make_step_decoder(loaded.model, settings["decoder_config"])
+        return cls(encoder, step_decoder, loaded.vocab, settings["max_length"],
+                   feature_kind=settings["feature_kind"], decoder_kind=settings["decoder_kind"],
+                   bundle=loaded)
+
+    # ------------------------------------------------------------------------------ captioning
+
+    def caption_paths(self, paths: Sequence[str | Path], beam_size: int = config.DEFAULT_BEAM_SIZE,
+                      batch_size: int = DEFAULT_BATCH_SIZE) -> list[CaptionResult]:
+        """Caption image files and folders (searched recursively, image files only).
+
+        Args:
+            paths: files and/or folders, in the order wanted.
+            beam_size: beam width; 1 is greedy.
+            batch_size: images per encoder and decoder batch.
+
+        Returns:
+            One result per image in input order, folders expanded in sorted order; a missing path
+            or a folder without images is one failed result.
+        """
+        entries = expand_paths(paths)
+        results: list[CaptionResult | None] = [None] * len(entries)
+        todo = []
+        for position, (path, error) in enumerate(entries):
+            if error is None:
+                todo.append(position)
+            else:
+                results[position] = CaptionResult(path, None, error)
+        for start in range(0, len(todo), batch_size):
+            chunk = todo[start:start + batch_size]
+            captioned = self._caption_batch([entries[i][0] for i in chunk], beam_size)
+            for position, result in zip(chunk, captioned):
+                results[position] = result
+        return results  # type: ignore[return-value]  (every slot is filled above)
+
+    def caption_arrays(self, images_uint8: np.ndarray | Sequence[np.ndarray],
+                       beam_size: int = config.DEFAULT_BEAM_SIZE) -> list[str]:
+        """Caption in-memory RGB images.
+
+        Args:
+            images_uint8: ``(B, H, W, 3)`` uint8, or a list of ``(H, W, 3)`` arrays; any size other
+                than the encoder's is resized as ``images.load_image`` does (squashed, bilinear).
+
+        Returns:
+            One caption per image.
+        """
+        pixels = np.stack([self._fit(image) for image in images_uint8])  # (B, size, size, 3)
+        features = self.encode(pixels)
+        return [self.vocab.decode(h.tokens) for h in self.decode_features(features, beam_size)]
+
+    def decode_features(self, features: np.ndarray,
+                        beam_size: int = config.DEFAULT_BEAM_SIZE) -> list[decoding.Hypothesis]:
+        """The best hypothesis per image for already-encoded features ``(B, ...)``."""
+        ranked = decoding.beam_search_hypotheses(self.step_decoder, features, beam_size, self.max_length)
+        return [hypotheses[0] for hypotheses in ranked]
+
+    # -------------------------------------------------------------------------------- internals
+
+    def _caption_batch(self, paths: list[Path], beam_size: int) -> list[CaptionResult]:
+        loaded = self._load(paths)
+        ok = [pixels for pixels in loaded if not isinstance(pixels, str)]
+        hypotheses = iter(self.decode_features(self.encode(np.stack(ok)), beam_size) if ok else [])
+        results = []
+        for path, pixels in zip(paths, loaded):
+            if isinstance(pixels, str):
+                results.append(CaptionResult(path, None, _name_file(path, pixels)))
+            else:
+                best = next(hypotheses)
+                results.append(CaptionResult(path, self.vocab.decode(best.tokens), None,
+                                             best.tokens, best.score))
+        return results
+
+    def _load(self, paths: list[Path]) -> list[np.ndarray | str]:
+        """Each image's pixels, or the one-line reason it cannot be read."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        from captioning.images import load_image
+
+        def load(path: Path) -> np.ndarray | str:
+            try:
+                return load_image(path, self.encoder.input_size)
+            except CaptioningError as error:
+                return str(error)
+            except Exception as error:  # noqa: BLE001 - one bad file must not stop the batch
+                return f"{path}: cannot read image ({type(error).__name__}: {error})"
+
+        with ThreadPoolExecutor(max_workers=min(LOADER_THREADS, len(paths))) as pool:
+            return list(pool.map(load, paths))
+
+    def encode(self, pixels: np.ndarray) -> np.ndarray:
+        """Features for uint8 pixels ``(B, size, size, 3)``, float16 as the feature cache stores them
+        (the decoder sees the numbers it was trained on)."""
+        return np.asarray(self._encode_pixels(pixels)).astype(np.float16)
+
+    def _fit(self, image: np.ndarray) -> np.ndarray:
+        from PIL import Image
+
+        from captioning.images import REDUCING_GAP
+
+        image = np.asarray(image)
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"expected (H, W, 3) uint8 RGB images, got {image.shape} {image.dtype}")
+        size = self.encoder.input_size
+        if image.shape[:2] == (size, size):
+            return image
+        resized = Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR,
+                                                reducing_gap=REDUCING_GAP)
+        return np.asarray(resized, dtype=np.uint8)
+
+
+def _compiled_encoder(encoder, feature_kind: str) -> EncodePixels:
+    """One graph-compiled ``uint8 pixels -> features`` function, traced once per batch shape."""
+    import tensorflow as tf
+
+    if feature_kind == "grid":
+        model = encoder.model
+    else:
+        model = getattr(encoder, "pooled_model", None) or _pooled(encoder.model)
+
+    @tf.function(reduce_retracing=True)
+    def infer(pixels):
+        return model(tf.cast(pixels, tf.float32), training=False)
+
+    return lambda pixels: infer(tf.convert_to_tensor(pixels)).numpy()
+
+
+def _pooled(grid_model):
+    """The mean over the spatial grid, as Keras ``pooling="avg"`` computes it."""
+    import keras
+
+    return keras.Model(grid_model.inputs, keras.layers.GlobalAveragePooling2D()(grid_model.outputs[0]))
+
+
+def expand_paths(paths: Sequence[str | Path]) -> list[tuple[Path, str | None]]:
+    """Turn the user's files and folders into ``(image path, error or None)`` in input order.
+
+    Args:
+        paths: files and/or folders.
+
+    Returns:
+        A folder contributes its images (recursively, sorted); a missing path or a folder without
+        images contributes one entry with the error. Files are kept whatever their extension, so
+        a wrong one is reported by the loader rather than silently skipped.
+    """
+    from captioning.images import find_images
+
+    entries: list[tuple[Path, str | None]] = []
+    for raw in paths:
+        path = Path(raw)
+        try:
+            found = find_images(path)
+        except CaptioningError as error:
+            entries.append((path, str(error)))
+            continue
+        if not found:
+            extensions = ", ".join(config.IMAGE_EXTENSIONS)
+            entries.append((path, f"{path}: no images in this folder (looked recursively for {extensions})"))
+        entries.extend((image, None) for image in found)
+    return entries
+
+
+def bundle_settings(bundle_config: dict, path: Path | str = "") -> dict:
+    """What captioning needs from a bundle's ``config.json``.
+
+    Args:
+        bundle_config: the bundle's config dict.
+        path: the bundle folder, for error messages.
+
+    Returns:
+        ``encoder``, ``encoder_weights``, ``decoder_kind``, ``decoder_config`` (a
+        ``config.DecoderConfig``), ``feature_kind`` and ``max_length``.
+
+    Raises:
+        BundleError: a required field is missing.
+    """
+    import dataclasses
+
+    encoder = bundle_config.get("encoder")
+    if isinstance(encoder, dict):  # {"name": ..., "weights": ...}
+        encoder_name, weights = encoder.get("name"), encoder.get("weights", "imagenet")
+    else:
+        encoder_name, weights = encoder, bundle_config.get("encoder_weights", "imagenet")
+    decoder = dict(bundle_config.get("decoder") or {})
+    if isinstance(bundle_config.get("decoder"), str):
+        decoder = {"kind": bundle_config["decoder"]}
+    known = {f.name for f in dataclasses.fields(config.DecoderConfig)}
+    decoder_config = config.DecoderConfig(**{k: v for k, v in decoder.items() if k in known})
+    max_length = bundle_config.get("max_length")
+    if not encoder_name or not max_length:
+        raise BundleError(f"{path}: config.json lacks the encoder or max_length; retrain the model")
+    return {
+        "encoder": encoder_name,
+        "encoder_weights": weights,
+        "decoder_kind": decoder_config.kind,
+        "decoder_config": decoder_config,
+        "feature_kind": "grid" if decoder_config.kind == "attention" else "pooled",
+        "max_length": int(max_length),
+    }
+
+
+def _name_file(path: Path, reason: str) -> str:
+    """A failure message that names the file once (the loader's messages usually already do)."""
+    return reason if str(path) in reason or path.name in reason else f"{path}: {reason}"

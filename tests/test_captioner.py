@@ -1,0 +1,140 @@
+"""Captioner: paths and folders in, one result per image in input order, failures isolated."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from captioning.captioner import CaptionResult, Captioner, bundle_settings, expand_paths
+from captioning.errors import BundleError
+from captioning.text import Vocabulary
+
+WORDS = ["<pad>", "<unk>", "<start>", "<end>", "red", "blue", "green"]
+COLORS = {"red": (220, 20, 20), "blue": (20, 20, 220), "green": (20, 200, 20)}
+
+
+class ColourDecoder:
+    """Says the dominant colour of the image, then ends. Features: mean RGB ``(B, 3)``."""
+
+    def __init__(self):
+        self.batch_sizes = []
+
+    def initial_state(self, features):
+        features = np.asarray(features, dtype=np.float64)
+        return features, np.zeros((len(features), 1))
+
+    def step(self, tokens, state):
+        rgb, count = state
+        self.batch_sizes.append(len(tokens))
+        logits = np.full((len(tokens), len(WORDS)), -20.0)
+        first = count[:, 0] == 0
+        logits[first, 4:7] = rgb[first] / 20.0  # red, blue... by channel: R, G, B below
+        logits[first, 5], logits[first, 6] = rgb[first, 2] / 20.0, rgb[first, 1] / 20.0
+        logits[~first, 3] = 5.0  # then END
+        logits -= np.log(np.exp(logits).sum(axis=1, keepdims=True))
+        return logits, (rgb, count + 1)
+
+
+def fake_captioner(encoded: list | None = None) -> Captioner:
+    def encode_pixels(pixels):
+        if encoded is not None:
+            encoded.append(len(pixels))
+        return pixels.reshape(len(pixels), -1, 3).mean(axis=1)  # (B, 3) mean RGB
+
+    encoder = SimpleNamespace(input_size=16)
+    return Captioner(encoder, ColourDecoder(), Vocabulary(WORDS), max_length=5,
+                     encode_pixels=encode_pixels)
+
+
+def save(path: Path, colour: str, size=(40, 30)) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, COLORS[colour]).save(path)
+    return path
+
+
+def test_files_and_folders_are_captioned_in_input_order(tmp_path):
+    first = save(tmp_path / "one.png", "green")
+    folder = tmp_path / "album"
+    save(folder / "b.jpg", "blue")
+    save(folder / "a.png", "red")
+    save(folder / "sub" / "c.png", "green")
+    (folder / "notes.txt").write_text("not an image")
+    results = fake_captioner().caption_paths([folder, first])
+    assert [r.path for r in results] == [folder / "a.png", folder / "b.jpg", folder / "sub" / "c.png", first]
+    assert [r.caption for r in results] == ["red", "blue", "green", "green"]
+    assert all(r.ok and r.error is None for r in results)
+    assert results[0].tokens == (4,) and results[0].score < 0
+
+
+def test_bad_inputs_fail_alone_and_the_rest_of_the_batch_is_captioned(tmp_path):
+    good = [save(tmp_path / f"{i}.png", colour) for i, colour in enumerate(["red", "blue", "green"])]
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(Image.new("RGB", (50, 50)).tobytes()[:100])
+    empty = tmp_path / "empty.png"
+    empty.touch()
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    disguised = tmp_path / "really_a_png.jpg"  # Pillow sniffs content, not the extension
+    Image.new("RGB", (20, 20), COLORS["blue"]).save(disguised, format="PNG")
+    (tmp_path / "nothing").mkdir()
+    inputs = [good[0], broken, tmp_path / "missing.jpg", good[1], empty, text, tmp_path / "nothing",
+              disguised, good[2]]
+    encoded = []
+    results = fake_captioner(encoded).caption_paths(inputs, batch_size=3)
+    assert [r.path for r in results] == inputs
+    assert [r.caption for r in results] == ["red", None, None, "blue", None, None, None, "blue", "green"]
+    for result in results:
+        if result.caption is None:
+            assert result.error and "\n" not in result.error
+            assert result.path.name in result.error
+    assert "no such file" in results[2].error
+    assert "empty" in results[4].error
+    assert "not an image" in results[5].error
+    assert "no images" in results[6].error
+    # The 7 existing files went in batches of 3; the unreadable ones never reach the encoder.
+    assert encoded == [2, 1, 1]
+
+
+def test_batches_give_the_same_captions_as_one_at_a_time(tmp_path):
+    paths = [save(tmp_path / f"{i:02d}.png", colour)
+             for i, colour in enumerate(["red", "blue", "green", "blue", "red"] * 3)]
+    captioner = fake_captioner()
+    batched = captioner.caption_paths(paths, beam_size=3, batch_size=32)
+    alone = [captioner.caption_paths([p], beam_size=3, batch_size=1)[0] for p in paths]
+    assert [r.caption for r in batched] == [r.caption for r in alone]
+    assert [r.score for r in batched] == pytest.approx([r.score for r in alone])
+    assert captioner.step_decoder.batch_sizes[:2] == [45, 45]  # 15 images x 3 beams per step call
+
+
+def test_caption_arrays_resizes_any_size(tmp_path):
+    images = [np.full((50, 80, 3), COLORS["red"], np.uint8), np.full((16, 16, 3), COLORS["green"], np.uint8)]
+    assert fake_captioner().caption_arrays(images) == ["red", "green"]
+    assert fake_captioner().caption_arrays(np.stack([images[1]] * 2), beam_size=1) == ["green", "green"]
+    with pytest.raises(ValueError, match="uint8"):
+        fake_captioner().caption_arrays([np.zeros((16, 16), np.uint8)])
+
+
+def test_expand_paths_reports_missing_and_empty(tmp_path):
+    (tmp_path / "empty").mkdir()
+    entries = expand_paths([tmp_path / "empty", tmp_path / "gone.png"])
+    assert [p for p, _ in entries] == [tmp_path / "empty", tmp_path / "gone.png"]
+    assert all(error for _, error in entries)
+
+
+def test_caption_result_fields():
+    result = CaptionResult(Path("a.jpg"), None, "a.jpg: file not found")
+    assert not result.ok and result.tokens == ()
+
+
+def test_bundle_settings_reads_encoder_decoder_and_length():
+    settings = bundle_settings({"encoder": {"name": "efficientnet_lite0", "weights": "imagenet"},
+                                "decoder": {"kind": "attention", "units": 64}, "max_length": 12})
+    assert settings["encoder"] == "efficientnet_lite0"
+    assert settings["feature_kind"] == "grid" and settings["decoder_config"].units == 64
+    assert bundle_settings({"encoder": "resnet50", "max_length": 9})["feature_kind"] == "pooled"
+    with pytest.raises(BundleError, match="max_length"):
+        bundle_settings({"encoder": "resnet50"}, "saved_models/x")
