@@ -16,7 +16,8 @@ Reported metrics, all on a 0-100 scale (x100) so they read like the tables in pa
   length closest to each hypothesis. That is the same definition as the COCO toolkit's.
 - ``COCO-BLEU-1..4``: pycocoevalcap's own ``Bleu`` for comparison with papers. It differs from
   NLTK only by the 1e-15 / 1e-9 it adds to every n-gram precision to avoid division by zero, so
-  the two agree to ~1e-6 unless some n-gram order has no match at all (NLTK then gives exactly 0).
+  the two agree to ~1e-6 unless some n-gram order has no match at all (NLTK then gives ~1e-76,
+  i.e. zero; COCO a small positive number).
 - ``CIDEr-D``: pycocoevalcap's ``Cider`` (clipped n-gram counts and a Gaussian length penalty,
   sigma 6: the CIDEr-D of the COCO leaderboard). Its idf comes from the references of the images
   being scored, so it depends on the evaluation set.
@@ -313,7 +314,7 @@ def nltk_corpus_bleu(candidates: list[str], references: list[list[str]]) -> dict
 
     Returns:
         ``{"BLEU-1": ..., ..., "BLEU-4": ...}`` on the 0-100 scale. An order with no matching
-        n-gram anywhere in the corpus scores 0 (NLTK's unsmoothed definition).
+        n-gram anywhere in the corpus scores ~0 (NLTK's unsmoothed definition).
     """
     from nltk.translate.bleu_score import corpus_bleu  # imported when scoring, not at CLI start-up
 
