@@ -31,6 +31,20 @@ CAPTIONED_FOLDER = "captioned_images"
 # ---------------------------------------------------------------- choosing a model bundle
 
 
+def bundle_label(path: Path) -> str:
+    """One line naming a bundle for the model list: folder, encoder/decoder, creation time."""
+    from captioning import bundle
+
+    try:
+        data = bundle.read_bundle_config(path)
+    except CaptioningError as error:  # still listed, so the user sees why it cannot be used
+        return f"{path.name} (unreadable: {error})"
+    encoder = (data.get("encoder") or {}).get("name", "?")
+    decoder = (data.get("decoder") or {}).get("kind", "?")
+    created = str(data.get("created", "?"))[:16].replace("T", " ")
+    return f"{path.name} ({encoder} + {decoder}, {created})"
+
+
 def choose_bundle() -> Path | None:
     """Pick a model bundle: the newest by default, or one from a numbered list.
 
@@ -39,19 +53,15 @@ def choose_bundle() -> Path | None:
     """
     from captioning import bundle
 
-    bundles = list(bundle.list_bundles())
-    default = bundle.find_default_bundle()
-    if default.is_dir() and default not in bundles:
-        bundles.append(default)
+    bundles = bundle.list_bundles()  # newest first, the shipped default last
     if not bundles:
         say(f"No trained model found in {config.MODELS_DIR}. Train one first (menu 1).")
         return None
     if len(bundles) == 1:
-        say(f"Model: {bundle.describe_bundle(bundles[0])}")
+        say(f"Model: {bundle_label(bundles[0])}")
         return bundles[0]
-    labels = [bundle.describe_bundle(path) for path in bundles]
-    number = bundles.index(default) + 1 if default in bundles else 1
-    return bundles[ask_choice("Which model?", labels, default=number)]
+    labels = [bundle_label(path) for path in bundles]
+    return bundles[ask_choice("Which model? (newest first)", labels, default=1)]
 
 
 # ---------------------------------------------------------------- 1) train
@@ -92,38 +102,41 @@ def train_step() -> None:
 # ---------------------------------------------------------------- 2) caption
 
 
-def _caption_file(captioner, image: Path, output_png: Path) -> None:
-    """Caption one image, print the caption and write the annotated PNG."""
+def output_png_for(image: Path, folder: Path | None) -> Path:
+    """Where the annotated PNG of ``image`` goes, in the current folder.
+
+    Args:
+        image: the captioned image file.
+        folder: the folder the user gave, or None when they gave the image itself.
+
+    Returns:
+        ``captioned_image.png`` for a single image; for a folder, ``captioned_images/`` plus the
+        image's path inside the folder with separators turned into ``__`` (two ``cat.jpg`` in
+        different subfolders must not overwrite each other).
+    """
+    if folder is None:
+        return Path.cwd() / config.DEFAULT_CAPTION_PNG
+    inside = Path(image).relative_to(folder).with_suffix("")
+    return Path.cwd() / CAPTIONED_FOLDER / ("__".join(inside.parts) + ".png")
+
+
+def caption_typed_path(captioner, path: Path) -> None:
+    """Caption an image or every image in a folder: print each caption and write its PNG.
+
+    Args:
+        captioner: a loaded ``captioner.Captioner``.
+        path: an existing image file or folder.
+    """
     from captioning.annotate import write_captioned_image
 
-    (result,) = captioner.caption_paths([image], config.DEFAULT_BEAM_SIZE)
-    if result.error:
-        say(f"{image}: {result.error}")
-        return
-    say(f"{image}: {result.caption}")
-    write_captioned_image(image, result.caption, output_png)
-    say(f"  -> {output_png}")
-
-
-def _caption_folder(captioner, folder: Path) -> None:
-    """Caption every image in a folder into ``captioned_images/`` in the current folder."""
-    from captioning.annotate import write_captioned_image
-    from captioning.images import find_images
-
-    images = find_images(folder)
-    if not images:
-        say(f"No images found in {folder}")
-        return
-    out_dir = Path.cwd() / CAPTIONED_FOLDER
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for result in captioner.caption_paths(images, config.DEFAULT_BEAM_SIZE):
+    folder = path if path.is_dir() else None
+    for result in captioner.caption_paths([path], config.DEFAULT_BEAM_SIZE):
         if result.error:
-            say(f"{result.path}: {result.error}")
+            say(f"error: {result.error}")
             continue
-        output_png = out_dir / f"{Path(result.path).stem}.png"
         say(f"{result.path}: {result.caption}")
-        write_captioned_image(result.path, result.caption, output_png)
-        say(f"  -> {output_png}")
+        written = write_captioned_image(result.path, result.caption, output_png_for(result.path, folder))
+        say(f"  -> {written}")
 
 
 def caption_step() -> None:
@@ -140,10 +153,7 @@ def caption_step() -> None:
         if path is None:
             return
         try:
-            if path.is_dir():
-                _caption_folder(captioner, path)
-            else:
-                _caption_file(captioner, path, Path.cwd() / config.DEFAULT_CAPTION_PNG)
+            caption_typed_path(captioner, path)
         except CaptioningError as error:  # one bad image must not end the visit
             say(f"error: {error}")
 
@@ -172,10 +182,9 @@ def evaluate_step() -> None:
 
 def info_step() -> None:
     """Summarise a dataset or a model bundle."""
-    index = ask_choice("Show information about:", ["A dataset folder", "A trained model"], 1)
+    index = ask_choice("Show information about:", ["A dataset", "A trained model"], 1)
     if index == 0:
-        folder = ask_path("Dataset folder", kind="dir")
-        _run_subcommand(["info", "--dataset", str(folder)])
+        _run_subcommand(["info", "--dataset", _ask_dataset()])
         return
     bundle_dir = choose_bundle()
     if bundle_dir is not None:
