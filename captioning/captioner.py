@@ -97,6 +97,11 @@ class Captioner:
         loaded = bundles.load_bundle(Path(path) if path is not None else bundles.find_default_bundle())
         settings = bundle_settings(loaded.config, loaded.path)
         encoder = build_encoder(settings["encoder"], weights=settings["encoder_weights"])
+        if settings["weights_id"] and encoder.weights_id != settings["weights_id"]:
+            # Other weights give other features: the decoder would caption noise.
+            raise BundleError(f"{loaded.path}: the model was trained on {settings['encoder']} weights "
+                              f"{settings['weights_id']} but {encoder.weights_id} were loaded; "
+                              "restore those weights or retrain the model")
         step_decoder = make_step_decoder(loaded.model, settings["decoder_config"])
         return cls(encoder, step_decoder, loaded.vocab, settings["max_length"],
                    feature_kind=settings["feature_kind"], decoder_kind=settings["decoder_kind"],
@@ -117,7 +122,21 @@ class Captioner:
             One result per image in input order, folders expanded in sorted order; a missing path
             or a folder without images is one failed result.
         """
-        entries = expand_paths(paths)
+        return self.caption_entries(expand_paths(paths), beam_size, batch_size)
+
+    def caption_entries(self, entries: Sequence[tuple[Path, str | None]],
+                        beam_size: int = config.DEFAULT_BEAM_SIZE,
+                        batch_size: int = DEFAULT_BATCH_SIZE) -> list[CaptionResult]:
+        """Caption the output of ``expand_paths``: entries with an error are passed through.
+
+        Args:
+            entries: ``(image path, error or None)`` pairs.
+            beam_size: beam width; 1 is greedy.
+            batch_size: images per encoder and decoder batch.
+
+        Returns:
+            One result per entry, in order.
+        """
         results: list[CaptionResult | None] = [None] * len(entries)
         todo = []
         for position, (path, error) in enumerate(entries):
@@ -214,7 +233,8 @@ def _compiled_encoder(encoder, feature_kind: str) -> EncodePixels:
     if feature_kind == "grid":
         model = encoder.model
     else:
-        model = getattr(encoder, "pooled_model", None) or _pooled(encoder.model)
+        model = getattr(encoder, "pooled_model", None)
+        model = _pooled(encoder.model) if model is None else model
 
     @tf.function(reduce_retracing=True)
     def infer(pixels):
@@ -262,38 +282,40 @@ def bundle_settings(bundle_config: dict, path: Path | str = "") -> dict:
     """What captioning needs from a bundle's ``config.json``.
 
     Args:
-        bundle_config: the bundle's config dict.
+        bundle_config: the bundle's config dict (``encoder``: ``{"name", "weights_id"[, "weights"]}``,
+            ``decoder``: DecoderConfig fields, ``max_length``).
         path: the bundle folder, for error messages.
 
     Returns:
-        ``encoder``, ``encoder_weights``, ``decoder_kind``, ``decoder_config`` (a
-        ``config.DecoderConfig``), ``feature_kind`` and ``max_length``.
+        ``encoder``, ``encoder_weights`` (what ``build_encoder`` takes), ``weights_id`` (or None),
+        ``decoder_kind``, ``decoder_config``, ``feature_kind`` and ``max_length``.
 
     Raises:
         BundleError: a required field is missing.
     """
-    import dataclasses
+    from captioning.bundle import decoder_config_from_dict
 
     encoder = bundle_config.get("encoder")
-    if isinstance(encoder, dict):  # {"name": ..., "weights": ...}
-        encoder_name, weights = encoder.get("name"), encoder.get("weights", "imagenet")
-    else:
-        encoder_name, weights = encoder, bundle_config.get("encoder_weights", "imagenet")
-    decoder = dict(bundle_config.get("decoder") or {})
-    if isinstance(bundle_config.get("decoder"), str):
-        decoder = {"kind": bundle_config["decoder"]}
-    known = {f.name for f in dataclasses.fields(config.DecoderConfig)}
-    decoder_config = config.DecoderConfig(**{k: v for k, v in decoder.items() if k in known})
-    max_length = bundle_config.get("max_length")
-    if not encoder_name or not max_length:
+    if isinstance(encoder, str):
+        encoder = {"name": encoder}
+    if not isinstance(encoder, dict) or not encoder.get("name") or not bundle_config.get("max_length"):
         raise BundleError(f"{path}: config.json lacks the encoder or max_length; retrain the model")
+    weights_id = encoder.get("weights_id")
+    weights = encoder.get("weights")
+    if weights is None:
+        if weights_id not in (None, "imagenet", "none"):
+            raise BundleError(f"{path}: the model was trained with encoder weights {weights_id} but "
+                              "config.json does not say where that file is; retrain the model")
+        weights = weights_id or "imagenet"
+    decoder_config = decoder_config_from_dict(bundle_config.get("decoder") or {})
     return {
-        "encoder": encoder_name,
+        "encoder": encoder["name"],
         "encoder_weights": weights,
+        "weights_id": weights_id,
         "decoder_kind": decoder_config.kind,
         "decoder_config": decoder_config,
         "feature_kind": "grid" if decoder_config.kind == "attention" else "pooled",
-        "max_length": int(max_length),
+        "max_length": int(bundle_config["max_length"]),
     }
 
 

@@ -131,10 +131,16 @@ def test_caption_result_fields():
 
 
 def test_bundle_settings_reads_encoder_decoder_and_length():
-    settings = bundle_settings({"encoder": {"name": "efficientnet_lite0", "weights": "imagenet"},
+    settings = bundle_settings({"encoder": {"name": "efficientnet_lite0", "weights_id": "imagenet"},
                                 "decoder": {"kind": "attention", "units": 64}, "max_length": 12})
-    assert settings["encoder"] == "efficientnet_lite0"
+    assert (settings["encoder"], settings["encoder_weights"]) == ("efficientnet_lite0", "imagenet")
     assert settings["feature_kind"] == "grid" and settings["decoder_config"].units == 64
-    assert bundle_settings({"encoder": "resnet50", "max_length": 9})["feature_kind"] == "pooled"
+    assert settings["max_length"] == 12
+    plain = bundle_settings({"encoder": {"name": "resnet50", "weights_id": "none"}, "max_length": 9})
+    assert plain["feature_kind"] == "pooled" and plain["encoder_weights"] == "none"
+    custom = {"name": "resnet50", "weights_id": "md5-abc", "weights": "/w/resnet.h5"}
+    assert bundle_settings({"encoder": custom, "max_length": 9})["encoder_weights"] == "/w/resnet.h5"
+    with pytest.raises(BundleError, match="md5-abc"):
+        bundle_settings({"encoder": {"name": "resnet50", "weights_id": "md5-abc"}, "max_length": 9}, "m")
     with pytest.raises(BundleError, match="max_length"):
-        bundle_settings({"encoder": "resnet50"}, "saved_models/x")
+        bundle_settings({"encoder": {"name": "resnet50"}}, "saved_models/x")

@@ -1,0 +1,174 @@
+"""``caption``: caption image files and folders with a trained bundle.
+
+Prints ``path: caption`` per image on stdout and one ``error: ...`` line per unusable input on
+stderr. One image file: writes ``captioned_image.png`` (or ``--output``). Folders or several images:
+one annotated PNG per image in ``--output-dir``, named after the image. ``--json`` writes every
+result in input order. Exit status 0 when every image was captioned, 1 when any failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from captioning import config
+from captioning.errors import CaptioningError
+
+EXIT_OK, EXIT_FAILURE = 0, 1
+
+
+def run(args: argparse.Namespace) -> int:
+    """Caption ``args.paths`` and write the annotated PNGs and JSON asked for.
+
+    Args:
+        args: Parsed ``caption`` options (paths, model, beam_size, output, output_dir, no_png,
+            json, attention_map).
+
+    Returns:
+        0 when every image was captioned, 1 when any input failed. A missing or broken model
+        raises ``BundleError`` (one line, exit 1 through ``cli.run_command``).
+    """
+    from captioning import bundle as bundles
+    from captioning.captioner import CaptionResult, Captioner, expand_paths
+
+    # Cheap checks first: a missing model or no usable input is reported before TensorFlow loads.
+    model_dir = Path(args.model) if args.model else bundles.find_default_bundle()
+    bundles.read_bundle_config(model_dir)
+    entries = expand_paths(args.paths)
+    captioner = None
+    if all(error for _, error in entries):
+        results = [CaptionResult(path, None, error) for path, error in entries]
+    else:
+        captioner = Captioner.from_bundle(model_dir)
+        results = captioner.caption_entries(entries, beam_size=args.beam_size)
+    pngs = _png_targets(args, results, single=_is_single(args.paths, entries))
+    failed = _report(results, pngs)
+    if args.attention_map and captioner is not None:
+        failed |= _attention_maps(captioner, results, pngs)
+    if args.json:
+        _write_json(Path(args.json), results, pngs)
+        print(f"wrote {args.json}")
+    return EXIT_FAILURE if failed else EXIT_OK
+
+
+def _is_single(paths: list[str], entries) -> bool:
+    """One image file named on the command line (not a folder that happens to hold one)."""
+    return len(paths) == 1 and len(entries) == 1 and not Path(paths[0]).is_dir()
+
+
+def _png_targets(args: argparse.Namespace, results, single: bool) -> dict[int, Path]:
+    """Where each captioned image's annotated PNG goes, by result index."""
+    if args.no_png:
+        return {}
+    if single:
+        return {0: Path(args.output or config.DEFAULT_CAPTION_PNG)} if results[0].ok else {}
+    if args.output:
+        print(f"note: --output is for a single image; writing one PNG per image into {args.output_dir}/",
+              file=sys.stderr)
+    names = unique_png_names([r.path for r in results])
+    return {i: Path(args.output_dir) / names[i] for i, r in enumerate(results) if r.ok}
+
+
+def unique_png_names(paths: list[Path]) -> list[str]:
+    """``<stem>.png`` per image; images sharing a stem get ``<stem>-2.png``, ``<stem>-3.png``...
+
+    Args:
+        paths: image paths in input order.
+
+    Returns:
+        One file name per path, all distinct (case-insensitively, for macOS and Windows disks).
+    """
+    taken: set[str] = set()
+    names = []
+    for path in paths:
+        stem, number = path.stem or "image", 1
+        name = f"{stem}.png"
+        while name.lower() in taken:
+            number += 1
+            name = f"{stem}-{number}.png"
+        taken.add(name.lower())
+        names.append(name)
+    return names
+
+
+def _report(results, pngs: dict[int, Path]) -> bool:
+    """Print each caption (writing its PNG) or its error; True when anything failed."""
+    from captioning.annotate import write_captioned_image
+
+    failed = False
+    for index, result in enumerate(results):
+        if not result.ok:
+            print(f"error: {result.error}", file=sys.stderr)
+            failed = True
+            continue
+        print(f"{result.path}: {result.caption}", flush=True)
+        if index in pngs:
+            try:
+                write_captioned_image(result.path, result.caption, pngs[index])
+            except CaptioningError as error:
+                print(f"error: {error}", file=sys.stderr)
+                del pngs[index]
+                failed = True
+    if len(results) == 1 and 0 in pngs:
+        print(f"saved {pngs[0]}")
+    elif pngs:
+        print(f"saved {len(pngs)} annotated images in {next(iter(pngs.values())).parent}/")
+    return failed
+
+
+def _attention_maps(captioner, results, pngs: dict[int, Path]) -> bool:
+    """Write an attention map per captioned image when the model and the module allow it."""
+    if captioner.decoder_kind != "attention":
+        print(f"note: --attention-map needs an attention model; {captioner.bundle.path if captioner.bundle else 'this model'} "
+              f"uses the {captioner.decoder_kind} decoder (train one with --decoder attention)",
+              file=sys.stderr)
+        return False
+    try:
+        from captioning.attention_maps import write_attention_map
+    except ImportError:
+        print("note: attention maps are not available in this version of the tool", file=sys.stderr)
+        return False
+    failed = False
+    for index, result in enumerate(results):
+        if not result.ok:
+            continue
+        base = pngs.get(index) or Path(f"{result.path.stem}.png")
+        target = base.with_name(f"{base.stem}_attention.png")
+        try:
+            write_attention_map(captioner, result.path, result.tokens, target)
+            print(f"saved {target}")
+        except CaptioningError as error:
+            print(f"error: {error}", file=sys.stderr)
+            failed = True
+    return failed
+
+
+def _write_json(path: Path, results, pngs: dict[int, Path]) -> None:
+    """``[{"image", "caption", "score", "png"?, "error"?}]`` in input order, written atomically."""
+    entries = []
+    for index, result in enumerate(results):
+        entry = {"image": str(result.path), "caption": result.caption}
+        if result.ok:
+            entry["score"] = round(result.score, 6) if result.score is not None else None
+            if index in pngs:
+                entry["png"] = str(pngs[index])
+        else:
+            entry["error"] = result.error
+        entries.append(entry)
+    text = json.dumps(entries, ensure_ascii=False, indent=2) + "\n"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(handle, "w", encoding="utf-8") as stream:
+                stream.write(text)
+            os.replace(temp, path)
+        except BaseException:
+            Path(temp).unlink(missing_ok=True)
+            raise
+    except OSError as error:
+        raise CaptioningError(f"cannot write {path}: {error.strerror or error}; choose a writable --json path") from None

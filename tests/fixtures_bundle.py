@@ -1,0 +1,55 @@
+"""A tiny real model bundle for captioning tests, built once per test session.
+
+``tiny_bundle`` saves an untrained merge decoder (small layers, random weights) over the
+efficientnet_lite0 encoder with random weights through ``bundle.save_bundle``: every file a real
+bundle has, the real encoder graph and step decoder, built in seconds. Captions from it are
+arbitrary words from its vocabulary, which is all the CLI and Captioner plumbing tests need;
+learning itself is tested by training on the shapes dataset (tests of the training pipeline).
+
+Import the fixture into a test module with ``from tests.fixtures_bundle import tiny_bundle``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+WORDS = ["a", "red", "blue", "green", "circle", "square", "triangle", "on", "white", "background"]
+MAX_LENGTH = 8
+ENCODER = {"name": "efficientnet_lite0", "weights_id": "none", "random_weights": True}
+FEATURE_DIM = 1280  # efficientnet_lite0's pooled width
+
+
+def make_tiny_bundle(target: Path, kind: str = "merge", seed: int = 0) -> Path:
+    """Save a small untrained bundle at ``target``.
+
+    Args:
+        target: the bundle folder to write.
+        kind: decoder kind, ``"merge"`` (pooled features) or ``"attention"`` (grid features).
+        seed: Keras seed for the random weights.
+
+    Returns:
+        The bundle folder.
+    """
+    import keras
+
+    from captioning import bundle
+    from captioning.config import DecoderConfig
+    from captioning.decoder import build_training_model
+    from captioning.text import RESERVED_TOKENS, Vocabulary
+
+    vocab = Vocabulary([*RESERVED_TOKENS, *WORDS])
+    decoder = DecoderConfig(kind=kind, embedding_dim=16, units=16, dropout=0.0, attention_dim=16)
+    feature_shape = (FEATURE_DIM,) if kind == "merge" else (7, 7, FEATURE_DIM)
+    keras.utils.set_random_seed(seed)
+    model = build_training_model(len(vocab), MAX_LENGTH, feature_shape, decoder)
+    settings = {"decoder": dict(decoder.__dict__), "vocab_size": len(vocab), "max_length": MAX_LENGTH,
+                "feature_shape": list(feature_shape), "encoder": dict(ENCODER)}
+    return bundle.save_bundle(target, model, vocab, settings, {"loss": [3.0], "val_loss": [3.1]})
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory) -> Path:
+    """A session-wide tiny merge bundle (see module docstring)."""
+    return make_tiny_bundle(tmp_path_factory.mktemp("bundles") / "tiny-merge")
