@@ -52,7 +52,7 @@ JAVA_TOKENIZER = "Stanford PTBTokenizer (CoreNLP 3.4.1 jar from pycocoevalcap, J
 PYTHON_TOKENIZER = "pure-Python PTB-style tokeniser (Java not used) + COCO punctuation removal"
 
 IMPLEMENTATIONS = {
-    "BLEU": "nltk.translate.bleu_score.corpus_bleu: corpus-level, uniform weights, no smoothing, "
+    "BLEU": "NLTK corpus_bleu (nltk.translate.bleu_score): corpus-level, uniform weights, no smoothing, "
             "closest-reference-length brevity penalty",
     "COCO-BLEU": "pycocoevalcap Bleu: corpus-level, closest-reference-length brevity penalty "
                  "(the COCO caption toolkit's BLEU)",

@@ -1,0 +1,355 @@
+"""Evaluate a model bundle: choose held-out images, caption them in batches, score them.
+
+Which images: the bundle's ``config.json`` records the dataset it was trained on (source and key)
+and the split settings. On that same dataset the split is recomputed and only its test (or val)
+images are captioned, so the model is never scored on images it was trained on. A dataset with a
+different key was never seen in training, so all of its images are test images.
+
+Scoring is ``metrics.score_captions`` against all of each image's references; files are written by
+``report.py``. TensorFlow is imported only when a real captioner is loaded.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Protocol, Sequence
+
+from captioning import config, metrics
+from captioning.datasets import CaptionedImage, Dataset, load_dataset, split_dataset
+from captioning.errors import BundleError, CaptioningError, DatasetError
+
+SPLITS = ("test", "val")
+CAPTION_BATCH_SIZE = 32  # images per captioner call: one encoder batch and one batched beam search
+
+
+class CaptionsPaths(Protocol):
+    """What evaluation needs from a captioner (``captioner.Captioner`` or a test double)."""
+
+    def caption_paths(self, paths: Sequence[Path], beam_size: int) -> list: ...
+
+
+@dataclass
+class EvaluationSet:
+    """The held-out images to caption and where they came from.
+
+    Attributes:
+        images: the images, in dataset order (first ``--limit`` of them when limited).
+        split: ``"test"`` or ``"val"``.
+        dataset: the loaded dataset.
+        seen_in_training: whether this is the dataset the bundle was trained on (so the split was
+            recomputed); False means all of its images are test images.
+        split_config: the split settings used (None for an unseen dataset).
+        available: held-out images before ``--limit``.
+    """
+
+    images: list[CaptionedImage]
+    split: str
+    dataset: Dataset
+    seen_in_training: bool
+    split_config: config.SplitConfig | None
+    available: int
+
+    def describe(self) -> str:
+        """One line: how many images, which split, of which dataset, and why these."""
+        count = f"{len(self.images):,}" + (f" of {self.available:,}" if self.available != len(self.images) else "")
+        if self.seen_in_training:
+            how = (f"{self.split} split (seed {self.split_config.seed}) of the training dataset "
+                   f"{self.dataset.key}")
+        else:
+            how = f"dataset {self.dataset.key}, not used in training (all images held out)"
+        return f"{count} images: {how}"
+
+
+@dataclass
+class ImageOutcome:
+    """One evaluated image: its generated caption (or why it failed) and its references."""
+
+    path: Path
+    references: list[str]
+    caption: str | None
+    error: str | None = None
+
+
+@dataclass
+class EvaluationResult:
+    """Everything an evaluation produced, ready for ``report.py``."""
+
+    model_path: Path
+    evaluation_set: EvaluationSet
+    outcomes: list[ImageOutcome]
+    scores: metrics.ScoreReport
+    beam_size: int
+    seconds: float  # captioning and scoring
+    caption_seconds: float
+    date: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+    @property
+    def scored(self) -> list[ImageOutcome]:
+        """Images that got a caption (the ones the metrics cover)."""
+        return [outcome for outcome in self.outcomes if outcome.error is None]
+
+    @property
+    def failed(self) -> list[ImageOutcome]:
+        """Images the captioner could not read."""
+        return [outcome for outcome in self.outcomes if outcome.error is not None]
+
+    def to_dict(self) -> dict:
+        """The content of ``metrics.json``: scores with their implementation and scale, and the
+        split, image count, beam size, dataset key and date they belong to."""
+        chosen = self.evaluation_set
+        dataset = chosen.dataset
+        split_config = chosen.split_config
+        data = {
+            "date": self.date,
+            "model": str(self.model_path),
+            "dataset": {"source": dataset.source or str(dataset.root), "key": dataset.key,
+                        "seen_in_training": chosen.seen_in_training},
+            "split": chosen.split,
+            "split_config": None if split_config is None else {
+                "seed": split_config.seed, "val_fraction": split_config.val_fraction,
+                "test_fraction": split_config.test_fraction},
+            "num_images": len(self.scored),
+            "num_images_requested": len(self.outcomes),
+            "num_images_held_out": chosen.available,
+            "beam_size": self.beam_size,
+            "seconds": round(self.seconds, 2),
+            "captioning_seconds": round(self.caption_seconds, 2),
+        }
+        data.update(self.scores.to_dict())  # scale, scores, implementations, tokenizer, ...
+        data["failed_images"] = [{"image": str(o.path), "error": o.error} for o in self.failed]
+        data["captions"] = [{"image": _relative(dataset, o.path), "caption": o.caption}
+                            for o in self.scored]
+        return data
+
+
+def _relative(dataset: Dataset, path: Path) -> str:
+    try:
+        return dataset.relative(path)
+    except ValueError:
+        return str(path)
+
+
+# ------------------------------------------------------------------------------ choosing images
+
+def training_dataset(bundle_config: dict, model_path: Path | str = "") -> tuple[str, str | None]:
+    """The source and key of the dataset a bundle was trained on, from its ``config.json``.
+
+    Args:
+        bundle_config: the bundle's config dict (``dataset``: ``{"source", "key", ...}``).
+        model_path: the bundle folder, for messages.
+
+    Returns:
+        (source as given to ``load_dataset``, dataset key or None when not recorded).
+
+    Raises:
+        BundleError: the config does not say which dataset the model was trained on.
+    """
+    recorded = bundle_config.get("dataset") or {}
+    source = recorded.get("source") if isinstance(recorded, dict) else None
+    if not source:
+        raise BundleError(f"{model_path}: config.json does not record the training dataset; "
+                          "pass --dataset PATH to evaluate on a dataset")
+    return str(source), recorded.get("key")
+
+
+def recorded_split_config(bundle_config: dict, model_path: Path | str = "") -> config.SplitConfig:
+    """The train/val/test split settings a bundle was trained with.
+
+    Args:
+        bundle_config: the bundle's config dict; the split is read from ``dataset.split`` or
+            ``split`` (``{"seed", "val_fraction", "test_fraction"}``).
+        model_path: the bundle folder, for messages.
+
+    Returns:
+        The SplitConfig.
+
+    Raises:
+        BundleError: no split recorded; guessing could score the model on its training images.
+    """
+    dataset = bundle_config.get("dataset") or {}
+    recorded = (dataset.get("split") if isinstance(dataset, dict) else None) or bundle_config.get("split")
+    if not isinstance(recorded, dict):
+        raise BundleError(f"{model_path}: config.json does not record the train/val/test split, so "
+                          "held-out images cannot be told apart; evaluate on another dataset with "
+                          "--dataset PATH or retrain the model")
+    defaults = config.SplitConfig()
+    try:
+        return config.SplitConfig(
+            seed=int(recorded.get("seed", defaults.seed)),
+            val_fraction=float(recorded.get("val_fraction", defaults.val_fraction)),
+            test_fraction=float(recorded.get("test_fraction", defaults.test_fraction)))
+    except (TypeError, ValueError):
+        raise BundleError(f"{model_path}: config.json has an unreadable split {recorded!r}; "
+                          "retrain the model") from None
+
+
+def choose_images(bundle_config: dict, dataset: Dataset, split: str = "test", limit: int | None = None,
+                  model_path: Path | str = "") -> EvaluationSet:
+    """The images of ``dataset`` the bundle was not trained on.
+
+    Args:
+        bundle_config: the bundle's config dict.
+        dataset: the loaded dataset to evaluate on.
+        split: ``"test"`` or ``"val"``.
+        limit: keep only the first N held-out images.
+        model_path: the bundle folder, for messages.
+
+    Returns:
+        The EvaluationSet.
+
+    Raises:
+        CaptioningError: an unknown split, ``val`` asked of a dataset the model never saw, or an
+            empty split.
+    """
+    if split not in SPLITS:
+        raise CaptioningError(f"--split {split}: expected one of {', '.join(SPLITS)}")
+    recorded = bundle_config.get("dataset") or {}
+    seen = isinstance(recorded, dict) and recorded.get("key") == dataset.key
+    if seen:
+        split_config = recorded_split_config(bundle_config, model_path)
+        held_out = getattr(split_dataset(dataset.images, split_config), split)
+    elif split == "val":
+        raise CaptioningError(f"--split val: dataset {dataset.key} was not used to train {model_path}, so "
+                              "it has no validation split (all its images are test images); use --split test")
+    else:
+        split_config, held_out = None, list(dataset.images)
+    if not held_out:
+        raise DatasetError(f"dataset {dataset.key}: its {split} split is empty; use a larger dataset "
+                           f"or the other split")
+    images = held_out[:limit] if limit else list(held_out)
+    return EvaluationSet(images=images, split=split, dataset=dataset, seen_in_training=seen,
+                         split_config=split_config, available=len(held_out))
+
+
+# ------------------------------------------------------------------------------ captioning, scoring
+
+def caption_in_batches(captioner: CaptionsPaths, paths: list[Path], beam_size: int,
+                       batch_size: int = CAPTION_BATCH_SIZE, progress: bool = True) -> list:
+    """Caption images a batch at a time (the captioner encodes and decodes each batch at once),
+    with a tqdm progress bar.
+
+    Args:
+        captioner: anything with ``caption_paths(paths, beam_size)``.
+        paths: image files.
+        beam_size: beam width; 1 is greedy.
+        batch_size: images per ``caption_paths`` call.
+        progress: show the progress bar (on stderr).
+
+    Returns:
+        One ``CaptionResult``-like object (``path``, ``caption``, ``error``) per path, in order.
+    """
+    from tqdm import tqdm
+
+    results = []
+    with tqdm(total=len(paths), unit="img", desc="captioning", disable=not progress) as bar:
+        for start in range(0, len(paths), batch_size):
+            batch = paths[start:start + batch_size]
+            captioned = captioner.caption_paths(batch, beam_size=beam_size)
+            if len(captioned) != len(batch):
+                raise CaptioningError(f"the captioner returned {len(captioned)} results for "
+                                      f"{len(batch)} images")
+            results.extend(captioned)
+            bar.update(len(batch))
+    return results
+
+
+def evaluate_images(captioner: CaptionsPaths, evaluation_set: EvaluationSet, beam_size: int,
+                    model_path: Path | str = "", progress: bool = True,
+                    use_java: bool | None = None) -> EvaluationResult:
+    """Caption the chosen images and score them against all their references.
+
+    Args:
+        captioner: anything with ``caption_paths(paths, beam_size)``.
+        evaluation_set: from ``choose_images``.
+        beam_size: beam width; 1 is greedy.
+        model_path: the bundle folder (recorded in the result).
+        progress: show the progress bar.
+        use_java: passed to ``metrics.score_captions`` (None: Java when installed).
+
+    Returns:
+        The EvaluationResult.
+
+    Raises:
+        CaptioningError: no image could be captioned (the message quotes the first error).
+    """
+    started = time.perf_counter()
+    images = evaluation_set.images
+    results = caption_in_batches(captioner, [image.path for image in images], beam_size,
+                                 progress=progress)
+    caption_seconds = time.perf_counter() - started
+    outcomes = [ImageOutcome(image.path, list(image.captions), result.caption, result.error)
+                for image, result in zip(images, results)]
+    scored = [outcome for outcome in outcomes if outcome.error is None]
+    if not scored:
+        raise CaptioningError(f"none of the {len(outcomes)} images could be captioned; first error: "
+                              f"{outcomes[0].error}")
+    scores = metrics.score_captions([o.caption or "" for o in scored], [o.references for o in scored],
+                                    use_java=use_java)
+    return EvaluationResult(model_path=Path(model_path), evaluation_set=evaluation_set,
+                            outcomes=outcomes, scores=scores, beam_size=beam_size,
+                            seconds=time.perf_counter() - started, caption_seconds=caption_seconds)
+
+
+def resolve_model_path(model: str | Path | None) -> Path:
+    """The bundle folder: the one given, else the default (newest in saved_models/, else default/).
+
+    Raises:
+        BundleError: no bundle there (or none at all).
+    """
+    from captioning import bundle
+
+    path = Path(model) if model else bundle.find_default_bundle()
+    bundle.read_bundle_config(path)  # fails early, with the bundle's own message
+    return path
+
+
+def prepare(model: str | Path | None, dataset_source: str | Path | None, split: str = "test",
+            limit: int | None = None) -> tuple[Path, EvaluationSet]:
+    """Find the bundle and choose its held-out images, before any model is loaded (fast failure).
+
+    Args:
+        model: bundle folder, or None for the default bundle.
+        dataset_source: ``"mini-coco"`` or a dataset folder; None: the bundle's training dataset.
+        split: ``"test"`` or ``"val"``.
+        limit: keep only the first N held-out images.
+
+    Returns:
+        (bundle folder, EvaluationSet).
+
+    Raises:
+        BundleError, DatasetError, CaptioningError: as the steps above, one line each.
+    """
+    from captioning import bundle
+
+    model_path = resolve_model_path(model)
+    bundle_config = bundle.read_bundle_config(model_path)
+    if dataset_source is None:
+        dataset_source, _ = training_dataset(bundle_config, model_path)
+    dataset = load_dataset(dataset_source)
+    return model_path, choose_images(bundle_config, dataset, split, limit, model_path)
+
+
+def evaluate_bundle(model: str | Path | None = None, dataset_source: str | Path | None = None,
+                    split: str = "test", beam_size: int = config.DEFAULT_BEAM_SIZE,
+                    limit: int | None = None, progress: bool = True) -> EvaluationResult:
+    """Evaluate a bundle on its held-out images: what ``evaluate`` and the menu run.
+
+    Args:
+        model: bundle folder, or None for the default bundle.
+        dataset_source: ``"mini-coco"`` or a dataset folder; None: the bundle's training dataset.
+        split: ``"test"`` or ``"val"``.
+        beam_size: beam width; 1 is greedy.
+        limit: caption only the first N held-out images.
+        progress: show the progress bar.
+
+    Returns:
+        The EvaluationResult (write it with ``report.write_reports``).
+    """
+    from captioning.captioner import Captioner
+
+    model_path, evaluation_set = prepare(model, dataset_source, split, limit)
+    captioner = Captioner.from_bundle(model_path)
+    return evaluate_images(captioner, evaluation_set, beam_size, model_path, progress)

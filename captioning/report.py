@@ -1,0 +1,208 @@
+"""The evaluation report: a terminal table, ``metrics.json`` and a PNG grid of sample captions.
+
+Files go into the bundle folder (``metrics.json``, ``evaluation_samples.png``), each written to a
+temp file beside its target and renamed over it, so an interrupted run never leaves half a file and
+no other bundle file is touched. The grid is drawn on Matplotlib's Agg canvas (no display needed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import textwrap
+from pathlib import Path
+
+import numpy as np
+
+from captioning.evaluation import EvaluationResult, ImageOutcome
+from captioning.errors import CaptioningError
+
+METRICS_FILE = "metrics.json"
+SAMPLES_FILE = "evaluation_samples.png"
+SAMPLE_COUNT = 12
+GRID_COLUMNS = 4
+THUMB_PX = 256
+TEXT_COLUMNS = 34  # characters per caption line under a 256-px thumbnail at 9 pt
+
+# Display order and the short note printed beside each metric family.
+_FAMILY_NOTES = {
+    "BLEU": "NLTK corpus_bleu, corpus-level, no smoothing",
+    "COCO-BLEU": "pycocoevalcap Bleu (as in papers)",
+    "METEOR": "pycocoevalcap METEOR 1.5 (Java)",
+    "ROUGE-L": "pycocoevalcap Rouge-L",
+    "CIDEr-D": "pycocoevalcap CIDEr-D",
+}
+
+
+def _family(name: str) -> str:
+    return name.rsplit("-", 1)[0] if name[-1].isdigit() else name
+
+
+def format_table(result: EvaluationResult) -> str:
+    """The terminal report: what was evaluated, one row per metric, and what was skipped or odd.
+
+    Args:
+        result: from ``evaluation.evaluate_images``.
+
+    Returns:
+        Multi-line text (no trailing newline).
+    """
+    scores = result.scores
+    lines = [f"model: {result.model_path}",
+             f"evaluated {result.evaluation_set.describe()}, beam size {result.beam_size}"]
+    if result.failed:
+        lines.append(f"{len(result.failed)} image(s) could not be read and are not scored, e.g. "
+                     f"{result.failed[0].error}")
+    lines += ["", f"{'metric':<12}{'score':>8}  implementation", "-" * 62]
+    for name, value in scores.scores.items():
+        lines.append(f"{name:<12}{value:>8.2f}  {_FAMILY_NOTES.get(_family(name), '')}")
+    for name, reason in scores.skipped.items():
+        lines.append(f"{name:<12}{'skipped':>8}  {reason}")
+    lines += ["-" * 62,
+              "all scores x100 (0-100); corpus-level BLEU with NLTK (no smoothing) beside the COCO "
+              "toolkit's BLEU",
+              f"tokenised with: {scores.tokenizer}",
+              f"distinct captions: {scores.distinct_share:.0%} of {scores.num_images:,} images;"
+              f" mean length {scores.mean_length:.1f} words;"
+              f" {result.caption_seconds:.1f} s captioning ({_rate(result)})"]
+    lines += [f"note: {note}" for note in scores.notes]
+    lines += [f"warning: {warning}" for warning in scores.warnings]
+    return "\n".join(lines)
+
+
+def _rate(result: EvaluationResult) -> str:
+    if result.caption_seconds <= 0:
+        return "-"
+    return f"{len(result.outcomes) / result.caption_seconds:.1f} images/s"
+
+
+def write_json_atomic(path: str | Path, data: dict) -> Path:
+    """Write JSON to a temp file beside ``path`` and rename it over ``path``.
+
+    Args:
+        path: the target file; its folder must exist.
+        data: JSON-serialisable dict.
+
+    Returns:
+        The path written.
+
+    Raises:
+        CaptioningError: the folder is missing or not writable.
+    """
+    path = Path(path)
+    text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    _atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
+    return path
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Run ``write(binary_handle)`` on a temp file in ``path``'s folder, then rename it to ``path``."""
+    try:
+        descriptor, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as error:
+        raise CaptioningError(f"cannot write {path}: {error.strerror or error}; check the folder "
+                              "exists and is writable") from None
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            write(handle)
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+
+
+def choose_samples(outcomes: list[ImageOutcome], count: int = SAMPLE_COUNT) -> list[ImageOutcome]:
+    """A deterministic spread of captioned images: evenly spaced through the evaluation order.
+
+    Args:
+        outcomes: evaluated images (failed ones are left out).
+        count: how many to pick.
+
+    Returns:
+        Up to ``count`` outcomes, the same ones every run on the same images.
+    """
+    scored = [outcome for outcome in outcomes if outcome.error is None]
+    if len(scored) <= count:
+        return scored
+    return [scored[index * len(scored) // count] for index in range(count)]
+
+
+def _thumbnail(path: Path) -> np.ndarray:
+    """The photo, upright and RGB, fitted into a THUMB_PX square (aspect kept); grey if unreadable."""
+    from PIL import Image, ImageOps
+
+    try:
+        with Image.open(path) as image:
+            image.draft("RGB", (THUMB_PX, THUMB_PX))  # JPEG: decode at reduced size
+            image = ImageOps.exif_transpose(image).convert("RGB")
+            image.thumbnail((THUMB_PX, THUMB_PX), Image.Resampling.LANCZOS)
+            return np.asarray(image, dtype=np.uint8)
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return np.full((THUMB_PX, THUMB_PX, 3), 200, dtype=np.uint8)
+
+
+def _cell_text(outcome: ImageOutcome) -> str:
+    generated = textwrap.fill(f"model: {outcome.caption}", TEXT_COLUMNS)
+    reference = textwrap.fill(f"ref: {outcome.references[0]}", TEXT_COLUMNS) if outcome.references else ""
+    return f"{generated}\n{reference}"
+
+
+def write_sample_grid(samples: list[ImageOutcome], png_path: str | Path, title: str = "") -> Path:
+    """Draw sample images with their generated caption and one reference each, as a PNG.
+
+    Args:
+        samples: the images to show (e.g. from ``choose_samples``).
+        png_path: the output file (written atomically).
+        title: a line above the grid.
+
+    Returns:
+        The path written.
+
+    Raises:
+        CaptioningError: no samples, or the file cannot be written.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    if not samples:
+        raise CaptioningError(f"{png_path}: no captioned images to draw")
+    columns = min(GRID_COLUMNS, len(samples))
+    rows = -(-len(samples) // columns)
+    figure = Figure(figsize=(3.2 * columns, 4.4 * rows + 0.4), dpi=100)
+    FigureCanvasAgg(figure)
+    for index, outcome in enumerate(samples):
+        axes = figure.add_subplot(rows, columns, index + 1)
+        axes.imshow(_thumbnail(outcome.path))
+        axes.set_axis_off()
+        axes.set_title(outcome.path.name, fontsize=8, color="0.4")
+        axes.text(0.0, -0.03, _cell_text(outcome), transform=axes.transAxes, fontsize=9,
+                  va="top", ha="left", wrap=False)
+    if title:
+        figure.suptitle(title, fontsize=11)
+    figure.subplots_adjust(left=0.02, right=0.98, top=1 - 0.5 / (4.4 * rows + 0.4), bottom=0.02,
+                           wspace=0.08, hspace=0.75)
+    png_path = Path(png_path)
+    _atomic_write(png_path, lambda handle: figure.savefig(handle, format="png"))
+    return png_path
+
+
+def write_reports(result: EvaluationResult, json_path: str | Path | None = None) -> dict[str, Path]:
+    """Write ``metrics.json`` and ``evaluation_samples.png`` into the bundle, and ``--json FILE``.
+
+    Args:
+        result: from ``evaluation.evaluate_images``.
+        json_path: an extra copy of the metrics JSON, or None.
+
+    Returns:
+        ``{"metrics": ..., "samples": ..., "json": ...}`` (``json`` only when asked).
+    """
+    data = result.to_dict()
+    written = {"metrics": write_json_atomic(result.model_path / METRICS_FILE, data)}
+    if json_path:
+        written["json"] = write_json_atomic(json_path, data)
+    title = (f"{result.model_path.name}: {result.evaluation_set.split} images of "
+             f"{result.evaluation_set.dataset.key}, beam {result.beam_size}")
+    written["samples"] = write_sample_grid(choose_samples(result.outcomes),
+                                           result.model_path / SAMPLES_FILE, title)
+    return written

@@ -1,0 +1,257 @@
+"""Evaluation orchestration and report files, with a fake captioner (no TensorFlow), plus one
+end-to-end ``evaluate`` run through the CLI with a real (tiny) bundle."""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from captioning import cli, config, evaluation, metrics, report
+from captioning.datasets import load_dataset, split_dataset
+from captioning.errors import BundleError, CaptioningError
+
+COLOURS = {"red": (220, 30, 30), "green": (30, 180, 60), "blue": (40, 60, 220), "yellow": (230, 210, 40)}
+SHAPES = ("square", "circle", "stripe", "dot", "blob")
+
+
+def make_dataset(root: Path, count: int = 40) -> Path:
+    """A Flickr-layout dataset (Images/ + captions.txt) of plain coloured images, 3 captions each."""
+    (root / "Images").mkdir(parents=True)
+    lines = ["image,caption"]
+    for index in range(count):
+        colour = list(COLOURS)[index % len(COLOURS)]
+        shape = SHAPES[index % len(SHAPES)]
+        name = f"img{index:03d}.png"
+        Image.new("RGB", (48, 40), COLOURS[colour]).save(root / "Images" / name)
+        lines += [f"{name},A {colour} {shape} on a plain background .",
+                  f"{name},a {shape} that is {colour}",
+                  f"{name},The picture shows a {colour} {shape} number {index}"]
+    (root / "captions.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return root
+
+
+class FakeCaptioner:
+    """Stands in for ``captioner.Captioner``: captions from a rule, and records each batch."""
+
+    def __init__(self, caption_for=None, fail_names=()):
+        self.caption_for = caption_for or (lambda path: "a picture")
+        self.fail_names = set(fail_names)
+        self.batches: list[int] = []
+
+    def caption_paths(self, paths, beam_size):
+        from captioning.captioner import CaptionResult
+
+        self.batches.append(len(paths))
+        return [CaptionResult(Path(p), None, f"{p}: cannot read image") if Path(p).name in self.fail_names
+                else CaptionResult(Path(p), self.caption_for(Path(p))) for p in paths]
+
+
+@pytest.fixture
+def dataset_dir(tmp_path):
+    return make_dataset(tmp_path / "shapes")
+
+
+@pytest.fixture
+def model_dir(tmp_path, dataset_dir):
+    """A bundle folder with only what evaluation reads (config.json) plus files it must not touch."""
+    dataset = load_dataset(dataset_dir)
+    folder = tmp_path / "model"
+    folder.mkdir()
+    bundle_config = {"format_version": 1, "dataset": {
+        "source": str(dataset_dir), "key": dataset.key,
+        "split": {"seed": 7, "val_fraction": 0.25, "test_fraction": 0.25}}}
+    (folder / "config.json").write_text(json.dumps(bundle_config), encoding="utf-8")
+    (folder / "vocab.json").write_text('{"tokens": []}', encoding="utf-8")
+    (folder / "model.weights.h5").write_bytes(b"weights stand-in")
+    return folder
+
+
+def _config(model_dir: Path) -> dict:
+    return json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+
+
+@functools.lru_cache(maxsize=4)
+def _first_references(root: Path) -> dict[Path, str]:
+    return {image.path: image.captions[0] for image in load_dataset(root).images}
+
+
+def _reference_caption(path: Path) -> str:
+    """The first reference of a dataset image, so the fake captioner can be perfect."""
+    return _first_references(path.parent.parent)[path]
+
+
+# -------------------------------------------------------------------------------- choosing images
+
+def test_training_dataset_gives_its_recomputed_held_out_split(model_dir, dataset_dir):
+    dataset = load_dataset(dataset_dir)
+    split_config = config.SplitConfig(seed=7, val_fraction=0.25, test_fraction=0.25)
+    expected = split_dataset(dataset.images, split_config)
+    for split in ("test", "val"):
+        chosen = evaluation.choose_images(_config(model_dir), dataset, split, model_path=model_dir)
+        assert chosen.seen_in_training and chosen.split_config == split_config
+        assert [i.path for i in chosen.images] == [i.path for i in getattr(expected, split)]
+        assert not {i.path for i in chosen.images} & {i.path for i in expected.train}
+    assert 0 < len(expected.test) < len(dataset.images)
+
+
+def test_unseen_dataset_is_all_test(model_dir, tmp_path):
+    other = load_dataset(make_dataset(tmp_path / "other", count=10))
+    chosen = evaluation.choose_images(_config(model_dir), other, "test", model_path=model_dir)
+    assert not chosen.seen_in_training and chosen.split_config is None
+    assert len(chosen.images) == 10 and "not used in training" in chosen.describe()
+    with pytest.raises(CaptioningError, match="--split val.*use --split test"):
+        evaluation.choose_images(_config(model_dir), other, "val", model_path=model_dir)
+
+
+def test_limit_keeps_the_first_held_out_images(model_dir, dataset_dir):
+    dataset = load_dataset(dataset_dir)
+    full = evaluation.choose_images(_config(model_dir), dataset, "test")
+    limited = evaluation.choose_images(_config(model_dir), dataset, "test", limit=3)
+    assert limited.images == full.images[:3] and limited.available == len(full.images)
+    assert limited.describe().startswith(f"3 of {len(full.images)} images")
+
+
+def test_bundle_without_recorded_split_is_refused(model_dir, dataset_dir):
+    bundle_config = _config(model_dir)
+    del bundle_config["dataset"]["split"]
+    with pytest.raises(BundleError, match="does not record the train/val/test split"):
+        evaluation.choose_images(bundle_config, load_dataset(dataset_dir), "test", model_path=model_dir)
+
+
+def test_bundle_without_recorded_dataset_needs_dataset_option(model_dir):
+    bundle_config = _config(model_dir)
+    del bundle_config["dataset"]
+    (model_dir / "config.json").write_text(json.dumps(bundle_config), encoding="utf-8")
+    with pytest.raises(BundleError, match="pass --dataset PATH"):
+        evaluation.prepare(model_dir, None)
+
+
+# -------------------------------------------------------------------------------- captioning, scores
+
+def test_captions_in_batches_and_scores_against_all_references(model_dir, dataset_dir, monkeypatch):
+    monkeypatch.setattr(metrics.shutil, "which", lambda name: None)  # quick: no Java, no METEOR
+    dataset = load_dataset(dataset_dir)
+    chosen = evaluation.choose_images({"format_version": 1}, dataset, "test")  # unseen: all 40
+    fake = FakeCaptioner(caption_for=_reference_caption)
+    result = evaluation.evaluate_images(fake, chosen, beam_size=2, model_path=model_dir, progress=False)
+    assert fake.batches == [32, 8]  # batched, never per image
+    assert result.scores.scores["BLEU-4"] == pytest.approx(100.0)
+    assert result.scores.num_images == 40 and result.scores.warnings == []
+
+
+def test_unreadable_images_are_listed_not_scored(model_dir, dataset_dir, monkeypatch):
+    monkeypatch.setattr(metrics.shutil, "which", lambda name: None)
+    chosen = evaluation.choose_images({"format_version": 1}, load_dataset(dataset_dir), "test", limit=6)
+    fake = FakeCaptioner(fail_names={"img001.png"})
+    result = evaluation.evaluate_images(fake, chosen, beam_size=1, model_path=model_dir, progress=False)
+    assert len(result.scored) == 5 and [o.path.name for o in result.failed] == ["img001.png"]
+    assert "could not be read" in report.format_table(result)
+
+
+def test_nothing_captioned_is_one_clear_error(model_dir, dataset_dir):
+    chosen = evaluation.choose_images({"format_version": 1}, load_dataset(dataset_dir), "test", limit=2)
+    fake = FakeCaptioner(fail_names={"img000.png", "img001.png"})
+    with pytest.raises(CaptioningError, match="none of the 2 images could be captioned"):
+        evaluation.evaluate_images(fake, chosen, beam_size=1, model_path=model_dir, progress=False)
+
+
+def test_same_caption_everywhere_warns_in_the_table(model_dir, dataset_dir, monkeypatch):
+    monkeypatch.setattr(metrics.shutil, "which", lambda name: None)
+    chosen = evaluation.choose_images({"format_version": 1}, load_dataset(dataset_dir), "test")
+    result = evaluation.evaluate_images(FakeCaptioner(), chosen, beam_size=1, model_path=model_dir,
+                                        progress=False)
+    table = report.format_table(result)
+    assert "warning: only 2% of the 40 generated captions are distinct" in table
+    assert "METEOR" in table and "Java is not installed" in table
+
+
+# -------------------------------------------------------------------------------- report files
+
+def test_reports_metrics_json_png_and_leave_bundle_files_alone(model_dir, dataset_dir, tmp_path,
+                                                               monkeypatch):
+    monkeypatch.setattr(metrics.shutil, "which", lambda name: None)
+    before = {p.name: p.read_bytes() for p in model_dir.iterdir()}
+    dataset = load_dataset(dataset_dir)
+    chosen = evaluation.choose_images(_config(model_dir), dataset, "val", model_path=model_dir)
+    fake = FakeCaptioner(caption_for=lambda p: f"a {p.stem} thing")
+    result = evaluation.evaluate_images(fake, chosen, beam_size=3, model_path=model_dir, progress=False)
+    written = report.write_reports(result, json_path=tmp_path / "copy.json")
+
+    assert {p.name: p.read_bytes() for p in model_dir.iterdir() if p.name in before} == before
+    assert sorted(p.name for p in model_dir.iterdir()) == sorted([*before, "metrics.json",
+                                                                  "evaluation_samples.png"])
+    data = json.loads(written["metrics"].read_text(encoding="utf-8"))
+    assert data == json.loads((tmp_path / "copy.json").read_text(encoding="utf-8"))
+    assert data["split"] == "val" and data["beam_size"] == 3
+    assert data["num_images"] == len(chosen.images)
+    assert data["dataset"] == {"source": str(dataset_dir), "key": dataset.key, "seen_in_training": True}
+    assert data["split_config"] == {"seed": 7, "val_fraction": 0.25, "test_fraction": 0.25}
+    assert data["scale"] == "x100 (0-100)" and data["date"].startswith("20")
+    assert "NLTK" in data["implementations"]["BLEU"] and "Cider" in data["implementations"]["CIDEr-D"]
+    assert data["skipped"]["METEOR"].startswith("Java is not installed")
+    assert set(data["scores"]) >= {"BLEU-1", "BLEU-4", "COCO-BLEU-4", "ROUGE-L", "CIDEr-D"}
+    assert data["captions"][0] == {"image": f"Images/{chosen.images[0].path.name}",
+                                   "caption": f"a {chosen.images[0].path.stem} thing"}
+
+    with Image.open(written["samples"]) as png:
+        assert png.format == "PNG" and png.width > 600 and png.height > 300
+        pixels = np.asarray(png.convert("RGB"))
+    assert pixels.std() > 10  # photos and text were drawn, not a blank canvas
+
+
+def test_samples_are_deterministic_and_spread(model_dir, dataset_dir):
+    chosen = evaluation.choose_images({"format_version": 1}, load_dataset(dataset_dir), "test")
+    outcomes = [evaluation.ImageOutcome(i.path, i.captions, "x") for i in chosen.images]
+    picked = report.choose_samples(outcomes)
+    assert [o.path.name for o in picked] == [f"img{i * 40 // 12:03d}.png" for i in range(12)]
+    assert report.choose_samples(outcomes) == picked
+    assert len(report.choose_samples(outcomes[:5])) == 5
+
+
+def test_json_into_missing_folder_is_one_line_error(tmp_path):
+    with pytest.raises(CaptioningError, match="cannot write .*missing"):
+        report.write_json_atomic(tmp_path / "missing" / "m.json", {"a": 1})
+
+
+# -------------------------------------------------------------------------------- CLI
+
+def test_evaluate_command_with_fake_captioner(model_dir, dataset_dir, tmp_path, monkeypatch, capsys):
+    from captioning import captioner
+
+    monkeypatch.setattr(metrics.shutil, "which", lambda name: None)
+    monkeypatch.setattr(captioner.Captioner, "from_bundle",
+                        classmethod(lambda cls, path: FakeCaptioner(caption_for=_reference_caption)))
+    code = cli.main(["evaluate", "--model", str(model_dir), "--split", "test", "--limit", "5",
+                     "--beam-size", "2", "--json", str(tmp_path / "out.json")])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "BLEU-4" in out and "100.00" in out and "x100" in out
+    assert f"metrics written to {model_dir / 'metrics.json'}" in out
+    assert f"sample captions drawn in {model_dir / 'evaluation_samples.png'}" in out
+    assert json.loads((tmp_path / "out.json").read_text())["beam_size"] == 2
+
+
+def test_evaluate_command_bad_model_is_one_line(tmp_path, capsys):
+    code = cli.main(["evaluate", "--model", str(tmp_path / "nope")])
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith("error: ") and err.count("\n") == 1
+
+
+@pytest.mark.slow
+def test_evaluate_end_to_end_with_a_real_tiny_bundle(tmp_path, capsys):
+    from tests.fixtures_bundle import make_tiny_bundle
+
+    bundle_dir = make_tiny_bundle(tmp_path / "tiny")
+    dataset_dir = make_dataset(tmp_path / "shapes", count=12)
+    code = cli.main(["evaluate", "--model", str(bundle_dir), "--dataset", str(dataset_dir),
+                     "--beam-size", "2"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    data = json.loads((bundle_dir / "metrics.json").read_text(encoding="utf-8"))
+    assert data["num_images"] == 12 and data["dataset"]["seen_in_training"] is False
+    assert (bundle_dir / "evaluation_samples.png").stat().st_size > 1000
