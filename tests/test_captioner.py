@@ -144,3 +144,46 @@ def test_bundle_settings_reads_encoder_decoder_and_length():
         bundle_settings({"encoder": {"name": "resnet50", "weights_id": "md5-abc"}, "max_length": 9}, "m")
     with pytest.raises(BundleError, match="max_length"):
         bundle_settings({"encoder": {"name": "resnet50"}}, "saved_models/x")
+
+
+# ------------------------------------------------------------------ with a real (tiny) bundle
+
+from tests.fixtures_bundle import WORDS as BUNDLE_WORDS, tiny_bundle  # noqa: E402,F401 - fixture
+
+
+@pytest.fixture(scope="module")
+def real_captioner(tiny_bundle):
+    return Captioner.from_bundle(tiny_bundle)
+
+
+def test_from_bundle_uses_the_bundles_encoder_and_decoder(real_captioner, tiny_bundle):
+    assert real_captioner.encoder.name == "efficientnet_lite0"
+    assert real_captioner.encoder.weights_id == "none"
+    assert real_captioner.decoder_kind == "merge" and real_captioner.feature_kind == "pooled"
+    assert real_captioner.max_length == 8 and real_captioner.bundle.path == tiny_bundle
+
+
+def test_real_model_batches_equal_one_at_a_time_and_arrays_equal_files(real_captioner, tmp_path):
+    from captioning.images import load_image
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(5):
+        path = tmp_path / f"{i}.png"
+        Image.fromarray(rng.integers(0, 256, (60 + 10 * i, 80, 3), dtype=np.uint8)).save(path)
+        paths.append(path)
+    batched = real_captioner.caption_paths(paths, beam_size=3)
+    alone = [real_captioner.caption_paths([p], beam_size=3)[0] for p in paths]
+    assert all(r.ok for r in batched)
+    assert [r.caption for r in batched] == [r.caption for r in alone]
+    assert [r.score for r in batched] == pytest.approx([r.score for r in alone], abs=1e-3)
+    for result in batched:
+        assert result.caption and all(word in BUNDLE_WORDS for word in result.caption.split())
+        assert len(result.tokens) <= real_captioner.max_length - 1
+    pixels = [load_image(p, real_captioner.encoder.input_size) for p in paths]
+    assert real_captioner.caption_arrays(pixels) == [r.caption for r in batched]
+
+
+def test_missing_bundle_is_a_bundle_error(tmp_path):
+    with pytest.raises(BundleError, match="nowhere"):
+        Captioner.from_bundle(tmp_path / "nowhere")
