@@ -169,11 +169,34 @@ def test_every_train_prompt_reprompts_then_ctrl_c_returns_to_menu(workdir):
     expect_exit_ok(child)
 
 
+def test_library_error_prints_one_line_and_menu_carries_on(workdir):
+    broken = workdir / "saved_models" / "from-the-future"
+    broken.mkdir(parents=True)
+    (broken / "config.json").write_text('{"format_version": 999}')
+    child = spawn_menu(workdir)
+    child.sendline("2")
+    # With the shipped default bundle present there is a list to choose from; newest is first.
+    if child.expect_exact(["Which model? (newest first)", "Model: from-the-future"]) == 0:
+        answer(child, "", "Image or folder")  # never reached: the first entry is the broken one
+    child.expect_exact("error: ")
+    child.expect_exact("newer than this tool supports")
+    child.expect_exact(MENU_PROMPT)
+    answer(child, "4", "Show information about:")
+    (workdir / "empty").mkdir()
+    answer(child, "1", "Dataset:")
+    answer(child, "2", "Dataset folder: ")
+    answer(child, "empty", "error: ")  # relative to the current folder
+    child.expect_exact(MENU_PROMPT)
+    answer(child, "5", "Goodbye.")
+    expect_exit_ok(child)
+
+
 def test_info_prompts_reprompt_and_ctrl_c_returns(workdir):
     child = spawn_menu(workdir)
     answer(child, "4", "Show information about:")
     answer(child, "x", "Please enter a number from 1 to 2")
-    answer(child, "1", "Dataset folder: ")
+    answer(child, "1", "Dataset:")
+    answer(child, "2", "Dataset folder: ")
     answer(child, "~/surely-not-here-123", "Not found: ")
     child.expect_exact(str(Path("~/surely-not-here-123").expanduser()))
     interrupt(child, "Cancelled - back to the menu.")
