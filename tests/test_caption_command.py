@@ -168,3 +168,18 @@ def test_model_folder_that_is_not_a_bundle(tmp_path):
 def test_unique_png_names():
     paths = [Path("a/cat.jpg"), Path("b/cat.png"), Path("Cat.jpg"), Path("dog.jpg"), Path("c/cat.jpg")]
     assert unique_png_names(paths) == ["cat.png", "cat-2.png", "Cat-3.png", "dog.png", "cat-4.png"]
+
+
+def test_attention_map_for_an_attention_model(tmp_path, monkeypatch, capsys):
+    from tests.fixtures_bundle import make_tiny_bundle
+
+    model = make_tiny_bundle(tmp_path / "tiny-attention", kind="attention")
+    image = photo(tmp_path / "cat.png", size=(120, 90))
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["caption", str(image), "--model", str(model), "--attention-map"]) == 0
+    out = capsys.readouterr().out
+    assert "saved captioned_image.png" in out
+    assert "saved captioned_image_attention.png" in out
+    with Image.open(tmp_path / "captioned_image_attention.png") as attention:
+        attention.load()
+        assert attention.width > 100

@@ -121,17 +121,23 @@ def _report(results, pngs: dict[int, Path]) -> bool:
 
 
 def _attention_maps(captioner, results, pngs: dict[int, Path]) -> bool:
-    """Write an attention map per captioned image when the model and the module allow it."""
+    """Write ``<name>_attention.png`` per captioned image: where the decoder looked for each word.
+
+    Returns:
+        True when a map could not be written.
+    """
     if captioner.decoder_kind != "attention":
-        print(f"note: --attention-map needs an attention model; {captioner.bundle.path if captioner.bundle else 'this model'} "
-              f"uses the {captioner.decoder_kind} decoder (train one with --decoder attention)",
-              file=sys.stderr)
+        where = captioner.bundle.path if captioner.bundle is not None else "this model"
+        print(f"note: --attention-map needs an attention model; {where} uses the "
+              f"{captioner.decoder_kind} decoder (train one with --decoder attention)", file=sys.stderr)
         return False
-    try:
-        from captioning.attention_maps import write_attention_map
+    try:  # optional module: the captions are still useful without the maps
+        from captioning.attention_maps import attention_for_tokens, write_attention_map
     except ImportError:
         print("note: attention maps are not available in this version of the tool", file=sys.stderr)
         return False
+    from captioning.images import load_image
+
     failed = False
     for index, result in enumerate(results):
         if not result.ok:
@@ -139,10 +145,14 @@ def _attention_maps(captioner, results, pngs: dict[int, Path]) -> bool:
         base = pngs.get(index) or Path(f"{result.path.stem}.png")
         target = base.with_name(f"{base.stem}_attention.png")
         try:
-            write_attention_map(captioner, result.path, result.tokens, target)
+            # The same loader and encoder as the caption, so the maps explain that caption.
+            features = captioner.encode(load_image(result.path, captioner.encoder.input_size)[None])
+            alphas = attention_for_tokens(captioner.step_decoder, features, result.tokens)
+            words = [captioner.vocab.words[token] for token in result.tokens]
+            write_attention_map(result.path, words, alphas, target)
             print(f"saved {target}")
-        except CaptioningError as error:
-            print(f"error: {error}", file=sys.stderr)
+        except (CaptioningError, ValueError) as error:
+            print(f"error: {result.path}: no attention map ({error})", file=sys.stderr)
             failed = True
     return failed
 
