@@ -23,7 +23,8 @@ SAMPLES_FILE = "evaluation_samples.png"
 SAMPLE_COUNT = 12
 GRID_COLUMNS = 4
 THUMB_PX = 256
-TEXT_COLUMNS = 34  # characters per caption line under a 256-px thumbnail at 9 pt
+TEXT_COLUMNS = 34  # characters per caption line under a 2.9-inch photo at 9 pt
+TEXT_LINES = 3  # per caption, so the model's and the reference's fit the space under the photo
 
 # Display order and the short note printed beside each metric family.
 _FAMILY_NOTES = {
@@ -142,10 +143,24 @@ def _thumbnail(path: Path) -> np.ndarray:
         return np.full((THUMB_PX, THUMB_PX, 3), 200, dtype=np.uint8)
 
 
-def _cell_text(outcome: ImageOutcome) -> str:
-    generated = textwrap.fill(f"model: {outcome.caption}", TEXT_COLUMNS)
-    reference = textwrap.fill(f"ref: {outcome.references[0]}", TEXT_COLUMNS) if outcome.references else ""
-    return f"{generated}\n{reference}"
+def _wrapped(text: str) -> list[str]:
+    """At most TEXT_LINES lines of TEXT_COLUMNS characters (an ellipsis marks a cut)."""
+    lines = textwrap.wrap(text, TEXT_COLUMNS) or [""]
+    if len(lines) > TEXT_LINES:
+        lines = lines[:TEXT_LINES]
+        lines[-1] = lines[-1][:TEXT_COLUMNS - 1] + "\u2026"
+    return lines
+
+
+def _draw_captions(axes, outcome: ImageOutcome, photo_in: float) -> None:
+    """The generated caption (bold, blue) and the first reference (black) under a photo."""
+    line_step = 9 * 1.25 / 72 / photo_in  # one 9-pt line in axes units
+    generated = _wrapped(f"model: {outcome.caption}")
+    axes.text(0.0, -0.03, "\n".join(generated), transform=axes.transAxes, fontsize=9, va="top",
+              ha="left", color="#1f3f8f", fontweight="bold")
+    if outcome.references:
+        axes.text(0.0, -0.03 - line_step * len(generated), "\n".join(_wrapped(f"ref: {outcome.references[0]}")),
+                  transform=axes.transAxes, fontsize=9, va="top", ha="left")
 
 
 def write_sample_grid(samples: list[ImageOutcome], png_path: str | Path, title: str = "") -> Path:
@@ -169,19 +184,23 @@ def write_sample_grid(samples: list[ImageOutcome], png_path: str | Path, title: 
         raise CaptioningError(f"{png_path}: no captioned images to draw")
     columns = min(GRID_COLUMNS, len(samples))
     rows = -(-len(samples) // columns)
-    figure = Figure(figsize=(3.2 * columns, 4.4 * rows + 0.4), dpi=100)
+    # Fixed geometry in inches, so text never collides with the next row: name, square photo, text.
+    name_h, photo, text_h, cell_w, top = 0.25, 2.9, 1.25, 3.2, 0.5
+    cell_h = name_h + photo + text_h
+    width, height = cell_w * columns, top + cell_h * rows
+    figure = Figure(figsize=(width, height), dpi=100)
     FigureCanvasAgg(figure)
     for index, outcome in enumerate(samples):
-        axes = figure.add_subplot(rows, columns, index + 1)
+        row, column = divmod(index, columns)
+        bottom = height - top - row * cell_h - name_h - photo
+        axes = figure.add_axes(((column * cell_w + (cell_w - photo) / 2) / width, bottom / height,
+                                photo / width, photo / height))
         axes.imshow(_thumbnail(outcome.path))
         axes.set_axis_off()
         axes.set_title(outcome.path.name, fontsize=8, color="0.4")
-        axes.text(0.0, -0.03, _cell_text(outcome), transform=axes.transAxes, fontsize=9,
-                  va="top", ha="left", wrap=False)
+        _draw_captions(axes, outcome, photo)
     if title:
-        figure.suptitle(title, fontsize=11)
-    figure.subplots_adjust(left=0.02, right=0.98, top=1 - 0.5 / (4.4 * rows + 0.4), bottom=0.02,
-                           wspace=0.08, hspace=0.75)
+        figure.text(0.5, 1 - 0.2 / height, title, fontsize=11, ha="center", va="top")
     png_path = Path(png_path)
     _atomic_write(png_path, lambda handle: figure.savefig(handle, format="png"))
     return png_path
