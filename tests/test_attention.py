@@ -1,0 +1,199 @@
+"""The soft-attention decoder: attention is a distribution, stepping equals teacher forcing, the
+penalty is the paper's, weights round-trip, it learns where things are, and the map has a panel per
+word."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from captioning import attention, attention_maps, decoding  # noqa: E402
+from captioning.config import DecoderConfig  # noqa: E402
+from captioning.errors import BundleError, ImageError  # noqa: E402
+
+VOCAB, MAX_LENGTH, CHANNELS = 19, 8, 12
+CONFIG = DecoderConfig(kind="attention", embedding_dim=10, units=16, attention_dim=8,
+                       attention_feature_dim=12, dropout=0.5, attention_regularization=1.0)
+TOKENS = np.array([[2, 5, 9, 4, 3, 0, 0, 0],
+                   [2, 7, 3, 0, 0, 0, 0, 0],
+                   [2, 4, 4, 8, 11, 6, 12, 3]], dtype=np.int32)  # (B, max_length)
+
+
+def _model_and_features(seed=0, config=CONFIG, grid=(7, 7)):
+    keras.utils.set_random_seed(seed)
+    model = attention.build_attention_training_model(VOCAB, MAX_LENGTH, (*grid, CHANNELS), config)
+    rng = np.random.default_rng(seed)
+    # Non-zero biases everywhere so a mismatch in any layer would show.
+    model.set_weights([w + rng.normal(0, 0.1, w.shape).astype(w.dtype) for w in model.get_weights()])
+    features = rng.random((3, *grid, CHANNELS)).astype(np.float16)
+    return model, features
+
+
+def _attention_over_steps(model, features, tokens):
+    """Teacher-forced alphas ``(B, T, P)`` from the training graph's own layers."""
+    encoded = model.get_layer(attention.ENCODER_LAYER)(features)
+    embedded = model.get_layer(attention.EMBEDDING_LAYER)(tokens)
+    lstm = model.get_layer(attention.LSTM_LAYER)
+    _, _, alphas = lstm(embedded, *encoded, attention.real_step_mask(tokens))
+    return np.asarray(alphas)
+
+
+def test_attention_weights_are_a_distribution_over_the_grid_at_every_step():
+    model, features = _model_and_features()
+    alphas = _attention_over_steps(model, features, TOKENS[:, :-1])
+    assert alphas.shape == (3, MAX_LENGTH - 1, 49)
+    assert (alphas >= 0).all()
+    np.testing.assert_allclose(alphas.sum(axis=-1), 1.0, atol=1e-5)
+    step_decoder = attention.AttentionStepDecoder(model, CONFIG)
+    state = step_decoder.initial_state(features)
+    for t in range(MAX_LENGTH - 1):
+        _, state, alpha = step_decoder.step_with_attention(TOKENS[:, t], state)
+        assert alpha.shape == (3, 49) and (alpha >= 0).all()
+        np.testing.assert_allclose(alpha.sum(axis=-1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("grid", [(7, 7), (49,)])
+def test_stepping_from_state_equals_the_teacher_forced_sequence(grid):
+    model, features = _model_and_features(grid=grid)
+    inputs = TOKENS[:, :-1]
+    full = keras.ops.convert_to_numpy(
+        keras.ops.log_softmax(model({"features": features, "tokens": inputs}, training=False)))
+    full_alphas = _attention_over_steps(model, features, inputs)
+    step_decoder = attention.AttentionStepDecoder(model, CONFIG)
+    state = step_decoder.initial_state(features)
+    assert all(array.shape[0] == 3 for array in state)  # batch first, for beam search
+    for t in range(inputs.shape[1]):
+        log_probs, state, alpha = step_decoder.step_with_attention(inputs[:, t], state)
+        np.testing.assert_allclose(log_probs, full[:, t], atol=1e-4)
+        np.testing.assert_allclose(alpha, full_alphas[:, t], atol=1e-5)
+
+
+def test_penalty_is_the_doubly_stochastic_term_over_real_steps_per_token():
+    model, features = _model_and_features()
+    inputs = TOKENS[:, :-1]
+    model({"features": features, "tokens": inputs}, training=False)
+    [penalty] = [float(loss) for loss in model.losses]
+    alphas = _attention_over_steps(model, features, inputs)
+    # Real steps predict a word or END: the input is neither PAD nor END.
+    real = (inputs != 0) & (inputs != 3)
+    assert real.sum(axis=1).tolist() == [4, 2, 7]
+    coverage = (alphas * real[..., None]).sum(axis=1)  # (B, P)
+    expected = ((1.0 - coverage) ** 2).sum() / real.sum()
+    assert penalty == pytest.approx(expected, rel=1e-4)
+    # Padding steps must not count: changing what follows END leaves the penalty alone.
+    padded = inputs.copy()
+    padded[1, 3:] = 0
+    model({"features": features, "tokens": padded}, training=False)
+    assert float(model.losses[0]) == pytest.approx(penalty, rel=1e-5)
+
+
+def test_weights_round_trip_through_a_keras_weights_file_into_a_rebuilt_model(tmp_path):
+    model, features = _model_and_features(seed=1)
+    path = tmp_path / "model.weights.h5"
+    model.save_weights(path)
+    rebuilt = attention.build_attention_training_model(VOCAB, MAX_LENGTH, (7, 7, CHANNELS), CONFIG)
+    rebuilt.load_weights(path)
+    batch = {"features": features, "tokens": TOKENS[:, :-1]}
+    np.testing.assert_allclose(rebuilt(batch, training=False), model(batch, training=False), atol=1e-6)
+
+
+def test_decoder_dispatches_attention_kind():
+    from captioning import decoder
+
+    model = decoder.build_training_model(VOCAB, MAX_LENGTH, (7, 7, CHANNELS), CONFIG)
+    assert model.get_layer(attention.LSTM_LAYER) is not None
+    assert isinstance(decoder.make_step_decoder(model, CONFIG), attention.AttentionStepDecoder)
+
+
+def _located_shapes(count, rng):
+    """Grids where one cell holds a coloured object; every cell carries its own position.
+
+    Like a CNN grid, each cell's features say where it is (row/column channels), so only by
+    attending to the object's cell can the decoder say where the object is; the mean (the
+    initial state) tells its colour but not its place. Caption: colour, row word, column word.
+    """
+    colours, rows, columns = [4, 5, 6], [7, 7, 8, 8, 8, 9, 9], [10, 10, 11, 11, 11, 12, 12]
+    features = np.zeros((count, 7, 7, 3 + 14), dtype=np.float32)
+    for r in range(7):
+        features[:, r, :, 3 + r] = 1.0
+        features[:, :, r, 10 + r] = 1.0
+    features += rng.normal(0, 0.05, features.shape)
+    captions = np.zeros((count, 6), dtype=np.int32)
+    for i in range(count):
+        colour, r, c = rng.integers(3), rng.integers(7), rng.integers(7)
+        features[i, r, c, colour] += 2.0
+        captions[i] = [2, colours[colour], rows[r], columns[c], 3, 0]
+    return features.astype(np.float16), captions
+
+
+def test_attention_decoder_learns_to_say_where_the_object_is():
+    keras.utils.set_random_seed(7)
+    rng = np.random.default_rng(7)
+    train_features, train_captions = _located_shapes(2048, rng)
+    test_features, test_captions = _located_shapes(200, rng)
+    # No coverage penalty here: with 4-word captions over 49 cells, "cover every cell equally"
+    # outweighs looking at the object (the model then reads the place by looking away from it).
+    config = DecoderConfig(kind="attention", embedding_dim=32, units=64, attention_dim=32,
+                           attention_feature_dim=32, dropout=0.1, attention_regularization=0.0)
+    model = attention.build_attention_training_model(13, 6, (7, 7, 17), config)
+    model.compile(keras.optimizers.Adam(3e-3),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=0))
+    model.fit({"features": train_features, "tokens": train_captions[:, :-1]}, train_captions[:, 1:],
+              batch_size=64, epochs=6, verbose=0)
+    step_decoder = attention.AttentionStepDecoder(model, config)
+    predicted = decoding.greedy_search(step_decoder, test_features, max_length=6)
+    expected = [list(caption[1:4]) for caption in test_captions]
+    exact = np.mean([p == e for p, e in zip(predicted, expected)])
+    assert exact >= 0.9, f"only {exact:.0%} of unseen grids captioned exactly"
+    # Naming the place (row and column words), the decoder looks at the object's cell.
+    for i in range(5):
+        alphas = attention_maps.attention_for_tokens(step_decoder, test_features[i:i + 1], expected[i])
+        object_cell = int(np.argmax(test_features[i, ..., :3].max(axis=-1)))
+        assert np.argmax(alphas[1:3], axis=-1).tolist() == [object_cell, object_cell]
+
+
+def test_attention_for_tokens_gives_one_row_per_word_from_a_fresh_start():
+    model, features = _model_and_features()
+    step_decoder = attention.AttentionStepDecoder(model, CONFIG)
+    alphas = attention_maps.attention_for_tokens(step_decoder, features[:1], [5, 9, 4])
+    assert alphas.shape == (3, 49)
+    full = _attention_over_steps(model, features[:1], TOKENS[:1, :-1])
+    np.testing.assert_allclose(alphas, full[0, :3], atol=1e-5)
+
+
+def test_attention_map_has_one_panel_per_word(tmp_path):
+    from PIL import Image
+
+    photo = tmp_path / "photo.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (120, 160, 3), dtype=np.uint8)).save(photo)
+    words = ["a", "dog", "runs", "on", "the", "grass", "today"]
+    alphas = np.random.default_rng(1).dirichlet(np.ones(49), size=len(words))
+    figure = attention_maps._draw_panels(attention_maps._load_photo(photo), words,
+                                         alphas.reshape(-1, 7, 7))
+    assert [axes.get_title() for axes in figure.axes] == words
+    output = attention_maps.write_attention_map(photo, words, alphas, tmp_path / "out" / "map.png")
+    with Image.open(output) as image:
+        width, height = image.size
+    assert width == pytest.approx(attention_maps.COLUMNS * attention_maps.PANEL_INCHES * 100, abs=2)
+    assert height > width / attention_maps.COLUMNS * 1.5  # two rows of panels
+    assert [p.name for p in output.parent.iterdir()] == ["map.png"]  # no temp file left
+
+
+def test_attention_map_rejects_mismatched_input_and_unreadable_photos(tmp_path):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"not an image")
+    with pytest.raises(ImageError, match="broken.jpg"):
+        attention_maps.write_attention_map(bad, ["a"], np.full((1, 49), 1 / 49), tmp_path / "m.png")
+    with pytest.raises(ValueError):
+        attention_maps.write_attention_map(bad, ["a", "b"], np.full((1, 49), 1 / 49), tmp_path / "m.png")
+
+
+def test_attention_map_of_a_model_without_attention_says_so():
+    class MergeLike:
+        def initial_state(self, features):
+            return (features,)
+
+    with pytest.raises(BundleError, match="--decoder attention"):
+        attention_maps.attention_for_tokens(MergeLike(), np.zeros((1, 4)), [5])
