@@ -14,10 +14,13 @@ Reported metrics, all on a 0-100 scale (x100) so they read like the tables in pa
 - ``BLEU-1..4``: NLTK ``corpus_bleu``, corpus-level (n-gram counts pooled over all images, not a
   mean of per-image scores), uniform weights, no smoothing, brevity penalty from the reference
   length closest to each hypothesis. That is the same definition as the COCO toolkit's.
-- ``COCO-BLEU-1..4``: pycocoevalcap's own ``Bleu`` for comparison with papers. It differs from
-  NLTK only by the 1e-15 / 1e-9 it adds to every n-gram precision to avoid division by zero, so
-  the two agree to ~1e-6 unless some n-gram order has no match at all (NLTK then gives ~1e-76,
-  i.e. zero; COCO a small positive number).
+- ``COCO-BLEU-1..4``: pycocoevalcap's own ``Bleu`` for comparison with papers. Same brevity
+  penalty (closest reference length, ties to the shorter) and pooled clipped counts; it differs
+  from NLTK in two small ways: (1) it adds 1e-15 / 1e-9 to every precision, so where some order has
+  no match at all NLTK gives ~1e-76 (zero) and COCO a small positive number; (2) NLTK counts at
+  least one n-gram per hypothesis (``max(1, count)``), so a caption shorter than n words (or
+  empty) adds 1 to NLTK's n-gram denominator and lowers its BLEU-n. With captions of >= 4 words
+  and matches at every order the two agree to ~1e-6.
 - ``CIDEr-D``: pycocoevalcap's ``Cider`` (clipped n-gram counts and a Gaussian length penalty,
   sigma 6: the CIDEr-D of the COCO leaderboard). Its idf comes from the references of the images
   being scored, so it depends on the evaluation set.

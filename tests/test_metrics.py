@@ -137,8 +137,9 @@ def test_perfect_match_gives_bleu_100(monkeypatch):
 
 def test_nltk_bleu_matches_coco_bleu_on_fixture():
     # Both use the closest reference length (ties -> the shorter) for the brevity penalty and pool
-    # clipped counts over the corpus; COCO only adds 1e-15/1e-9 to each precision. So with matches
-    # at every order the two agree to ~1e-9 relative: 1e-6 on the x100 scale is generous.
+    # clipped counts over the corpus; COCO adds 1e-15/1e-9 to each precision. With matches at every
+    # order and no caption under 4 words (see the next test) they agree to ~1e-9 relative:
+    # 1e-6 on the x100 scale is generous, and far below the 0.01 the table prints.
     tokens, _, _ = metrics.tokenize_all(
         FIXTURE_CANDIDATES + [r for refs in FIXTURE_REFERENCES for r in refs], use_java=False)
     candidates = tokens[:len(FIXTURE_CANDIDATES)]
@@ -148,6 +149,16 @@ def test_nltk_bleu_matches_coco_bleu_on_fixture():
     assert ours["BLEU-4"] > 5  # every order has matches, so the comparison is not 0 vs ~0
     for order in (1, 2, 3, 4):
         assert ours[f"BLEU-{order}"] == pytest.approx(coco[f"COCO-BLEU-{order}"], abs=1e-6)
+
+
+def test_nltk_counts_a_short_hypothesis_as_one_ngram():
+    # "a dog" has no trigram; NLTK still counts max(1, 0) = 1 in the trigram denominator, COCO 0.
+    candidates, references = ["a dog runs fast", "a dog"], [["a dog runs fast"], ["a dog"]]
+    ours = metrics.nltk_corpus_bleu(candidates, references)
+    coco = metrics.coco_scores(candidates, references)
+    assert ours["BLEU-2"] == pytest.approx(coco["COCO-BLEU-2"]) == pytest.approx(100.0)
+    assert coco["COCO-BLEU-3"] == pytest.approx(100.0)
+    assert ours["BLEU-3"] == pytest.approx(100 * (2 / 3) ** (1 / 3))  # trigrams: 2 of 2 + 1
 
 
 def test_nltk_and_coco_bleu_differ_only_when_an_order_has_no_match():
