@@ -102,22 +102,22 @@ def train_step() -> None:
 # ---------------------------------------------------------------- 2) caption
 
 
-def output_png_for(image: Path, folder: Path | None) -> Path:
-    """Where the annotated PNG of ``image`` goes, in the current folder.
+def png_targets(results, folder_given: bool) -> list[Path]:
+    """Where each result's annotated PNG goes, in the current folder, named as ``caption`` names them.
 
     Args:
-        image: the captioned image file.
-        folder: the folder the user gave, or None when they gave the image itself.
+        results: the ``CaptionResult`` list for one typed path.
+        folder_given: whether the user typed a folder (else a single image).
 
     Returns:
-        ``captioned_image.png`` for a single image; for a folder, ``captioned_images/`` plus the
-        image's path inside the folder with separators turned into ``__`` (two ``cat.jpg`` in
-        different subfolders must not overwrite each other).
+        ``captioned_image.png`` for a single image; for a folder, one ``captioned_images/<stem>.png``
+        per image (``<stem>-2.png`` when stems repeat).
     """
-    if folder is None:
-        return Path.cwd() / config.DEFAULT_CAPTION_PNG
-    inside = Path(image).relative_to(folder).with_suffix("")
-    return Path.cwd() / CAPTIONED_FOLDER / ("__".join(inside.parts) + ".png")
+    if not folder_given:
+        return [Path.cwd() / config.DEFAULT_CAPTION_PNG]
+    from captioning.commands.caption import unique_png_names
+
+    return [Path.cwd() / CAPTIONED_FOLDER / name for name in unique_png_names([r.path for r in results])]
 
 
 def caption_typed_path(captioner, path: Path) -> None:
@@ -129,14 +129,13 @@ def caption_typed_path(captioner, path: Path) -> None:
     """
     from captioning.annotate import write_captioned_image
 
-    folder = path if path.is_dir() else None
-    for result in captioner.caption_paths([path], config.DEFAULT_BEAM_SIZE):
+    results = captioner.caption_paths([path], config.DEFAULT_BEAM_SIZE)
+    for result, png in zip(results, png_targets(results, path.is_dir())):
         if result.error:
             say(f"error: {result.error}")
             continue
         say(f"{result.path}: {result.caption}")
-        written = write_captioned_image(result.path, result.caption, output_png_for(result.path, folder))
-        say(f"  -> {written}")
+        say(f"  saved {write_captioned_image(result.path, result.caption, png)}")
 
 
 def caption_step() -> None:
@@ -176,8 +175,11 @@ def evaluate_step() -> None:
     bundle_dir = choose_bundle()
     if bundle_dir is None:
         return
+    argv = ["evaluate", "--model", str(bundle_dir)]
+    if ask_choice("Evaluate on:", ["the dataset it was trained on", "another dataset"], 1) == 1:
+        argv += ["--dataset", _ask_dataset()]
     split = ("test", "val")[ask_choice("Which held-out images?", ["test split", "validation split"], 1)]
-    _run_subcommand(["evaluate", "--model", str(bundle_dir), "--split", split])
+    _run_subcommand(argv + ["--split", split])
 
 
 def info_step() -> None:

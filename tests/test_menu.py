@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -16,6 +17,7 @@ import pexpect
 import pytest
 
 from captioning import prompts
+from tests.fixtures_bundle import tiny_bundle  # noqa: F401 - the fixture
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ENTRY = str(PROJECT_ROOT / "image_captioning.py")
@@ -189,6 +191,52 @@ def test_library_error_prints_one_line_and_menu_carries_on(workdir):
     child.expect_exact(MENU_PROMPT)
     answer(child, "5", "Goodbye.")
     expect_exit_ok(child)
+
+
+def _write_photo(path: Path, colour: tuple[int, int, int]) -> Path:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (64, 48), colour).save(path)
+    return path
+
+
+def _assert_png(path: Path) -> None:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        image.load()  # decodes the whole file
+        assert image.width >= 64
+
+
+def test_caption_visit_loads_once_and_writes_pngs(workdir, tiny_bundle):
+    models = workdir / "saved_models"
+    for name in ("older", "newer"):
+        shutil.copytree(tiny_bundle, models / name)
+    photo = _write_photo(workdir / "my photos" / "red.jpg", (200, 0, 0))
+    _write_photo(workdir / "my photos" / "deeper" / "red.png", (0, 0, 200))
+    child = spawn_menu(workdir, timeout=120)
+    answer(child, "2", "Which model? (newest first)")
+    child.expect_exact("Choose [1]: ")
+    answer(child, "9", "Please enter a number from 1 to")
+    answer(child, "2", "Loading ")
+    child.expect_exact("Image or folder (Enter or q to go back): ")
+    answer(child, str(workdir / "nope.jpg"), f"Not found: {workdir / 'nope.jpg'}")
+    answer(child, f'"{photo}"', f"{photo}: ")  # pasted with quotes
+    child.expect_exact(f"saved {workdir / 'captioned_image.png'}")
+    answer(child, "my photos", "saved ")  # a folder, relative to the current folder
+    child.expect_exact("Image or folder (Enter or q to go back): ")
+    answer(child, "q", MENU_PROMPT)
+    answer(child, "5", "Goodbye.")
+    expect_exit_ok(child)
+    session = child.logfile_read.getvalue()
+    assert session.count("Loading ") == 1  # once per visit, not per image
+    _assert_png(workdir / "captioned_image.png")
+    written = sorted(p.name for p in (workdir / "captioned_images").iterdir())
+    assert written == ["red-2.png", "red.png"]
+    for name in written:
+        _assert_png(workdir / "captioned_images" / name)
 
 
 def test_info_prompts_reprompt_and_ctrl_c_returns(workdir):
