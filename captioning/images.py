@@ -8,6 +8,7 @@ preprocessing mismatch is the classic cause of "the same caption for every image
 from __future__ import annotations
 
 import os
+import threading
 import warnings
 from pathlib import Path
 
@@ -27,6 +28,7 @@ MAX_IMAGE_PIXELS = 100_000_000
 REDUCING_GAP = 3.0
 
 _WHITE = (255, 255, 255)
+_OPEN_LOCK = threading.Lock()
 
 
 def is_image_file(path: str | Path) -> bool:
@@ -91,21 +93,17 @@ def load_image(path: str | Path, size: int) -> np.ndarray:
     """
     path = Path(path)
     _check_file(path)
-    # Keep Pillow's own bomb check on the same limit as ours, and make its warning an error.
-    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                _check_pixels(path, image.size)
-                # JPEG only: decode at the smallest 1/2^k scale still >= size (much faster).
-                image.draft("RGB", (size, size))
-                image.load()  # decode now, inside the try, so truncated files are caught here
-                image = ImageOps.exif_transpose(image)
-                image = _to_rgb(image)
-                image = image.resize((size, size), Image.Resampling.BILINEAR,
-                                     reducing_gap=REDUCING_GAP)
-                return np.array(image, dtype=np.uint8)  # (size, size, 3)
+        with _open(path) as image:
+            _check_pixels(path, image.size)
+            # JPEG only: decode at the smallest 1/2^k scale still >= size (much faster).
+            image.draft("RGB", (size, size))
+            image.load()  # decode now, inside the try, so truncated files are caught here
+            image = ImageOps.exif_transpose(image)
+            image = _to_rgb(image)
+            image = image.resize((size, size), Image.Resampling.BILINEAR,
+                                 reducing_gap=REDUCING_GAP)
+            return np.array(image, dtype=np.uint8)  # (size, size, 3)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageError(f"{path}: image is too large (over {MAX_IMAGE_PIXELS:,} pixels, "
                          "possible decompression bomb); resize it first") from None
@@ -119,6 +117,19 @@ def load_image(path: str | Path, size: int) -> np.ndarray:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ImageError(f"{path}: cannot decode image ({reason}); the file is damaged or "
                          "not a supported image") from None
+
+
+def _open(path: Path) -> Image.Image:
+    """``Image.open`` (headers only) with Pillow's bomb check on our limit, its warning an error.
+
+    ``warnings.catch_warnings`` swaps the process-wide filter list, so concurrent callers (tf.data
+    decodes on parallel threads) could restore each other's lists; the lock serialises only this
+    cheap header parse, never the decoding.
+    """
+    with _OPEN_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+        return Image.open(path)
 
 
 def _check_file(path: Path) -> None:

@@ -253,3 +253,30 @@ def test_permission_error_while_opening_is_reported(tmp_path, monkeypatch):
 
     monkeypatch.setattr(images.Image, "open", denied)
     _assert_rejected(path, "permission")
+
+
+def test_parallel_loading_is_consistent_and_leaves_warning_filters_alone(tmp_path, monkeypatch):
+    """tf.data calls the loader from several threads at once; bombs must still be refused."""
+    import warnings
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setattr(images, "MAX_IMAGE_PIXELS", 60 * 60)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)
+    paths = []
+    for index in range(24):
+        path = tmp_path / f"{index}.png"
+        side = 70 if index % 3 == 0 else 40  # every third is over the limit (Pillow: a warning)
+        Image.new("RGB", (side, side), (index, 0, 0)).save(path)
+        paths.append(path)
+    filters_before = list(warnings.filters)
+
+    def outcome(path):
+        try:
+            return int(images.load_image(path, 32)[0, 0, 0])
+        except ImageError as error:
+            return "too large" in str(error)
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(outcome, paths))
+    assert results == [True if i % 3 == 0 else i for i in range(24)]
+    assert list(warnings.filters) == filters_before
