@@ -1,0 +1,439 @@
+"""The fit loop: tf.data from cached features, Adam, early stopping, LR plateau, resumable checkpoints.
+
+Training runs one ``model.fit`` call per epoch so that everything random in an epoch (the shuffle
+order, the dropout masks) is derived from ``(seed, epoch)``: a run resumed at epoch k then sees
+exactly what an uninterrupted run sees from epoch k on. Early stopping and the learning-rate
+plateau are tracked here (same rules as Keras's ``EarlyStopping(restore_best_weights=True)`` and
+``ReduceLROnPlateau``) because their state must go into the checkpoint, which Keras callbacks
+reset at every ``fit``.
+
+Checkpoint layout (``<bundle>/.checkpoint/``)::
+
+    state.json         epoch, history, early-stopping/plateau state, option fingerprint and the
+                       name of the folder below; replaced atomically, so it always names a
+                       complete folder
+    epoch-0003/model.keras         full model with optimizer state (architecture kept only for
+                                   inspection: resuming rebuilds the model and loads into it)
+    epoch-0003/best.weights.h5     the best weights so far (restored at the end)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import tensorflow as tf
+import keras
+
+from captioning.config import TrainConfig
+from captioning.decoder import caption_loss
+from captioning.errors import CaptioningError
+
+CHECKPOINT_DIR = ".checkpoint"
+STATE_FILE = "state.json"
+STATE_VERSION = 1
+# Options that may change between an interrupted run and its resumption.
+RESUMABLE_CHANGES = ("epochs",)
+PLATEAU_MIN_DELTA = 1e-4  # keras.callbacks.ReduceLROnPlateau's default
+MIN_LEARNING_RATE = 1e-6
+
+
+class ResumeError(CaptioningError):
+    """There is no interrupted run to resume, or it was started with other options."""
+
+
+@dataclass
+class TrainingData:
+    """Everything the fit loop reads: feature rows and, per caption, (feature row, tokens).
+
+    One example per caption points at its image's feature row, so features are never duplicated
+    five times; the pipeline gathers the rows per batch.
+    """
+
+    features: np.ndarray  # (rows, *feature_shape) float16, may be a read-only memmap
+    train_rows: np.ndarray  # (train captions,) int64 rows of ``features``
+    train_tokens: np.ndarray  # (train captions, max_length) int32
+    val_rows: np.ndarray  # (val captions,) int64
+    val_tokens: np.ndarray  # (val captions, max_length) int32
+
+
+@dataclass
+class FitState:
+    """What a checkpoint remembers besides the weights and the optimizer."""
+
+    epoch: int = 0  # finished epochs
+    history: dict = field(default_factory=lambda: {"loss": [], "val_loss": [], "learning_rate": [],
+                                                   "seconds": []})
+    best: float = math.inf  # early stopping: best monitored loss so far
+    best_epoch: int = 0  # 1-based epoch of ``best``; 0 before any
+    wait: int = 0  # early stopping: epochs since the best
+    plateau_best: float = math.inf
+    plateau_wait: int = 0
+    learning_rate: float = 0.0
+    stopped_early: bool = False
+
+
+@dataclass
+class FitResult:
+    """How a fit ended."""
+
+    history: dict
+    epochs_run: int
+    best_val_loss: float | None
+    best_epoch: int
+    interrupted: bool
+    stopped_early: bool
+    seconds: float
+
+
+def make_strategy(name: str = "auto") -> tf.distribute.Strategy:
+    """The tf.distribute strategy for ``--strategy``.
+
+    Args:
+        name: ``auto`` (MirroredStrategy when more than one GPU is visible, else the default),
+            ``default``, or ``mirrored`` (over every GPU, or every logical CPU when there is no
+            GPU).
+
+    Returns:
+        The strategy; build and compile the model inside ``strategy.scope()``.
+    """
+    gpus = tf.config.list_logical_devices("GPU")
+    if name == "default" or (name == "auto" and len(gpus) <= 1):
+        return tf.distribute.get_strategy()
+    if name not in ("auto", "mirrored"):
+        raise ValueError(f"unknown strategy {name!r}; expected auto, default or mirrored")
+    devices = gpus or tf.config.list_logical_devices("CPU")
+    return tf.distribute.MirroredStrategy(devices=[d.name for d in devices])
+
+
+def compile_model(model: keras.Model, learning_rate: float) -> None:
+    """Compile with Adam and the masked caption loss (call inside the strategy scope).
+
+    Args:
+        model: A model from ``decoder.build_training_model``.
+        learning_rate: Adam's initial learning rate.
+    """
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=caption_loss())
+
+
+def make_dataset(features: np.ndarray, rows: np.ndarray, tokens: np.ndarray, batch_size: int,
+                 shuffle_seed: int | list[int] | None = None, drop_remainder: bool = False) -> tf.data.Dataset:
+    """Batches of ``({"features", "tokens"}, targets)`` for teacher forcing.
+
+    Args:
+        features: ``(rows, *feature_shape)`` float16 feature rows.
+        rows: ``(N,)`` the feature row of each caption.
+        tokens: ``(N, max_length)`` int32 padded captions.
+        batch_size: Captions per batch (global batch under a distribution strategy).
+        shuffle_seed: Shuffle all captions with this seed; ``None`` keeps their order.
+        drop_remainder: Drop the last partial batch (needed with several replicas, where an
+            uneven split of the last batch breaks the cross-replica reduction).
+
+    Returns:
+        A dataset of ``({"features": (B, ...) float32, "tokens": (B, T) int32}, (B, T) int32)``
+        with ``T = max_length - 1``: inputs are the caption without its last token, targets
+        without its first.
+    """
+    table = tf.constant(np.asarray(features))  # (rows, ...) float16, shared by every batch
+    rows, tokens = np.asarray(rows, np.int64), np.asarray(tokens, np.int32)
+    if shuffle_seed is not None:
+        # A NumPy permutation, not Dataset.shuffle: the order then depends on this seed alone,
+        # never on TensorFlow's global seed state, so a resumed run sees the same batches.
+        order = np.random.default_rng(shuffle_seed).permutation(len(rows))
+        rows, tokens = rows[order], tokens[order]
+    examples = tf.data.Dataset.from_tensor_slices((rows, tokens))
+
+    def to_inputs(batch_rows, batch_tokens):
+        batch_features = tf.cast(tf.gather(table, batch_rows), tf.float32)  # (B, ...)
+        return {"features": batch_features, "tokens": batch_tokens[:, :-1]}, batch_tokens[:, 1:]
+
+    return (examples.batch(batch_size, drop_remainder=drop_remainder)
+            .map(to_inputs, num_parallel_calls=tf.data.AUTOTUNE)
+            .prefetch(tf.data.AUTOTUNE))
+
+
+def fit(model: keras.Model, data: TrainingData, train_config: TrainConfig, checkpoint_root: Path,
+        fingerprint: dict, resume: bool = False, log: Callable[[str], None] = print,
+        progress: bool = False) -> FitResult:
+    """Train ``model`` (compiled) epoch by epoch, checkpointing after each; Ctrl-C stops cleanly.
+
+    Args:
+        model: Compiled (``compile_model``) inside the strategy scope it trains in.
+        data: Features and caption rows.
+        train_config: Epochs, batch size, patience, LR plateau and seed.
+        checkpoint_root: The bundle folder; checkpoints go to ``<it>/.checkpoint``.
+        fingerprint: JSON-able options the run depends on; a resumed run must match it (but for
+            ``epochs``).
+        resume: Continue from the last finished epoch in the checkpoint.
+        log: Receives one line per epoch and notices.
+        progress: Show a per-batch progress bar (for terminals).
+
+    Returns:
+        The FitResult; the model holds the best weights seen (by validation loss) when at least
+        one epoch finished.
+
+    Raises:
+        ResumeError: ``resume`` with no usable checkpoint or with different options.
+    """
+    checkpoints = Path(checkpoint_root) / CHECKPOINT_DIR
+    state = _start_state(model, checkpoints, fingerprint, resume, train_config, log)
+    best_weights = _load_best_weights(model, checkpoints, state) if state.epoch else None
+    monitor = "val_loss" if len(data.val_rows) >= model.distribute_strategy.num_replicas_in_sync else "loss"
+    if monitor == "loss":
+        log("no validation captions: early stopping and the learning-rate plateau watch the training loss")
+    replicas = model.distribute_strategy.num_replicas_in_sync
+    several = replicas > 1
+    # With several replicas every batch must split evenly, so a small validation set gets a
+    # smaller batch rather than none.
+    val_batch = min(train_config.batch_size, len(data.val_rows) // replicas * replicas)
+    val_data = (make_dataset(data.features, data.val_rows, data.val_tokens, val_batch,
+                             drop_remainder=several) if val_batch else None)
+    started, interrupted = time.time(), False
+    try:
+        for epoch in range(state.epoch, train_config.epochs):
+            if state.stopped_early:
+                break
+            _seed_epoch(model, train_config.seed, epoch)
+            train_data = make_dataset(data.features, data.train_rows, data.train_tokens,
+                                      train_config.batch_size, shuffle_seed=[train_config.seed, epoch],
+                                      drop_remainder=several)
+            epoch_start = time.time()
+            callbacks = [_BatchProgress(epoch, train_config.epochs)] if progress else []
+            metrics = model.fit(train_data, validation_data=val_data, epochs=epoch + 1, initial_epoch=epoch,
+                                verbose=0, callbacks=callbacks, shuffle=False).history
+            improved = _record_epoch(model, state, metrics, monitor, time.time() - epoch_start, train_config)
+            if improved:
+                best_weights = model.get_weights()
+            with _interrupts_deferred():
+                _save_checkpoint(model, best_weights, checkpoints, state, fingerprint)
+            log(_epoch_line(state, train_config.epochs, improved))
+    except KeyboardInterrupt:
+        interrupted = True
+    if best_weights is not None:
+        model.set_weights(best_weights)
+    history = state.history
+    best = min(history[monitor]) if history[monitor] else None
+    return FitResult(history=history, epochs_run=state.epoch, best_val_loss=best if monitor == "val_loss" else None,
+                     best_epoch=state.best_epoch, interrupted=interrupted, stopped_early=state.stopped_early,
+                     seconds=time.time() - started)
+
+
+def _record_epoch(model, state: FitState, metrics: dict, monitor: str, seconds: float,
+                  config: TrainConfig) -> bool:
+    """Append the epoch to the history and update early stopping and the plateau; True if best."""
+    state.epoch += 1
+    learning_rate = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+    state.history["loss"].append(float(metrics["loss"][-1]))
+    if "val_loss" in metrics:
+        state.history["val_loss"].append(float(metrics["val_loss"][-1]))
+    state.history["learning_rate"].append(learning_rate)
+    state.history["seconds"].append(round(seconds, 3))
+    current = state.history[monitor][-1]
+    improved = current < state.best
+    if improved:
+        state.best, state.best_epoch, state.wait = current, state.epoch, 0
+    else:
+        state.wait += 1
+        state.stopped_early = state.wait >= config.early_stopping_patience
+    if current < state.plateau_best - PLATEAU_MIN_DELTA:
+        state.plateau_best, state.plateau_wait = current, 0
+    else:
+        state.plateau_wait += 1
+        if state.plateau_wait >= config.reduce_lr_patience and learning_rate > MIN_LEARNING_RATE:
+            learning_rate = max(learning_rate * config.reduce_lr_factor, MIN_LEARNING_RATE)
+            model.optimizer.learning_rate.assign(learning_rate)
+            state.plateau_wait = 0
+    state.learning_rate = learning_rate
+    return improved
+
+
+def _epoch_line(state: FitState, epochs: int, improved: bool) -> str:
+    history = state.history
+    val = f", val loss {history['val_loss'][-1]:.4f}" if history["val_loss"] else ""
+    line = (f"epoch {state.epoch}/{epochs}: loss {history['loss'][-1]:.4f}{val}, "
+            f"lr {history['learning_rate'][-1]:.2g}, {history['seconds'][-1]:.1f} s")
+    if improved:
+        line += " (best so far)"
+    if state.stopped_early:
+        line += f"; stopping early, best was epoch {state.best_epoch}"
+    return line
+
+
+def _seed_epoch(model: keras.Model, seed: int, epoch: int) -> None:
+    """Reset every dropout RNG to a state derived from (seed, epoch).
+
+    Keras keeps these RNG states in variables that checkpoints do not save; deriving them per
+    epoch is what makes a resumed run draw the same dropout masks as an uninterrupted one.
+    """
+    generators = [v for v in model.non_trainable_variables if v.path.endswith("seed_generator_state")]
+    for index, variable in enumerate(generators):
+        value = (seed * 1_000_003 + epoch * 7919 + index) % (2**31 - 1)
+        variable.assign(np.array([value, 0], dtype=variable.dtype))
+
+
+class _BatchProgress(keras.callbacks.Callback):
+    """A tqdm bar over the batches of one epoch (terminal only)."""
+
+    def __init__(self, epoch: int, epochs: int):
+        super().__init__()
+        self._label, self._bar = f"epoch {epoch + 1}/{epochs}", None
+
+    def on_train_begin(self, logs=None):
+        from tqdm import tqdm
+
+        self._bar = tqdm(desc=self._label, unit="batch", leave=False, file=sys.stderr)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._bar.update(1)
+        if logs and "loss" in logs:
+            self._bar.set_postfix(loss=f"{float(logs['loss']):.3f}", refresh=False)
+
+    def on_train_end(self, logs=None):
+        self._bar.close()
+
+
+# --- checkpoints -------------------------------------------------------------------------------
+
+def _start_state(model, checkpoints: Path, fingerprint: dict, resume: bool, config: TrainConfig,
+                 log: Callable[[str], None]) -> FitState:
+    """A fresh state, or the checkpoint's (weights and optimizer loaded) when resuming."""
+    if not resume:
+        if checkpoints.exists():
+            log(f"starting over: discarding the interrupted run's checkpoint in {checkpoints}")
+            shutil.rmtree(checkpoints)
+        return FitState(learning_rate=config.learning_rate)
+    saved = read_checkpoint_state(checkpoints)
+    _check_fingerprint(checkpoints, saved.get("fingerprint", {}), fingerprint)
+    state = FitState(**{k: v for k, v in saved["fit"].items() if k in FitState.__dataclass_fields__})
+    if state.stopped_early:
+        raise ResumeError(f"{checkpoints}: that run already stopped early at epoch {state.epoch}; "
+                          "nothing to resume, train without --resume to start over")
+    if state.epoch >= config.epochs:
+        raise ResumeError(f"{checkpoints}: that run already finished {state.epoch} epochs; pass a larger "
+                          "--epochs to continue it, or train without --resume")
+    _restore_model(model, checkpoints / saved["folder"] / "model.keras")
+    model.optimizer.learning_rate.assign(state.learning_rate)
+    log(f"resuming after epoch {state.epoch} from {checkpoints}")
+    return state
+
+
+def read_checkpoint_state(checkpoints: Path) -> dict:
+    """The checkpoint's state.json, checked.
+
+    Args:
+        checkpoints: The ``.checkpoint`` folder.
+
+    Returns:
+        The parsed state.
+
+    Raises:
+        ResumeError: When there is no (readable) checkpoint.
+    """
+    path = checkpoints / STATE_FILE
+    if not path.is_file():
+        raise ResumeError(f"no interrupted training run to resume in {checkpoints.parent} "
+                          f"(no {CHECKPOINT_DIR}/{STATE_FILE}); train without --resume")
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        folder = checkpoints / saved["folder"]
+        if saved.get("version") != STATE_VERSION or not (folder / "model.keras").is_file():
+            raise ValueError("incomplete checkpoint")
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ResumeError(f"{path}: unusable checkpoint ({error}); train without --resume to start over") from None
+    return saved
+
+
+def _check_fingerprint(checkpoints: Path, saved: dict, current: dict) -> None:
+    keys = sorted((set(saved) | set(current)) - set(RESUMABLE_CHANGES))
+    differing = [k for k in keys if saved.get(k) != current.get(k)]
+    if differing:
+        details = ", ".join(f"{k}: {saved.get(k)!r} then, {current.get(k)!r} now" for k in differing[:4])
+        raise ResumeError(f"cannot resume the run in {checkpoints.parent}: options differ ({details}); "
+                          "use the same options, or train without --resume to start over")
+
+
+def _restore_model(model: keras.Model, path: Path) -> None:
+    """Load weights and optimizer state from a checkpoint into the rebuilt, compiled model."""
+    # The optimizer's slots must exist before loading, or Keras skips them with a warning.
+    model.optimizer.build(model.trainable_variables)
+    try:
+        model.load_weights(str(path))
+    except (ValueError, OSError, KeyError) as error:
+        raise ResumeError(f"{path}: checkpoint does not fit this model ({str(error).splitlines()[0]}); "
+                          "train without --resume to start over") from None
+
+
+def _load_best_weights(model: keras.Model, checkpoints: Path, state: FitState) -> list | None:
+    saved = read_checkpoint_state(checkpoints)
+    current = model.get_weights()
+    model.load_weights(str(checkpoints / saved["folder"] / "best.weights.h5"))
+    best = model.get_weights()
+    model.set_weights(current)
+    return best
+
+
+def _save_checkpoint(model: keras.Model, best_weights: list | None, checkpoints: Path, state: FitState,
+                     fingerprint: dict) -> None:
+    """Write this epoch's folder, then point state.json at it, then drop older folders."""
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    folder = f"epoch-{state.epoch:04d}"
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder}-", dir=checkpoints))
+    model.save(str(staging / "model.keras"))
+    current = model.get_weights()
+    if best_weights is not None:
+        model.set_weights(best_weights)
+    model.save_weights(str(staging / "best.weights.h5"))
+    model.set_weights(current)
+    if (checkpoints / folder).exists():
+        shutil.rmtree(checkpoints / folder)
+    os.replace(staging, checkpoints / folder)
+    saved = {"version": STATE_VERSION, "folder": folder, "fingerprint": fingerprint,
+             "fit": state.__dict__}
+    _write_json_atomic(checkpoints / STATE_FILE, saved)
+    for old in checkpoints.iterdir():
+        if old.is_dir() and old.name != folder:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def remove_checkpoint(checkpoint_root: Path) -> None:
+    """Delete ``<bundle>/.checkpoint`` once a run has finished (nothing left to resume)."""
+    shutil.rmtree(Path(checkpoint_root) / CHECKPOINT_DIR, ignore_errors=True)
+
+
+def _write_json_atomic(path: Path, data: dict) -> None:
+    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            json.dump(data, out, indent=2, sort_keys=True)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def _interrupts_deferred():
+    """Hold Ctrl-C until the block ends, so a checkpoint is never left half-written by it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if received:
+            raise KeyboardInterrupt

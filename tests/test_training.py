@@ -1,0 +1,183 @@
+"""The fit loop: batches, resume = uninterrupted, Ctrl-C, early stopping, LR plateau, strategies."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from captioning import training  # noqa: E402
+from captioning.config import DecoderConfig, TrainConfig  # noqa: E402
+from captioning.decoder import build_training_model  # noqa: E402
+
+VOCAB, MAX_LENGTH, FEATURE_DIM = 15, 7, 8
+DECODER = DecoderConfig(embedding_dim=8, units=8, dropout=0.3)
+CONFIG = TrainConfig(epochs=4, batch_size=16, learning_rate=0.01, early_stopping_patience=10,
+                     reduce_lr_patience=1, reduce_lr_factor=0.5, seed=7)
+FINGERPRINT = {"dataset": "toy", "batch_size": 16, "epochs": 4}
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _data(images=20, captions_per_image=3, seed=0) -> training.TrainingData:
+    rng = np.random.default_rng(seed)
+    features = rng.normal(size=(images, FEATURE_DIM)).astype(np.float16)
+    rows = np.repeat(np.arange(images), captions_per_image)
+    lengths = rng.integers(1, MAX_LENGTH - 1, size=len(rows))
+    tokens = np.zeros((len(rows), MAX_LENGTH), dtype=np.int32)
+    for i, n in enumerate(lengths):
+        tokens[i, : n + 2] = [2, *rng.integers(4, VOCAB, size=n), 3]
+    split = len(rows) * 3 // 4
+    return training.TrainingData(features, rows[:split], tokens[:split], rows[split:], tokens[split:])
+
+
+def _model(seed):
+    keras.utils.set_random_seed(seed)
+    model = build_training_model(VOCAB, MAX_LENGTH, (FEATURE_DIM,), DECODER)
+    training.compile_model(model, CONFIG.learning_rate)
+    return model
+
+
+def test_batches_gather_feature_rows_and_shift_tokens():
+    data = _data()
+    batches = list(training.make_dataset(data.features, data.train_rows, data.train_tokens, batch_size=16))
+    inputs, targets = batches[0]
+    assert inputs["features"].shape == (16, FEATURE_DIM) and inputs["features"].dtype.name == "float32"
+    assert np.array_equal(inputs["features"].numpy(), data.features[data.train_rows[:16]].astype(np.float32))
+    assert np.array_equal(inputs["tokens"].numpy(), data.train_tokens[:16, :-1])
+    assert np.array_equal(targets.numpy(), data.train_tokens[:16, 1:])
+    assert sum(len(t) for _, t in batches) == len(data.train_rows)
+    shuffled = [t.numpy() for _, t in training.make_dataset(data.features, data.train_rows,
+                                                             data.train_tokens, 16, shuffle_seed=3)]
+    again = [t.numpy() for _, t in training.make_dataset(data.features, data.train_rows,
+                                                          data.train_tokens, 16, shuffle_seed=3)]
+    assert all(np.array_equal(a, b) for a, b in zip(shuffled, again))
+    assert not np.array_equal(shuffled[0], targets.numpy())
+
+
+def _interrupt_after(epochs_done):
+    lines = []
+
+    def log(line):
+        lines.append(line)
+        if line.startswith(f"epoch {epochs_done}/"):
+            raise KeyboardInterrupt
+
+    return log, lines
+
+
+def test_resumed_run_gives_the_same_weights_as_an_uninterrupted_one(tmp_path):
+    data = _data()
+    straight = _model(seed=1)
+    full = training.fit(straight, data, CONFIG, tmp_path / "a", FINGERPRINT, log=lambda line: None)
+    assert full.epochs_run == 4 and not full.interrupted
+
+    log, lines = _interrupt_after(2)
+    first = training.fit(_model(seed=1), data, CONFIG, tmp_path / "b", FINGERPRINT, log=log)
+    assert first.interrupted and first.epochs_run == 2
+    assert (tmp_path / "b" / ".checkpoint" / "state.json").is_file()
+
+    # A fresh process would rebuild the model with fresh weights: use another seed to prove
+    # that weights, optimizer and schedule all come from the checkpoint.
+    resumed_model = _model(seed=99)
+    resumed = training.fit(resumed_model, data, CONFIG, tmp_path / "b", FINGERPRINT, resume=True,
+                           log=lines.append)
+    assert any(line.startswith("resuming after epoch 2") for line in lines)
+    assert resumed.epochs_run == 4 and resumed.history == _without_seconds(resumed.history, full.history)
+    for a, b in zip(straight.get_weights(), resumed_model.get_weights()):
+        assert np.array_equal(a, b)
+    assert int(resumed_model.optimizer.iterations.numpy()) == int(straight.optimizer.iterations.numpy())
+
+
+def _without_seconds(history, reference):
+    """``reference`` with ``history``'s timings, so only the losses and learning rates compare."""
+    return {**reference, "seconds": history["seconds"]}
+
+
+def test_interrupt_keeps_best_weights_and_checkpoint(tmp_path):
+    data = _data()
+    model = _model(seed=2)
+    log, _ = _interrupt_after(1)
+    result = training.fit(model, data, CONFIG, tmp_path, FINGERPRINT, log=log)
+    assert result.interrupted and result.epochs_run == 1 and result.best_epoch == 1
+    state = json.loads((tmp_path / ".checkpoint" / "state.json").read_text())
+    assert state["fit"]["epoch"] == 1 and (tmp_path / ".checkpoint" / state["folder"] / "model.keras").is_file()
+    assert result.best_val_loss == pytest.approx(
+        model.evaluate(training.make_dataset(data.features, data.val_rows, data.val_tokens, 16), verbose=0),
+        rel=1e-5)
+
+
+def test_resume_refuses_missing_checkpoint_and_changed_options(tmp_path):
+    data = _data()
+    with pytest.raises(training.ResumeError, match="no interrupted training run"):
+        training.fit(_model(seed=3), data, CONFIG, tmp_path, FINGERPRINT, resume=True)
+    log, _ = _interrupt_after(1)
+    training.fit(_model(seed=3), data, CONFIG, tmp_path, FINGERPRINT, log=log)
+    with pytest.raises(training.ResumeError, match="options differ.*batch_size: 16 then, 32 now"):
+        training.fit(_model(seed=3), data, CONFIG, tmp_path, {**FINGERPRINT, "batch_size": 32}, resume=True)
+    # More epochs than first asked for is a normal way to continue a run.
+    more = training.fit(_model(seed=3), data, replace(CONFIG, epochs=2), tmp_path,
+                        {**FINGERPRINT, "epochs": 2}, resume=True, log=lambda line: None)
+    assert more.epochs_run == 2
+    with pytest.raises(training.ResumeError, match="already finished 2 epochs"):
+        training.fit(_model(seed=3), data, replace(CONFIG, epochs=2), tmp_path, FINGERPRINT, resume=True)
+
+
+class _FakeOptimizer:
+    def __init__(self, learning_rate):
+        import tensorflow as tf
+
+        self.learning_rate = tf.Variable(learning_rate)
+
+
+class _FakeModel:
+    def __init__(self, learning_rate):
+        self.optimizer = _FakeOptimizer(learning_rate)
+
+
+def test_early_stopping_and_plateau_follow_keras_rules():
+    config = replace(CONFIG, early_stopping_patience=2, reduce_lr_patience=1, reduce_lr_factor=0.5)
+    model, state = _FakeModel(0.01), training.FitState(learning_rate=0.01)
+    verdicts = []
+    for val in (3.0, 2.0, 2.5, 1.9, 2.2, 2.3):
+        improved = training._record_epoch(model, state, {"loss": [1.0], "val_loss": [val]}, "val_loss", 1.0, config)
+        verdicts.append((improved, round(state.learning_rate, 6), state.stopped_early))
+    assert verdicts == [(True, 0.01, False), (True, 0.01, False), (False, 0.005, False),
+                        (True, 0.005, False), (False, 0.0025, False), (False, 0.00125, True)]
+    assert state.best == 1.9 and state.best_epoch == 4
+    assert state.history["learning_rate"] == pytest.approx([0.01, 0.01, 0.01, 0.005, 0.005, 0.0025])
+
+
+@pytest.mark.slow  # a fresh TensorFlow process: ~30 s on two shared cores
+def test_mirrored_strategy_over_two_logical_cpus_trains_an_epoch(tmp_path):
+    script = textwrap.dedent(f"""
+        import os, sys
+        sys.path.insert(0, {str(PROJECT_ROOT)!r}); sys.path.insert(0, {str(Path(__file__).parent)!r})
+        import tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        import test_training as t
+        from captioning import training
+        strategy = training.make_strategy("mirrored")
+        assert strategy.num_replicas_in_sync == 2, strategy.num_replicas_in_sync
+        with strategy.scope():
+            model = t._model(seed=5)
+        result = training.fit(model, t._data(images=40), t.replace(t.CONFIG, epochs=1), {str(tmp_path)!r},
+                              t.FINGERPRINT)
+        print("REPLICAS", strategy.num_replicas_in_sync, "EPOCHS", result.epochs_run,
+              "LOSS", result.history["loss"][0])
+    """)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
+                          timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "REPLICAS 2 EPOCHS 1 LOSS" in done.stdout
+    assert float(done.stdout.split("LOSS")[1]) > 0
