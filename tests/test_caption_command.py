@@ -128,18 +128,19 @@ def test_unreadable_file_is_reported(tmp_path, tiny_bundle):
     assert any("locked.png" in line and "permission" in line for line in result.stderr.splitlines())
 
 
-def test_options_no_png_beam_size_and_attention_note(tmp_path, tiny_bundle):
+def test_options_no_png_beam_size_and_attention_note(tmp_path, tiny_bundle, monkeypatch, capsys):
+    # In-process (TensorFlow is already loaded by other tests): same parser and run() as the CLI.
     folder = tmp_path / "pics"
     for i in range(3):
         photo(folder / f"{i}.png", colour=(80 * i, 100, 50))
-    result = run_caption(folder, "--model", tiny_bundle, "--no-png", "--beam-size", "1",
-                         "--attention-map", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert "Traceback" not in result.stderr
-    assert [line.split(": ")[0] for line in result.stdout.splitlines()] == \
-        [str(folder / f"{i}.png") for i in range(3)]
+    monkeypatch.chdir(tmp_path)
+    status = cli.main(["caption", str(folder), "--model", str(tiny_bundle), "--no-png",
+                       "--beam-size", "1", "--attention-map"])
+    out, err = capsys.readouterr()
+    assert status == 0, err
+    assert [line.split(": ")[0] for line in out.splitlines()] == [str(folder / f"{i}.png") for i in range(3)]
     assert not (tmp_path / "captioned_images").exists() and not (tmp_path / "captioned_image.png").exists()
-    notes = [line for line in result.stderr.splitlines() if "attention" in line]
+    notes = [line for line in err.splitlines() if "attention" in line]
     assert len(notes) == 1 and "merge" in notes[0]
 
 
