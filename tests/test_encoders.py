@@ -180,7 +180,8 @@ def _legacy_file(path: Path, tensors: dict, monkeypatch) -> None:
         Writer(file, protocol=2).dump(state)
         pickle.dump([s.key for s in storages], file, protocol=2)
         for storage in storages:
-            file.write(storage.array.size.to_bytes(8, "little") + storage.array.astype("<" + storage.array.dtype.str[1:]).tobytes())
+            little_endian = storage.array.astype(storage.array.dtype.newbyteorder("<"))
+            file.write(storage.array.size.to_bytes(8, "little") + little_endian.tobytes())
 
 
 def test_strided_views_and_offsets_are_rebuilt(tmp_path, monkeypatch):
