@@ -54,7 +54,9 @@ class EvaluationSet:
 
     def describe(self) -> str:
         """One line: how many images, which split, of which dataset, and why these."""
-        count = f"{len(self.images):,}" + (f" of {self.available:,}" if self.available != len(self.images) else "")
+        count = f"{len(self.images):,}"
+        if self.available != len(self.images):
+            count += f" of {self.available:,}"
         if self.seen_in_training:
             how = (f"{self.split} split (seed {self.split_config.seed}) of the training dataset "
                    f"{self.dataset.key}")

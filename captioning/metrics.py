@@ -51,7 +51,8 @@ TOKENIZER_TIMEOUT_S = 300.0
 PUNCTUATIONS = frozenset(["''", "'", "``", "`", "-LRB-", "-RRB-", "-LCB-", "-RCB-",
                           ".", "?", "!", ",", ":", "-", "--", "...", ";"])
 
-JAVA_TOKENIZER = "Stanford PTBTokenizer (CoreNLP 3.4.1 jar from pycocoevalcap, Java) + COCO punctuation removal"
+JAVA_TOKENIZER = ("Stanford PTBTokenizer (CoreNLP 3.4.1 jar from pycocoevalcap, Java) + COCO "
+                  "punctuation removal")
 PYTHON_TOKENIZER = "pure-Python PTB-style tokeniser (Java not used) + COCO punctuation removal"
 
 IMPLEMENTATIONS = {
@@ -499,8 +500,8 @@ def _regroup(flat: list[str], sizes: list[int]) -> list[list[str]]:
 
 def _caption_warnings(share: float, count: int) -> list[str]:
     if count >= 2 and share < DISTINCT_SHARE_WARNING:
-        return [f"only {share:.0%} of the {count} generated captions are distinct (below "
-                f"{DISTINCT_SHARE_WARNING:.0%}): the model says nearly the same thing for every "
-                "image; check that training converged and that captioning preprocesses images "
-                "as training did"]
+        return [f"only {round(share * count)} of the {count} generated captions ({share:.1%}) are "
+                f"distinct (below {DISTINCT_SHARE_WARNING:.0%}): the model says nearly the same "
+                "thing for every image; check that training converged and that captioning "
+                "preprocesses images as training did"]
     return []

@@ -64,7 +64,8 @@ def format_table(result: EvaluationResult) -> str:
               "all scores x100 (0-100); corpus-level BLEU with NLTK (no smoothing) beside the COCO "
               "toolkit's BLEU",
               f"tokenised with: {scores.tokenizer}",
-              f"distinct captions: {scores.distinct_share:.0%} of {scores.num_images:,} images;"
+              f"distinct captions: {round(scores.distinct_share * scores.num_images):,} of "
+              f"{scores.num_images:,} ({scores.distinct_share:.1%});"
               f" mean length {scores.mean_length:.1f} words;"
               f" {result.caption_seconds:.1f} s captioning ({_rate(result)})"]
     lines += [f"note: {note}" for note in scores.notes]
@@ -159,8 +160,9 @@ def _draw_captions(axes, outcome: ImageOutcome, photo_in: float) -> None:
     axes.text(0.0, -0.03, "\n".join(generated), transform=axes.transAxes, fontsize=9, va="top",
               ha="left", color="#1f3f8f", fontweight="bold")
     if outcome.references:
-        axes.text(0.0, -0.03 - line_step * len(generated), "\n".join(_wrapped(f"ref: {outcome.references[0]}")),
-                  transform=axes.transAxes, fontsize=9, va="top", ha="left")
+        reference = "\n".join(_wrapped(f"ref: {outcome.references[0]}"))
+        axes.text(0.0, -0.03 - line_step * len(generated), reference, transform=axes.transAxes,
+                  fontsize=9, va="top", ha="left")
 
 
 def write_sample_grid(samples: list[ImageOutcome], png_path: str | Path, title: str = "") -> Path:

@@ -166,7 +166,8 @@ def test_same_caption_everywhere_warns_in_the_table(model_dir, dataset_dir, monk
     result = evaluation.evaluate_images(FakeCaptioner(), chosen, beam_size=1, model_path=model_dir,
                                         progress=False)
     table = report.format_table(result)
-    assert "warning: only 2% of the 40 generated captions are distinct" in table
+    assert "warning: only 1 of the 40 generated captions (2.5%) are distinct" in table
+    assert "distinct captions: 1 of 40 (2.5%)" in table
     assert "METEOR" in table and "Java is not installed" in table
 
 
