@@ -95,7 +95,8 @@ def save_bundle(target: str | Path, model, vocab: Vocabulary, bundle_config: dic
         full_config = {"format_version": FORMAT_VERSION,
                        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                        **bundle_config}
-        model.save_weights(str(staging / WEIGHTS_FILE))
+        staging.chmod(0o755)  # mkdtemp makes it private; a bundle is an ordinary folder
+        _inference_copy(model, full_config).save_weights(str(staging / WEIGHTS_FILE))
         vocab.save(staging / VOCAB_FILE)
         _write_json(staging / HISTORY_FILE, history)
         save_loss_curve(history, staging / LOSS_CURVE_FILE)
@@ -105,6 +106,19 @@ def save_bundle(target: str | Path, model, vocab: Vocabulary, bundle_config: dic
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return target
+
+
+def _inference_copy(model, bundle_config: dict):
+    """The model without its optimizer: Keras saves a compiled model's Adam slots too (3x the size)."""
+    if getattr(model, "optimizer", None) is None:
+        return model
+    from captioning.decoder import build_training_model
+
+    copy = build_training_model(int(bundle_config["vocab_size"]), int(bundle_config["max_length"]),
+                                tuple(bundle_config["feature_shape"]),
+                                decoder_config_from_dict(bundle_config["decoder"]))
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 def _swap_into_place(staging: Path, target: Path) -> None:

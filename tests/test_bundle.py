@@ -53,6 +53,21 @@ def test_round_trip_gives_the_same_model(tmp_path):
     assert (path / "loss_curve.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_saved_weights_leave_out_the_optimizer(tmp_path):
+    import h5py
+
+    from captioning.training import compile_model
+
+    path, model = _save(tmp_path / "plain")
+    compile_model(model, 1e-3)
+    model.fit({"features": FEATURES, "tokens": TOKENS}, TOKENS, verbose=0)
+    trained = bundle.save_bundle(tmp_path / "trained", model, _vocab(), json.loads(
+        (path / "config.json").read_text()), {"loss": [1.0], "val_loss": [1.0]})
+    with h5py.File(trained / "model.weights.h5") as weights:
+        assert "optimizer" not in weights
+    assert np.allclose(_predict(bundle.load_bundle(trained).model), _predict(model), atol=1e-6)
+
+
 def test_bundle_module_does_not_import_tensorflow():
     code = "import sys, captioning.bundle; sys.exit('tensorflow' in sys.modules or 'keras' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parent.parent).returncode == 0

@@ -1,0 +1,26 @@
+"""``train``: extract features (cached), build the vocabulary, train the decoder, save a bundle."""
+
+from __future__ import annotations
+
+import argparse
+
+from captioning.cli import EXIT_INTERRUPTED, EXIT_OK
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train with the parsed options and report where the bundle went.
+
+    Args:
+        args: parsed ``train`` options.
+
+    Returns:
+        0 when training finished, 130 when Ctrl-C stopped it (after saving what it could).
+    """
+    from captioning.train_pipeline import TrainOptions, train_model  # imports TensorFlow
+
+    result = train_model(TrainOptions.from_args(args))
+    if result.interrupted:
+        return EXIT_INTERRUPTED
+    best = f"{result.best_val_loss:.4f}" if result.best_val_loss is not None else "n/a (no validation images)"
+    print(f"done: {result.epochs_run} epochs, best validation loss {best}; bundle {result.bundle_dir}")
+    return EXIT_OK

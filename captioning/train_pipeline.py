@@ -1,0 +1,224 @@
+"""Training, end to end: dataset -> split -> vocabulary -> features -> tf.data -> fit -> bundle.
+
+``train_model`` is the one function the ``train`` subcommand and the menu call.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from captioning import config
+from captioning.errors import DatasetError
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """Everything a training run depends on (built from the CLI or the menu)."""
+
+    dataset: str = config.MINI_COCO_SOURCE
+    encoder: str = config.DEFAULT_ENCODER
+    encoder_weights: str = "imagenet"
+    decoder: config.DecoderConfig = field(default_factory=config.DecoderConfig)
+    train: config.TrainConfig = field(default_factory=config.TrainConfig)
+    vocab: config.VocabConfig = field(default_factory=config.VocabConfig)
+    split: config.SplitConfig = field(default_factory=config.SplitConfig)
+    limit: int | None = None
+    output: Path | None = None
+    resume: bool = False
+    strategy: str = "auto"
+    progress: bool = False  # per-batch progress bars (terminals)
+
+    @classmethod
+    def from_args(cls, args) -> "TrainOptions":
+        """Options from the parsed ``train`` arguments.
+
+        Args:
+            args: ``argparse.Namespace`` of the ``train`` subcommand.
+
+        Returns:
+            The options.
+        """
+        import sys
+
+        return cls(
+            dataset=str(args.dataset), encoder=args.encoder, encoder_weights=args.encoder_weights,
+            decoder=config.DecoderConfig(kind=args.decoder, embedding_dim=args.embedding_dim,
+                                         units=args.units, dropout=args.dropout),
+            train=config.TrainConfig(epochs=args.epochs, batch_size=args.batch_size,
+                                     learning_rate=args.learning_rate, seed=args.seed),
+            vocab=config.VocabConfig(min_count=args.min_count),
+            split=config.SplitConfig(seed=args.seed),
+            limit=args.limit, output=Path(args.output) if args.output else None, resume=args.resume,
+            strategy=args.strategy, progress=sys.stderr.isatty())
+
+
+@dataclass
+class TrainResult:
+    """What a run produced. ``bundle_dir`` is None only when stopped before the first epoch."""
+
+    bundle_dir: Path | None
+    best_val_loss: float | None
+    epochs_run: int
+    history: dict
+    interrupted: bool = False
+
+
+@dataclass
+class _Prepared:
+    dataset: object
+    vocab: object
+    max_length: int
+    encoder: object
+    data: object  # training.TrainingData
+    feature_shape: tuple
+    counts: dict
+
+
+def default_output(dataset_name: str, encoder: str, decoder: str) -> Path:
+    """``config.MODELS_DIR / "<dataset>-<encoder>-<decoder>"`` (read at call time)."""
+    return Path(config.MODELS_DIR) / f"{dataset_name}-{encoder}-{decoder}"
+
+
+def train_model(options: TrainOptions, log: Callable[[str], None] = print) -> TrainResult:
+    """Train a caption model and write its bundle.
+
+    Args:
+        options: The run's settings.
+        log: Receives progress lines (per step and per epoch).
+
+    Returns:
+        The TrainResult. On Ctrl-C after at least one finished epoch, the bundle holds the best
+        weights so far, the checkpoint stays for ``--resume``, and ``interrupted`` is True.
+
+    Raises:
+        CaptioningError: Unreadable dataset, no usable captions, encoder or cache failures, or a
+            resume that does not match.
+    """
+    import keras
+
+    from captioning import training
+    from captioning.bundle import save_bundle
+    from captioning.decoder import build_training_model
+
+    started = time.time()
+    prepared = _prepare(options, log)
+    output = Path(options.output) if options.output else default_output(
+        prepared.dataset.name or Path(prepared.dataset.root).name, options.encoder, options.decoder.kind)
+    strategy = training.make_strategy(options.strategy)
+    keras.utils.set_random_seed(options.train.seed)
+    with strategy.scope():
+        model = build_training_model(len(prepared.vocab), prepared.max_length, prepared.feature_shape,
+                                     options.decoder)
+        training.compile_model(model, options.train.learning_rate)
+    if strategy.num_replicas_in_sync > 1:
+        log(f"training on {strategy.num_replicas_in_sync} devices ({type(strategy).__name__})")
+    log(f"training {options.decoder.kind} decoder: {len(prepared.data.train_rows)} train / "
+        f"{len(prepared.data.val_rows)} val captions, up to {options.train.epochs} epochs -> {output}")
+    result = training.fit(model, prepared.data, options.train, output, _fingerprint(options, prepared),
+                          resume=options.resume, log=log, progress=options.progress)
+    if result.epochs_run == 0:
+        log("interrupted before the first epoch finished: nothing saved")
+        return TrainResult(None, None, 0, result.history, interrupted=True)
+    bundle_config = _bundle_config(options, prepared, result, time.time() - started)
+    save_bundle(output, model, prepared.vocab, bundle_config, result.history)
+    if result.interrupted:
+        log(f"interrupted after epoch {result.epochs_run}: the best weights so far are saved in {output}; "
+            "run the same command with --resume to continue")
+    else:
+        training.remove_checkpoint(output)  # finished: nothing left to resume
+        log(f"saved model bundle to {output}")
+    return TrainResult(output, result.best_val_loss, result.epochs_run, result.history, result.interrupted)
+
+
+def _prepare(options: TrainOptions, log: Callable[[str], None]) -> _Prepared:
+    from captioning.datasets import load_dataset, split_dataset
+    from captioning.encoders import build_encoder
+    from captioning.features import extract_features, load_features
+    from captioning.text import Vocabulary, choose_max_length, tokenize
+
+    from captioning import training
+
+    dataset = load_dataset(options.dataset)
+    images = dataset.images[: options.limit] if options.limit else dataset.images
+    split = split_dataset(images, options.split)
+    if not split.train:
+        raise DatasetError(f"{dataset.root}: no image left for training after the split; use more images")
+    train_captions = [c for image in split.train for c in image.captions]
+    vocab = Vocabulary.build(train_captions, options.vocab.min_count, options.vocab.max_size)
+    if len(vocab) <= 4:
+        raise DatasetError(f"{dataset.root}: no word appears {options.vocab.min_count} times in the training "
+                           "captions; use more images or a lower --min-count")
+    max_length = choose_max_length([len(tokenize(c)) for c in train_captions], options.vocab.length_percentile)
+    log(f"dataset {dataset.root}: {len(split.train)} train / {len(split.val)} val / {len(split.test)} test "
+        f"images; vocabulary {len(vocab)} words; captions up to {max_length} tokens")
+
+    encoder = build_encoder(options.encoder, options.encoder_weights)
+    kind = "grid" if options.decoder.kind == "attention" else "pooled"
+    wanted = [image.path for image in split.train + split.val]
+    report = extract_features(dataset, encoder, kind=kind, image_paths=wanted,
+                              batch_size=config.ExtractConfig.batch_size, progress=options.progress)
+    failed = {Path(path) for path, _ in report.failed}
+    if failed:
+        log(f"skipping {len(failed)} unreadable images (first: {sorted(failed)[0]})")
+    train = [image for image in split.train if image.path not in failed]
+    val = [image for image in split.val if image.path not in failed]
+    if not train:
+        raise DatasetError(f"{dataset.root}: none of the training images could be read")
+    features = load_features(dataset, encoder.name, encoder.weights_id, kind, [i.path for i in train + val])
+    train_rows, train_tokens = _caption_rows(train, vocab, max_length, offset=0)
+    val_rows, val_tokens = _caption_rows(val, vocab, max_length, offset=len(train))
+    data = training.TrainingData(features, train_rows, train_tokens, val_rows, val_tokens)
+    counts = {"train_images": len(train), "val_images": len(val), "test_images": len(split.test),
+              "train_captions": len(train_rows), "val_captions": len(val_rows)}
+    return _Prepared(dataset, vocab, max_length, encoder, data, tuple(features.shape[1:]), counts)
+
+
+def _caption_rows(images, vocab, max_length: int, offset: int) -> tuple[np.ndarray, np.ndarray]:
+    """One example per caption: (feature row of its image, padded token ids)."""
+    rows = np.array([offset + i for i, image in enumerate(images) for _ in image.captions], dtype=np.int64)
+    captions = [caption for image in images for caption in image.captions]
+    tokens = vocab.encode_batch(captions, max_length) if captions else np.zeros((0, max_length), np.int32)
+    return rows, tokens  # (N,), (N, max_length)
+
+
+def _fingerprint(options: TrainOptions, prepared: _Prepared) -> dict:
+    """The settings a resumed run must share with the interrupted one (JSON-able)."""
+    train = {k: v for k, v in dataclasses.asdict(options.train).items() if k != "epochs"}
+    return {
+        "dataset_key": prepared.dataset.key, "limit": options.limit,
+        "encoder": options.encoder, "weights_id": prepared.encoder.weights_id,
+        "decoder": dataclasses.asdict(options.decoder), "train": train,
+        "vocab": dataclasses.asdict(options.vocab), "split": dataclasses.asdict(options.split),
+        "vocab_size": len(prepared.vocab), "max_length": prepared.max_length,
+    }
+
+
+def _bundle_config(options: TrainOptions, prepared: _Prepared, result, seconds: float) -> dict:
+    encoder = {"name": prepared.encoder.name, "weights_id": prepared.encoder.weights_id,
+               "input_size": prepared.encoder.input_size, "feature_kind":
+               "grid" if options.decoder.kind == "attention" else "pooled"}
+    if options.encoder_weights == "none":
+        encoder["random_weights"] = True
+        encoder["note"] = "random encoder weights: for tests and benchmarks only, not for real use"
+    return {
+        "dataset": {"source": prepared.dataset.source or str(prepared.dataset.root),
+                    "key": prepared.dataset.key, "name": prepared.dataset.name, "limit": options.limit,
+                    **prepared.counts},
+        "split": dataclasses.asdict(options.split),
+        "vocab_config": dataclasses.asdict(options.vocab),
+        "encoder": encoder,
+        "decoder": dataclasses.asdict(options.decoder),
+        "vocab_size": len(prepared.vocab),
+        "max_length": prepared.max_length,
+        "feature_shape": list(prepared.feature_shape),
+        "training": {**dataclasses.asdict(options.train), "epochs_run": result.epochs_run,
+                     "best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
+                     "stopped_early": result.stopped_early, "interrupted": result.interrupted,
+                     "seconds": round(seconds, 1)},
+    }
