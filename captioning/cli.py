@@ -16,6 +16,8 @@ from captioning.errors import CaptioningError
 
 # TensorFlow's C++ start-up chatter (CUDA probing, oneDNN notices) is noise for a CLI user.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Subcommands that never touch TensorFlow (and so start in a second).
+COMMANDS_WITHOUT_TENSORFLOW = {"info"}
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -161,6 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
 def run_command(args: argparse.Namespace) -> int:
     """Run one parsed subcommand, turning expected failures into one line on stderr."""
     try:
+        if args.command not in COMMANDS_WITHOUT_TENSORFLOW:
+            from captioning.tf_runtime import import_tensorflow
+
+            import_tensorflow()
         module = importlib.import_module(f"captioning.commands.{args.command}")
         return module.run(args)
     except CaptioningError as error:

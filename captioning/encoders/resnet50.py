@@ -81,7 +81,9 @@ def resolve_weights(weights: str) -> tuple[Path | None, str]:
     if digest != WEIGHTS_MD5:
         raise EncoderError(f"{path}: md5 {digest} is not that of Keras's ResNet50 no-top ImageNet "
                            f"weights; expected {WEIGHTS_FILE} (md5 {WEIGHTS_MD5}) from {WEIGHTS_URL}")
-    return path, f"md5-{digest[:8]}"
+    # The md5 matched Keras's own file, so these are exactly the "imagenet" weights: sharing the id
+    # lets feature caches and bundles made either way work with each other.
+    return path, "imagenet"
 
 
 def file_md5(path: Path) -> str:
