@@ -79,24 +79,55 @@ def _pick(title: str, names: tuple[str, ...], default: str) -> str:
     return names[ask_choice(title, names, names.index(default) + 1)]
 
 
+def interrupted_run(dataset: str, encoder: str, decoder: str) -> Path | None:
+    """The default output folder when it holds an interrupted run's checkpoint, else None.
+
+    The folder is the one ``train_pipeline.default_output`` gives for the dataset folder's own
+    name; a dataset found one level down may get another name, which is why the resume question
+    is asked anyway (this only picks its default).
+    """
+    from captioning.train_pipeline import default_output  # numpy only, no TensorFlow
+
+    name = dataset if dataset == config.MINI_COCO_SOURCE else Path(dataset).resolve().name
+    output = default_output(name, encoder, decoder)
+    # training.CHECKPOINT_DIR / STATE_FILE; importing training would pull in TensorFlow here.
+    return output if (output / ".checkpoint" / "state.json").is_file() else None
+
+
+def _ask_resume(dataset: str, encoder: str, decoder: str) -> bool:
+    found = interrupted_run(dataset, encoder, decoder)
+    if found is not None:
+        say(f"An interrupted run of this model is saved in {found}.")
+    return ask_yes_no("Resume an interrupted run", default=found is not None)
+
+
 def train_step() -> None:
     """Ask for the training settings, train, and say where the bundle went."""
+    import sys
+
     dataset = _ask_dataset()
     encoder = _pick("Encoder:", config.ENCODER_NAMES, config.DEFAULT_ENCODER)
     decoder = _pick("Decoder:", config.DECODER_KINDS, config.DecoderConfig.kind)
     epochs = ask_int("epochs", config.TrainConfig.epochs)
     batch_size = ask_int("batch size", config.TrainConfig.batch_size)
-    resume = ask_yes_no("Resume an interrupted run", default=False)
-    from captioning import train_pipeline  # after the questions: it may pull in TensorFlow
+    resume = _ask_resume(dataset, encoder, decoder)
+    from captioning.train_pipeline import TrainOptions, train_model  # TensorFlow comes with training
 
-    options = train_pipeline.TrainOptions(
-        dataset=dataset, encoder=encoder, decoder=decoder, epochs=epochs,
-        batch_size=batch_size, resume=resume,
-    )
-    say("Training (Ctrl-C stops after saving the last finished epoch) ...")
-    result = train_pipeline.train_model(options)
-    say(f"Model saved to {result.bundle_dir} (validation loss {result.best_val_loss:.4f}, "
-        f"{result.epochs_run} epochs)")
+    options = TrainOptions(
+        dataset=dataset, encoder=encoder, decoder=config.DecoderConfig(kind=decoder),
+        train=config.TrainConfig(epochs=epochs, batch_size=batch_size), resume=resume,
+        progress=sys.stderr.isatty())
+    say("Training; Ctrl-C stops it and keeps the best epoch so far.")
+    result = train_model(options, log=say)
+    if result.bundle_dir is None:
+        say("Stopped before the first epoch finished: nothing was saved.")
+        return
+    loss = f"{result.best_val_loss:.4f}" if result.best_val_loss is not None else "n/a"
+    if result.interrupted:
+        say(f"Stopped after {result.epochs_run} epochs. Model saved to {result.bundle_dir} "
+            f"(validation loss {loss}); train again and answer y to resume.")
+    else:
+        say(f"Model saved to {result.bundle_dir} (validation loss {loss}, {result.epochs_run} epochs).")
 
 
 # ---------------------------------------------------------------- 2) caption

@@ -305,3 +305,56 @@ def test_ask_path_kinds_and_going_back(monkeypatch, capsys, tmp_path):
     assert prompts.ask_path("Image", kind="file") == image
     out = printed()
     assert f"Not a folder: {image}" in out and f"Not a file: {tmp_path}" in out
+
+
+# ---------------------------------------------------------------- the whole walk (slow)
+
+
+def _train_through_menu(child: pexpect.spawn, dataset: Path, epochs: int, resume: str) -> None:
+    """Menu 1 with a local folder, efficientnet_lite0 (weights ship with pip), merge decoder."""
+    answer(child, "1", "Dataset:")
+    answer(child, "2", "Dataset folder: ")
+    answer(child, str(dataset), "Encoder:")
+    answer(child, "2", "Decoder:")
+    answer(child, "", "Epochs [20]: ")
+    answer(child, str(epochs), "Batch size [64]: ")
+    child.sendline("16")
+    if resume == "y":  # the menu found the checkpoint and offers it by default
+        child.expect_exact("An interrupted run of this model is saved in")
+        child.expect_exact("Resume an interrupted run? [Y/n]: ")
+    else:
+        child.expect_exact("Resume an interrupted run? [y/N]: ")
+    child.sendline(resume)
+
+
+@pytest.mark.slow
+def test_train_interrupt_resume_then_caption(workdir):
+    from tests.shapes_dataset import write_shapes_dataset
+
+    dataset = write_shapes_dataset(workdir / "shapes", n_images=48, seed=3)
+    child = spawn_menu(workdir, timeout=300)
+    _train_through_menu(child, dataset, epochs=40, resume="")
+    child.expect(r"epoch 1/40: loss [0-9.]+, val loss [0-9.]+")
+    interrupt(child, "Stopped after ")  # Ctrl-C during training: saved, back to the menu
+    child.expect_exact("train again and answer y to resume.")
+    child.expect_exact(MENU_PROMPT)
+    bundle_dir = workdir / "saved_models" / "shapes-efficientnet_lite0-merge"
+    assert (bundle_dir / "config.json").is_file()
+
+    _train_through_menu(child, dataset, epochs=6, resume="y")
+    child.expect_exact("resuming after epoch")
+    child.expect_exact(f"Model saved to {bundle_dir} (validation loss ")
+    child.expect_exact(MENU_PROMPT)
+
+    child.sendline("2")
+    if child.expect_exact(["Which model? (newest first)", "Model: shapes-"]) == 0:
+        answer(child, "", "Loading ")  # a shipped default is listed after ours; ours is the default
+    child.expect_exact("Image or folder (Enter or q to go back): ")
+    image = sorted((dataset / "Images").iterdir())[0]
+    answer(child, str(image), f"{image}: a ")  # shapes captions all start with "a"
+    child.expect_exact(f"saved {workdir / 'captioned_image.png'}")
+    child.expect_exact("Image or folder (Enter or q to go back): ")
+    answer(child, "", MENU_PROMPT)
+    answer(child, "5", "Goodbye.")
+    expect_exit_ok(child)
+    _assert_png(workdir / "captioned_image.png")
