@@ -58,7 +58,7 @@ class DecoderConfig:
     attention_dim: int = 256
     attention_regularization: float = 1.0
     # Attention decoders first reduce each grid cell (1280/2048-d) to this width, once per image.
-    attention_feature_dim: int = 512
+    attention_feature_dim: int = 256
 
 
 @dataclass(frozen=True)
