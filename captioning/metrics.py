@@ -64,7 +64,8 @@ IMPLEMENTATIONS = {
     "ROUGE-L": "pycocoevalcap Rouge: ROUGE-L F-measure (beta=1.2), mean over images",
     "METEOR": "pycocoevalcap Meteor: METEOR 1.5 jar (-l en -norm), run with Java",
 }
-SCALE = "x100 (0-100)"
+# CIDEr-D is 10x a mean cosine similarity, so x100 puts it in 0-1000 (papers print e.g. 117.0).
+SCALE = "x100: BLEU, METEOR and ROUGE-L in 0-100, CIDEr-D in 0-1000"
 
 
 @dataclass

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from captioning.evaluation import EvaluationResult, ImageOutcome
+from captioning.metrics import SCALE
 from captioning.errors import CaptioningError
 
 METRICS_FILE = "metrics.json"
@@ -61,8 +62,7 @@ def format_table(result: EvaluationResult) -> str:
     for name, reason in scores.skipped.items():
         lines.append(f"{name:<12}{'skipped':>8}  {reason}")
     lines += ["-" * 62,
-              "all scores x100 (0-100); corpus-level BLEU with NLTK (no smoothing) beside the COCO "
-              "toolkit's BLEU",
+              f"scores {SCALE}; corpus-level BLEU with NLTK (no smoothing) beside the COCO toolkit's",
               f"tokenised with: {scores.tokenizer}",
               f"distinct captions: {round(scores.distinct_share * scores.num_images):,} of "
               f"{scores.num_images:,} ({scores.distinct_share:.1%});"
