@@ -58,10 +58,13 @@ def choose_bundle() -> Path | None:
         say(f"No trained model found in {config.MODELS_DIR}. Train one first (menu 1).")
         return None
     if len(bundles) == 1:
-        say(f"Model: {bundle_label(bundles[0])}")
-        return bundles[0]
-    labels = [bundle_label(path) for path in bundles]
-    return bundles[ask_choice("Which model? (newest first)", labels, default=1)]
+        chosen = bundles[0]
+        say(f"Model: {bundle_label(chosen)}")
+    else:
+        labels = [bundle_label(path) for path in bundles]
+        chosen = bundles[ask_choice("Which model? (newest first)", labels, default=1)]
+    bundle.read_bundle_config(chosen)  # a broken or too-new bundle fails here, before TensorFlow loads
+    return chosen
 
 
 # ---------------------------------------------------------------- 1) train
