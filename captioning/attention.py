@@ -52,7 +52,7 @@ class GridEncoder(keras.layers.Layer):
         self.attention_dim = attention_dim
         self.units = units
         # A ReLU reduction keeps the grid non-negative like the CNN's own output and makes the
-        # per-step context and gate matmuls (D x 4U) 2.5x cheaper than on raw 1280-d features.
+        # per-step context and gate matmuls (D x 4U) several times cheaper than on raw 1280-d cells.
         self.reduce = keras.layers.Dense(feature_dim, activation="relu", name="reduce")
         self.project = keras.layers.Dense(attention_dim, name="attention_project")
         self.init_h = keras.layers.Dense(units, activation="tanh", name="init_h")
