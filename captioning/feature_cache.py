@@ -197,68 +197,76 @@ class FeatureCache:
     def consolidate(self, state: CacheState) -> CacheState:
         """Merge the shards into a new features generation, then swap the index to it.
 
-        Streams rows in chunks, so memory does not grow with the cache. Does nothing without shards.
+        Streams one source array at a time (the previous generation, then each shard in commit
+        order) in chunks, so memory and open files stay flat however big the cache is. Rows a
+        later shard replaced are dropped. Does nothing without shards.
 
         Returns:
             The new state (no shards).
         """
         if not state.shards:
             return state
-        row_shape = state.row_shape
-        sources = self._row_sources(state)  # relative path -> (array name, row)
-        generation = _next_generation(state.features_file)
-        target = self.directory / f"features-{generation}.npy"
-        arrays = self._open_sources(state)
-        names = sorted(sources)
-        ensure_free_space(self.directory, len(names) * _row_bytes(row_shape), "consolidating")
+        row_shape = tuple(state.row_shape)
+        live = self._live_rows(state)  # source -> [(row in source, relative path)], in source order
+        count = sum(len(rows) for rows in live.values())
+        ensure_free_space(self.directory, count * _row_bytes(row_shape), "consolidating")
+        target = self.directory / f"features-{_next_generation(state.features_file)}.npy"
+        new_rows: dict[str, int] = {}
 
         def fill(handle):
             np.lib.format.write_array_header_1_0(handle, {
                 "descr": np.lib.format.dtype_to_descr(np.dtype(FEATURE_DTYPE)),
-                "fortran_order": False, "shape": (len(names), *row_shape)})
-            for start in range(0, len(names), COPY_CHUNK_ROWS):
-                chunk = [arrays[sources[n][0]][sources[n][1]] for n in names[start:start + COPY_CHUNK_ROWS]]
-                handle.write(np.ascontiguousarray(np.stack(chunk), dtype=FEATURE_DTYPE).tobytes())
+                "fortran_order": False, "shape": (count, *row_shape)})
+            for source, rows in live.items():
+                array = self._open_source(state, source)
+                for start in range(0, len(rows), COPY_CHUNK_ROWS):
+                    chunk = rows[start:start + COPY_CHUNK_ROWS]
+                    block = array[[row for row, _ in chunk]]  # (chunk, *row_shape)
+                    handle.write(np.ascontiguousarray(block, dtype=FEATURE_DTYPE).tobytes())
+                    new_rows.update((name, len(new_rows)) for _, name in chunk)
+                del array
 
         _atomic_write(target, fill)
         done = state.done_signatures()
-        new = CacheState(row_shape=row_shape, features_file=target.name,
-                         rows={n: i for i, n in enumerate(names)},
-                         signatures={n: done[n] for n in names}, failures=state.all_failures())
+        new = CacheState(row_shape=row_shape, features_file=target.name, rows=new_rows,
+                         signatures={name: done[name] for name in new_rows},
+                         failures=state.all_failures())
         _atomic_write_json(self.directory / "failures.json", new.failures)
         _atomic_write_json(self.directory / "index.json", {
             "version": INDEX_VERSION, "features": new.features_file, "row_shape": list(row_shape),
             "dtype": np.dtype(FEATURE_DTYPE).name, "rows": new.rows,
             "signatures": {k: list(v) for k, v in new.signatures.items()}})
         # The new index is committed: the old generation and the merged shards are garbage now.
-        del arrays
         self._remove_orphans(keep=target.name)
         for name in state.shards:
             for suffix in (".json", ".npy"):
                 (self.shard_dir / f"{name}{suffix}").unlink(missing_ok=True)
         return new
 
-    def _row_sources(self, state: CacheState) -> dict[str, tuple[str, int]]:
+    def _live_rows(self, state: CacheState) -> dict[str, list[tuple[int, str]]]:
+        """Where each image's newest row is: source ("" = current generation, else a shard name)."""
         sources = {path: ("", row) for path, row in state.rows.items()}
-        for name in sorted(state.shards, key=int):
+        order = [""] + sorted(state.shards, key=int)
+        for name in order[1:]:
             meta = state.shards[name]
             for path in meta["failures"]:
                 sources.pop(path, None)  # a re-read that failed: its old row is stale
             sources.update({path: (name, i) for i, path in enumerate(meta["paths"])})
-        return sources
+        live: dict[str, list[tuple[int, str]]] = {source: [] for source in order}
+        for path, (source, row) in sources.items():
+            live[source].append((row, path))
+        return {source: sorted(rows) for source, rows in live.items() if rows}
 
-    def _open_sources(self, state: CacheState) -> dict[str, np.ndarray]:
-        arrays = {}
-        if state.features_file:
-            arrays[""] = self.open_features(state)
-        for name in state.shards:
-            array = np.load(self.shard_dir / f"{name}.npy", mmap_mode="r", allow_pickle=False)
-            if array.shape[1:] != tuple(state.row_shape):
-                raise FeatureCacheError(
-                    f"shard {self.shard_dir / name}.npy has rows {array.shape[1:]}, expected "
-                    f"{tuple(state.row_shape)}; delete {self.directory} to rebuild the cache")
-            arrays[name] = array
-        return arrays
+    def _open_source(self, state: CacheState, source: str) -> np.ndarray:
+        if source == "":
+            return self.open_features(state)
+        path = self.shard_dir / f"{source}.npy"
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+        if array.shape[1:] != tuple(state.row_shape):
+            raise FeatureCacheError(
+                f"shard {path} has rows {array.shape[1:]}, expected {tuple(state.row_shape)}; "
+                f"delete {self.directory} to rebuild the cache")
+        return array
 
     def _remove_orphans(self, keep: str | None = None) -> None:
         """Delete temp files, shard arrays without a sidecar and unreferenced feature generations."""
