@@ -209,7 +209,7 @@ def choose_images(bundle_config: dict, dataset: Dataset, split: str = "test", li
     if split not in SPLITS:
         raise CaptioningError(f"--split {split}: expected one of {', '.join(SPLITS)}")
     recorded = bundle_config.get("dataset") or {}
-    seen = isinstance(recorded, dict) and recorded.get("key") == dataset.key
+    seen = isinstance(recorded, dict) and _same_dataset(recorded, dataset)
     if seen:
         split_config = recorded_split_config(bundle_config, model_path)
         held_out = getattr(split_dataset(dataset.images, split_config), split)
@@ -295,17 +295,16 @@ def evaluate_images(captioner: CaptionsPaths, evaluation_set: EvaluationSet, bea
                             seconds=time.perf_counter() - started, caption_seconds=caption_seconds)
 
 
-def resolve_model_path(model: str | Path | None) -> Path:
-    """The bundle folder: the one given, else the default (newest in saved_models/, else default/).
+def _same_dataset(recorded: dict, dataset: Dataset) -> bool:
+    """Whether the bundle was trained on ``dataset``, also after the folder moved.
 
-    Raises:
-        BundleError: no bundle there (or none at all).
+    The key hashes the folder's location, which differs on another machine (a clone with the data
+    elsewhere); the split depends only on relative paths, so a matching dataset name is enough to
+    hold out the same images. Holding out by name errs on the safe side: at worst a different
+    dataset of the same name is scored on its test split only.
     """
-    from captioning import bundle
-
-    path = Path(model) if model else bundle.find_default_bundle()
-    bundle.read_bundle_config(path)  # fails early, with the bundle's own message
-    return path
+    return recorded.get("key") == dataset.key or (
+        bool(recorded.get("name")) and recorded.get("name") == dataset.name)
 
 
 def prepare(model: str | Path | None, dataset_source: str | Path | None, split: str = "test",
@@ -326,8 +325,9 @@ def prepare(model: str | Path | None, dataset_source: str | Path | None, split: 
     """
     from captioning import bundle
 
-    model_path = resolve_model_path(model)
-    bundle_config = bundle.read_bundle_config(model_path)
+    # The default is the newest bundle in saved_models/, else saved_models/default.
+    model_path = Path(model) if model else bundle.find_default_bundle()
+    bundle_config = bundle.read_bundle_config(model_path)  # fails before any dataset is loaded
     if dataset_source is None:
         dataset_source, _ = training_dataset(bundle_config, model_path)
     dataset = load_dataset(dataset_source)
