@@ -341,6 +341,7 @@ def _atomic_write(path: Path, write) -> None:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(temp, 0o644)  # mkstemp makes 0600; the cache is ordinary data
         os.replace(temp, path)
     except BaseException as error:
         with contextlib.suppress(FileNotFoundError):

@@ -254,19 +254,17 @@ def _extract_into(cache: FeatureCache, state: CacheState, encoder, kind: str, to
 
 def _run_pipeline(encoder, kind: str, paths: list[Path], batch_size: int) -> Iterator[_Batch]:
     """Yield encoded batches in input order: parallel decode + resize, batch, prefetch, CNN."""
-    import tensorflow as tf
-
     if not paths:
         return
     model = encoder.pooled_model if kind == "pooled" else encoder.model
-    infer = _compiled_inference(model)
+    infer = _compiled_inference(model, encoder.input_size)
     dataset = image_batches(paths, encoder.input_size, batch_size)
     position = 0
     for pixels, ok, reasons in dataset:  # (batch, size, size, 3) uint8, (batch,), (batch,)
         count = int(pixels.shape[0])
-        if count < batch_size:  # pad the last batch so the compiled graph keeps one shape
-            pixels = tf.pad(pixels, [[0, batch_size - count], [0, 0], [0, 0], [0, 0]])
-        features = infer(pixels)[:count].numpy()
+        # float16 on the numpy side: a float16 cast inside the graph makes oneDNN log an error
+        # line on CPUs without AVX-512 FP16.
+        features = infer(pixels).numpy().astype(FEATURE_DTYPE)
         ok = ok.numpy()
         indices = np.arange(position, position + count)
         failures = [(int(i), reasons[j].numpy().decode("utf-8", "replace"))
@@ -314,18 +312,20 @@ def image_batches(paths: Sequence[Path], size: int, batch_size: int):
             .prefetch(tf.data.AUTOTUNE))
 
 
-def _compiled_inference(model):
-    """A graph-compiled ``uint8 pixels -> float16 features`` call (casting inside saves a copy).
+def _compiled_inference(model, size: int):
+    """A graph-compiled ``uint8 pixels (B, size, size, 3) -> float32 features`` call.
 
-    Kept per model, so repeated calls (the Captioner's batches) do not trace the graph again.
+    Traced once for any batch size (the batch axis is left open), so a short last batch or the
+    Captioner's single image costs neither a retrace nor padding; kept per model, so repeated calls
+    do not trace again.
     """
     import tensorflow as tf
 
     infer = _COMPILED.get(model)
     if infer is None:
-        @tf.function(reduce_retracing=True)
+        @tf.function(input_signature=[tf.TensorSpec((None, size, size, 3), tf.uint8)])
         def infer(pixels):
-            return tf.cast(model(tf.cast(pixels, tf.float32), training=False), FEATURE_DTYPE)
+            return model(tf.cast(pixels, tf.float32), training=False)
 
         _COMPILED[model] = infer
     return infer
