@@ -181,3 +181,39 @@ def test_mirrored_strategy_over_two_logical_cpus_trains_an_epoch(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert "REPLICAS 2 EPOCHS 1 LOSS" in done.stdout
     assert float(done.stdout.split("LOSS")[1]) > 0
+
+
+@pytest.mark.slow  # runs the random-weight encoder over 30 images and trains three times
+def test_train_command_interrupt_resume_and_bundle_config(tmp_path, capsys):
+    from captioning import config
+    from captioning.cli import main
+    from captioning.train_pipeline import TrainOptions, train_model
+    from tests.shapes_dataset import write_shapes_dataset
+
+    folder = write_shapes_dataset(tmp_path / "shapes", n_images=30, seed=4)
+    argv = ["train", "--dataset", str(folder), "--encoder", "efficientnet_lite0", "--encoder-weights", "none",
+            "--epochs", "2", "--batch-size", "16", "--min-count", "1", "--embedding-dim", "8", "--units", "8"]
+    assert main(argv + ["--resume"]) == 1
+    assert "no interrupted training run to resume" in capsys.readouterr().err
+
+    from captioning.cli import build_parser
+
+    log, lines = _interrupt_after(1)
+    interrupted = train_model(TrainOptions.from_args(build_parser().parse_args(argv)), log=log)
+    bundle_dir = config.MODELS_DIR / "shapes-efficientnet_lite0-merge"
+    assert interrupted.interrupted and interrupted.bundle_dir == bundle_dir and interrupted.epochs_run == 1
+    assert "--resume" in lines[-1] and (bundle_dir / ".checkpoint" / "state.json").is_file()
+    assert json.loads((bundle_dir / "history.json").read_text())["loss"] == interrupted.history["loss"]
+
+    assert main(argv[:-4] + ["--embedding-dim", "16", "--units", "8", "--resume"]) == 1
+    assert "options differ" in capsys.readouterr().err
+    assert main(argv + ["--resume"]) == 0
+    assert "resuming after epoch 1" in capsys.readouterr().out
+    assert not (bundle_dir / ".checkpoint").exists()
+    saved = json.loads((bundle_dir / "config.json").read_text())
+    assert saved["encoder"] | {"note": ""} == {"name": "efficientnet_lite0", "weights_id": "none",
+                                               "random_weights": True, "input_size": 224,
+                                               "feature_kind": "pooled", "note": ""}
+    assert saved["training"]["epochs_run"] == 2 and saved["feature_shape"] == [1280]
+    assert saved["dataset"]["key"].startswith("shapes-") and saved["split"]["seed"] == 1234
+    assert saved["format_version"] == 1 and saved["vocab_size"] == 20 and saved["training"]["seconds"] > 0
