@@ -203,6 +203,8 @@ def _bundle_config(options: TrainOptions, prepared: _Prepared, result, seconds: 
     encoder = {"name": prepared.encoder.name, "weights_id": prepared.encoder.weights_id,
                "input_size": prepared.encoder.input_size, "feature_kind":
                "grid" if options.decoder.kind == "attention" else "pooled"}
+    if options.encoder_weights not in ("imagenet", "none"):
+        encoder["weights"] = str(Path(options.encoder_weights).resolve())  # the captioner rebuilds from it
     if options.encoder_weights == "none":
         encoder["random_weights"] = True
         encoder["note"] = "random encoder weights: for tests and benchmarks only, not for real use"
