@@ -114,7 +114,8 @@ def train_step() -> None:
     epochs = ask_int("epochs", config.TrainConfig.epochs)
     batch_size = ask_int("batch size", config.TrainConfig.batch_size)
     resume = _ask_resume(dataset, encoder, decoder)
-    from captioning.train_pipeline import TrainOptions, train_model  # TensorFlow comes with training
+    import_tensorflow()
+    from captioning.train_pipeline import TrainOptions, train_model
 
     options = TrainOptions(
         dataset=dataset, encoder=encoder, decoder=config.DecoderConfig(kind=decoder),
@@ -177,6 +178,7 @@ def caption_step() -> None:
     bundle_dir = choose_bundle()
     if bundle_dir is None:
         return
+    import_tensorflow()
     from captioning.captioner import Captioner
 
     say(f"Loading {bundle_dir} ...")
@@ -191,6 +193,13 @@ def caption_step() -> None:
             say(f"error: {error}")
 
 
+def import_tensorflow() -> None:
+    """Import TensorFlow quietly, only when a step needs it (keeps the menu instant)."""
+    from captioning.tf_runtime import import_tensorflow as quiet_import
+
+    quiet_import()
+
+
 # ---------------------------------------------------------------- 3) evaluate and 4) info
 
 
@@ -198,9 +207,11 @@ def _run_subcommand(argv: list[str]) -> None:
     """Run a subcommand's handler with arguments parsed exactly as on the command line."""
     import importlib
 
-    from captioning.cli import build_parser
+    from captioning.cli import COMMANDS_WITHOUT_TENSORFLOW, build_parser
 
     args = build_parser().parse_args(argv)
+    if args.command not in COMMANDS_WITHOUT_TENSORFLOW:
+        import_tensorflow()
     importlib.import_module(f"captioning.commands.{args.command}").run(args)
 
 
