@@ -197,3 +197,38 @@ def test_attention_map_of_a_model_without_attention_says_so():
 
     with pytest.raises(BundleError, match="--decoder attention"):
         attention_maps.attention_for_tokens(MergeLike(), np.zeros((1, 4)), [5])
+
+
+@pytest.mark.slow  # ~1-2 min: real EfficientNet-Lite0 grid features, train_model, bundle
+def test_attention_model_trained_by_the_pipeline_captions_unseen_shapes(tmp_path):
+    from captioning import config
+    from captioning.bundle import load_bundle
+    from captioning.datasets import load_dataset
+    from captioning.decoder import make_step_decoder
+    from captioning.encoders import build_encoder
+    from captioning.features import encode_paths
+    from captioning.text import normalize_caption
+    from captioning.train_pipeline import TrainOptions, train_model
+    from tests.shapes_dataset import write_shapes_dataset
+
+    options = TrainOptions(
+        dataset=str(write_shapes_dataset(tmp_path / "train", n_images=216, seed=1)),
+        encoder="efficientnet_lite0",
+        decoder=DecoderConfig(kind="attention", embedding_dim=64, units=128, attention_dim=64,
+                              attention_feature_dim=64, dropout=0.2),
+        train=config.TrainConfig(epochs=30, batch_size=32, learning_rate=3e-3,
+                                 early_stopping_patience=4, seed=3),
+        vocab=config.VocabConfig(min_count=1),
+    )
+    result = train_model(options, log=lambda line: None)
+    bundle = load_bundle(result.bundle_dir)
+    assert bundle.decoder_config.kind == "attention"
+    unseen = load_dataset(write_shapes_dataset(tmp_path / "unseen", n_images=72, seed=2))
+    encoder = build_encoder(bundle.config["encoder"]["name"])
+    features, failures = encode_paths(encoder, [image.path for image in unseen.images], kind="grid")
+    assert not failures
+    step_decoder = make_step_decoder(bundle.model, bundle.decoder_config)
+    decoded = decoding.greedy_search(step_decoder, features, bundle.max_length)
+    right = sum(bundle.vocab.decode(ids) in {normalize_caption(c) for c in image.captions}
+                for ids, image in zip(decoded, unseen.images))
+    assert right / len(unseen.images) >= 0.9, f"{right}/{len(unseen.images)} unseen images right"
