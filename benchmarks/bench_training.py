@@ -4,7 +4,9 @@ Both sides train the same merge decoder (same sizes, vocabulary and cached Effic
 features of Flickr8k's training images) for one pass over every training caption:
 
 * ours: teacher forcing over whole captions (``captioning.training.fit``): one example per
-  caption, integer targets, loss masked on padding, tf.data gathering feature rows per batch.
+  caption, integer targets, loss masked on padding, batches of similar lengths trimmed of
+  padding, tf.data gathering feature rows per batch (default batch size; timed without the
+  validation pass, which the tutorial side does not have either).
 * tutorial: every caption expanded into all its prefixes, one-hot targets over the vocabulary,
   ``LSTM(return_sequences=False)`` on the padded prefix, ``model.fit`` on a Python generator
   yielding the prefixes of 3 photos' captions per step (as the common Kaggle notebooks do).
@@ -21,6 +23,7 @@ Needs the feature cache: ``python image_captioning.py extract --dataset ../share
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -70,6 +73,8 @@ def run_ours(dataset_path: str, epochs: int) -> dict:
     from captioning.decoder import build_training_model
 
     data, vocab, max_length = prepare(dataset_path)
+    # Training time only, as on the tutorial side: no validation pass.
+    data = dataclasses.replace(data, val_rows=data.val_rows[:0], val_tokens=data.val_tokens[:0])
     keras.utils.set_random_seed(1)
     model = build_training_model(len(vocab), max_length, data.features.shape[1:], config.DecoderConfig())
     training.compile_model(model, 1e-3)

@@ -46,7 +46,8 @@ def build_training_model(vocab_size: int, max_length: int, feature_shape: Sequen
 
     Returns:
         An uncompiled keras Model with dict inputs ``{"features": (B, *feature_shape), "tokens":
-        (B, max_length - 1) int32}`` (the same for every kind), returning logits ``(B, max_length - 1, vocab_size)``.
+        (B, T) int32}`` (the same for every kind; T is ``max_length - 1`` or, for the merge
+        decoder, any length up to it), returning logits ``(B, max_length - 1, vocab_size)``.
 
     Raises:
         ValueError: For an unknown kind or a feature shape the kind cannot take.
@@ -59,12 +60,13 @@ def build_training_model(vocab_size: int, max_length: int, feature_shape: Sequen
         raise ValueError(f"unknown decoder kind {config.kind!r}; expected 'merge' or 'attention'")
     if len(feature_shape) != 1:
         raise ValueError(f"the merge decoder takes pooled features (D,), got shape {tuple(feature_shape)}")
-    return _build_merge_model(vocab_size, max_length - 1, int(feature_shape[0]), config)
+    return _build_merge_model(vocab_size, int(feature_shape[0]), config)
 
 
-def _build_merge_model(vocab_size: int, steps: int, feature_dim: int, config: DecoderConfig) -> keras.Model:
+def _build_merge_model(vocab_size: int, feature_dim: int, config: DecoderConfig) -> keras.Model:
     features = keras.Input(shape=(feature_dim,), name="features")  # (B, D)
-    tokens = keras.Input(shape=(steps,), dtype="int32", name="tokens")  # (B, T)
+    # Any length (captions are at most max_length - 1 here): the trainer trims each batch's padding.
+    tokens = keras.Input(shape=(None,), dtype="int32", name="tokens")  # (B, T)
 
     image = layers.Dropout(config.dropout, name=IMAGE_DROPOUT)(features)
     image = layers.Dense(config.units, activation="relu", name=IMAGE_DENSE)(image)  # (B, U)

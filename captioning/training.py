@@ -129,7 +129,8 @@ def compile_model(model: keras.Model, learning_rate: float) -> None:
 
 
 def make_dataset(features: np.ndarray, rows: np.ndarray, tokens: np.ndarray, batch_size: int,
-                 shuffle_seed: int | list[int] | None = None, drop_remainder: bool = False) -> tf.data.Dataset:
+                 shuffle_seed: int | list[int] | None = None, drop_remainder: bool = False,
+                 trim: bool = False) -> tf.data.Dataset:
     """Batches of ``({"features", "tokens"}, targets)`` for teacher forcing.
 
     Args:
@@ -137,31 +138,62 @@ def make_dataset(features: np.ndarray, rows: np.ndarray, tokens: np.ndarray, bat
         rows: ``(N,)`` the feature row of each caption.
         tokens: ``(N, max_length)`` int32 padded captions.
         batch_size: Captions per batch (global batch under a distribution strategy).
-        shuffle_seed: Shuffle all captions with this seed; ``None`` keeps their order.
+        shuffle_seed: Shuffle with this seed (into batches of similar lengths when ``trim``);
+            ``None`` keeps the order.
         drop_remainder: Drop the last partial batch (needed with several replicas, where an
             uneven split of the last batch breaks the cross-replica reduction).
+        trim: Cut each batch's padding after its longest caption (for models whose ``tokens``
+            input takes any length): the LSTM and the vocabulary layer then skip most padding.
 
     Returns:
         A dataset of ``({"features": (B, ...) float32, "tokens": (B, T) int32}, (B, T) int32)``
-        with ``T = max_length - 1``: inputs are the caption without its last token, targets
-        without its first.
+        with ``T = max_length - 1`` (or the batch's longest caption - 1 when trimmed): inputs
+        are the caption without its last token, targets without its first.
     """
     table = tf.constant(np.asarray(features))  # (rows, ...) float16, shared by every batch
     rows, tokens = np.asarray(rows, np.int64), np.asarray(tokens, np.int32)
     if shuffle_seed is not None:
-        # A NumPy permutation, not Dataset.shuffle: the order then depends on this seed alone,
-        # never on TensorFlow's global seed state, so a resumed run sees the same batches.
-        order = np.random.default_rng(shuffle_seed).permutation(len(rows))
+        order = _batch_order(tokens, batch_size, shuffle_seed, by_length=trim)
         rows, tokens = rows[order], tokens[order]
     examples = tf.data.Dataset.from_tensor_slices((rows, tokens))
 
     def to_inputs(batch_rows, batch_tokens):
         batch_features = tf.cast(tf.gather(table, batch_rows), tf.float32)  # (B, ...)
+        if trim:
+            length = tf.reduce_max(tf.reduce_sum(tf.cast(batch_tokens != 0, tf.int32), axis=1))
+            batch_tokens = batch_tokens[:, :length]  # (B, longest caption)
         return {"features": batch_features, "tokens": batch_tokens[:, :-1]}, batch_tokens[:, 1:]
 
     return (examples.batch(batch_size, drop_remainder=drop_remainder)
             .map(to_inputs, num_parallel_calls=tf.data.AUTOTUNE)
             .prefetch(tf.data.AUTOTUNE))
+
+
+def _batch_order(tokens: np.ndarray, batch_size: int, seed, by_length: bool) -> np.ndarray:
+    """A shuffled order of the captions; with ``by_length``, batches of similar lengths.
+
+    NumPy, not ``Dataset.shuffle``: the order depends on the seed alone, never on TensorFlow's
+    global seed state, so a resumed run sees the same batches. By length: shuffle, sort by
+    length within windows of 50 batches, then shuffle the order of the full batches, so batches
+    stay random but a batch rarely mixes short and long captions.
+    """
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(tokens))
+    if not by_length:
+        return order
+    lengths = (tokens[order] != 0).sum(axis=1)
+    window = batch_size * 50
+    for start in range(0, len(order), window):
+        part = slice(start, start + window)
+        order[part] = order[part][np.argsort(lengths[part], kind="stable")]
+    full = len(order) // batch_size * batch_size
+    blocks = order[:full].reshape(-1, batch_size)[rng.permutation(full // batch_size)]
+    return np.concatenate([blocks.reshape(-1), order[full:]])
+
+
+def accepts_any_length(model: keras.Model) -> bool:
+    """Whether the model's ``tokens`` input takes batches of any caption length."""
+    return any(t.name.startswith("tokens") and len(t.shape) == 2 and t.shape[1] is None for t in model.inputs)
 
 
 def fit(model: keras.Model, data: TrainingData, train_config: TrainConfig, checkpoint_root: Path,
@@ -198,8 +230,9 @@ def fit(model: keras.Model, data: TrainingData, train_config: TrainConfig, check
     # With several replicas every batch must split evenly, so a small validation set gets a
     # smaller batch rather than none.
     val_batch = min(train_config.batch_size, len(data.val_rows) // replicas * replicas)
+    trim = accepts_any_length(model)
     val_data = (make_dataset(data.features, data.val_rows, data.val_tokens, val_batch,
-                             drop_remainder=several) if val_batch else None)
+                             drop_remainder=several, trim=trim) if val_batch else None)
     started, interrupted = time.time(), False
     try:
         for epoch in range(state.epoch, train_config.epochs):
@@ -208,7 +241,7 @@ def fit(model: keras.Model, data: TrainingData, train_config: TrainConfig, check
             _seed_epoch(model, train_config.seed, epoch)
             train_data = make_dataset(data.features, data.train_rows, data.train_tokens,
                                       train_config.batch_size, shuffle_seed=[train_config.seed, epoch],
-                                      drop_remainder=several)
+                                      drop_remainder=several, trim=trim)
             epoch_start = time.time()
             callbacks = [_BatchProgress(epoch, train_config.epochs)] if progress else []
             metrics = model.fit(train_data, validation_data=val_data, epochs=epoch + 1, initial_epoch=epoch,

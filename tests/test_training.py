@@ -63,6 +63,21 @@ def test_batches_gather_feature_rows_and_shift_tokens():
     assert not np.array_equal(shuffled[0], targets.numpy())
 
 
+def test_trimmed_batches_group_similar_lengths_and_keep_every_caption():
+    data = _data(images=200)
+    lengths = (data.train_tokens != 0).sum(axis=1)
+    batches = list(training.make_dataset(data.features, data.train_rows, data.train_tokens, 16,
+                                         shuffle_seed=[1, 0], trim=True))
+    seen = []
+    for inputs, targets in batches:
+        real = (targets.numpy() != 0).sum(axis=1) + 1  # tokens per caption
+        assert targets.shape[1] == real.max() - 1  # trimmed to the batch's longest caption
+        assert inputs["tokens"].shape == targets.shape
+        seen.extend(real.tolist())
+    assert sorted(seen) == sorted(lengths.tolist())
+    assert np.mean([t.shape[1] for _, t in batches]) < MAX_LENGTH - 1.5  # most padding is gone
+
+
 def _interrupt_after(epochs_done):
     lines = []
 
