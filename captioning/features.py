@@ -97,8 +97,8 @@ def extract_features(dataset, encoder, kind: str = "pooled", image_paths: Sequen
             computed, speed = _extract_into(cache, state, encoder, kind, todo, batch_size, progress)
         state = cache.consolidate(state)
     failures = state.all_failures()
-    failed = [(path, failures[dataset.relative(path)]["reason"]) for path in paths
-              if dataset.relative(path) in failures]
+    failed = [(path, failures[_relative(dataset, path)]["reason"]) for path in paths
+              if _relative(dataset, path) in failures]
     return ExtractionReport(computed=computed, reused=reused, failed=failed, images_per_second=speed)
 
 
@@ -148,7 +148,7 @@ def open_features(dataset, encoder_name: str, weights_id: str, kind: str,
     if state.shards:  # left by an interrupted run: merge them so one memmap holds every row
         with cache.locked():
             state = cache.consolidate(cache.read_state())
-    relative = [dataset.relative(path) for path in image_paths]
+    relative = [_relative(dataset, path) for path in image_paths]
     missing = [name for name in relative if name not in state.rows]
     if missing:
         raise FeatureCacheError(
@@ -201,7 +201,7 @@ def _plan(dataset, paths: list[Path], state: CacheState) -> tuple[list[_Todo], i
     done, failed = state.done_signatures(), state.all_failures()
     todo, reused = [], 0
     for path in paths:
-        relative = dataset.relative(path)
+        relative = _relative(dataset, path)
         signature = file_signature(path)
         recorded = failed.get(relative)
         if recorded is not None and _same(recorded.get("signature"), signature):
@@ -337,6 +337,15 @@ def _row_shape(encoder, kind: str) -> tuple[int, ...]:
     if kind == "grid":
         return (encoder.grid_size, encoder.grid_size, encoder.feature_dim)
     raise FeatureCacheError(f"unknown feature kind {kind!r}: use 'pooled' or 'grid'")
+
+
+def _relative(dataset, path: Path) -> str:
+    """The cache key of an image: its path relative to the dataset root."""
+    try:
+        return dataset.relative(path)
+    except ValueError:
+        raise FeatureCacheError(f"image {path} is not inside the dataset folder {dataset.root}; "
+                                f"features are cached per dataset") from None
 
 
 def _unique(paths) -> list[Path]:
