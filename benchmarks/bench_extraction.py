@@ -8,8 +8,9 @@ For each encoder it times
       ``model.predict(x[None])`` (on a subset, reported per image: it is slow),
   (c) the bare CNN: the same compiled call over uint8 batches already in memory (no decoding),
 and prints images/s of each with the ratios pipeline/naive and pipeline/bare, plus peak RSS.
-The three are timed in turn for ``--rounds`` rounds and each keeps its best round, so load from
-other processes on a shared machine hits them alike instead of skewing one.
+The three take turns slice by slice (128 photos: pipeline, bare, then a few naive), so load from
+other processes on a shared machine hits them alike instead of skewing one. Peak RSS stays flat:
+the bare CNN holds one slice of pixels at a time.
 
 ResNet50 runs with random weights (``none``): its ImageNet weights cannot be downloaded in this
 workplace, and the weights do not change the arithmetic. efficientnet_lite0 uses its real weights.
@@ -47,8 +48,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--images", type=int, default=256, help="photos timed (default: %(default)s)")
     parser.add_argument("--naive-images", type=int, default=32,
                         help="photos for the slow naive loop (default: %(default)s)")
-    parser.add_argument("--rounds", type=int, default=2,
-                        help="interleaved rounds; each method keeps its best (default: %(default)s)")
+    parser.add_argument("--slice", type=int, default=128,
+                        help="photos per interleaved slice (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=32, help="(default: %(default)s)")
     parser.add_argument("--encoders", nargs="+", default=DEFAULT_ENCODERS, metavar="NAME:WEIGHTS",
                         help="(default: %(default)s)")
@@ -61,73 +62,77 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def time_pipeline(dataset, encoder, paths, batch_size) -> float:
-    """(a) images/s of extract_features into a fresh temporary cache (compiled graph pre-traced)."""
-    features.encode_paths(encoder, paths[:2], "pooled", batch_size)  # trace once, as a long run would
-    with tempfile.TemporaryDirectory() as cache:
-        config.FEATURE_CACHE_DIR = Path(cache)
-        start = time.perf_counter()
+def timed(run) -> tuple[float, float]:
+    """(wall seconds, process CPU seconds over all threads) of ``run()``."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    run()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def time_pipeline(dataset, encoder, paths, batch_size) -> tuple[float, float]:
+    """(a) extract_features over ``paths`` into the (temporary) cache."""
+    def run():
         report = features.extract_features(dataset, encoder, "pooled", paths, batch_size, progress=False)
-        elapsed = time.perf_counter() - start
-    assert report.computed == len(paths), report.failed
-    return len(paths) / elapsed
+        assert report.computed == len(paths), report.failed
+
+    return timed(run)
 
 
 def time_naive(encoder, paths) -> float:
-    """(b) the tutorial loop, one image at a time through model.predict."""
+    """(b) seconds for the tutorial loop, one image at a time through model.predict."""
     import keras
 
-    def one(path):
-        image = keras.utils.load_img(path, target_size=(encoder.input_size,) * 2, interpolation="bilinear")
-        x = keras.utils.img_to_array(image)  # (224, 224, 3) float32 0..255; preprocessing is in the model
-        return encoder.pooled_model.predict(x[None], verbose=0)
-
-    one(paths[0])  # warm-up
     start = time.perf_counter()
     for path in paths:
-        one(path)
-    return len(paths) / (time.perf_counter() - start)
+        image = keras.utils.load_img(path, target_size=(encoder.input_size,) * 2, interpolation="bilinear")
+        x = keras.utils.img_to_array(image)  # (224, 224, 3) float32 0..255; preprocessing is in the model
+        encoder.pooled_model.predict(x[None], verbose=0)
+    return time.perf_counter() - start
 
 
-def in_memory_batches(encoder, paths, batch_size) -> list:
-    """All photos decoded up front, as uint8 tensors ``(batch, 224, 224, 3)``."""
+def time_bare(dataset, encoder, paths, batch_size) -> tuple[float, float]:
+    """(c) the same compiled CNN call over uint8 batches already in memory (decoding untimed)."""
     import tensorflow as tf
 
-    pixels = np.stack([load_image(p, encoder.input_size) for p in paths])  # (N, 224, 224, 3) uint8
+    pixels = np.stack([load_image(p, encoder.input_size) for p in paths])  # (n, 224, 224, 3) uint8
     batches = [tf.constant(pixels[i:i + batch_size]) for i in range(0, len(pixels), batch_size)]
-    return batches
-
-
-def time_bare(encoder, batches, count) -> float:
-    """(c) the same compiled CNN call over uint8 batches already in memory."""
     infer = features._compiled_inference(encoder.pooled_model, encoder.input_size)
-    infer(batches[0]).numpy()  # warm-up
-    start = time.perf_counter()
-    for batch in batches:
-        infer(batch).numpy()
-    return count / (time.perf_counter() - start)
+    return timed(lambda: [infer(batch).numpy() for batch in batches])
 
 
 def bench_encoder(spec: str, dataset, paths, args) -> None:
-    """Time (a), (b) and (c) for one ``NAME:WEIGHTS`` encoder and print one line."""
+    """Time (a), (b) and (c) for one ``NAME:WEIGHTS`` encoder, interleaved by slices; print one line.
+
+    Each slice of ``--slice`` photos goes through the pipeline, then the bare CNN, then its share
+    of the naive loop, so a burst of load from other processes lands on all three alike.
+    """
     from captioning.encoders import build_encoder
 
     name, weights = spec.split(":")
     encoder = build_encoder(name, weights)
-    best = {"pipeline": 0.0, "naive": 0.0, "bare": 0.0}
-    rss_pipeline = None
-    for _ in range(args.rounds):
-        best["pipeline"] = max(best["pipeline"], time_pipeline(dataset, encoder, paths, args.batch_size))
-        rss_pipeline = rss_pipeline or peak_rss_mb()  # before any whole-dataset pixel array exists
-        best["naive"] = max(best["naive"], time_naive(encoder, paths[: args.naive_images]))
-        batches = in_memory_batches(encoder, paths, args.batch_size)
-        best["bare"] = max(best["bare"], time_bare(encoder, batches, len(paths)))
-        del batches
-    pipeline, naive, bare = best["pipeline"], best["naive"], best["bare"]
-    print(f"{name} (weights {weights}): pipeline {pipeline:.1f} img/s, naive {naive:.1f} img/s, "
-          f"bare CNN {bare:.1f} img/s | pipeline/naive {pipeline / naive:.2f}x, "
-          f"pipeline/bare {pipeline / bare:.0%} | peak RSS after pipeline {rss_pipeline:.0f} MB",
-          flush=True)
+    features.encode_paths(encoder, paths[:2], "pooled", args.batch_size)  # trace once, untimed
+    encoder.pooled_model.predict(np.zeros((1, encoder.input_size, encoder.input_size, 3)), verbose=0)
+    slices = [paths[i:i + args.slice] for i in range(0, len(paths), args.slice)]
+    naive_share = max(1, args.naive_images // len(slices))
+    seconds = {"pipeline": 0.0, "naive": 0.0, "bare": 0.0}
+    cpu = {"pipeline": 0.0, "bare": 0.0}  # process CPU seconds, all threads: robust to other load
+    naive_count = 0
+    with tempfile.TemporaryDirectory() as cache:
+        config.FEATURE_CACHE_DIR = Path(cache)
+        for part in slices:
+            for method, timer in (("pipeline", time_pipeline), ("bare", time_bare)):
+                wall, cpu_seconds = timer(dataset, encoder, part, args.batch_size)
+                seconds[method] += wall
+                cpu[method] += cpu_seconds
+            seconds["naive"] += time_naive(encoder, part[:naive_share])
+            naive_count += len(part[:naive_share])
+    pipeline, bare = len(paths) / seconds["pipeline"], len(paths) / seconds["bare"]
+    naive = naive_count / seconds["naive"]
+    print(f"{name} (weights {weights}): pipeline {pipeline:.1f} img/s, naive {naive:.1f} img/s "
+          f"({naive_count} photos), bare CNN {bare:.1f} img/s | pipeline/naive {pipeline / naive:.2f}x, "
+          f"pipeline/bare {pipeline / bare:.0%} | CPU ms/image: pipeline "
+          f"{cpu['pipeline'] / len(paths) * 1000:.1f}, bare {cpu['bare'] / len(paths) * 1000:.1f} "
+          f"| load average now {os.getloadavg()[0]:.1f}", flush=True)
 
 
 def main() -> int:
@@ -145,11 +150,11 @@ def main() -> int:
     print(f"{len(paths)} photos from {args.dataset}, batch {args.batch_size}, "
           f"{os.cpu_count()} CPUs, TF {tf.__version__}, devices: "
           f"{[d.device_type for d in tf.config.list_logical_devices()]}")
-    print(f"naive loop on the first {min(args.naive_images, len(paths))} photos, reported per image")
-    print(f"best of {args.rounds} interleaved rounds each")
+    print(f"naive loop on about {args.naive_images} of them (a share of each slice), reported per image")
+    print(f"interleaved in slices of {args.slice}; load average at start {os.getloadavg()[0]:.1f}")
     for spec in args.encoders:
         bench_encoder(spec, dataset, paths, args)
-    print(f"peak RSS at the end (bare CNN holds all pixels in memory): {peak_rss_mb():.0f} MB")
+    print(f"peak RSS: {peak_rss_mb():.0f} MB")
     return 0
 
 
