@@ -44,6 +44,17 @@ def positive_float(text: str) -> float:
     return value
 
 
+def non_negative_float(text: str) -> float:
+    """argparse type: a float >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
+    return value
+
+
 def _add_dataset_arg(parser: argparse.ArgumentParser, default: str | None, help_extra: str = "") -> None:
     parser.add_argument(
         "--dataset",
@@ -101,6 +112,10 @@ def _train_parser(sub) -> None:
     p.add_argument("--units", type=positive_int, default=d.units, metavar="N",
                    help="LSTM and dense width (default: %(default)s)")
     p.add_argument("--dropout", type=float, default=d.dropout, metavar="P")
+    p.add_argument("--attention-regularization", type=non_negative_float, default=d.attention_regularization,
+                   metavar="W", help="attention decoder: weight of the doubly stochastic penalty that pushes "
+                                     "each grid cell's attention, summed over a caption, toward 1; 0 turns "
+                                     "it off (default: %(default)s)")
     p.add_argument("--min-count", type=positive_int, default=config.VocabConfig.min_count, metavar="N",
                    help="keep words seen at least N times in training captions (default: %(default)s)")
     p.add_argument("--limit", type=positive_int, metavar="N", help="only the first N images (quick runs)")

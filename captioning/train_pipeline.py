@@ -48,8 +48,9 @@ class TrainOptions:
 
         return cls(
             dataset=str(args.dataset), encoder=args.encoder, encoder_weights=args.encoder_weights,
-            decoder=config.DecoderConfig(kind=args.decoder, embedding_dim=args.embedding_dim,
-                                         units=args.units, dropout=args.dropout),
+            decoder=config.DecoderConfig(
+                kind=args.decoder, embedding_dim=args.embedding_dim, units=args.units, dropout=args.dropout,
+                attention_regularization=args.attention_regularization),
             train=config.TrainConfig(epochs=args.epochs, batch_size=args.batch_size,
                                      learning_rate=args.learning_rate, seed=args.seed),
             vocab=config.VocabConfig(min_count=args.min_count),
@@ -139,7 +140,7 @@ def train_model(options: TrainOptions, log: Callable[[str], None] = print) -> Tr
 def _prepare(options: TrainOptions, log: Callable[[str], None]) -> _Prepared:
     from captioning.datasets import load_dataset, split_dataset
     from captioning.encoders import build_encoder
-    from captioning.features import extract_features, load_features
+    from captioning.features import extract_features, open_features
     from captioning.text import Vocabulary, choose_max_length, tokenize
 
     from captioning import training
@@ -170,10 +171,12 @@ def _prepare(options: TrainOptions, log: Callable[[str], None]) -> _Prepared:
     val = [image for image in split.val if image.path not in failed]
     if not train:
         raise DatasetError(f"{dataset.root}: none of the training images could be read")
-    features = load_features(dataset, encoder.name, encoder.weights_id, kind, [i.path for i in train + val])
+    # The whole cache as a memmap: training reads each batch's rows, never the array at once.
+    features, image_rows = open_features(dataset, encoder.name, encoder.weights_id, kind,
+                                         [i.path for i in train + val])  # image_rows: (images,)
     train_rows, train_tokens = _caption_rows(train, vocab, max_length, offset=0)
     val_rows, val_tokens = _caption_rows(val, vocab, max_length, offset=len(train))
-    data = training.TrainingData(features, train_rows, train_tokens, val_rows, val_tokens)
+    data = training.TrainingData(features, image_rows[train_rows], train_tokens, image_rows[val_rows], val_tokens)
     counts = {"train_images": len(train), "val_images": len(val), "test_images": len(split.test),
               "train_captions": len(train_rows), "val_captions": len(val_rows)}
     return _Prepared(dataset, vocab, max_length, encoder, data, tuple(features.shape[1:]), counts)

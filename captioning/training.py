@@ -133,8 +133,12 @@ def make_dataset(features: np.ndarray, rows: np.ndarray, tokens: np.ndarray, bat
                  trim: bool = False) -> tf.data.Dataset:
     """Batches of ``({"features", "tokens"}, targets)`` for teacher forcing.
 
+    The dataset carries only (feature row, tokens); each batch's feature rows are read from
+    ``features`` when the batch is made, so a memmap of the feature cache is never loaded whole
+    (a Flickr8k grid cache is ~0.9 GB float16, 1.8 GB as float32).
+
     Args:
-        features: ``(rows, *feature_shape)`` float16 feature rows.
+        features: ``(rows, *feature_shape)`` float16 feature rows (a read-only memmap is best).
         rows: ``(N,)`` the feature row of each caption.
         tokens: ``(N, max_length)`` int32 padded captions.
         batch_size: Captions per batch (global batch under a distribution strategy).
@@ -150,15 +154,16 @@ def make_dataset(features: np.ndarray, rows: np.ndarray, tokens: np.ndarray, bat
         with ``T = max_length - 1`` (or the batch's longest caption - 1 when trimmed): inputs
         are the caption without its last token, targets without its first.
     """
-    table = tf.constant(np.asarray(features))  # (rows, ...) float16, shared by every batch
     rows, tokens = np.asarray(rows, np.int64), np.asarray(tokens, np.int32)
     if shuffle_seed is not None:
         order = _batch_order(tokens, batch_size, shuffle_seed, by_length=trim)
         rows, tokens = rows[order], tokens[order]
     examples = tf.data.Dataset.from_tensor_slices((rows, tokens))
+    gather = _row_reader(features)
 
     def to_inputs(batch_rows, batch_tokens):
-        batch_features = tf.cast(tf.gather(table, batch_rows), tf.float32)  # (B, ...)
+        batch_features = tf.numpy_function(gather, [batch_rows], tf.float32, stateful=False)
+        batch_features.set_shape(batch_rows.shape.concatenate(features.shape[1:]))  # (B, ...)
         if trim:
             length = tf.reduce_max(tf.reduce_sum(tf.cast(batch_tokens != 0, tf.int32), axis=1))
             batch_tokens = batch_tokens[:, :length]  # (B, longest caption)
@@ -167,6 +172,18 @@ def make_dataset(features: np.ndarray, rows: np.ndarray, tokens: np.ndarray, bat
     return (examples.batch(batch_size, drop_remainder=drop_remainder)
             .map(to_inputs, num_parallel_calls=tf.data.AUTOTUNE)
             .prefetch(tf.data.AUTOTUNE))
+
+
+def _row_reader(features: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """A function reading ``features[rows]`` as float32, for ``tf.numpy_function``.
+
+    float32 on the numpy side: a float16 cast inside the graph makes oneDNN log an error line on
+    CPUs without AVX-512 FP16, and only the batch's rows are ever converted.
+    """
+    def gather(batch_rows: np.ndarray) -> np.ndarray:
+        return np.asarray(features[batch_rows]).astype(np.float32)  # (B, ...)
+
+    return gather
 
 
 def _batch_order(tokens: np.ndarray, batch_size: int, seed, by_length: bool) -> np.ndarray:

@@ -78,6 +78,50 @@ def test_trimmed_batches_group_similar_lengths_and_keep_every_caption():
     assert np.mean([t.shape[1] for _, t in batches]) < MAX_LENGTH - 1.5  # most padding is gone
 
 
+class _RowsOnly:
+    """Feature rows that can be indexed but never turned into one array (as a big memmap should not be)."""
+
+    def __init__(self, features):
+        self._features, self.shape, self.requested = features, features.shape, []
+
+    def __getitem__(self, rows):
+        self.requested.append(np.array(rows))
+        return self._features[rows]
+
+    def __array__(self, *args, **kwargs):
+        raise AssertionError("the whole feature array was read")
+
+
+def test_batches_read_only_their_own_feature_rows_from_a_memmap(tmp_path):
+    data = _data(images=30)
+    np.save(tmp_path / "features.npy", data.features)
+    memmap = np.load(tmp_path / "features.npy", mmap_mode="r", allow_pickle=False)
+    features = _RowsOnly(memmap)
+    batches = list(training.make_dataset(features, data.train_rows, data.train_tokens, 16, shuffle_seed=[1, 0]))
+    order = training._batch_order(data.train_tokens, 16, [1, 0], by_length=False)
+    expected = data.features[data.train_rows[order]].astype(np.float32)
+    got = np.concatenate([inputs["features"].numpy() for inputs, _ in batches])
+    assert got.dtype == np.float32 and np.array_equal(got, expected)
+    assert sorted(len(rows) for rows in features.requested) == sorted(len(t) for _, t in batches)
+    assert batches[0][0]["features"].shape[1:] == (FEATURE_DIM,)  # static shape kept for Keras
+
+
+def test_train_options_take_the_attention_regularization_from_the_command_line():
+    from captioning.cli import build_parser
+    from captioning.train_pipeline import TrainOptions
+
+    parser = build_parser()
+    options = TrainOptions.from_args(parser.parse_args(["train", "--decoder", "attention",
+                                                        "--attention-regularization", "0.25"]))
+    assert options.decoder.kind == "attention" and options.decoder.attention_regularization == 0.25
+    default = TrainOptions.from_args(parser.parse_args(["train"]))
+    assert default.decoder.attention_regularization == DecoderConfig().attention_regularization
+    assert TrainOptions.from_args(parser.parse_args(
+        ["train", "--attention-regularization", "0"])).decoder.attention_regularization == 0
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "--attention-regularization", "-1"])
+
+
 def _interrupt_after(epochs_done):
     lines = []
 
