@@ -8,13 +8,12 @@ render without any system font.
 
 from __future__ import annotations
 
-import os
-import tempfile
 import textwrap
 from pathlib import Path
 
 import numpy as np
 
+from captioning.atomic import atomic_output
 from captioning.errors import CaptioningError, ImageError
 
 # The photo is shown at its own pixel size, scaled into this range so thumbnails stay legible and
@@ -120,15 +119,8 @@ def write_captioned_image(image_path: str | Path, caption: str, output_png: str 
     figure = build_caption_figure(display_image(image_path), caption)
     try:
         output_png.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp = tempfile.mkstemp(prefix=f".{output_png.name}.", suffix=".tmp",
-                                        dir=output_png.parent)
-        try:
-            with os.fdopen(handle, "wb") as stream:
-                figure.savefig(stream, format="png", dpi=DPI, facecolor="white")
-            os.replace(temp, output_png)
-        except BaseException:
-            Path(temp).unlink(missing_ok=True)
-            raise
+        with atomic_output(output_png, suffix=".png") as temp:
+            figure.savefig(temp, format="png", dpi=DPI, facecolor="white")
     except OSError as error:
         raise CaptioningError(f"cannot write {output_png}: {error.strerror or error}; "
                               "choose a writable --output/--output-dir") from None

@@ -8,8 +8,6 @@ weights that produced each word. That is exact for any search and needs nothing 
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,7 +15,8 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from captioning import config
-from captioning.errors import BundleError, ImageError
+from captioning.atomic import atomic_output
+from captioning.errors import BundleError, CaptioningError, ImageError
 
 START_ID = 2  # text.START
 COLUMNS = 5
@@ -86,6 +85,10 @@ def write_attention_map(image_path: str | Path, words: Sequence[str], alphas: np
 
     Returns:
         The written path.
+
+    Raises:
+        ImageError: the photo cannot be read.
+        CaptioningError: the PNG cannot be written (folder not writable, disk full).
     """
     alphas = np.asarray(alphas, dtype=np.float32)
     if alphas.ndim != 2 or alphas.shape[0] != len(words):
@@ -95,7 +98,15 @@ def write_attention_map(image_path: str | Path, words: Sequence[str], alphas: np
         raise ValueError(f"attention grid of {alphas.shape[1]} cells is not square")
     photo = _load_photo(Path(image_path))
     figure = _draw_panels(photo, words, alphas.reshape(-1, side, side))
-    return _save_atomic(figure, Path(output_png))
+    output_png = Path(output_png)
+    try:
+        output_png.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_output(output_png, suffix=".png") as temp:
+            figure.savefig(temp, format="png", dpi=100)
+    except OSError as error:
+        raise CaptioningError(f"cannot write {output_png}: {error.strerror or error}; "
+                              "choose a writable output folder") from None
+    return output_png
 
 
 def _load_photo(path: Path) -> np.ndarray:
@@ -142,16 +153,3 @@ def _draw_panels(photo: np.ndarray, words: Sequence[str], maps: np.ndarray):
         axes.set_axis_off()
     figure.tight_layout()
     return figure
-
-
-def _save_atomic(figure, output: Path) -> Path:
-    output.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".png", dir=output.parent)
-    os.close(handle)
-    try:
-        figure.savefig(temp, format="png", dpi=100)
-        os.replace(temp, output)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    return output

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from captioning import config as settings
+from captioning.atomic import write_json_atomic
 from captioning.errors import BundleError
 from captioning.text import Vocabulary
 
@@ -100,9 +101,9 @@ def save_bundle(target: str | Path, model, vocab: Vocabulary, bundle_config: dic
         store_weights_as_float16(staging / WEIGHTS_FILE)
         full_config["weights_dtype"] = "float16"
         vocab.save(staging / VOCAB_FILE)
-        _write_json(staging / HISTORY_FILE, history)
+        write_json_atomic(staging / HISTORY_FILE, history, sort_keys=True)
         save_loss_curve(history, staging / LOSS_CURVE_FILE)
-        _write_json(staging / CONFIG_FILE, full_config)  # last: its presence marks a complete bundle
+        write_json_atomic(staging / CONFIG_FILE, full_config, sort_keys=True)  # last: its presence marks a complete bundle
         _swap_into_place(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -163,10 +164,6 @@ def _swap_into_place(staging: Path, target: Path) -> None:
         if (backup / name).exists():
             os.replace(backup / name, target / name)
     shutil.rmtree(backup, ignore_errors=True)
-
-
-def _write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def read_bundle_config(path: str | Path) -> dict:

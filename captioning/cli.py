@@ -35,23 +35,21 @@ def positive_int(text: str) -> int:
 
 def positive_float(text: str) -> float:
     """argparse type: a float > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {value}")
-    return value
+    return _checked_float(text, lambda value: value > 0, "> 0")
 
 
 def non_negative_float(text: str) -> float:
     """argparse type: a float >= 0."""
+    return _checked_float(text, lambda value: value >= 0, ">= 0")
+
+
+def _checked_float(text: str, accept, bound: str) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value >= 0:  # also refuses nan
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
+    if not accept(value):  # nan fails every comparison, so it is refused too
+        raise argparse.ArgumentTypeError(f"expected a number {bound}, got {value}")
     return value
 
 

@@ -27,13 +27,13 @@ import fcntl
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from captioning import config
+from captioning.atomic import atomic_output
 from captioning.errors import FeatureCacheError
 
 KINDS = ("pooled", "grid")
@@ -331,27 +331,18 @@ def _next_generation(features_file: str | None) -> int:
 
 
 def _atomic_write(path: Path, write) -> None:
-    """Write through ``write(handle)`` into a temp file beside ``path``, fsync, then rename over it.
+    """Write through ``write(handle)`` into a temp file beside ``path``, then rename it over ``path``.
 
     On any failure (ENOSPC included) the temp file is removed and ``path`` keeps its old content.
     """
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f"{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as handle:
+        with atomic_output(path) as temp, open(temp, "wb") as handle:
             write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temp, 0o644)  # mkstemp makes 0600; the cache is ordinary data
-        os.replace(temp, path)
-    except BaseException as error:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-        if isinstance(error, OSError):
-            reason = "the disk is full" if error.errno == errno.ENOSPC else str(error)
-            raise FeatureCacheError(
-                f"could not write {path} ({reason}); the cache keeps its earlier batches, "
-                f"free space and run again") from None
-        raise
+    except OSError as error:
+        reason = "the disk is full" if error.errno == errno.ENOSPC else str(error)
+        raise FeatureCacheError(
+            f"could not write {path} ({reason}); the cache keeps its earlier batches, "
+            f"free space and run again") from None
 
 
 def _atomic_write_json(path: Path, value) -> None:

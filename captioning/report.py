@@ -7,14 +7,12 @@ no other bundle file is touched. The grid is drawn on Matplotlib's Agg canvas (n
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 import textwrap
 from pathlib import Path
 
 import numpy as np
 
+from captioning import atomic
 from captioning.evaluation import EvaluationResult, ImageOutcome
 from captioning.metrics import SCALE
 from captioning.errors import CaptioningError
@@ -90,28 +88,18 @@ def write_json_atomic(path: str | Path, data: dict) -> Path:
         The path written.
 
     Raises:
-        CaptioningError: the folder is missing or not writable.
+        CaptioningError: the folder is missing or not writable, or the disk is full.
     """
     path = Path(path)
-    text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
-    _atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
-    return path
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Run ``write(binary_handle)`` on a temp file in ``path``'s folder, then rename it to ``path``."""
     try:
-        descriptor, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        return atomic.write_json_atomic(path, data)
     except OSError as error:
-        raise CaptioningError(f"cannot write {path}: {error.strerror or error}; check the folder "
-                              "exists and is writable") from None
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            write(handle)
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+        raise _write_error(path, error) from None
+
+
+def _write_error(path: Path, error: OSError) -> CaptioningError:
+    return CaptioningError(f"cannot write {path}: {error.strerror or error}; check the folder "
+                           "exists and is writable")
 
 
 def choose_samples(outcomes: list[ImageOutcome], count: int = SAMPLE_COUNT) -> list[ImageOutcome]:
@@ -204,7 +192,11 @@ def write_sample_grid(samples: list[ImageOutcome], png_path: str | Path, title: 
     if title:
         figure.text(0.5, 1 - 0.2 / height, title, fontsize=11, ha="center", va="top")
     png_path = Path(png_path)
-    _atomic_write(png_path, lambda handle: figure.savefig(handle, format="png"))
+    try:
+        with atomic.atomic_output(png_path, suffix=".png") as temp:
+            figure.savefig(temp, format="png")
+    except OSError as error:
+        raise _write_error(png_path, error) from None
     return png_path
 
 

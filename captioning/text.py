@@ -15,9 +15,7 @@ references alike):
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -25,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from captioning.atomic import write_text_atomic
 from captioning.errors import BundleError
 
 PAD, UNK, START, END = 0, 1, 2, 3
@@ -193,7 +192,8 @@ class Vocabulary:
         """
         path = Path(path)
         data = {"format": VOCAB_FORMAT, "words": self.words}
-        _write_text_atomic(path, json.dumps(data, ensure_ascii=False, indent=0) + "\n")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(path, json.dumps(data, ensure_ascii=False, indent=0) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> "Vocabulary":
@@ -227,19 +227,6 @@ class Vocabulary:
             return cls(words)
         except ValueError as error:
             raise BundleError(f"{path}: invalid vocabulary ({error}); re-save or retrain the model") from None
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so a reader sees the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
 
 
 __all__ = [

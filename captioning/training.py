@@ -37,6 +37,7 @@ import numpy as np
 import tensorflow as tf
 import keras
 
+from captioning.atomic import write_json_atomic
 from captioning.config import TrainConfig
 from captioning.decoder import caption_loss
 from captioning.errors import CaptioningError
@@ -451,7 +452,7 @@ def _save_checkpoint(model: keras.Model, best_weights: list | None, checkpoints:
     os.replace(staging, checkpoints / folder)
     saved = {"version": STATE_VERSION, "folder": folder, "fingerprint": fingerprint,
              "fit": state.__dict__}
-    _write_json_atomic(checkpoints / STATE_FILE, saved)
+    write_json_atomic(checkpoints / STATE_FILE, saved, sort_keys=True)
     for old in checkpoints.iterdir():
         if old.is_dir() and old.name != folder:
             shutil.rmtree(old, ignore_errors=True)
@@ -460,17 +461,6 @@ def _save_checkpoint(model: keras.Model, best_weights: list | None, checkpoints:
 def remove_checkpoint(checkpoint_root: Path) -> None:
     """Delete ``<bundle>/.checkpoint`` once a run has finished (nothing left to resume)."""
     shutil.rmtree(Path(checkpoint_root) / CHECKPOINT_DIR, ignore_errors=True)
-
-
-def _write_json_atomic(path: Path, data: dict) -> None:
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            json.dump(data, out, indent=2, sort_keys=True)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
 
 
 @contextlib.contextmanager

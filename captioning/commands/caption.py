@@ -9,13 +9,11 @@ result in input order. Exit status 0 when every image was captioned, 1 when any 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 from captioning import config
+from captioning.atomic import write_json_atomic
 from captioning.errors import CaptioningError
 
 EXIT_OK, EXIT_FAILURE = 0, 1
@@ -169,16 +167,8 @@ def _write_json(path: Path, results, pngs: dict[int, Path]) -> None:
         else:
             entry["error"] = result.error
         entries.append(entry)
-    text = json.dumps(entries, ensure_ascii=False, indent=2) + "\n"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(handle, "w", encoding="utf-8") as stream:
-                stream.write(text)
-            os.replace(temp, path)
-        except BaseException:
-            Path(temp).unlink(missing_ok=True)
-            raise
+        write_json_atomic(path, entries)
     except OSError as error:
         raise CaptioningError(f"cannot write {path}: {error.strerror or error}; choose a writable --json path") from None
