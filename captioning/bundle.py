@@ -124,14 +124,23 @@ def store_weights_as_float16(weights_file: Path) -> None:
     import h5py
     import numpy as np
 
-    with h5py.File(weights_file, "r+") as store:
-        arrays: list[str] = []
-        store.visit(lambda name: arrays.append(name) if isinstance(store[name], h5py.Dataset) else None)
-        for name in arrays:
-            data = store[name][()]
-            if data.dtype == np.float32:
-                del store[name]
-                store.create_dataset(name, data=data.astype(np.float16))
+    from captioning.atomic import atomic_output
+
+    # Written to a new file: HDF5 does not give back the space of arrays deleted in place.
+    with atomic_output(Path(weights_file)) as temp, h5py.File(weights_file, "r") as source, \
+            h5py.File(temp, "w") as target:
+        target.attrs.update(source.attrs)
+
+        def copy(name: str, item) -> None:
+            if isinstance(item, h5py.Group):
+                target.require_group(name).attrs.update(item.attrs)
+                return
+            data = item[()]
+            if isinstance(data, np.ndarray) and data.dtype == np.float32:
+                data = data.astype(np.float16)
+            target.create_dataset(name, data=data).attrs.update(item.attrs)
+
+        source.visititems(copy)
 
 
 def _inference_copy(model, bundle_config: dict):
