@@ -16,8 +16,9 @@ from captioning.errors import CaptioningError
 
 # TensorFlow's C++ start-up chatter (CUDA probing, oneDNN notices) is noise for a CLI user.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# Subcommands that never touch TensorFlow (and so start in a second).
-COMMANDS_WITHOUT_TENSORFLOW = {"info"}
+# Subcommands that need TensorFlow from their first step; ``caption`` imports it itself, after its
+# cheap checks, so a missing model or path is reported at once; ``info`` never needs it.
+EAGER_TENSORFLOW_COMMANDS = {"train", "extract", "evaluate"}
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -176,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
 def run_command(args: argparse.Namespace) -> int:
     """Run one parsed subcommand, turning expected failures into one line on stderr."""
     try:
-        if args.command not in COMMANDS_WITHOUT_TENSORFLOW:
+        if args.command in EAGER_TENSORFLOW_COMMANDS:
             from captioning.tf_runtime import import_tensorflow
 
             import_tensorflow()

@@ -207,10 +207,10 @@ def _run_subcommand(argv: list[str]) -> None:
     """Run a subcommand's handler with arguments parsed exactly as on the command line."""
     import importlib
 
-    from captioning.cli import COMMANDS_WITHOUT_TENSORFLOW, build_parser
+    from captioning.cli import EAGER_TENSORFLOW_COMMANDS, build_parser
 
     args = build_parser().parse_args(argv)
-    if args.command not in COMMANDS_WITHOUT_TENSORFLOW:
+    if args.command in EAGER_TENSORFLOW_COMMANDS:
         import_tensorflow()
     importlib.import_module(f"captioning.commands.{args.command}").run(args)
 

@@ -41,6 +41,9 @@ def run(args: argparse.Namespace) -> int:
     if all(error for _, error in entries):
         results = [CaptionResult(path, None, error) for path, error in entries]
     else:
+        from captioning.tf_runtime import import_tensorflow
+
+        import_tensorflow()  # only now: the checks above need no TensorFlow
         captioner = Captioner.from_bundle(model_dir)
         results = captioner.caption_entries(entries, beam_size=args.beam_size)
     pngs = _png_targets(args, results, single=_is_single(args.paths, entries))
