@@ -8,6 +8,7 @@ Storage (shards, index, failures) lives in ``feature_cache.py``.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,8 @@ from captioning.feature_cache import (
 
 
 _COMPILED: WeakKeyDictionary = WeakKeyDictionary()  # keras model -> its compiled inference
+_DECODE_THREADS = max(2, os.cpu_count() or 1)  # parallel image decodes in the tf.data pipeline
+_BATCHES_IN_FLIGHT = 2  # decoded batches waiting for the CNN
 
 
 @dataclass(frozen=True)
@@ -306,10 +309,17 @@ def image_batches(paths: Sequence[Path], size: int, batch_size: int):
         reason.set_shape(())
         return pixels, ok, reason
 
+    # Fixed parallelism with tf.data's autotuner off: on a 2-core machine the autotuner now and
+    # then settles into a state where decoding and the CNN no longer overlap and extraction runs
+    # at half speed (measured: 23 ms/photo instead of 11, in about one run in three). One decode
+    # per core and two batches in flight keep the CNN fed without oversubscribing the cores.
+    options = tf.data.Options()
+    options.autotune.enabled = False
     return (tf.data.Dataset.from_tensor_slices([str(p) for p in paths])
-            .map(load_tensor, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            .map(load_tensor, num_parallel_calls=_DECODE_THREADS, deterministic=True)
             .batch(batch_size)
-            .prefetch(tf.data.AUTOTUNE))
+            .prefetch(_BATCHES_IN_FLIGHT)
+            .with_options(options))
 
 
 def _compiled_inference(model, size: int):
