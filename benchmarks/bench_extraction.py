@@ -8,14 +8,15 @@ For each encoder it times
       ``model.predict(x[None])`` (on a subset, reported per image: it is slow),
   (c) the bare CNN: the same compiled call over uint8 batches already in memory (no decoding),
 and prints images/s of each with the ratios pipeline/naive and pipeline/bare, plus peak RSS.
-The three take turns slice by slice (128 photos: pipeline, bare, then a few naive), so load from
-other processes on a shared machine hits them alike instead of skewing one. Peak RSS stays flat:
-the bare CNN holds one slice of pixels at a time.
+The three take turns slice by slice (pipeline, bare, then a few naive) for several rounds, so
+load from other processes on a shared machine hits them alike instead of skewing one. Each
+pipeline run writes a fresh temporary cache, so no round reuses another's rows. Peak RSS stays
+flat: the bare CNN holds one slice of pixels at a time.
 
 ResNet50 runs with random weights (``none``): its ImageNet weights cannot be downloaded in this
 workplace, and the weights do not change the arithmetic. efficientnet_lite0 uses its real weights.
 
-    python benchmarks/bench_extraction.py [--dataset DIR] [--images 256] [--naive-images 32]
+    python benchmarks/bench_extraction.py [--dataset DIR] [--images 442] [--naive-images 32] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -45,10 +46,14 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET,
                         help="dataset folder (default: %(default)s)")
-    parser.add_argument("--images", type=int, default=256, help="photos timed (default: %(default)s)")
+    parser.add_argument("--images", type=int, default=442, help="photos timed (default: %(default)s)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="times every method runs over the photos (default: %(default)s)")
     parser.add_argument("--naive-images", type=int, default=32,
                         help="photos for the slow naive loop (default: %(default)s)")
-    parser.add_argument("--slice", type=int, default=128,
+    # A real extraction is one pipeline over thousands of photos; small slices would mostly time
+    # the pipeline filling up and draining.
+    parser.add_argument("--slice", type=int, default=442,
                         help="photos per interleaved slice (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=32, help="(default: %(default)s)")
     parser.add_argument("--encoders", nargs="+", default=DEFAULT_ENCODERS, metavar="NAME:WEIGHTS",
@@ -70,9 +75,11 @@ def timed(run) -> tuple[float, float]:
 
 
 def time_pipeline(dataset, encoder, paths, batch_size) -> tuple[float, float]:
-    """(a) extract_features over ``paths`` into the (temporary) cache."""
+    """(a) extract_features over ``paths`` into a fresh temporary cache."""
     def run():
-        report = features.extract_features(dataset, encoder, "pooled", paths, batch_size, progress=False)
+        with tempfile.TemporaryDirectory() as cache:
+            config.FEATURE_CACHE_DIR = Path(cache)
+            report = features.extract_features(dataset, encoder, "pooled", paths, batch_size, progress=False)
         assert report.computed == len(paths), report.failed
 
     return timed(run)
@@ -112,26 +119,25 @@ def bench_encoder(spec: str, dataset, paths, args) -> None:
     encoder = build_encoder(name, weights)
     features.encode_paths(encoder, paths[:2], "pooled", args.batch_size)  # trace once, untimed
     encoder.pooled_model.predict(np.zeros((1, encoder.input_size, encoder.input_size, 3)), verbose=0)
-    slices = [paths[i:i + args.slice] for i in range(0, len(paths), args.slice)]
+    slices = [paths[i:i + args.slice] for i in range(0, len(paths), args.slice)] * args.rounds
     naive_share = max(1, args.naive_images // len(slices))
     seconds = {"pipeline": 0.0, "naive": 0.0, "bare": 0.0}
     cpu = {"pipeline": 0.0, "bare": 0.0}  # process CPU seconds, all threads: robust to other load
     naive_count = 0
-    with tempfile.TemporaryDirectory() as cache:
-        config.FEATURE_CACHE_DIR = Path(cache)
-        for part in slices:
-            for method, timer in (("pipeline", time_pipeline), ("bare", time_bare)):
-                wall, cpu_seconds = timer(dataset, encoder, part, args.batch_size)
-                seconds[method] += wall
-                cpu[method] += cpu_seconds
-            seconds["naive"] += time_naive(encoder, part[:naive_share])
-            naive_count += len(part[:naive_share])
-    pipeline, bare = len(paths) / seconds["pipeline"], len(paths) / seconds["bare"]
+    for part in slices:
+        for method, timer in (("pipeline", time_pipeline), ("bare", time_bare)):
+            wall, cpu_seconds = timer(dataset, encoder, part, args.batch_size)
+            seconds[method] += wall
+            cpu[method] += cpu_seconds
+        seconds["naive"] += time_naive(encoder, part[:naive_share])
+        naive_count += len(part[:naive_share])
+    timed_images = len(paths) * args.rounds
+    pipeline, bare = timed_images / seconds["pipeline"], timed_images / seconds["bare"]
     naive = naive_count / seconds["naive"]
     print(f"{name} (weights {weights}): pipeline {pipeline:.1f} img/s, naive {naive:.1f} img/s "
           f"({naive_count} photos), bare CNN {bare:.1f} img/s | pipeline/naive {pipeline / naive:.2f}x, "
           f"pipeline/bare {pipeline / bare:.0%} | CPU ms/image: pipeline "
-          f"{cpu['pipeline'] / len(paths) * 1000:.1f}, bare {cpu['bare'] / len(paths) * 1000:.1f} "
+          f"{cpu['pipeline'] / timed_images * 1000:.1f}, bare {cpu['bare'] / timed_images * 1000:.1f} "
           f"| load average now {os.getloadavg()[0]:.1f}", flush=True)
 
 
@@ -151,7 +157,8 @@ def main() -> int:
           f"{os.cpu_count()} CPUs, TF {tf.__version__}, devices: "
           f"{[d.device_type for d in tf.config.list_logical_devices()]}")
     print(f"naive loop on about {args.naive_images} of them (a share of each slice), reported per image")
-    print(f"interleaved in slices of {args.slice}; load average at start {os.getloadavg()[0]:.1f}")
+    print(f"interleaved in slices of {args.slice}, {args.rounds} rounds; "
+          f"load average at start {os.getloadavg()[0]:.1f}")
     for spec in args.encoders:
         bench_encoder(spec, dataset, paths, args)
     print(f"peak RSS: {peak_rss_mb():.0f} MB")
