@@ -47,7 +47,6 @@ STATE_FILE = "state.json"
 STATE_VERSION = 1
 # Options that may change between an interrupted run and its resumption.
 RESUMABLE_CHANGES = ("epochs",)
-PLATEAU_MIN_DELTA = 1e-4  # keras.callbacks.ReduceLROnPlateau's default
 MIN_LEARNING_RATE = 1e-6
 
 
@@ -298,7 +297,7 @@ def _record_epoch(model, state: FitState, metrics: dict, monitor: str, seconds: 
     else:
         state.wait += 1
         state.stopped_early = state.wait >= config.early_stopping_patience
-    if current < state.plateau_best - PLATEAU_MIN_DELTA:
+    if current < state.plateau_best - config.reduce_lr_min_delta:
         state.plateau_best, state.plateau_wait = current, 0
     else:
         state.plateau_wait += 1

@@ -215,6 +215,16 @@ def test_early_stopping_and_plateau_follow_keras_rules():
     assert state.history["learning_rate"] == pytest.approx([0.01, 0.01, 0.01, 0.005, 0.005, 0.0025])
 
 
+def test_gains_smaller_than_min_delta_halve_the_rate_but_still_count_as_best():
+    config = replace(CONFIG, early_stopping_patience=3, reduce_lr_patience=1, reduce_lr_factor=0.5,
+                     reduce_lr_min_delta=0.01)
+    model, state = _FakeModel(0.001), training.FitState(learning_rate=0.001)
+    for val in (5.30, 5.25, 5.248):  # the last gain (0.002) is a plateau for the learning rate
+        improved = training._record_epoch(model, state, {"loss": [1.0], "val_loss": [val]}, "val_loss", 1.0, config)
+    assert improved and state.best_epoch == 3
+    assert state.learning_rate == pytest.approx(0.0005)
+
+
 @pytest.mark.slow  # a fresh TensorFlow process: ~30 s on two shared cores
 def test_mirrored_strategy_over_two_logical_cpus_trains_an_epoch(tmp_path):
     script = textwrap.dedent(f"""
