@@ -9,6 +9,11 @@ A bundle is a folder::
     history.json       per-epoch loss / val_loss / learning rate
     loss_curve.png     training and validation loss by epoch
 
+An ensemble (``captioning.ensemble``) is the same folder with one more weights file per extra
+member (``model-2.weights.h5``, ...) and an ``ensemble`` entry in config.json describing every
+member; the members share the architecture, vocabulary and encoder. A tool that predates
+ensembles reads such a bundle as its first member alone.
+
 Loading rebuilds the architecture from ``config.json`` with ``decoder.build_training_model`` and
 loads the weights into it, so nothing is deserialised from code and renamed classes cannot break
 old bundles. TensorFlow is imported only inside the functions that need it.
@@ -21,7 +26,7 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -41,6 +46,7 @@ REQUIRED_FILES = (CONFIG_FILE, VOCAB_FILE, WEIGHTS_FILE, HISTORY_FILE)
 # Folders inside a bundle that belong to a training run, not to the bundle; kept across saves.
 KEPT_FOLDERS = (".checkpoint",)
 TRAIN_HINT = "train one with `python image_captioning.py train`"
+ENSEMBLE_KEY = "ensemble"
 
 
 @dataclass
@@ -52,6 +58,7 @@ class Bundle:
     vocab: Vocabulary
     model: Any  # keras.Model (the training graph; make a StepDecoder from it to caption)
     history: dict
+    members: list = field(default_factory=list)  # every member's keras.Model; [model] unless an ensemble
 
     @property
     def decoder_config(self) -> settings.DecoderConfig:
@@ -62,6 +69,19 @@ class Bundle:
     def max_length(self) -> int:
         """Caption length in tokens counting START and END."""
         return int(self.config["max_length"])
+
+
+def weights_files(bundle_config: dict) -> list[str]:
+    """The bundle's weights files, one per member: ``model.weights.h5``, then ``model-2...``.
+
+    Args:
+        bundle_config: A bundle's config.json contents.
+
+    Returns:
+        File names inside the bundle folder, the first member's first.
+    """
+    members = bundle_config.get(ENSEMBLE_KEY, {}).get("members", [])
+    return [WEIGHTS_FILE] + [f"model-{n}.weights.h5" for n in range(2, len(members) + 1)]
 
 
 def decoder_config_from_dict(values: dict) -> settings.DecoderConfig:
@@ -89,6 +109,30 @@ def save_bundle(target: str | Path, model, vocab: Vocabulary, bundle_config: dic
     """
     from captioning.plots import save_loss_curve
 
+    def fill(staging: Path, full_config: dict) -> None:
+        _inference_copy(model, full_config).save_weights(str(staging / WEIGHTS_FILE))
+        store_weights_as_float16(staging / WEIGHTS_FILE)
+        full_config["weights_dtype"] = "float16"
+        vocab.save(staging / VOCAB_FILE)
+        write_json_atomic(staging / HISTORY_FILE, history, sort_keys=True)
+        save_loss_curve(history, staging / LOSS_CURVE_FILE)
+
+    return write_bundle_folder(target, bundle_config, fill)
+
+
+def write_bundle_folder(target: str | Path, bundle_config: dict, fill) -> Path:
+    """Write a bundle atomically: ``fill`` writes its files into a temp folder, then renames.
+
+    Args:
+        target: The bundle folder.
+        bundle_config: JSON-able settings; ``format_version`` and ``created`` are added here.
+        fill: ``fill(staging_folder, full_config)`` writes every file but config.json and may add
+            to ``full_config``; config.json is written last, as its presence marks a complete
+            bundle.
+
+    Returns:
+        The bundle folder.
+    """
     target = Path(target).absolute()
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.new-", dir=target.parent))
@@ -97,13 +141,8 @@ def save_bundle(target: str | Path, model, vocab: Vocabulary, bundle_config: dic
                        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                        **bundle_config}
         staging.chmod(0o755)  # mkdtemp makes it private; a bundle is an ordinary folder
-        _inference_copy(model, full_config).save_weights(str(staging / WEIGHTS_FILE))
-        store_weights_as_float16(staging / WEIGHTS_FILE)
-        full_config["weights_dtype"] = "float16"
-        vocab.save(staging / VOCAB_FILE)
-        write_json_atomic(staging / HISTORY_FILE, history, sort_keys=True)
-        save_loss_curve(history, staging / LOSS_CURVE_FILE)
-        write_json_atomic(staging / CONFIG_FILE, full_config, sort_keys=True)  # last: its presence marks a complete bundle
+        fill(staging, full_config)
+        write_json_atomic(staging / CONFIG_FILE, full_config, sort_keys=True)
         _swap_into_place(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -226,7 +265,7 @@ def load_bundle(path: str | Path) -> Bundle:
     """
     path = Path(path)
     bundle_config = read_bundle_config(path)
-    for name in REQUIRED_FILES:
+    for name in (*REQUIRED_FILES, *weights_files(bundle_config)[1:]):
         if not (path / name).is_file():
             raise BundleError(f"{path / name}: file missing; the model bundle is incomplete, "
                               "retrain or re-copy it")
@@ -242,12 +281,15 @@ def load_bundle(path: str | Path) -> Bundle:
     if vocab_size != len(vocab):
         raise BundleError(f"{path}: vocab.json has {len(vocab)} words but the model was trained with "
                           f"{vocab_size}; the files come from different runs, retrain the model")
-    model = _build_and_load(path, vocab_size, max_length, feature_shape, decoder_config)
-    return Bundle(path=path, config=bundle_config, vocab=vocab, model=model, history=history)
+    members = [_build_and_load(path / name, vocab_size, max_length, feature_shape, decoder_config)
+               for name in weights_files(bundle_config)]
+    return Bundle(path=path, config=bundle_config, vocab=vocab, model=members[0], history=history,
+                  members=members)
 
 
-def _build_and_load(path: Path, vocab_size: int, max_length: int, feature_shape: tuple,
+def _build_and_load(weights: Path, vocab_size: int, max_length: int, feature_shape: tuple,
                     decoder_config: settings.DecoderConfig):
+    path = weights.parent
     from captioning.decoder import build_training_model
 
     try:
@@ -255,10 +297,10 @@ def _build_and_load(path: Path, vocab_size: int, max_length: int, feature_shape:
     except ValueError as error:
         raise BundleError(f"{path / CONFIG_FILE}: cannot rebuild the model ({error}); retrain the model") from None
     try:
-        model.load_weights(str(path / WEIGHTS_FILE))
+        model.load_weights(str(weights))
     except (ValueError, KeyError, OSError) as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise BundleError(f"{path / WEIGHTS_FILE}: weights do not fit the model described by "
+        raise BundleError(f"{weights}: weights do not fit the model described by "
                           f"config.json and vocab.json ({reason}); retrain the model") from None
     return model
 
@@ -356,6 +398,10 @@ def describe_bundle(path: str | Path) -> str:
         f"  dataset: {dataset.get('source', '?')} (key {dataset.get('key', '?')}, "
         f"{dataset.get('train_images', '?')} train / {dataset.get('val_images', '?')} val images)",
     ]
+    members = data.get(ENSEMBLE_KEY, {}).get("members", [])
+    if members:
+        lines.append(f"  ensemble of {len(members)} decoders, next-word probabilities averaged: "
+                     + ", ".join(str(m.get("source", "?")) for m in members))
     val_losses = [v for v in history.get("val_loss", []) if v is not None]
     if training or val_losses:
         best = f"{min(val_losses):.4f}" if val_losses else "?"
@@ -368,5 +414,5 @@ def describe_bundle(path: str | Path) -> str:
 
 __all__ = [
     "Bundle", "FORMAT_VERSION", "describe_bundle", "find_default_bundle", "is_bundle", "list_bundles",
-    "load_bundle", "read_bundle_config", "save_bundle",
+    "load_bundle", "read_bundle_config", "save_bundle", "weights_files", "write_bundle_folder",
 ]

@@ -93,6 +93,7 @@ class Captioner:
         from captioning import bundle as bundles
         from captioning.decoder import make_step_decoder
         from captioning.encoders import build_encoder
+        from captioning.ensemble import make_ensemble_step_decoder
 
         loaded = bundles.load_bundle(Path(path) if path is not None else bundles.find_default_bundle())
         settings = bundle_settings(loaded.config, loaded.path)
@@ -102,7 +103,9 @@ class Captioner:
             raise BundleError(f"{loaded.path}: the model was trained on {settings['encoder']} weights "
                               f"{settings['weights_id']} but {encoder.weights_id} were loaded; "
                               "restore those weights or retrain the model")
-        step_decoder = make_step_decoder(loaded.model, settings["decoder_config"])
+        # An ensemble bundle has several members; they caption together (captioning.ensemble).
+        step_decoder = make_ensemble_step_decoder(
+            [make_step_decoder(member, settings["decoder_config"]) for member in loaded.members])
         return cls(encoder, step_decoder, loaded.vocab, settings["max_length"],
                    feature_kind=settings["feature_kind"], decoder_kind=settings["decoder_kind"],
                    bundle=loaded)

@@ -18,7 +18,7 @@ from captioning.errors import CaptioningError
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Subcommands that need TensorFlow from their first step; ``caption`` imports it itself, after its
 # cheap checks, so a missing model or path is reported at once; ``info`` never needs it.
-EAGER_TENSORFLOW_COMMANDS = {"train", "extract", "evaluate"}
+EAGER_TENSORFLOW_COMMANDS = {"train", "extract", "evaluate", "ensemble"}
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -161,6 +161,16 @@ def _evaluate_parser(sub) -> None:
     p.add_argument("--json", metavar="FILE", help="also write the metrics as JSON")
 
 
+def _ensemble_parser(sub) -> None:
+    p = sub.add_parser("ensemble", help="combine trained models into one that averages them",
+                       description="Write a model bundle whose members caption together: at each word "
+                                   "the members' next-word probabilities are averaged. The members "
+                                   "must share the encoder, vocabulary, split and decoder sizes "
+                                   "(they may differ in --dropout and --attention-regularization).")
+    p.add_argument("models", nargs="+", metavar="MODEL_DIR", help="two or more trained bundles")
+    p.add_argument("--output", metavar="DIR", required=True, help="the ensemble bundle folder to write")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser: no subcommand means the interactive menu."""
     parser = argparse.ArgumentParser(
@@ -169,7 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "Run without a subcommand for the interactive menu.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (_train_parser, _caption_parser, _evaluate_parser, _info_parser, _extract_parser):
+    for add in (_train_parser, _caption_parser, _evaluate_parser, _info_parser, _extract_parser,
+                _ensemble_parser):
         add(sub)
     return parser
 

@@ -12,6 +12,7 @@ Import the fixture into a test module with ``from tests.fixtures_bundle import t
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import pytest
 
@@ -21,13 +22,16 @@ ENCODER = {"name": "efficientnet_lite0", "weights_id": "none", "random_weights":
 FEATURE_DIM = 1280  # efficientnet_lite0's pooled width
 
 
-def make_tiny_bundle(target: Path, kind: str = "merge", seed: int = 0) -> Path:
+def make_tiny_bundle(target: Path, kind: str = "merge", seed: int = 0, words: Sequence[str] = WORDS,
+                     units: int = 16) -> Path:
     """Save a small untrained bundle at ``target``.
 
     Args:
         target: the bundle folder to write.
         kind: decoder kind, ``"merge"`` (pooled features) or ``"attention"`` (grid features).
         seed: Keras seed for the random weights.
+        words: the vocabulary's words (after the reserved tokens).
+        units: LSTM width.
 
     Returns:
         The bundle folder.
@@ -39,8 +43,8 @@ def make_tiny_bundle(target: Path, kind: str = "merge", seed: int = 0) -> Path:
     from captioning.decoder import build_training_model
     from captioning.text import RESERVED_TOKENS, Vocabulary
 
-    vocab = Vocabulary([*RESERVED_TOKENS, *WORDS])
-    decoder = DecoderConfig(kind=kind, embedding_dim=16, units=16, dropout=0.0, attention_dim=16)
+    vocab = Vocabulary([*RESERVED_TOKENS, *words])
+    decoder = DecoderConfig(kind=kind, embedding_dim=16, units=units, dropout=0.0, attention_dim=16)
     feature_shape = (FEATURE_DIM,) if kind == "merge" else (7, 7, FEATURE_DIM)
     keras.utils.set_random_seed(seed)
     model = build_training_model(len(vocab), MAX_LENGTH, feature_shape, decoder)

@@ -1,0 +1,26 @@
+"""``ensemble``: combine trained bundles into one bundle whose members caption together."""
+
+from __future__ import annotations
+
+import argparse
+
+EXIT_OK = 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Check the members fit together, write the ensemble bundle and say where it went.
+
+    Args:
+        args: Parsed ``ensemble`` options: ``models`` (bundle folders) and ``output``.
+
+    Returns:
+        0. Members that do not fit together raise a ``BundleError`` (exit 1 through
+        ``cli.run_command``).
+    """
+    from captioning import bundle as bundles
+    from captioning.ensemble import combine_bundles  # loads each member: imports TensorFlow
+
+    target = combine_bundles(args.models, args.output)
+    print(f"ensemble of {len(args.models)} models saved to {target}")
+    print(bundles.describe_bundle(target))
+    return EXIT_OK

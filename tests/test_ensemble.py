@@ -1,0 +1,136 @@
+"""Ensemble bundles: members combined with checks, loaded together, captioning by averaged probabilities."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from captioning import bundle as bundles
+from captioning.captioner import Captioner
+from captioning.cli import main
+from captioning.ensemble import EnsembleStepDecoder, combine_bundles
+from captioning.errors import BundleError
+from tests.fixtures_bundle import WORDS, make_tiny_bundle
+
+GRID = (7, 7, 1280)
+
+
+@pytest.fixture(scope="module")
+def members(tmp_path_factory):
+    """Two tiny attention bundles with different random weights, same vocabulary and sizes."""
+    root = tmp_path_factory.mktemp("members")
+    return [make_tiny_bundle(root / f"member-{seed}", kind="attention", seed=seed) for seed in (1, 2)]
+
+
+@pytest.fixture(scope="module")
+def ensemble(members, tmp_path_factory):
+    return combine_bundles(members, tmp_path_factory.mktemp("ensembles") / "pair")
+
+
+@pytest.fixture(scope="module")
+def grids():
+    return np.random.default_rng(0).normal(size=(3, *GRID)).astype(np.float32)
+
+
+def _steps(step_decoder, grids, tokens_per_step):
+    """Log-probabilities after feeding each token batch in turn."""
+    state = step_decoder.initial_state(grids)
+    outputs = []
+    for tokens in tokens_per_step:
+        log_probs, state = step_decoder.step(np.asarray(tokens, dtype=np.int32), state)
+        outputs.append(log_probs)
+    return outputs
+
+
+def test_ensemble_bundle_holds_every_member_and_describes_them(members, ensemble):
+    config = json.loads((ensemble / bundles.CONFIG_FILE).read_text())
+    assert [m["source"] for m in config["ensemble"]["members"]] == [p.name for p in members]
+    assert bundles.weights_files(config) == ["model.weights.h5", "model-2.weights.h5"]
+    for name, member in zip(bundles.weights_files(config), members):
+        assert (ensemble / name).read_bytes() == (member / bundles.WEIGHTS_FILE).read_bytes()
+    assert "ensemble of 2 decoders" in bundles.describe_bundle(ensemble)
+    assert len(bundles.load_bundle(ensemble).members) == 2
+
+
+def test_ensemble_probabilities_are_the_mean_of_the_members(members, ensemble, grids):
+    tokens = [[2, 2, 2], [4, 5, 6], [7, 3, 4]]
+    member_outputs = [_steps(Captioner.from_bundle(m).step_decoder, grids, tokens) for m in members]
+    combined = Captioner.from_bundle(ensemble).step_decoder
+    assert isinstance(combined, EnsembleStepDecoder)
+    for step, log_probs in enumerate(_steps(combined, grids, tokens)):
+        expected = np.log(np.mean([np.exp(outputs[step]) for outputs in member_outputs], axis=0))
+        np.testing.assert_allclose(log_probs, expected, atol=1e-5)
+        np.testing.assert_allclose(np.exp(log_probs).sum(axis=1), 1.0, atol=1e-4)
+    single = _steps(Captioner.from_bundle(members[0]).step_decoder, grids, tokens)
+    assert not np.allclose(single[-1], _steps(combined, grids, tokens)[-1], atol=1e-3)  # both members count
+
+
+def test_an_ensemble_of_one_model_twice_captions_exactly_like_it(members, tmp_path, grids):
+    twin = shutil.copytree(members[0], tmp_path / "twin")
+    doubled = Captioner.from_bundle(combine_bundles([members[0], twin], tmp_path / "doubled"))
+    alone = Captioner.from_bundle(members[0])
+    for beam in (1, 3):  # beam search reorders the concatenated state like a single decoder's
+        assert [h.tokens for h in doubled.decode_features(grids, beam)] == \
+               [h.tokens for h in alone.decode_features(grids, beam)]
+
+
+def test_attention_of_an_ensemble_is_the_members_mean(members, ensemble, grids):
+    combined = Captioner.from_bundle(ensemble).step_decoder
+    tokens = np.full(3, 2, dtype=np.int32)
+    _, _, alpha = combined.step_with_attention(tokens, combined.initial_state(grids))
+    member_alphas = [m.step_with_attention(tokens, m.initial_state(grids))[2] for m in combined.members]
+    np.testing.assert_allclose(alpha, np.mean(member_alphas, axis=0), atol=1e-6)
+
+
+def test_fewer_than_two_members_is_refused(members, tmp_path):
+    with pytest.raises(BundleError, match="at least two"):
+        combine_bundles(members[:1], tmp_path / "one")
+
+
+def test_the_output_may_not_be_a_member(members):
+    with pytest.raises(BundleError, match="overwrite one of its members"):
+        combine_bundles(members, members[1])
+    assert bundles.load_bundle(members[1])  # untouched
+
+
+def test_members_with_another_vocabulary_are_refused(members, tmp_path):
+    other = make_tiny_bundle(tmp_path / "other-words", kind="attention", words=[*WORDS[:-1], "grass"])
+    with pytest.raises(BundleError, match="vocabulary differs"):
+        combine_bundles([members[0], other], tmp_path / "mixed")
+    assert not (tmp_path / "mixed").exists()
+
+
+def test_members_of_another_size_are_refused(members, tmp_path):
+    wider = make_tiny_bundle(tmp_path / "wider", kind="attention", units=24)
+    with pytest.raises(BundleError, match="share one architecture"):
+        combine_bundles([members[0], wider], tmp_path / "mixed")
+
+
+def test_members_with_other_features_are_refused(members, tmp_path):
+    merge = make_tiny_bundle(tmp_path / "merge", kind="merge")
+    with pytest.raises(BundleError, match="feature_shape differs"):
+        combine_bundles([members[0], merge], tmp_path / "mixed")
+
+
+def test_an_ensemble_is_not_a_member(members, ensemble, tmp_path):
+    with pytest.raises(BundleError, match="already an ensemble"):
+        combine_bundles([ensemble, members[0]], tmp_path / "nested")
+
+
+def test_a_missing_member_weights_file_is_refused_on_load(ensemble, tmp_path):
+    broken = shutil.copytree(ensemble, tmp_path / "broken")
+    (broken / "model-2.weights.h5").unlink()
+    with pytest.raises(BundleError, match="model-2.weights.h5: file missing"):
+        bundles.load_bundle(broken)
+
+
+def test_ensemble_command_writes_the_bundle_and_reports_errors_in_one_line(members, tmp_path, capsys):
+    assert main(["ensemble", *map(str, members), "--output", str(tmp_path / "cli")]) == 0
+    assert "ensemble of 2 models saved" in capsys.readouterr().out
+    assert len(bundles.load_bundle(tmp_path / "cli").members) == 2
+    assert main(["ensemble", str(members[0]), "--output", str(tmp_path / "cli")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "at least two" in err and "\n" not in err
