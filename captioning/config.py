@@ -56,7 +56,9 @@ class DecoderConfig:
     units: int = 256
     dropout: float = 0.5
     attention_dim: int = 256
-    attention_regularization: float = 1.0
+    # Weight of the doubly stochastic attention penalty. The paper's 1.0 scored BLEU-4 19.1 on
+    # Flickr8k validation, 0.3 scored 20.2 and 0 scored 19.2 (saved_models/default/MODEL_CARD.md).
+    attention_regularization: float = 0.3
     # Attention decoders first reduce each grid cell (1280/2048-d) to this width, once per image.
     attention_feature_dim: int = 256
 

@@ -40,6 +40,8 @@ def test_default_bundle_is_a_real_offline_model():
     assert settings["encoder"]["weights_id"] == "imagenet" and not settings["encoder"].get("random_weights")
     assert (config.DEFAULT_BUNDLE_DIR / "MODEL_CARD.md").is_file()
     assert not (config.DEFAULT_BUNDLE_DIR / ".checkpoint").exists()  # no optimizer state shipped
+    members = settings["ensemble"]["members"]  # the model card's ensemble, every member shipped
+    assert len(members) == 3 and (config.DEFAULT_BUNDLE_DIR / "model-3.weights.h5").is_file()
 
 
 def test_captions_differ_between_photos(example_captions):
