@@ -400,16 +400,28 @@ def describe_bundle(path: str | Path) -> str:
     ]
     members = data.get(ENSEMBLE_KEY, {}).get("members", [])
     if members:
-        lines.append(f"  ensemble of {len(members)} decoders, next-word probabilities averaged: "
-                     + ", ".join(str(m.get("source", "?")) for m in members))
+        lines.append(f"  ensemble of {len(members)} decoders, next-word probabilities averaged:")
+        for member in members:
+            decoder = member.get("decoder") or {}
+            lines.append(f"    {member.get('source', '?')} (dropout {decoder.get('dropout', '?')}, attention "
+                         f"penalty {decoder.get('attention_regularization', '?')}): "
+                         f"{_training_summary(member.get('training') or {}, [])}")
+        return "\n".join(lines)
     val_losses = [v for v in history.get("val_loss", []) if v is not None]
     if training or val_losses:
-        best = f"{min(val_losses):.4f}" if val_losses else "?"
-        seconds = training.get("seconds")
-        duration = f"{seconds / 60:.1f} min" if isinstance(seconds, (int, float)) else "?"
-        lines.append(f"  training: {training.get('epochs_run', len(val_losses))} epochs, best val loss "
-                     f"{best}, {duration}")
+        lines.append(f"  training: {_training_summary(training, val_losses)}")
     return "\n".join(lines)
+
+
+def _training_summary(training: dict, val_losses: list) -> str:
+    """``N epochs, best val loss X, M min`` from a config's training entry (and the history)."""
+    best = training.get("best_val_loss")
+    if best is None and val_losses:
+        best = min(val_losses)
+    best_text = f"{best:.4f}" if isinstance(best, (int, float)) else "?"
+    seconds = training.get("seconds")
+    duration = f"{seconds / 60:.1f} min" if isinstance(seconds, (int, float)) else "?"
+    return f"{training.get('epochs_run', len(val_losses))} epochs, best val loss {best_text}, {duration}"
 
 
 __all__ = [
