@@ -99,7 +99,8 @@ def load_image(path: str | Path, size: int) -> np.ndarray:
             # JPEG only: decode at the smallest 1/2^k scale still >= size (much faster).
             image.draft("RGB", (size, size))
             image.load()  # decode now, inside the try, so truncated files are caught here
-            image = ImageOps.exif_transpose(image)
+            # In place: the default returns a full copy even when there is nothing to rotate.
+            ImageOps.exif_transpose(image, in_place=True)
             image = _to_rgb(image)
             image = image.resize((size, size), Image.Resampling.BILINEAR,
                                  reducing_gap=REDUCING_GAP)
