@@ -134,3 +134,10 @@ def test_ensemble_command_writes_the_bundle_and_reports_errors_in_one_line(membe
     assert main(["ensemble", str(members[0]), "--output", str(tmp_path / "cli")]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "at least two" in err and "\n" not in err
+
+
+def test_menu_model_list_says_it_is_an_ensemble(ensemble, members):
+    from captioning.menu import bundle_label
+
+    assert "2 x attention ensemble" in bundle_label(ensemble)
+    assert "ensemble" not in bundle_label(members[0])
