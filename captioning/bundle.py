@@ -60,6 +60,10 @@ class Bundle:
     history: dict
     members: list = field(default_factory=list)  # every member's keras.Model; [model] unless an ensemble
 
+    def __post_init__(self):
+        if not self.members:
+            self.members = [self.model]
+
     @property
     def decoder_config(self) -> settings.DecoderConfig:
         """The bundle's decoder settings as a DecoderConfig."""
@@ -71,16 +75,32 @@ class Bundle:
         return int(self.config["max_length"])
 
 
-def weights_files(bundle_config: dict) -> list[str]:
+def ensemble_members(bundle_config: dict) -> list:
+    """An ensemble's member summaries from its config (source, decoder, training); [] otherwise."""
+    ensemble = bundle_config.get(ENSEMBLE_KEY)
+    members = ensemble.get("members") if isinstance(ensemble, dict) else None
+    return members if isinstance(members, list) else []
+
+
+def weights_files(bundle_config: dict, source: str | Path = CONFIG_FILE) -> list[str]:
     """The bundle's weights files, one per member: ``model.weights.h5``, then ``model-2...``.
 
     Args:
         bundle_config: A bundle's config.json contents.
+        source: where the config came from, for the error message.
 
     Returns:
         File names inside the bundle folder, the first member's first.
+
+    Raises:
+        BundleError: an ``ensemble`` entry without a list of members.
     """
-    members = bundle_config.get(ENSEMBLE_KEY, {}).get("members", [])
+    if ENSEMBLE_KEY not in bundle_config:
+        return [WEIGHTS_FILE]
+    members = ensemble_members(bundle_config)
+    if not members:
+        raise BundleError(f"{source}: the {ENSEMBLE_KEY!r} entry has no list of members; "
+                          "re-create the ensemble with `python image_captioning.py ensemble`")
     return [WEIGHTS_FILE] + [f"model-{n}.weights.h5" for n in range(2, len(members) + 1)]
 
 
@@ -265,7 +285,8 @@ def load_bundle(path: str | Path) -> Bundle:
     """
     path = Path(path)
     bundle_config = read_bundle_config(path)
-    for name in (*REQUIRED_FILES, *weights_files(bundle_config)[1:]):
+    weights = weights_files(bundle_config, path / CONFIG_FILE)
+    for name in (*REQUIRED_FILES, *weights[1:]):
         if not (path / name).is_file():
             raise BundleError(f"{path / name}: file missing; the model bundle is incomplete, "
                               "retrain or re-copy it")
@@ -282,16 +303,16 @@ def load_bundle(path: str | Path) -> Bundle:
         raise BundleError(f"{path}: vocab.json has {len(vocab)} words but the model was trained with "
                           f"{vocab_size}; the files come from different runs, retrain the model")
     members = [_build_and_load(path / name, vocab_size, max_length, feature_shape, decoder_config)
-               for name in weights_files(bundle_config)]
+               for name in weights]
     return Bundle(path=path, config=bundle_config, vocab=vocab, model=members[0], history=history,
                   members=members)
 
 
 def _build_and_load(weights: Path, vocab_size: int, max_length: int, feature_shape: tuple,
                     decoder_config: settings.DecoderConfig):
-    path = weights.parent
     from captioning.decoder import build_training_model
 
+    path = weights.parent
     try:
         model = build_training_model(vocab_size, max_length, feature_shape, decoder_config)
     except ValueError as error:
@@ -398,10 +419,10 @@ def describe_bundle(path: str | Path) -> str:
         f"  dataset: {dataset.get('source', '?')} (key {dataset.get('key', '?')}, "
         f"{dataset.get('train_images', '?')} train / {dataset.get('val_images', '?')} val images)",
     ]
-    members = data.get(ENSEMBLE_KEY, {}).get("members", [])
+    members = ensemble_members(data)
     if members:
         lines.append(f"  ensemble of {len(members)} decoders, next-word probabilities averaged:")
-        for member in members:
+        for member in (m for m in members if isinstance(m, dict)):
             decoder = member.get("decoder") or {}
             lines.append(f"    {member.get('source', '?')} (dropout {decoder.get('dropout', '?')}, attention "
                          f"penalty {decoder.get('attention_regularization', '?')}): "
@@ -425,6 +446,6 @@ def _training_summary(training: dict, val_losses: list) -> str:
 
 
 __all__ = [
-    "Bundle", "FORMAT_VERSION", "describe_bundle", "find_default_bundle", "is_bundle", "list_bundles",
-    "load_bundle", "read_bundle_config", "save_bundle", "weights_files", "write_bundle_folder",
+    "Bundle", "FORMAT_VERSION", "describe_bundle", "ensemble_members", "find_default_bundle", "is_bundle",
+    "list_bundles", "load_bundle", "read_bundle_config", "save_bundle", "weights_files", "write_bundle_folder",
 ]

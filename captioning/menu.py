@@ -41,7 +41,7 @@ def bundle_label(path: Path) -> str:
         return f"{path.name} (unreadable: {error})"
     encoder = (data.get("encoder") or {}).get("name", "?")
     decoder = (data.get("decoder") or {}).get("kind", "?")
-    members = len((data.get(bundle.ENSEMBLE_KEY) or {}).get("members", []))
+    members = len(bundle.ensemble_members(data))
     if members:
         decoder = f"{members} x {decoder} ensemble"
     created = str(data.get("created", "?"))[:16].replace("T", " ")

@@ -141,3 +141,13 @@ def test_menu_model_list_says_it_is_an_ensemble(ensemble, members):
 
     assert "2 x attention ensemble" in bundle_label(ensemble)
     assert "ensemble" not in bundle_label(members[0])
+
+
+def test_an_ensemble_entry_without_members_is_a_clear_error(ensemble, tmp_path):
+    broken = shutil.copytree(ensemble, tmp_path / "no-members")
+    config = json.loads((broken / bundles.CONFIG_FILE).read_text())
+    config["ensemble"] = {"members": "three"}
+    (broken / bundles.CONFIG_FILE).write_text(json.dumps(config))
+    with pytest.raises(BundleError, match="no list of members"):
+        bundles.load_bundle(broken)
+    assert "ensemble of" not in bundles.describe_bundle(broken)  # info and the menu still list it
