@@ -62,22 +62,23 @@ class EnsembleStepDecoder:
 
     def step(self, tokens: np.ndarray, state: tuple) -> tuple[np.ndarray, tuple]:
         """Log of the members' mean next-word probability ``(B, V)``, and the new state."""
-        log_probs, new_state = [], []
-        for member, member_state in zip(self.members, self._split(state)):
-            member_log_probs, member_state = member.step(tokens, member_state)
-            log_probs.append(member_log_probs)
-            new_state.extend(member_state)
-        return _mean_probability_log(log_probs), tuple(new_state)
+        log_probs, new_state, _ = self._advance("step", tokens, state)
+        return _mean_probability_log(log_probs), new_state
 
     def step_with_attention(self, tokens: np.ndarray, state: tuple):
         """As ``step``, plus the members' mean attention over the grid ``(B, P)`` (attention maps)."""
-        log_probs, new_state, alphas = [], [], []
+        log_probs, new_state, alphas = self._advance("step_with_attention", tokens, state)
+        return _mean_probability_log(log_probs), new_state, np.mean(alphas, axis=0)
+
+    def _advance(self, method: str, tokens: np.ndarray, state: tuple):
+        """Call ``member.<method>`` on every member: (log-probs per member, joined state, extras)."""
+        log_probs, new_state, extras = [], [], []
         for member, member_state in zip(self.members, self._split(state)):
-            member_log_probs, member_state, alpha = member.step_with_attention(tokens, member_state)
+            member_log_probs, member_state, *extra = getattr(member, method)(tokens, member_state)
             log_probs.append(member_log_probs)
             new_state.extend(member_state)
-            alphas.append(alpha)
-        return _mean_probability_log(log_probs), tuple(new_state), np.mean(alphas, axis=0)
+            extras.extend(extra)
+        return log_probs, tuple(new_state), extras
 
 
 def _mean_probability_log(log_probs: list[np.ndarray]) -> np.ndarray:
