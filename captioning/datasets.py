@@ -17,6 +17,7 @@ from captioning import config
 from captioning.dataset_layouts import (LAYOUTS_HELP, PROBLEM_KINDS, DatasetProblems, RawCaptions,
                                         find_layout, list_images, read_captions)
 from captioning.errors import DatasetError
+from captioning.kaggle_download import download_mini_coco
 from captioning.text import normalize_caption
 
 __all__ = [
@@ -179,37 +180,6 @@ def _existing_name(name: str, image_dir_name: str, existing: set[str]) -> str | 
         inner = PurePosixPath(*posix.parts[1:]).as_posix()
         return inner if inner in existing else None
     return None
-
-
-def download_mini_coco() -> Path:
-    """Download Mini-COCO with kagglehub (its cache is reused) and return the local folder.
-
-    Returns:
-        The folder kagglehub downloaded to.
-
-    Raises:
-        DatasetError: When kagglehub is missing or the download fails (offline, no access).
-    """
-    how = f"pass a local folder instead with --dataset PATH ({LAYOUTS_HELP})"
-    try:
-        import kagglehub  # lazily: it is slow to import and only needed for this source
-    except ImportError:
-        raise DatasetError(f"cannot download Mini-COCO: kagglehub is not installed; {how}") from None
-    try:
-        path = kagglehub.dataset_download(config.MINI_COCO_HANDLE)
-    except Exception as error:  # any failure inside kagglehub means the same to the user
-        raise DatasetError(f"could not download Mini-COCO ({config.MINI_COCO_HANDLE}) with kagglehub: "
-                           f"{_short_reason(error)}; {how}") from None
-    return Path(path)
-
-
-def _short_reason(error: Exception) -> str:
-    """A few words on why a download failed, instead of a wall of urllib3 text."""
-    text = " ".join(str(error).split())
-    if "resolve" in text.lower() or "connection" in type(error).__name__.lower():
-        return "no network connection to Kaggle"
-    text = text[:160] + ("..." if len(text) > 160 else "")
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 def split_dataset(images: Sequence[CaptionedImage], split: config.SplitConfig) -> DatasetSplit:
