@@ -60,6 +60,7 @@ class Dataset:
     source: str = ""
     captions_file: Path | None = None
     captions_read: int = 0  # caption entries in the file, before skipping (see ``problems``)
+    notes: list[str] = field(default_factory=list)  # what the user should know about the source
 
     @property
     def key(self) -> str:
@@ -105,8 +106,11 @@ def load_dataset(source: str | Path) -> Dataset:
         DatasetError: When the download fails, the folder or its captions file cannot be read, or
             no image with a caption remains.
     """
+    notes: list[str] = []
     if str(source) == config.MINI_COCO_SOURCE:
-        root, name, source_text = download_mini_coco(), "mini-coco", config.MINI_COCO_SOURCE
+        download = download_mini_coco()
+        root, name, source_text = download.path, "mini-coco", config.MINI_COCO_SOURCE
+        notes = [download.note] if download.note else []
     else:
         root = Path(source).expanduser()
         if not root.is_dir():
@@ -127,7 +131,7 @@ def load_dataset(source: str | Path) -> Dataset:
                            f"{raw.image_dir}")
     return Dataset(root=root, layout=raw.layout, images=images, problems=problems, name=name,
                    source=source_text, captions_file=raw.captions_file,
-                   captions_read=len(raw.pairs))
+                   captions_read=len(raw.pairs), notes=notes)
 
 
 def _collect(raw: RawCaptions, root: Path, existing: set[str],

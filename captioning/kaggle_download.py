@@ -2,8 +2,9 @@
 
 kagglehub keeps each dataset version in its cache (``KAGGLEHUB_CACHE``, by default
 ``~/.cache/kagglehub``) and asks Kaggle for the current version number on every call, so a
-second run downloads nothing but still needs the network. Its failures are raw HTTP and urllib3
-errors; ``download_failure`` turns each kind into what happened and what the user can do.
+second run downloads nothing but still needs the network; without one, ``download_mini_coco``
+falls back to the newest complete version in that cache. kagglehub's failures are raw HTTP and
+urllib3 errors; ``download_failure`` turns each kind into what happened and what the user can do.
 """
 
 from __future__ import annotations
@@ -12,22 +13,34 @@ import errno
 import socket
 import tarfile
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from captioning import config
 from captioning.dataset_layouts import LAYOUTS_HELP
 from captioning.errors import DatasetError
 
-__all__ = ["download_mini_coco", "download_failure"]
+__all__ = ["Download", "download_mini_coco", "download_failure"]
 
 TOKEN_PAGE = "https://www.kaggle.com/settings"
 TOKEN_HELP = (f"create an API token at {TOKEN_PAGE} (API, Create New Token) and save it as "
               "~/.kaggle/kaggle.json, or set KAGGLE_USERNAME and KAGGLE_KEY")
 LOCAL_FOLDER_HELP = f"or pass a local folder with --dataset PATH ({LAYOUTS_HELP})"
+NO_NETWORK = "no network connection to Kaggle"
 
 
-def download_mini_coco(handle: str = config.MINI_COCO_HANDLE) -> Path:
+@dataclass(frozen=True)
+class Download:
+    """Where the dataset is, and a note for the user when it is not what a download gives."""
+
+    path: Path
+    note: str = ""
+
+
+def download_mini_coco(handle: str = config.MINI_COCO_HANDLE) -> Download:
     """Download Mini-COCO with kagglehub (its cache is reused) and return the local folder.
+
+    Offline, the newest complete version kagglehub downloaded before is used, with a note.
 
     Args:
         handle: The Kaggle dataset, ``owner/slug``.
@@ -51,8 +64,32 @@ def download_mini_coco(handle: str = config.MINI_COCO_HANDLE) -> Path:
         path = kagglehub.dataset_download(handle)
     except Exception as error:  # noqa: BLE001 - every kagglehub failure becomes one line
         reason, action = download_failure(error, handle, has_credentials)
+        cached = _newest_cached_version(handle) if reason == NO_NETWORK else None
+        if cached:
+            path, version = cached
+            return Download(path, f"Kaggle is unreachable ({reason}); using version {version} of "
+                                  f"{handle}, downloaded earlier to {path}")
         raise DatasetError(f"{what}: {reason}; {action}, {LOCAL_FOLDER_HELP}") from None
-    return Path(path)
+    return Download(Path(path))
+
+
+def _newest_cached_version(handle: str) -> tuple[Path, int] | None:
+    """The newest version of ``handle`` that kagglehub's cache holds complete, and its number.
+
+    Uses kagglehub's own cache object, so "complete" means what it means to kagglehub (its
+    completion marker is written only after the archive is unpacked).
+    """
+    from kagglehub.cache import Cache
+    from kagglehub.handle import parse_dataset_handle
+
+    cache, unversioned = Cache(), parse_dataset_handle(handle)
+    versions = Path(cache.get_path(unversioned)) / "versions"
+    numbers = sorted((int(p.name) for p in versions.glob("*") if p.name.isdigit()), reverse=True)
+    for number in numbers:
+        path = cache.load_from_cache(unversioned.with_version(number))
+        if path:
+            return Path(path), number
+    return None
 
 
 def _credentials_found(what: str) -> bool | None:
@@ -114,7 +151,7 @@ def download_failure(error: BaseException, handle: str, has_credentials: bool | 
         return "Kaggle stopped answering (timed out)", "run the same command again"
     if isinstance(error, (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
                           ConnectionError, socket.gaierror)):
-        return "no network connection to Kaggle", "connect to the internet and run again"
+        return NO_NETWORK, "connect to the internet and run again"
     if isinstance(error, (requests.exceptions.ChunkedEncodingError,
                           requests.exceptions.ContentDecodingError)):
         return ("the download was cut off midway",

@@ -210,6 +210,21 @@ def test_no_network_says_so(kaggle_home, monkeypatch):
     assert "no network connection to Kaggle; connect to the internet and run again" in message
 
 
+def test_offline_uses_the_newest_complete_version_downloaded_before(kaggle, kaggle_home, monkeypatch):
+    first = load_dataset(config.MINI_COCO_SOURCE)
+    assert first.notes == []
+    # An older complete version and a newer incomplete one (no completion marker) beside it.
+    versions = dataset_cache(kaggle_home) / "versions"
+    shutil.copytree(versions / str(VERSION), versions / "2")
+    (dataset_cache(kaggle_home) / "2.complete").touch()
+    shutil.copytree(versions / str(VERSION), versions / "7")
+    _point_kagglehub_at(f"http://127.0.0.1:{unused_port()}", monkeypatch)
+    offline = load_dataset(config.MINI_COCO_SOURCE)
+    assert offline.root == first.root
+    assert offline.notes == [f"Kaggle is unreachable (no network connection to Kaggle); using version "
+                             f"{VERSION} of {config.MINI_COCO_HANDLE}, downloaded earlier to {first.root}"]
+
+
 def test_unusable_kaggle_json_is_named_before_any_request(kaggle, kaggle_home):
     (kaggle_home / ".kaggle").mkdir()
     (kaggle_home / ".kaggle" / "kaggle.json").write_text('{"username": "someone"')
@@ -241,7 +256,7 @@ def run_cli(*args: str, workdir: Path, timeout: int = 600) -> subprocess.Complet
                           cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def test_info_downloads_and_a_refusal_is_one_line(kaggle, kaggle_home, tmp_path):
+def test_info_downloads_refuses_in_one_line_and_works_offline(kaggle, kaggle_home, tmp_path, monkeypatch):
     kaggle.credentials = ("someone", "right-key")
     refused = run_cli("info", "--dataset", "mini-coco", workdir=tmp_path)
     assert refused.returncode == 1
@@ -255,6 +270,12 @@ def test_info_downloads_and_a_refusal_is_one_line(kaggle, kaggle_home, tmp_path)
     assert "dataset: mini-coco" in described.stdout
     assert f"images:             {PHOTOS}" in described.stdout
     assert len(kaggle.archive_downloads) == 1
+
+    _point_kagglehub_at(f"http://127.0.0.1:{unused_port()}", monkeypatch)
+    offline = run_cli("info", "--dataset", "mini-coco", workdir=tmp_path)
+    assert offline.returncode == 0, offline.stderr
+    assert offline.stdout.startswith("dataset: mini-coco\n  note: Kaggle is unreachable")
+    assert f"images:             {PHOTOS}" in offline.stdout
 
 
 @pytest.mark.slow
