@@ -17,6 +17,7 @@ from captioning import config
 from captioning.dataset_layouts import (LAYOUTS_HELP, PROBLEM_KINDS, DatasetProblems, RawCaptions,
                                         find_layout, list_images, read_captions)
 from captioning.errors import DatasetError
+from captioning.kaggle_download import download_mini_coco
 from captioning.text import normalize_caption
 
 __all__ = [
@@ -59,6 +60,7 @@ class Dataset:
     source: str = ""
     captions_file: Path | None = None
     captions_read: int = 0  # caption entries in the file, before skipping (see ``problems``)
+    notes: list[str] = field(default_factory=list)  # what the user should know about the source
 
     @property
     def key(self) -> str:
@@ -104,8 +106,11 @@ def load_dataset(source: str | Path) -> Dataset:
         DatasetError: When the download fails, the folder or its captions file cannot be read, or
             no image with a caption remains.
     """
+    notes: list[str] = []
     if str(source) == config.MINI_COCO_SOURCE:
-        root, name, source_text = download_mini_coco(), "mini-coco", config.MINI_COCO_SOURCE
+        download = download_mini_coco()
+        root, name, source_text = download.path, "mini-coco", config.MINI_COCO_SOURCE
+        notes = [download.note] if download.note else []
     else:
         root = Path(source).expanduser()
         if not root.is_dir():
@@ -126,7 +131,7 @@ def load_dataset(source: str | Path) -> Dataset:
                            f"{raw.image_dir}")
     return Dataset(root=root, layout=raw.layout, images=images, problems=problems, name=name,
                    source=source_text, captions_file=raw.captions_file,
-                   captions_read=len(raw.pairs))
+                   captions_read=len(raw.pairs), notes=notes)
 
 
 def _collect(raw: RawCaptions, root: Path, existing: set[str],
@@ -179,37 +184,6 @@ def _existing_name(name: str, image_dir_name: str, existing: set[str]) -> str | 
         inner = PurePosixPath(*posix.parts[1:]).as_posix()
         return inner if inner in existing else None
     return None
-
-
-def download_mini_coco() -> Path:
-    """Download Mini-COCO with kagglehub (its cache is reused) and return the local folder.
-
-    Returns:
-        The folder kagglehub downloaded to.
-
-    Raises:
-        DatasetError: When kagglehub is missing or the download fails (offline, no access).
-    """
-    how = f"pass a local folder instead with --dataset PATH ({LAYOUTS_HELP})"
-    try:
-        import kagglehub  # lazily: it is slow to import and only needed for this source
-    except ImportError:
-        raise DatasetError(f"cannot download Mini-COCO: kagglehub is not installed; {how}") from None
-    try:
-        path = kagglehub.dataset_download(config.MINI_COCO_HANDLE)
-    except Exception as error:  # any failure inside kagglehub means the same to the user
-        raise DatasetError(f"could not download Mini-COCO ({config.MINI_COCO_HANDLE}) with kagglehub: "
-                           f"{_short_reason(error)}; {how}") from None
-    return Path(path)
-
-
-def _short_reason(error: Exception) -> str:
-    """A few words on why a download failed, instead of a wall of urllib3 text."""
-    text = " ".join(str(error).split())
-    if "resolve" in text.lower() or "connection" in type(error).__name__.lower():
-        return "no network connection to Kaggle"
-    text = text[:160] + ("..." if len(text) > 160 else "")
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 def split_dataset(images: Sequence[CaptionedImage], split: config.SplitConfig) -> DatasetSplit:

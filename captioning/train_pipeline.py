@@ -146,6 +146,8 @@ def _prepare(options: TrainOptions, log: Callable[[str], None]) -> _Prepared:
     from captioning import training
 
     dataset = load_dataset(options.dataset)
+    for note in dataset.notes:
+        log(f"note: {note}")
     images = dataset.images[: options.limit] if options.limit else dataset.images
     split = split_dataset(images, options.split)
     if not split.train:

@@ -42,3 +42,23 @@ def isolated_data_dirs(tmp_path_factory, monkeypatch):
     monkeypatch.setattr(config, "FEATURE_CACHE_DIR", root / "data" / "features")
     monkeypatch.setattr(config, "MODELS_DIR", root / "saved_models")
     yield root
+
+
+@pytest.fixture
+def kaggle_home(tmp_path, monkeypatch) -> Path:
+    """A home of its own for kagglehub: no credentials, an empty cache, no Kaggle settings.
+
+    Sets ``HOME``, ``KAGGLE_CONFIG_DIR`` (kagglehub computes its default from the real home at
+    import, so ``HOME`` alone is not enough) and ``KAGGLEHUB_CACHE`` inside ``tmp_path``, and drops
+    every other Kaggle variable, so no test reads or writes the user's ~/.kaggle or kagglehub cache.
+    Returns the home folder; ``home / ".kaggle"`` and ``home / "kagglehub-cache"`` are the rest.
+    """
+    home = tmp_path / "home"
+    home.mkdir()
+    for name in list(os.environ):
+        if name.startswith(("KAGGLE", "COLAB_")) or name == "TBE_RUNTIME_ADDR":
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(home / ".kaggle"))
+    monkeypatch.setenv("KAGGLEHUB_CACHE", str(home / "kagglehub-cache"))
+    return home

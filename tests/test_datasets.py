@@ -219,7 +219,7 @@ def test_key_is_stable_short_and_depends_on_the_root(tmp_path):
     assert one.key.startswith("my-data-") and len(one.key) == len("my-data-") + 8
 
 
-def test_mini_coco_download_failure_says_what_to_do(monkeypatch):
+def test_mini_coco_download_failure_says_what_to_do(kaggle_home, monkeypatch):
     import kagglehub
 
     def offline(handle, *args, **kwargs):
@@ -235,7 +235,7 @@ def test_mini_coco_download_failure_says_what_to_do(monkeypatch):
     assert "--dataset PATH" in message and "captions.json" in message and "captions.txt" in message
 
 
-def test_mini_coco_download_other_failure_keeps_short_reason(monkeypatch):
+def test_mini_coco_download_other_failure_keeps_short_reason(kaggle_home, monkeypatch):
     import kagglehub
 
     def forbidden(handle, *args, **kwargs):
@@ -246,7 +246,7 @@ def test_mini_coco_download_other_failure_keeps_short_reason(monkeypatch):
         load_dataset(config.MINI_COCO_SOURCE)
 
 
-def test_mini_coco_download_success_uses_the_downloaded_folder(tmp_path, monkeypatch):
+def test_mini_coco_download_success_uses_the_downloaded_folder(tmp_path, kaggle_home, monkeypatch):
     import kagglehub
 
     download = tmp_path / "kagglehub" / "versions" / "1"

@@ -20,6 +20,8 @@ def run(args: argparse.Namespace) -> int:
     from captioning.encoders import build_encoder  # imports TensorFlow: only once we need it
 
     dataset = load_dataset(args.dataset)
+    for note in dataset.notes:
+        print(f"note: {note}")
     images = dataset.images[: args.limit] if args.limit else dataset.images
     kind = "grid" if args.grid else "pooled"
     print(f"dataset {dataset.root}: {len(images)} images; encoder {args.encoder} "

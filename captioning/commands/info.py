@@ -72,6 +72,7 @@ def describe_dataset(dataset: Dataset, split_config: config.SplitConfig = config
         *_vocabulary_rows(split.train, vocab_config),
     ]
     lines = [f"dataset: {dataset.source or dataset.root}"]
+    lines += [f"  note: {note}" for note in dataset.notes]
     lines += [f"  {label + ':':<20}{value}" for label, value in rows]
     problems = dataset.problems.describe()
     lines.append(f"  {'skipped:':<20}{'nothing' if not problems else ''}".rstrip())
