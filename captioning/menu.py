@@ -64,8 +64,8 @@ def choose_bundle() -> Path | None:
     else:
         labels = [bundle_label(path, default=default is not None and index == 0)
                   for index, path in enumerate(bundles)]
-        title = "Which model? (the default first, then newest first)"
-        chosen = bundles[ask_choice(title, labels, default=1)]
+        order = "the default first, then newest first" if default else "newest first"
+        chosen = bundles[ask_choice(f"Which model? ({order})", labels, default=1)]
     bundle.read_bundle_config(chosen)  # a broken or too-new bundle fails here, before TensorFlow loads
     return chosen
 
