@@ -196,12 +196,12 @@ def caption_step() -> None:
     bundle_dir = choose_bundle()
     if bundle_dir is None:
         return
-    import_tensorflow()
-    from captioning.captioner import Captioner
-
     from captioning import model_choice
 
     say(model_choice.model_line(bundle_dir))
+    import_tensorflow()
+    from captioning.captioner import Captioner
+
     say(f"Loading {bundle_dir} ...")
     captioner = Captioner.from_bundle(bundle_dir)
     while True:
