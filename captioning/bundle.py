@@ -361,24 +361,20 @@ def list_bundles() -> list[Path]:
 
 
 def find_default_bundle() -> Path:
-    """The bundle to use when none is named: the newest trained one, else the shipped default.
+    """The bundle to use when none is named: the one the user chose as default, else the shipped one.
+
+    See ``model_choice.default_model`` (training never changes the default unasked). Commands call
+    that instead, to print its note when a chosen default is gone.
 
     Returns:
         A bundle folder.
 
     Raises:
-        BundleError: When there is none, saying how to train one.
+        BundleError: When there is none, saying how to train or choose one.
     """
-    models_dir = Path(settings.MODELS_DIR)
-    trained = []
-    if models_dir.is_dir():
-        trained = [p for p in models_dir.iterdir() if p.is_dir() and not p.name.startswith(".") and is_bundle(p)]
-    if trained:
-        return max(trained, key=lambda p: (_created_time(p), p.name))
-    if is_bundle(settings.DEFAULT_BUNDLE_DIR):
-        return Path(settings.DEFAULT_BUNDLE_DIR)
-    raise BundleError(f"no model bundle in {models_dir} nor {settings.DEFAULT_BUNDLE_DIR}; {TRAIN_HINT} "
-                      "or pass --model DIR")
+    from captioning.model_choice import default_model  # it imports this module
+
+    return default_model().path
 
 
 def describe_bundle(path: str | Path) -> str:

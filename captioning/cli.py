@@ -16,9 +16,12 @@ from captioning.errors import CaptioningError
 
 # TensorFlow's C++ start-up chatter (CUDA probing, oneDNN notices) is noise for a CLI user.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# Subcommands that need TensorFlow from their first step; ``caption`` imports it itself, after its
-# cheap checks, so a missing model or path is reported at once; ``info`` never needs it.
-EAGER_TENSORFLOW_COMMANDS = {"train", "extract", "evaluate", "ensemble"}
+# Subcommands that need TensorFlow from their first step; ``caption`` and ``evaluate`` import it
+# themselves, after their cheap checks, so a missing model or path is reported at once (and the
+# model line comes first); ``info`` and ``default`` never need it.
+EAGER_TENSORFLOW_COMMANDS = {"train", "extract", "ensemble"}
+MODEL_HELP = ("model bundle (default: the one chosen with `default DIR` or `train --make-default`, "
+              "else the shipped saved_models/default)")
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -76,7 +79,8 @@ def _info_parser(sub) -> None:
                        description="Print a summary of a dataset (counts, caption lengths, skipped "
                                    "items) and/or a model bundle.")
     _add_dataset_arg(p, None)
-    p.add_argument("--model", metavar="DIR", help="a model bundle folder")
+    p.add_argument("--model", metavar="DIR", nargs="?", const="",
+                   help="a model bundle folder; --model alone: the default model")
 
 
 def _extract_parser(sub) -> None:
@@ -123,6 +127,9 @@ def _train_parser(sub) -> None:
                    help="bundle folder (default: saved_models/<dataset>-<encoder>-<decoder>)")
     p.add_argument("--resume", action="store_true",
                    help="continue the interrupted run in --output from its last finished epoch")
+    p.add_argument("--make-default", action="store_true",
+                   help="when training finishes, make this model the default for caption, evaluate "
+                        "and the menu (otherwise the default stays as it is)")
     p.add_argument("--strategy", choices=("auto", "default", "mirrored"), default="auto",
                    help="tf.distribute strategy: auto = MirroredStrategy when several GPUs are "
                         "visible, else the default (default: %(default)s)")
@@ -133,8 +140,7 @@ def _caption_parser(sub) -> None:
                        description="Caption images. One image: writes captioned_image.png (or "
                                    "--output). Several: one annotated PNG each in --output-dir.")
     p.add_argument("paths", nargs="+", metavar="IMAGE_OR_FOLDER")
-    p.add_argument("--model", metavar="DIR",
-                   help="model bundle (default: newest in saved_models/, else saved_models/default)")
+    p.add_argument("--model", metavar="DIR", help=MODEL_HELP)
     p.add_argument("--beam-size", type=positive_int, default=config.DEFAULT_BEAM_SIZE, metavar="N",
                    help="beam width; 1 is greedy (default: %(default)s)")
     p.add_argument("--output", metavar="PNG",
@@ -152,13 +158,27 @@ def _evaluate_parser(sub) -> None:
     p = sub.add_parser("evaluate", help="score a model on held-out images",
                        description="Caption held-out images and score them against all references "
                                    "(BLEU-1..4, METEOR, ROUGE-L, CIDEr-D).")
-    p.add_argument("--model", metavar="DIR", help="model bundle (default: as for caption)")
+    p.add_argument("--model", metavar="DIR", help=MODEL_HELP)
     _add_dataset_arg(p, None, " (default: the dataset the model was trained on)")
     p.add_argument("--split", choices=("test", "val"), default="test",
                    help="which held-out split (default: %(default)s)")
     p.add_argument("--beam-size", type=positive_int, default=config.DEFAULT_BEAM_SIZE, metavar="N")
     p.add_argument("--limit", type=positive_int, metavar="N", help="only the first N images")
     p.add_argument("--json", metavar="FILE", help="also write the metrics as JSON")
+    p.add_argument("--update-bundle", action="store_true",
+                   help="also replace the bundle's own metrics.json and evaluation_samples.png, which "
+                        "a full evaluation of its test split at the default beam otherwise replaces "
+                        "for every bundle but the shipped saved_models/default")
+
+
+def _default_parser(sub) -> None:
+    p = sub.add_parser("default", help="show or choose the model used when --model is not given",
+                       description="Without arguments: print the model caption, evaluate and the menu "
+                                   "use when no --model is given. With MODEL_DIR: make it that model. "
+                                   "With --shipped: go back to the shipped saved_models/default.")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("model", nargs="?", metavar="MODEL_DIR", help="the bundle to use by default")
+    group.add_argument("--shipped", action="store_true", help="use the shipped model by default again")
 
 
 def _ensemble_parser(sub) -> None:
@@ -180,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in (_train_parser, _caption_parser, _evaluate_parser, _info_parser, _extract_parser,
-                _ensemble_parser):
+                _ensemble_parser, _default_parser):
         add(sub)
     return parser
 

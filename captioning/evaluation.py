@@ -6,7 +6,8 @@ images are captioned, so the model is never scored on images it was trained on. 
 different key was never seen in training, so all of its images are test images.
 
 Scoring is ``metrics.score_captions`` against all of each image's references; files are written by
-``report.py``. TensorFlow is imported only when a real captioner is loaded.
+``report.py`` (which also decides where: each evaluation in its own folder, the bundle's own record
+only for the full test split at the default beam). TensorFlow is imported only when a real captioner is loaded.
 """
 
 from __future__ import annotations
@@ -312,7 +313,7 @@ def prepare(model: str | Path | None, dataset_source: str | Path | None, split: 
     """Find the bundle and choose its held-out images, before any model is loaded (fast failure).
 
     Args:
-        model: bundle folder, or None for the default bundle.
+        model: bundle folder, or None for the default bundle (``model_choice.default_model``).
         dataset_source: ``"mini-coco"`` or a dataset folder; None: the bundle's training dataset.
         split: ``"test"`` or ``"val"``.
         limit: keep only the first N held-out images.
@@ -323,35 +324,11 @@ def prepare(model: str | Path | None, dataset_source: str | Path | None, split: 
     Raises:
         BundleError, DatasetError, CaptioningError: as the steps above, one line each.
     """
-    from captioning import bundle
+    from captioning import bundle, model_choice
 
-    # The default is the newest bundle in saved_models/, else saved_models/default.
-    model_path = Path(model) if model else bundle.find_default_bundle()
+    model_path = model_choice.choose_model(model).path
     bundle_config = bundle.read_bundle_config(model_path)  # fails before any dataset is loaded
     if dataset_source is None:
         dataset_source, _ = training_dataset(bundle_config, model_path)
     dataset = load_dataset(dataset_source)
     return model_path, choose_images(bundle_config, dataset, split, limit, model_path)
-
-
-def evaluate_bundle(model: str | Path | None = None, dataset_source: str | Path | None = None,
-                    split: str = "test", beam_size: int = config.DEFAULT_BEAM_SIZE,
-                    limit: int | None = None, progress: bool = True) -> EvaluationResult:
-    """Evaluate a bundle on its held-out images: what ``evaluate`` and the menu run.
-
-    Args:
-        model: bundle folder, or None for the default bundle.
-        dataset_source: ``"mini-coco"`` or a dataset folder; None: the bundle's training dataset.
-        split: ``"test"`` or ``"val"``.
-        beam_size: beam width; 1 is greedy.
-        limit: caption only the first N held-out images.
-        progress: show the progress bar.
-
-    Returns:
-        The EvaluationResult (write it with ``report.write_reports``).
-    """
-    from captioning.captioner import Captioner
-
-    model_path, evaluation_set = prepare(model, dataset_source, split, limit)
-    captioner = Captioner.from_bundle(model_path)
-    return evaluate_images(captioner, evaluation_set, beam_size, model_path, progress)

@@ -31,41 +31,41 @@ CAPTIONED_FOLDER = "captioned_images"
 # ---------------------------------------------------------------- choosing a model bundle
 
 
-def bundle_label(path: Path) -> str:
-    """One line naming a bundle for the model list: folder, encoder/decoder, creation time."""
-    from captioning import bundle
+def bundle_label(path: Path, default: bool = False) -> str:
+    """One line naming a bundle for the model list: folder, encoder/decoder, creation time, and
+    whether it is the default model."""
+    from captioning import bundle, model_choice
 
     try:
         data = bundle.read_bundle_config(path)
     except CaptioningError as error:  # still listed, so the user sees why it cannot be used
         return f"{path.name} (unreadable: {error})"
-    encoder = (data.get("encoder") or {}).get("name", "?")
-    decoder = (data.get("decoder") or {}).get("kind", "?")
-    members = len(bundle.ensemble_members(data))
-    if members:
-        decoder = f"{members} x {decoder} ensemble"
     created = str(data.get("created", "?"))[:16].replace("T", " ")
-    return f"{path.name} ({encoder} + {decoder}, {created})"
+    mark = " - default" if default else ""
+    return f"{path.name} ({model_choice.architecture(data)}, {created}){mark}"
 
 
 def choose_bundle() -> Path | None:
-    """Pick a model bundle: the newest by default, or one from a numbered list.
+    """Pick a model bundle: the default model first (Enter picks it), then the rest newest first.
 
     Returns:
         The bundle folder, or None (with the reason printed) when there is none.
     """
-    from captioning import bundle
+    from captioning import bundle, model_choice
 
-    bundles = bundle.list_bundles()  # newest first, the shipped default last
+    bundles, default = model_choice.ordered_bundles()
     if not bundles:
         say(f"No trained model found in {config.MODELS_DIR}. Train one first (menu 1).")
         return None
+    if default is not None and default.note:
+        say(f"note: {default.note}")
     if len(bundles) == 1:
         chosen = bundles[0]
-        say(f"Model: {bundle_label(chosen)}")
     else:
-        labels = [bundle_label(path) for path in bundles]
-        chosen = bundles[ask_choice("Which model? (newest first)", labels, default=1)]
+        labels = [bundle_label(path, default=default is not None and index == 0)
+                  for index, path in enumerate(bundles)]
+        order = "the default first, then newest first" if default else "newest first"
+        chosen = bundles[ask_choice(f"Which model? ({order})", labels, default=1)]
     bundle.read_bundle_config(chosen)  # a broken or too-new bundle fails here, before TensorFlow loads
     return chosen
 
@@ -133,8 +133,23 @@ def train_step() -> None:
     if result.interrupted:
         say(f"Stopped after {result.epochs_run} epochs. Model saved to {result.bundle_dir} "
             f"(validation loss {loss}); train again and answer y to resume.")
+        return
+    say(f"Model saved to {result.bundle_dir} (validation loss {loss}, {result.epochs_run} epochs).")
+    _ask_make_default(result.bundle_dir)
+
+
+def _ask_make_default(bundle_dir: Path) -> None:
+    """Offer a finished model as the default; the default changes only on a yes."""
+    from captioning import model_choice
+
+    if model_choice.is_default(bundle_dir):
+        say("It is the default model already (captioning and evaluation use it).")
+        return
+    if ask_yes_no("Use this model by default for captioning", default=False):
+        model_choice.set_default(bundle_dir, chosen_by="menu training")
+        say(f"Captioning and evaluation now use {model_choice.shown(bundle_dir)} by default.")
     else:
-        say(f"Model saved to {result.bundle_dir} (validation loss {loss}, {result.epochs_run} epochs).")
+        say("The default model is unchanged.")
 
 
 # ---------------------------------------------------------------- 2) caption
@@ -181,6 +196,9 @@ def caption_step() -> None:
     bundle_dir = choose_bundle()
     if bundle_dir is None:
         return
+    from captioning import model_choice
+
+    say(model_choice.model_line(bundle_dir))
     import_tensorflow()
     from captioning.captioner import Captioner
 

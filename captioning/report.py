@@ -1,20 +1,32 @@
 """The evaluation report: a terminal table, ``metrics.json`` and a PNG grid of sample captions.
 
-Files go into the bundle folder (``metrics.json``, ``evaluation_samples.png``), each written to a
-temp file beside its target and renamed over it, so an interrupted run never leaves half a file and
-no other bundle file is touched. The grid is drawn on Matplotlib's Agg canvas (no display needed).
+Each evaluation keeps its own folder, ``config.DATA_DIR / evaluations / <model> /
+<dataset>-<split>[-firstN]-beamK/``, so results on another dataset, split, image count or beam size
+never replace each other (the same settings again replace their own earlier results). The bundle's
+own ``metrics.json`` and ``evaluation_samples.png`` are its record of its held-out test split: they
+are replaced only by a full evaluation of that split at the default beam, and for the shipped
+``saved_models/default`` (tracked in git) only when asked (``--update-bundle``). ``plan_reports``
+decides this before anything is captioned.
+
+Every file is written to a temp file beside its target and renamed over it, so an interrupted run
+never leaves half a file and no other bundle file is touched. The grid is drawn on Matplotlib's Agg
+canvas (no display needed).
 """
 
 from __future__ import annotations
 
+import hashlib
+import shutil
 import textwrap
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from captioning import atomic
-from captioning.evaluation import EvaluationResult, ImageOutcome
+from captioning import atomic, config
+from captioning.evaluation import EvaluationResult, EvaluationSet, ImageOutcome
 from captioning.metrics import SCALE
+from captioning.model_choice import shown
 from captioning.errors import CaptioningError
 
 METRICS_FILE = "metrics.json"
@@ -49,8 +61,8 @@ def format_table(result: EvaluationResult) -> str:
         Multi-line text (no trailing newline).
     """
     scores = result.scores
-    lines = [f"model: {result.model_path}",
-             f"evaluated {result.evaluation_set.describe()}, beam size {result.beam_size}"]
+    # The model is named by the command's first line (model_choice.model_line), not repeated here.
+    lines = [f"evaluated {result.evaluation_set.describe()}, beam size {result.beam_size}"]
     if result.failed:
         lines.append(f"{len(result.failed)} image(s) could not be read and are not scored, e.g. "
                      f"{result.failed[0].error}")
@@ -200,22 +212,149 @@ def write_sample_grid(samples: list[ImageOutcome], png_path: str | Path, title: 
     return png_path
 
 
-def write_reports(result: EvaluationResult, json_path: str | Path | None = None) -> dict[str, Path]:
-    """Write ``metrics.json`` and ``evaluation_samples.png`` into the bundle, and ``--json FILE``.
+@dataclass(frozen=True)
+class ReportPlan:
+    """Where an evaluation's files go, decided before anything is captioned.
+
+    Attributes:
+        folder: this evaluation's own folder (``metrics.json`` and ``evaluation_samples.png``).
+        model_path: the bundle folder.
+        update_bundle: also replace the bundle's own ``metrics.json`` and ``evaluation_samples.png``.
+        bundle_kept_because: why the bundle's own record is left alone (None when it is replaced).
+    """
+
+    folder: Path
+    model_path: Path
+    update_bundle: bool
+    bundle_kept_because: str | None
+
+
+def _model_folder_name(model_path: Path) -> str:
+    """The bundle's folder name when that names it unambiguously, else the name and a path hash.
+
+    Bundles in ``config.MODELS_DIR`` (and the shipped one) are told apart by name; a bundle kept
+    anywhere else may share its name with one of them, so its results get ``<name>-<8 hex>``.
+    """
+    resolved, shipped = model_path.resolve(), Path(config.DEFAULT_BUNDLE_DIR).resolve()
+    if resolved == shipped or (resolved.parent == Path(config.MODELS_DIR).resolve()
+                               and resolved.name != shipped.name):
+        return resolved.name
+    return f"{resolved.name}-{hashlib.sha1(str(resolved).encode('utf-8')).hexdigest()[:8]}"
+
+
+def evaluation_folder(model_path: str | Path, evaluation_set: EvaluationSet, beam_size: int) -> Path:
+    """``DATA_DIR/evaluations/<model>/<dataset key>-<split>[-first<N>]-beam<K>`` (read at call time).
+
+    Args:
+        model_path: the bundle folder.
+        evaluation_set: the chosen images.
+        beam_size: the beam width.
+
+    Returns:
+        The folder (not created here).
+    """
+    chosen = evaluation_set
+    name = f"{chosen.dataset.key}-{chosen.split}"
+    if len(chosen.images) < chosen.available:
+        name += f"-first{len(chosen.images)}"
+    return (Path(config.DATA_DIR) / config.EVALUATIONS_FOLDER / _model_folder_name(Path(model_path))
+            / f"{name}-beam{beam_size}")
+
+
+def _differences_from_record(evaluation_set: EvaluationSet, beam_size: int) -> list[str]:
+    """How an evaluation differs from the bundle's record (full test split, default beam)."""
+    chosen = evaluation_set
+    differences = []
+    if not chosen.seen_in_training:
+        differences.append(f"dataset {chosen.dataset.key}, which it was not trained on")
+    elif chosen.split != "test":
+        differences.append(f"the {chosen.split} split")
+    if len(chosen.images) < chosen.available:
+        differences.append(f"the first {len(chosen.images):,} of {chosen.available:,} images")
+    if beam_size != config.DEFAULT_BEAM_SIZE:
+        differences.append(f"beam {beam_size}")
+    return differences
+
+
+def plan_reports(model_path: str | Path, evaluation_set: EvaluationSet, beam_size: int,
+                 update_bundle: bool = False) -> ReportPlan:
+    """Decide where an evaluation's files go (call before captioning: it may refuse).
+
+    Args:
+        model_path: the bundle folder.
+        evaluation_set: the chosen images.
+        beam_size: the beam width.
+        update_bundle: the user asked to replace the bundle's own record (``--update-bundle``).
+
+    Returns:
+        The ReportPlan: always the evaluation's own folder; the bundle's record too for a full
+        evaluation of its test split at the default beam, unless it is the shipped model and
+        ``update_bundle`` was not given.
+
+    Raises:
+        CaptioningError: ``update_bundle`` for an evaluation that is not the bundle's record.
+    """
+    model_path = Path(model_path)
+    folder = evaluation_folder(model_path, evaluation_set, beam_size)
+    record = model_path / METRICS_FILE
+    differences = _differences_from_record(evaluation_set, beam_size)
+    record_kind = f"the full test split of its training dataset at beam {config.DEFAULT_BEAM_SIZE}"
+    if differences:
+        if update_bundle:
+            raise CaptioningError(f"--update-bundle: {shown(record)} records {record_kind}, but this "
+                                  f"evaluation uses {' and '.join(differences)}; drop --update-bundle "
+                                  f"(the results then go to {shown(folder)})")
+        return ReportPlan(folder, model_path, False, f"it records {record_kind}, and this evaluation "
+                                                     f"uses {' and '.join(differences)}")
+    if not update_bundle and model_path.resolve() == Path(config.DEFAULT_BUNDLE_DIR).resolve():
+        return ReportPlan(folder, model_path, False, "it is the shipped model's record (tracked in git); "
+                                                     "pass --update-bundle to replace it")
+    return ReportPlan(folder, model_path, True, None)
+
+
+def write_reports(result: EvaluationResult, plan: ReportPlan,
+                  json_path: str | Path | None = None) -> dict[str, Path]:
+    """Write ``metrics.json`` and ``evaluation_samples.png`` where ``plan`` says, and ``--json FILE``.
+
+    The evaluation's own folder is written first, so its results are kept even when the bundle
+    folder turns out not to be writable.
 
     Args:
         result: from ``evaluation.evaluate_images``.
+        plan: from ``plan_reports``.
         json_path: an extra copy of the metrics JSON, or None.
 
     Returns:
-        ``{"metrics": ..., "samples": ..., "json": ...}`` (``json`` only when asked).
+        ``{"metrics", "samples"}`` in the evaluation's folder, plus ``"json"`` when asked and
+        ``"bundle_metrics"``, ``"bundle_samples"`` when the bundle's record was replaced.
+
+    Raises:
+        CaptioningError: a file cannot be written (the message names it).
     """
     data = result.to_dict()
-    written = {"metrics": write_json_atomic(result.model_path / METRICS_FILE, data)}
-    if json_path:
-        written["json"] = write_json_atomic(json_path, data)
+    try:
+        plan.folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise _write_error(plan.folder, error) from None
+    written = {"metrics": write_json_atomic(plan.folder / METRICS_FILE, data)}
     title = (f"{result.model_path.name}: {result.evaluation_set.split} images of "
              f"{result.evaluation_set.dataset.key}, beam {result.beam_size}")
-    written["samples"] = write_sample_grid(choose_samples(result.outcomes),
-                                           result.model_path / SAMPLES_FILE, title)
+    written["samples"] = write_sample_grid(choose_samples(result.outcomes), plan.folder / SAMPLES_FILE, title)
+    if json_path:
+        written["json"] = write_json_atomic(json_path, data)
+    if plan.update_bundle:
+        try:
+            written["bundle_metrics"] = write_json_atomic(plan.model_path / METRICS_FILE, data)
+            written["bundle_samples"] = _copy_atomic(written["samples"], plan.model_path / SAMPLES_FILE)
+        except CaptioningError as error:
+            raise CaptioningError(f"{error} (the results are saved in {plan.folder})") from None
     return written
+
+
+def _copy_atomic(source: Path, target: Path) -> Path:
+    try:
+        with atomic.atomic_output(target, suffix=target.suffix) as temp:
+            shutil.copyfile(source, temp)
+    except OSError as error:
+        raise _write_error(target, error) from None
+    return target

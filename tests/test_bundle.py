@@ -1,8 +1,9 @@
-"""Model bundles: round trip, atomic replacement, every refusal, and finding the default."""
+"""Model bundles: round trip, atomic replacement, every refusal, and choosing the default model."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from captioning import bundle, config
+from captioning import bundle, cli, config, model_choice
 from captioning.errors import BundleError
 from captioning.text import Vocabulary
 
@@ -164,18 +165,168 @@ def test_not_a_folder_is_refused(tmp_path):
         bundle.load_bundle(tmp_path / "nothing")
 
 
-def test_find_default_bundle_prefers_the_newest_then_the_shipped_default(tmp_path, monkeypatch):
-    monkeypatch.setattr(config, "DEFAULT_BUNDLE_DIR", tmp_path / "shipped")
-    with pytest.raises(BundleError, match="image_captioning.py train"):
-        bundle.find_default_bundle()
-    _save(tmp_path / "shipped")
-    assert bundle.find_default_bundle() == tmp_path / "shipped"
+def _config_only_bundle(path: Path, kind: str = "merge", members: int = 0, **extra) -> Path:
+    """A folder with just the config.json that choosing a model reads (no weights: never loaded)."""
+    path.mkdir(parents=True)
+    data = {"format_version": 1, "encoder": {"name": "efficientnet_lite0"}, "decoder": {"kind": kind}, **extra}
+    if members:
+        data["ensemble"] = {"members": [{"source": f"m{n}"} for n in range(members)]}
+    (path / "config.json").write_text(json.dumps(data))
+    return path
+
+
+@pytest.fixture
+def shipped(tmp_path, monkeypatch) -> Path:
+    """A stand-in for the shipped saved_models/default: a 3-member attention ensemble."""
+    path = _config_only_bundle(tmp_path / "repo" / "default", kind="attention", members=3)
+    monkeypatch.setattr(config, "DEFAULT_BUNDLE_DIR", path)
+    return path
+
+
+def test_a_newer_trained_bundle_does_not_become_the_default(tmp_path, shipped):
+    # The attack from issue 15: a 2-epoch trial run used to become the model caption uses.
     older, _ = _save(config.MODELS_DIR / "older")
-    newer, _ = _save(config.MODELS_DIR / "newer")
+    newer, _ = _save(config.MODELS_DIR / "trial-2-epochs")
     _edit_config(older, created="2020-01-01T00:00:00+00:00")
     (config.MODELS_DIR / "not-a-bundle").mkdir()
-    assert bundle.find_default_bundle() == newer
-    assert bundle.list_bundles() == [newer, older, tmp_path / "shipped"]
+    assert bundle.find_default_bundle() == shipped
+    assert model_choice.default_model() == model_choice.ModelChoice(shipped, None)
+    assert bundle.list_bundles() == [newer, older, shipped]
+    assert model_choice.ordered_bundles() == ([shipped, newer, older], model_choice.ModelChoice(shipped))
+    assert not model_choice.pointer_path().exists()
+
+
+def test_the_chosen_default_is_used_listed_first_and_named(tmp_path, shipped, monkeypatch):
+    monkeypatch.chdir(config.MODELS_DIR.parent)  # paths inside the current folder are shown relative
+    chosen = _config_only_bundle(config.MODELS_DIR / "mine")
+    newer = _config_only_bundle(config.MODELS_DIR / "newer", created="2999-01-01T00:00:00+00:00")
+    pointer = model_choice.set_default(chosen, chosen_by="test")
+    assert pointer == config.MODELS_DIR / config.DEFAULT_MODEL_POINTER
+    stored = json.loads(pointer.read_text())
+    assert stored["model"] == "mine" and stored["chosen_by"] == "test"  # by name: the folder may move
+    assert bundle.find_default_bundle() == chosen
+    assert model_choice.ordered_bundles()[0] == [chosen, newer, shipped]
+    assert model_choice.model_line(chosen) == "model: saved_models/mine (efficientnet_lite0 + merge, your default)"
+    assert model_choice.model_line(newer) == "model: saved_models/newer (efficientnet_lite0 + merge)"
+    assert model_choice.model_line(shipped) == (f"model: {shipped} (efficientnet_lite0 + 3 x attention "
+                                                "ensemble, shipped)")
+    # Choosing the shipped model again removes the pointer.
+    assert model_choice.set_default(shipped, chosen_by="test") is None and not pointer.exists()
+    assert model_choice.model_line(shipped).endswith("ensemble, shipped default)")
+
+
+def test_a_default_outside_the_models_folder_is_stored_by_absolute_path(tmp_path, shipped):
+    elsewhere = _config_only_bundle(tmp_path / "elsewhere" / "model")
+    pointer = model_choice.set_default(elsewhere, chosen_by="test")
+    assert json.loads(pointer.read_text())["model"] == str(elsewhere.resolve())
+    assert model_choice.choose_model(None).path == elsewhere.resolve()
+    assert model_choice.choose_model(str(shipped)).path == shipped  # --model always wins
+
+
+def test_a_chosen_default_that_is_gone_falls_back_to_the_shipped_one_with_a_note(shipped):
+    gone = _config_only_bundle(config.MODELS_DIR / "deleted-later")
+    model_choice.set_default(gone, chosen_by="test")
+    (gone / "config.json").unlink()
+    gone.rmdir()
+    choice = model_choice.default_model()
+    assert choice.path == shipped and bundle.find_default_bundle() == shipped
+    assert "deleted-later" in choice.note and "is gone" in choice.note and "\n" not in choice.note
+    assert "image_captioning.py default MODEL_DIR" in choice.note
+    assert model_choice.pointer_path().exists()  # kept: the folder may only be unmounted for now
+
+
+@pytest.mark.parametrize("content, reason", [
+    (b"{not json", "Expecting property name"),
+    (b"[" * 30_000 + b"]" * 30_000, "recursion"),  # deep nesting: a one-line note, no traceback
+    (b"[\"saved_models/x\"]", 'no "model" path'),
+    (b'{"model": 12}', 'no "model" path'),
+    (b'{"model": ""}', 'no "model" path'),
+    (b"\xff\xfe", "codec can't decode"),
+    (b" " * (model_choice.POINTER_MAX_BYTES + 1), "larger than 64 KiB"),
+])
+def test_an_unreadable_pointer_falls_back_with_a_one_line_note(shipped, content, reason):
+    config.MODELS_DIR.mkdir(parents=True)
+    model_choice.pointer_path().write_bytes(content)
+    choice = model_choice.default_model()
+    assert choice.path == shipped
+    assert "is unreadable" in choice.note and reason in choice.note and "\n" not in choice.note
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_a_fifo_as_pointer_is_not_read(shipped):
+    config.MODELS_DIR.mkdir(parents=True)
+    os.mkfifo(model_choice.pointer_path())  # opening it for reading would block forever
+    assert "not a regular file" in model_choice.default_model().note
+
+
+def test_no_default_says_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.setattr(config, "DEFAULT_BUNDLE_DIR", tmp_path / "shipped-deleted")
+    with pytest.raises(BundleError, match="no model bundle .*image_captioning.py train"):
+        bundle.find_default_bundle()
+    _config_only_bundle(config.MODELS_DIR / "mine")
+    with pytest.raises(BundleError, match="no default was chosen.*default MODEL_DIR.*found: mine"):
+        model_choice.default_model()
+    model_choice.set_default(config.MODELS_DIR / "mine", chosen_by="test")
+    assert bundle.find_default_bundle() == config.MODELS_DIR / "mine"
+    assert model_choice.ordered_bundles() == ([config.MODELS_DIR / "mine"],
+                                              model_choice.ModelChoice(config.MODELS_DIR / "mine"))
+
+
+def test_only_a_bundle_can_be_the_default(tmp_path, shipped):
+    (tmp_path / "photos").mkdir()
+    with pytest.raises(BundleError, match="photos.*config.json"):
+        model_choice.set_default(tmp_path / "photos", chosen_by="test")
+    assert not model_choice.pointer_path().exists()
+
+
+def test_default_command_shows_sets_and_resets(tmp_path, shipped, capsys):
+    mine = _config_only_bundle(config.MODELS_DIR / "mine")
+    assert cli.main(["default"]) == 0
+    assert capsys.readouterr().out.splitlines()[0].endswith("(efficientnet_lite0 + 3 x attention ensemble, "
+                                                            "shipped default)")
+    assert cli.main(["default", str(mine)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("model: ") and lines[0].endswith("mine (efficientnet_lite0 + merge, your default)")
+    assert "now use it when no --model is given" in lines[1]
+    assert cli.main(["default", "--shipped"]) == 0
+    assert capsys.readouterr().out.splitlines()[0].endswith("shipped default)")
+    assert not model_choice.pointer_path().exists()
+    assert cli.main(["default", str(tmp_path / "nothing")]) == 1
+    assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_train_make_default_sets_the_default_only_when_asked_and_finished(tmp_path, shipped, monkeypatch,
+                                                                          capsys):
+    from captioning import train_pipeline
+
+    trained = _config_only_bundle(config.MODELS_DIR / "trial")
+    outcome = {"interrupted": False}
+    monkeypatch.setattr(train_pipeline, "train_model", lambda options: train_pipeline.TrainResult(
+        trained, 2.5, 2, {}, interrupted=outcome["interrupted"]))
+    argv = ["train", "--dataset", str(tmp_path), "--output", str(trained)]
+    assert cli.main(argv) == 0  # without --make-default the default stays the shipped one
+    assert bundle.find_default_bundle() == shipped and "default" not in capsys.readouterr().out
+    outcome["interrupted"] = True
+    assert cli.main([*argv, "--make-default"]) == cli.EXIT_INTERRUPTED
+    assert bundle.find_default_bundle() == shipped
+    assert "not made the default model" in capsys.readouterr().out
+    outcome["interrupted"] = False
+    assert cli.main([*argv, "--make-default"]) == 0
+    assert bundle.find_default_bundle() == trained
+    assert "is now the default model" in capsys.readouterr().out
+
+
+def test_info_model_alone_describes_the_default_and_names_it_first(shipped, capsys):
+    assert cli.main(["info", "--model"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("model: ") and lines[0].endswith("shipped default)")
+    assert lines[1] == f"model bundle: {shipped}"
+
+
+def test_choosing_a_model_does_not_import_tensorflow():
+    code = ("import sys, captioning.model_choice, captioning.commands.default; "
+            "sys.exit('tensorflow' in sys.modules or 'keras' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parent.parent).returncode == 0
 
 
 def test_describe_bundle_summarises_it(tmp_path):

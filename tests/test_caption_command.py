@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -58,6 +59,8 @@ def test_one_image_writes_captioned_image_png_and_json(tmp_path, tiny_bundle):
     result = run_caption(image.name, "--model", tiny_bundle, "--json", "out/captions.json", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stdout + result.stderr
+    # The model it used comes first, on stderr, so stdout is the captions (and files) alone.
+    assert result.stderr.splitlines()[0] == f"model: {tiny_bundle} (efficientnet_lite0 + merge)"
     lines = result.stdout.splitlines()
     caption = lines[0].split(": ", 1)[1]
     assert lines[0] == f"{image.name}: {caption}" and caption_words_ok(caption)
@@ -138,6 +141,7 @@ def test_options_no_png_beam_size_and_attention_note(tmp_path, tiny_bundle, monk
                        "--beam-size", "1", "--attention-map"])
     out, err = capsys.readouterr()
     assert status == 0, err
+    assert err.splitlines()[0] == f"model: {tiny_bundle} (efficientnet_lite0 + merge)"
     assert [line.split(": ")[0] for line in out.splitlines()] == [str(folder / f"{i}.png") for i in range(3)]
     assert not (tmp_path / "captioned_images").exists() and not (tmp_path / "captioned_image.png").exists()
     notes = [line for line in err.splitlines() if "attention" in line]
@@ -157,6 +161,37 @@ def test_missing_model_says_how_to_train_one(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1
     assert err[0].startswith("error: no model bundle") and "image_captioning.py train" in err[0]
+
+
+def test_without_model_it_uses_the_shipped_one_not_the_newest_trained(tmp_path, tiny_bundle):
+    # Issue 15: a quick trial run used to become the model `caption` used, and caption never said
+    # which model it used. The image is missing, so no model is loaded: the choice alone is checked.
+    models = tmp_path / "saved_models"
+    shutil.copytree(tiny_bundle, models / "trial-2-epochs")
+    result = run_caption("missing.jpg", cwd=tmp_path, models_dir=models)
+    assert result.returncode == 1 and result.stdout == ""
+    first, *rest = result.stderr.splitlines()
+    assert first == (f"model: {config.DEFAULT_BUNDLE_DIR} (efficientnet_lite0 + 3 x attention ensemble, "
+                     "shipped default)")
+    assert len(rest) == 1 and rest[0].startswith("error: missing.jpg: no such file")
+
+
+def test_the_chosen_default_is_used_and_a_gone_one_falls_back_with_a_note(tmp_path, tiny_bundle):
+    models = tmp_path / "saved_models"
+    shutil.copytree(tiny_bundle, models / "mine")
+    (models / config.DEFAULT_MODEL_POINTER).write_text('{"model": "mine"}')
+    image = photo(tmp_path / "x.png")
+    result = run_caption(image, "--no-png", cwd=tmp_path, models_dir=models)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines()[0] == "model: saved_models/mine (efficientnet_lite0 + merge, your default)"
+    assert result.stdout.splitlines()[0].startswith(f"{image}: ")
+
+    shutil.rmtree(models / "mine")
+    result = run_caption("missing.jpg", cwd=tmp_path, models_dir=models)
+    first, note, error = result.stderr.splitlines()
+    assert first.endswith("(efficientnet_lite0 + 3 x attention ensemble, shipped default)")
+    assert note.startswith("note: your default model saved_models/mine") and "is gone" in note
+    assert error.startswith("error: ") and result.returncode == 1
 
 
 def test_model_folder_that_is_not_a_bundle(tmp_path):

@@ -4,6 +4,7 @@ end-to-end ``evaluate`` run through the CLI with a real (tiny) bundle."""
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 from pathlib import Path
 
@@ -62,9 +63,10 @@ def model_dir(tmp_path, dataset_dir):
     dataset = load_dataset(dataset_dir)
     folder = tmp_path / "model"
     folder.mkdir()
-    bundle_config = {"format_version": 1, "dataset": {
-        "source": str(dataset_dir), "key": dataset.key,
-        "split": {"seed": 7, "val_fraction": 0.25, "test_fraction": 0.25}}}
+    bundle_config = {"format_version": 1, "encoder": {"name": "efficientnet_lite0"},
+                     "decoder": {"kind": "merge"}, "dataset": {
+                         "source": str(dataset_dir), "key": dataset.key,
+                         "split": {"seed": 7, "val_fraction": 0.25, "test_fraction": 0.25}}}
     (folder / "config.json").write_text(json.dumps(bundle_config), encoding="utf-8")
     (folder / "vocab.json").write_text('{"tokens": []}', encoding="utf-8")
     (folder / "model.weights.h5").write_bytes(b"weights stand-in")
@@ -73,6 +75,35 @@ def model_dir(tmp_path, dataset_dir):
 
 def _config(model_dir: Path) -> dict:
     return json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in folder.iterdir() if path.is_file()}
+
+
+def _path_hash(path: Path) -> str:
+    return hashlib.sha1(str(path.resolve()).encode("utf-8")).hexdigest()[:8]
+
+
+def evaluation_root() -> Path:
+    return config.DATA_DIR / config.EVALUATIONS_FOLDER
+
+
+@pytest.fixture
+def fake_captioner(monkeypatch) -> list:
+    """Evaluate without TensorFlow models: ``Captioner.from_bundle`` gives a FakeCaptioner that
+    repeats each image's first reference; returns the list of bundles it was asked to load."""
+    from captioning import captioner
+
+    loaded = []
+
+    def from_bundle(cls, path):
+        loaded.append(Path(path))
+        return FakeCaptioner(caption_for=_reference_caption)
+
+    monkeypatch.setattr(metrics.shutil, "which", lambda name: None)  # quick: no Java, no METEOR
+    monkeypatch.setattr(captioner.Captioner, "from_bundle", classmethod(from_bundle))
+    return loaded
 
 
 @functools.lru_cache(maxsize=4)
@@ -173,19 +204,21 @@ def test_same_caption_everywhere_warns_in_the_table(model_dir, dataset_dir, monk
 
 # -------------------------------------------------------------------------------- report files
 
-def test_reports_metrics_json_png_and_leave_bundle_files_alone(model_dir, dataset_dir, tmp_path,
-                                                               monkeypatch):
+def test_reports_metrics_json_png_into_their_own_folder(model_dir, dataset_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(metrics.shutil, "which", lambda name: None)
-    before = {p.name: p.read_bytes() for p in model_dir.iterdir()}
+    before = _files(model_dir)
     dataset = load_dataset(dataset_dir)
     chosen = evaluation.choose_images(_config(model_dir), dataset, "val", model_path=model_dir)
     fake = FakeCaptioner(caption_for=lambda p: f"a {p.stem} thing")
     result = evaluation.evaluate_images(fake, chosen, beam_size=3, model_path=model_dir, progress=False)
-    written = report.write_reports(result, json_path=tmp_path / "copy.json")
+    plan = report.plan_reports(model_dir, chosen, 3)
+    written = report.write_reports(result, plan, json_path=tmp_path / "copy.json")
 
-    assert {p.name: p.read_bytes() for p in model_dir.iterdir() if p.name in before} == before
-    assert sorted(p.name for p in model_dir.iterdir()) == sorted([*before, "metrics.json",
-                                                                  "evaluation_samples.png"])
+    assert _files(model_dir) == before  # the val split is not the bundle's record
+    assert not plan.update_bundle and "this evaluation uses the val split" in plan.bundle_kept_because
+    assert plan.folder == evaluation_root() / f"model-{_path_hash(model_dir)}" / f"{dataset.key}-val-beam3"
+    assert sorted(p.name for p in plan.folder.iterdir()) == ["evaluation_samples.png", "metrics.json"]
+    assert written["metrics"] == plan.folder / "metrics.json"
     data = json.loads(written["metrics"].read_text(encoding="utf-8"))
     assert data == json.loads((tmp_path / "copy.json").read_text(encoding="utf-8"))
     assert data["split"] == "val" and data["beam_size"] == 3
@@ -205,6 +238,48 @@ def test_reports_metrics_json_png_and_leave_bundle_files_alone(model_dir, datase
     assert pixels.std() > 10  # photos and text were drawn, not a blank canvas
 
 
+def test_full_test_split_at_the_default_beam_also_replaces_the_bundles_record(model_dir, dataset_dir,
+                                                                              monkeypatch):
+    monkeypatch.setattr(metrics.shutil, "which", lambda name: None)
+    before = _files(model_dir)
+    chosen = evaluation.choose_images(_config(model_dir), load_dataset(dataset_dir), "test")
+    result = evaluation.evaluate_images(FakeCaptioner(), chosen, beam_size=config.DEFAULT_BEAM_SIZE,
+                                        model_path=model_dir, progress=False)
+    plan = report.plan_reports(model_dir, chosen, config.DEFAULT_BEAM_SIZE)
+    assert plan.update_bundle and plan.bundle_kept_because is None
+    written = report.write_reports(result, plan)
+    assert {name: data for name, data in _files(model_dir).items() if name in before} == before
+    assert (model_dir / "metrics.json").read_bytes() == written["metrics"].read_bytes()
+    assert (model_dir / "evaluation_samples.png").read_bytes() == written["samples"].read_bytes()
+    assert written["bundle_metrics"] == model_dir / "metrics.json"
+
+
+def test_results_folder_names_every_setting_so_none_replaces_another(model_dir, dataset_dir, tmp_path):
+    dataset = load_dataset(dataset_dir)
+    other = load_dataset(make_dataset(tmp_path / "other", count=6))
+    bundle_config = _config(model_dir)
+    settings = [(dataset, "test", None, 3), (dataset, "val", None, 3), (dataset, "test", 2, 3),
+                (dataset, "test", None, 1), (other, "test", None, 3), (other, "test", 4, 5)]
+    folders = [report.evaluation_folder(model_dir, evaluation.choose_images(
+        bundle_config, data, split, limit, model_dir), beam) for data, split, limit, beam in settings]
+    model = evaluation_root() / f"model-{_path_hash(model_dir)}"
+    assert [folder.relative_to(model).as_posix() for folder in folders] == [
+        f"{dataset.key}-test-beam3", f"{dataset.key}-val-beam3", f"{dataset.key}-test-first2-beam3",
+        f"{dataset.key}-test-beam1", f"{other.key}-test-beam3", f"{other.key}-test-first4-beam5"]
+    # A limit that covers every held-out image is the full split.
+    full = evaluation.choose_images(bundle_config, other, "test", limit=6)
+    assert report.evaluation_folder(model_dir, full, 3).name == f"{other.key}-test-beam3"
+
+
+def test_bundles_are_told_apart_by_name_inside_the_models_folder_else_by_name_and_path(tmp_path, monkeypatch):
+    monkeypatch.setattr(config, "DEFAULT_BUNDLE_DIR", tmp_path / "repo" / "saved_models" / "default")
+    assert report._model_folder_name(config.MODELS_DIR / "flickr-merge") == "flickr-merge"
+    assert report._model_folder_name(config.DEFAULT_BUNDLE_DIR) == "default"
+    # A bundle named "default" that is not the shipped one, and bundles kept elsewhere, add a hash.
+    for path in (config.MODELS_DIR / "default", tmp_path / "elsewhere" / "flickr-merge"):
+        assert report._model_folder_name(path) == f"{path.name}-{_path_hash(path)}"
+
+
 def test_samples_are_deterministic_and_spread(model_dir, dataset_dir):
     chosen = evaluation.choose_images({"format_version": 1}, load_dataset(dataset_dir), "test")
     outcomes = [evaluation.ImageOutcome(i.path, i.captions, "x") for i in chosen.images]
@@ -221,20 +296,88 @@ def test_json_into_missing_folder_is_one_line_error(tmp_path):
 
 # -------------------------------------------------------------------------------- CLI
 
-def test_evaluate_command_with_fake_captioner(model_dir, dataset_dir, tmp_path, monkeypatch, capsys):
-    from captioning import captioner
-
-    monkeypatch.setattr(metrics.shutil, "which", lambda name: None)
-    monkeypatch.setattr(captioner.Captioner, "from_bundle",
-                        classmethod(lambda cls, path: FakeCaptioner(caption_for=_reference_caption)))
+def test_evaluate_command_with_a_limit_leaves_the_bundle_alone(model_dir, dataset_dir, tmp_path,
+                                                                fake_captioner, capsys):
+    before = _files(model_dir)
     code = cli.main(["evaluate", "--model", str(model_dir), "--split", "test", "--limit", "5",
                      "--beam-size", "2", "--json", str(tmp_path / "out.json")])
     out = capsys.readouterr().out
     assert code == 0
+    assert out.splitlines()[0] == f"model: {model_dir} (efficientnet_lite0 + merge)"
     assert "BLEU-4" in out and "100.00" in out and "scores x100" in out
-    assert f"metrics written to {model_dir / 'metrics.json'}" in out
-    assert f"sample captions drawn in {model_dir / 'evaluation_samples.png'}" in out
+    assert _files(model_dir) == before
+    folder = evaluation_root() / f"model-{_path_hash(model_dir)}" / f"{load_dataset(dataset_dir).key}-test-first5-beam2"
+    assert f"results saved in {folder}/" in out
+    assert f"metrics written to {folder / 'metrics.json'}" in out
+    assert f"sample captions drawn in {folder / 'evaluation_samples.png'}" in out
+    assert (f"the bundle's own record {model_dir / 'metrics.json'} was left as it was: it records the full "
+            "test split of its training dataset at beam 3, and this evaluation uses the first 5 of") in out
     assert json.loads((tmp_path / "out.json").read_text())["beam_size"] == 2
+    assert json.loads((folder / "metrics.json").read_text())["num_images"] == 5
+
+
+def test_evaluate_keeps_each_evaluation_apart(model_dir, dataset_dir, tmp_path, fake_captioner, capsys):
+    other = make_dataset(tmp_path / "other", count=6)
+    runs = [[], ["--split", "val"], ["--limit", "3"], ["--beam-size", "1"], ["--dataset", str(other)]]
+    for extra in runs:
+        assert cli.main(["evaluate", "--model", str(model_dir), *extra]) == 0
+    out = capsys.readouterr().out
+    assert out.count("the bundle's own record was updated") == 1  # only the full test split at beam 3
+    folders = sorted((evaluation_root() / f"model-{_path_hash(model_dir)}").iterdir())
+    assert len(folders) == len(runs)
+    results = {folder.name: json.loads((folder / "metrics.json").read_text()) for folder in folders}
+    key, other_key = load_dataset(dataset_dir).key, load_dataset(other).key
+    assert results[f"{key}-val-beam3"]["split"] == "val"
+    assert results[f"{key}-test-first3-beam3"]["num_images"] == 3
+    assert results[f"{key}-test-beam1"]["beam_size"] == 1
+    assert results[f"{other_key}-test-beam3"]["dataset"]["seen_in_training"] is False
+    assert json.loads((model_dir / "metrics.json").read_text()) == results[f"{key}-test-beam3"]
+    assert (model_dir / "evaluation_samples.png").read_bytes() == (
+        folders[[f.name for f in folders].index(f"{key}-test-beam3")] / "evaluation_samples.png").read_bytes()
+
+
+def test_the_shipped_bundles_record_changes_only_with_update_bundle(model_dir, fake_captioner, monkeypatch,
+                                                                    capsys):
+    monkeypatch.setattr(config, "DEFAULT_BUNDLE_DIR", model_dir)  # model_dir plays the shipped bundle
+    before = _files(model_dir)
+    assert cli.main(["evaluate"]) == 0  # no --model: the shipped one is the default
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].endswith("(efficientnet_lite0 + merge, shipped default)")
+    assert _files(model_dir) == before
+    assert "it is the shipped model's record (tracked in git); pass --update-bundle to replace it" in out
+    assert cli.main(["evaluate", "--update-bundle"]) == 0
+    assert "the bundle's own record was updated" in capsys.readouterr().out
+    assert set(_files(model_dir)) == {*before, "metrics.json", "evaluation_samples.png"}
+
+
+@pytest.mark.parametrize("options, difference", [
+    (["--limit", "2"], "the first 2 of"), (["--beam-size", "5"], "beam 5"), (["--split", "val"], "the val split"),
+])
+def test_update_bundle_for_another_evaluation_is_refused_before_captioning(model_dir, fake_captioner, capsys,
+                                                                           options, difference):
+    before = _files(model_dir)
+    assert cli.main(["evaluate", "--model", str(model_dir), "--update-bundle", *options]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: --update-bundle: ") and err.count("\n") == 1
+    assert difference in err and "drop --update-bundle" in err
+    assert fake_captioner == [] and _files(model_dir) == before  # refused before any model loaded
+    assert not evaluation_root().exists()
+
+
+def test_evaluating_the_real_shipped_model_partially_leaves_its_files_alone(flickr8k, coco_mini,
+                                                                            fake_captioner, capsys):
+    # Issue 15's attack: `evaluate --limit 50` (or on another dataset) overwrote the shipped model's
+    # metrics.json and evaluation_samples.png, files tracked in git. Captions come from a stand-in;
+    # which files get written is decided without it.
+    shipped = config.DEFAULT_BUNDLE_DIR
+    before = _files(shipped)
+    assert cli.main(["evaluate", "--model", str(shipped), "--limit", "50"]) == 0
+    assert cli.main(["evaluate", "--dataset", str(coco_mini), "--limit", "10"]) == 0
+    out = capsys.readouterr().out
+    assert _files(shipped) == before
+    assert out.count("(efficientnet_lite0 + 3 x attention ensemble, shipped default)") == 2
+    assert sorted(p.name for p in (evaluation_root() / "default").iterdir()) == [
+        f"{load_dataset(coco_mini).key}-test-first10-beam3", f"{load_dataset(flickr8k).key}-test-first50-beam3"]
 
 
 def test_evaluate_command_bad_model_is_one_line(tmp_path, capsys):
@@ -263,10 +406,12 @@ def test_evaluate_a_model_trained_on_shapes(tmp_path, monkeypatch, capsys):
         vocab=config.VocabConfig(min_count=1), split=split_config, output=tmp_path / "model")
     bundle_dir = train_model(options, log=lambda line: None).bundle_dir
 
-    code = cli.main(["evaluate", "--model", str(bundle_dir), "--beam-size", "2"])
+    code = cli.main(["evaluate", "--model", str(bundle_dir)])  # its full test split, default beam
     out = capsys.readouterr().out
     assert code == 0, out
     data = json.loads((bundle_dir / "metrics.json").read_text(encoding="utf-8"))
+    [kept] = evaluation_root().glob(f"model-*/*-test-beam{config.DEFAULT_BEAM_SIZE}/metrics.json")
+    assert json.loads(kept.read_text(encoding="utf-8")) == data
     test_images = split_dataset(load_dataset(dataset_dir).images, split_config).test
     assert data["dataset"]["seen_in_training"] is True and data["split"] == "test"
     assert sorted(c["image"] for c in data["captions"]) == sorted(i.relative_path for i in test_images)

@@ -22,6 +22,7 @@ from tests.fixtures_bundle import tiny_bundle  # noqa: F401 - the fixture
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ENTRY = str(PROJECT_ROOT / "image_captioning.py")
 MENU_PROMPT = "Choose: "
+MODEL_LIST = "Which model? (the default first, then newest first)"
 
 
 def _env(workdir: Path) -> dict[str, str]:
@@ -176,11 +177,8 @@ def test_library_error_prints_one_line_and_menu_carries_on(workdir):
     broken.mkdir(parents=True)
     (broken / "config.json").write_text('{"format_version": 999}')
     child = spawn_menu(workdir)
-    child.sendline("2")
-    # With the shipped default bundle present there is a list to choose from; newest is first.
-    if child.expect_exact(["Which model? (newest first)", "Model: from-the-future"]) == 0:
-        child.sendline("")  # Enter picks the newest, the broken bundle
-    child.expect_exact("error: ")
+    answer(child, "2", MODEL_LIST)  # the shipped model (the default) first, then the broken one
+    answer(child, "2", "error: ")
     child.expect_exact("newer than this tool supports")
     child.expect_exact(MENU_PROMPT)
     answer(child, "4", "Show information about:")
@@ -217,10 +215,13 @@ def test_caption_visit_loads_once_and_writes_pngs(workdir, tiny_bundle):
     photo = _write_photo(workdir / "my photos" / "red.jpg", (200, 0, 0))
     _write_photo(workdir / "my photos" / "deeper" / "red.png", (0, 0, 200))
     child = spawn_menu(workdir, timeout=120)
-    answer(child, "2", "Which model? (newest first)")
+    answer(child, "2", MODEL_LIST)
+    child.expect_exact("1) default (efficientnet_lite0 + 3 x attention ensemble, ")  # shipped, the default
     child.expect_exact("Choose [1]: ")
     answer(child, "9", "Please enter a number from 1 to")
-    answer(child, "2", "Loading ")
+    answer(child, "2", "model: saved_models/")  # one of ours, named before it loads
+    child.expect_exact(" (efficientnet_lite0 + merge)")
+    child.expect_exact("Loading ")
     child.expect_exact("Image or folder (Enter or q to go back): ")
     answer(child, str(workdir / "nope.jpg"), f"Not found: {workdir / 'nope.jpg'}")
     answer(child, f'"{photo}"', f"{photo}: ")  # pasted with quotes
@@ -237,6 +238,32 @@ def test_caption_visit_loads_once_and_writes_pngs(workdir, tiny_bundle):
     assert written == ["red-2.png", "red.png"]
     for name in written:
         _assert_png(workdir / "captioned_images" / name)
+
+
+def test_model_list_offers_the_chosen_default_first_and_every_step_names_its_model(workdir, tiny_bundle):
+    models = workdir / "saved_models"
+    shutil.copytree(tiny_bundle, models / "mine")
+    (models / "default-model.json").write_text('{"model": "mine"}')
+    child = spawn_menu(workdir)
+    answer(child, "4", "Show information about:")
+    answer(child, "2", MODEL_LIST)
+    child.expect_exact("1) mine (efficientnet_lite0 + merge, ")
+    child.expect_exact(") - default")
+    child.expect_exact("2) default (efficientnet_lite0 + 3 x attention ensemble, ")
+    answer(child, "", "model: saved_models/mine (efficientnet_lite0 + merge, your default)")
+    child.expect_exact("model bundle: ")
+    child.expect_exact(MENU_PROMPT)
+
+    shutil.rmtree(models / "mine")  # the chosen default is gone: the shipped one, with a note
+    answer(child, "4", "Show information about:")
+    answer(child, "2", "note: your default model saved_models/mine (named in saved_models/default-model.json) is gone")
+    child.expect_exact("using the shipped ")
+    # Only the shipped model is left: no list to choose from, its info comes at once.
+    child.expect_exact("model: ")
+    child.expect_exact("(efficientnet_lite0 + 3 x attention ensemble, shipped default)")
+    child.expect_exact(MENU_PROMPT)
+    answer(child, "5", "Goodbye.")
+    expect_exit_ok(child)
 
 
 def test_info_prompts_reprompt_and_ctrl_c_returns(workdir):
@@ -307,6 +334,69 @@ def test_ask_path_kinds_and_going_back(monkeypatch, capsys, tmp_path):
     assert f"Not a folder: {image}" in out and f"Not a file: {tmp_path}" in out
 
 
+# ---------------------------------------------------------------- after training: the default model
+
+
+QUESTION = "Use this model by default for captioning? [y/N]: "
+# Menu 1's answers after "a local folder" and its path: Enter for the encoder, decoder, epochs,
+# batch size and resume questions.
+DEFAULT_TRAIN_ANSWERS = ["", "", "", "", ""]
+
+
+def _answer_prompts(monkeypatch, answers) -> list[str]:
+    """Answer ``input()`` from a list; returns the prompts asked, in order."""
+    asked, replies = [], iter(answers)
+
+    def fake_input(prompt=""):
+        asked.append(prompt)
+        return next(replies)
+
+    monkeypatch.setattr("builtins.input", fake_input)
+    return asked
+
+
+def _stand_in_training(monkeypatch, trained: Path, interrupted: bool = False) -> None:
+    from captioning import menu, train_pipeline
+
+    monkeypatch.setattr(menu, "import_tensorflow", lambda: None)
+    monkeypatch.setattr(train_pipeline, "train_model", lambda options, log: train_pipeline.TrainResult(
+        trained, 2.5, 2, {}, interrupted=interrupted))
+
+
+@pytest.mark.parametrize("reply, becomes_default", [("", False), ("n", False), ("y", True)])
+def test_training_asks_before_making_the_model_the_default(monkeypatch, capsys, tmp_path, tiny_bundle,
+                                                           reply, becomes_default):
+    # In-process, with training itself stood in for (the slow walk below trains for real): the
+    # question, its default (no) and what each answer does to the default model.
+    from captioning import bundle, config, menu
+
+    trained = shutil.copytree(tiny_bundle, config.MODELS_DIR / "trial-2-epochs")
+    _stand_in_training(monkeypatch, trained)
+    shipped = bundle.find_default_bundle()
+    asked = _answer_prompts(monkeypatch, ["2", str(tmp_path), *DEFAULT_TRAIN_ANSWERS, reply])
+    menu.train_step()
+    out = capsys.readouterr().out
+    assert asked[-1] == QUESTION
+    assert bundle.find_default_bundle() == (trained if becomes_default else shipped)
+    assert ("now use" in out) == becomes_default and ("unchanged" in out) != becomes_default
+
+    if becomes_default:  # training it again does not ask what is already so
+        asked = _answer_prompts(monkeypatch, ["2", str(tmp_path), *DEFAULT_TRAIN_ANSWERS])
+        menu.train_step()
+        assert QUESTION not in asked and "It is the default model already" in capsys.readouterr().out
+
+
+def test_an_interrupted_training_does_not_ask(monkeypatch, capsys, tmp_path, tiny_bundle):
+    from captioning import config, menu
+
+    _stand_in_training(monkeypatch, shutil.copytree(tiny_bundle, config.MODELS_DIR / "stopped"),
+                       interrupted=True)
+    asked = _answer_prompts(monkeypatch, ["2", str(tmp_path), *DEFAULT_TRAIN_ANSWERS])
+    menu.train_step()
+    assert QUESTION not in asked and "answer y to resume" in capsys.readouterr().out
+    assert not (config.MODELS_DIR / config.DEFAULT_MODEL_POINTER).exists()
+
+
 # ---------------------------------------------------------------- the whole walk (slow)
 
 
@@ -344,11 +434,15 @@ def test_train_interrupt_resume_then_caption(workdir):
     _train_through_menu(child, dataset, epochs=6, resume="y")
     child.expect_exact("resuming after epoch")
     child.expect_exact(f"Model saved to {bundle_dir} (validation loss ")
+    child.expect_exact(QUESTION)
+    answer(child, "y", "Captioning and evaluation now use saved_models/shapes-efficientnet_lite0-merge by default.")
     child.expect_exact(MENU_PROMPT)
 
-    child.sendline("2")
-    if child.expect_exact(["Which model? (newest first)", "Model: shapes-"]) == 0:
-        answer(child, "", "Loading ")  # a shipped default is listed after ours; ours is the default
+    answer(child, "2", MODEL_LIST)
+    child.expect_exact("1) shapes-efficientnet_lite0-merge (efficientnet_lite0 + merge, ")
+    answer(child, "", "model: saved_models/shapes-efficientnet_lite0-merge (efficientnet_lite0 + merge, "
+                      "your default)")
+    child.expect_exact("Loading ")
     child.expect_exact("Image or folder (Enter or q to go back): ")
     image = sorted((dataset / "Images").iterdir())[0]
     answer(child, str(image), f"{image}: a ")  # shapes captions all start with "a"

@@ -1,7 +1,8 @@
 """``caption``: caption image files and folders with a trained bundle.
 
-Prints ``path: caption`` per image on stdout and one ``error: ...`` line per unusable input on
-stderr. One image file: writes ``captioned_image.png`` (or ``--output``). Folders or several images:
+Prints the model it uses first, on stderr (``model: ...``, see ``model_choice.model_line``), so
+stdout holds only ``path: caption`` lines and the files written; one ``error: ...`` line per
+unusable input goes to stderr. One image file: writes ``captioned_image.png`` (or ``--output``). Folders or several images:
 one annotated PNG per image in ``--output-dir``, named after the image. ``--json`` writes every
 result in input order. Exit status 0 when every image was captioned, 1 when any failed.
 """
@@ -30,12 +31,15 @@ def run(args: argparse.Namespace) -> int:
         0 when every image was captioned, 1 when any input failed. A missing or broken model
         raises ``BundleError`` (one line, exit 1 through ``cli.run_command``).
     """
-    from captioning import bundle as bundles
+    from captioning import model_choice
     from captioning.captioner import CaptionResult, Captioner, expand_paths
 
     # Cheap checks first: a missing model or no usable input is reported before TensorFlow loads.
-    model_dir = Path(args.model) if args.model else bundles.find_default_bundle()
-    bundles.read_bundle_config(model_dir)
+    choice = model_choice.choose_model(args.model)
+    model_dir = choice.path
+    print(model_choice.model_line(model_dir), file=sys.stderr)  # reads config.json: fails if broken
+    if choice.note:
+        print(f"note: {choice.note}", file=sys.stderr)
     entries = expand_paths(args.paths)
     captioner = None
     if all(error for _, error in entries):

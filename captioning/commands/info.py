@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -22,22 +23,32 @@ def run(args: argparse.Namespace) -> int:
     """Print the dataset summary and/or the bundle description.
 
     Args:
-        args: Parsed ``info`` options: ``dataset`` (``mini-coco`` or a folder) and ``model``.
+        args: Parsed ``info`` options: ``dataset`` (``mini-coco`` or a folder) and ``model`` (a
+            bundle folder, ``""`` for the default model, None when not asked).
 
     Returns:
         0 when everything asked for was described, 2 when neither option was given. Unusable
         datasets raise ``DatasetError`` (exit 1 through ``cli.run_command``).
     """
-    if not args.dataset and not args.model:
-        print("usage: image_captioning.py info --dataset mini-coco|PATH  and/or  --model DIR",
+    if not args.dataset and args.model is None:
+        print("usage: image_captioning.py info --dataset mini-coco|PATH  and/or  --model [DIR]",
               file=sys.stderr)
         return EXIT_USAGE
+    model = None
+    if args.model is not None:  # the model line first, as every command that uses a model prints it
+        from captioning import model_choice
+
+        choice = model_choice.choose_model(args.model)
+        model = choice.path
+        print(model_choice.model_line(model))
+        if choice.note:
+            print(f"note: {choice.note}")
     if args.dataset:
         print(describe_dataset(load_dataset(args.dataset)))
-    if args.model:
+    if model is not None:
         if args.dataset:
             print()
-        print(_describe_model(args.model))
+        print(_describe_model(model))
     return EXIT_OK
 
 
@@ -109,7 +120,7 @@ def _inside(dataset: Dataset, path) -> str:
         return str(path)
 
 
-def _describe_model(path: str) -> str:
+def _describe_model(path: str | Path) -> str:
     """Describe a model bundle with ``captioning.bundle.describe_bundle`` (imported lazily).
 
     Args:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from captioning import model_choice
 from captioning.cli import EXIT_INTERRUPTED, EXIT_OK
 
 
@@ -11,7 +12,8 @@ def run(args: argparse.Namespace) -> int:
     """Train with the parsed options and report where the bundle went.
 
     Args:
-        args: parsed ``train`` options.
+        args: parsed ``train`` options. ``make_default``: a finished run's bundle becomes the
+            model used when no --model is given (``model_choice``); without it the default stays.
 
     Returns:
         0 when training finished, 130 when Ctrl-C stopped it (after saving what it could).
@@ -20,7 +22,13 @@ def run(args: argparse.Namespace) -> int:
 
     result = train_model(TrainOptions.from_args(args))
     if result.interrupted:
+        if args.make_default and result.bundle_dir is not None:
+            print("note: not made the default model, as training did not finish; resume it with "
+                  "--resume --make-default")
         return EXIT_INTERRUPTED
     best = f"{result.best_val_loss:.4f}" if result.best_val_loss is not None else "n/a (no validation images)"
     print(f"done: {result.epochs_run} epochs, best validation loss {best}; bundle {result.bundle_dir}")
+    if args.make_default:
+        model_choice.set_default(result.bundle_dir, chosen_by="train --make-default")
+        print(f"{result.bundle_dir} is now the default model for caption, evaluate and the menu")
     return EXIT_OK

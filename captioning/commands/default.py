@@ -1,0 +1,37 @@
+"""``default``: show or choose the model ``caption``, ``evaluate`` and the menu use without --model.
+
+The choice is a pointer file in ``saved_models/`` (``model_choice``); nothing here loads TensorFlow.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from captioning import model_choice
+
+EXIT_OK = 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the default model, or make ``args.model`` (or, with ``--shipped``, the shipped one) it.
+
+    Args:
+        args: Parsed ``default`` options: ``model`` (a bundle folder or None) and ``shipped``.
+
+    Returns:
+        0. A folder that is not a readable bundle, or a pointer that cannot be written, raises a
+        ``CaptioningError`` (exit 1 through ``cli.run_command``).
+    """
+    changed, pointer = bool(args.shipped or args.model), None
+    if args.shipped:
+        model_choice.reset_default()
+    elif args.model:
+        pointer = model_choice.set_default(args.model, chosen_by="default command")
+    choice = model_choice.default_model()
+    print(model_choice.model_line(choice.path))
+    if choice.note:
+        print(f"note: {choice.note}")
+    if changed:
+        where = f" (saved in {model_choice.shown(pointer)})" if pointer else ""
+        print(f"caption, evaluate and the menu now use it when no --model is given{where}")
+    return EXIT_OK
