@@ -28,6 +28,7 @@ from typing import Any
 
 from captioning.errors import InputFileError
 from captioning.regular_files import read_regular_file
+from captioning.safe_text import escape, needs_escaping
 
 # The tool's own files nest at most 5 levels (config.json's ensemble members' training record);
 # COCO-format captions 3.
@@ -39,7 +40,6 @@ MAX_NUMBER_CHARS = 64
 _DELETE_ALL_BUT_STRUCTURE = bytes(b for b in range(256) if chr(b) not in '"[]{}')
 _BRACES_AS_BRACKETS = bytes.maketrans(b"{}", b"[]")
 _STRING_WITH_BRACKETS = re.compile(rb'"[^"]*"')
-_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class _LimitExceeded(ValueError):
@@ -113,7 +113,7 @@ def parse_json(text: str, allow_nan: bool = False, allow_surrogates: bool = Fals
     if not allow_surrogates:
         bad = first_surrogate_string(value)
         if bad is not None:
-            raise ValueError(f"text with an unpaired surrogate escape ({bad.encode('ascii', 'backslashreplace').decode()[:60]})")
+            raise ValueError(f"text with an unpaired surrogate escape ({escape(bad)[:60]!r})")
     return value
 
 
@@ -149,19 +149,13 @@ def nesting_depth(text: str | bytes, stop_after: int = MAX_DEPTH) -> int:
     return depth
 
 
-def has_surrogates(text: str) -> bool:
-    """Whether ``text`` holds a lone surrogate (a ``\\udce9``-style escape, or an undecodable
-    byte of a file name as Python presents it)."""
-    return _SURROGATE.search(text) is not None
-
-
 def first_surrogate_string(value: Any) -> str | None:
     """The first string (key or value) in a parsed JSON value that holds a lone surrogate."""
     stack = [value]
     while stack:
         item = stack.pop()
         if isinstance(item, str):
-            if has_surrogates(item):
+            if needs_escaping(item):
                 return item
         elif isinstance(item, dict):
             stack.extend(item.keys())
@@ -197,5 +191,5 @@ def _constant_parser(allow_nan: bool):
     return parse
 
 
-__all__ = ["MAX_DEPTH", "MAX_NUMBER_CHARS", "decode_utf8", "first_surrogate_string", "has_surrogates",
-           "nesting_depth", "parse_json", "read_json_file"]
+__all__ = ["MAX_DEPTH", "MAX_NUMBER_CHARS", "decode_utf8", "first_surrogate_string", "nesting_depth",
+           "parse_json", "read_json_file"]

@@ -15,7 +15,8 @@ from captioning.errors import BundleError
 from captioning.text import Vocabulary
 
 DECODER = config.DecoderConfig(embedding_dim=8, units=8, dropout=0.0)
-FEATURES = np.random.default_rng(0).normal(size=(2, 6)).astype(np.float32)
+FEATURE_DIM = config.ENCODER_FEATURE_DIMS["efficientnet_lite0"]  # a bundle's features fit its encoder
+FEATURES = np.random.default_rng(0).normal(size=(2, FEATURE_DIM)).astype(np.float32)
 TOKENS = np.array([[2, 4, 5, 3, 0], [2, 6, 3, 0, 0]], dtype=np.int32)
 
 
@@ -34,9 +35,9 @@ def _save(target, vocab=None, seed=0, history=None):
 
     vocab = vocab or _vocab()
     keras.utils.set_random_seed(seed)
-    model = build_training_model(len(vocab), 6, (6,), DECODER)
+    model = build_training_model(len(vocab), 6, (FEATURE_DIM,), DECODER)
     settings = {"decoder": {**DECODER.__dict__}, "vocab_size": len(vocab), "max_length": 6,
-                "feature_shape": [6], "encoder": {"name": "efficientnet_lite0", "weights_id": "none",
+                "feature_shape": [FEATURE_DIM], "encoder": {"name": "efficientnet_lite0", "weights_id": "none",
                                                   "random_weights": True}}
     history = history or {"loss": [2.0, 1.5], "val_loss": [2.1, 1.8]}
     return bundle.save_bundle(target, model, vocab, settings, history), model
