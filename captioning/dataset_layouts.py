@@ -298,8 +298,8 @@ def _without_surrogates(pairs: list[tuple[str, str]], path: Path,
     kept = []
     for name, caption in pairs:
         if needs_escaping(name):
-            problems.add("malformed_entry", f"{path.name} {escape(name)[:60]!r}: a file name that is not text "
-                                            "(unpaired surrogate escape)")
+            problems.add("malformed_entry", f"{path.name} '{escape(name)[:60]}': a file name that is not "
+                                            "text (an unpaired surrogate escape)")
             continue
         if needs_escaping(caption):
             caption = caption.encode("utf-8", "replace").decode("utf-8")

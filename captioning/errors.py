@@ -33,7 +33,7 @@ class InputFileError(CaptioningError):
 
     Attributes:
         path: the file.
-        reason: what is wrong, a few words without the path (e.g. ``not a regular file (a FIFO)``).
+        reason: what is wrong, a few words without the path (e.g. ``a FIFO (named pipe), not a regular file``).
         missing: True when the file does not exist.
     """
 

@@ -17,7 +17,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from captioning import config
 from captioning.errors import ImageError, InputFileError
-from captioning.regular_files import file_kind, open_regular_file
+from captioning.regular_files import not_regular, open_regular_file
 
 # Pillow's own default (~89 MP) warns and only refuses at twice that; a photo above 100 MP is far
 # beyond anything a captioning model needs and is treated as a decompression bomb. Read at call
@@ -67,11 +67,11 @@ def find_images(path: str | Path) -> list[Path]:
         return [path]
     if not path.is_dir():
         try:
-            kind = file_kind(os.stat(path).st_mode)
+            mode = os.stat(path).st_mode
         except (OSError, ValueError):
             raise ImageError(f"{path}: no such file or folder; give an image file or a folder of images") from None
         # A FIFO or a device (/dev/zero) would block or never end: named for what it is.
-        raise ImageError(f"{path}: not a regular file ({kind}); give an image file or a folder of images")
+        raise ImageError(f"{path}: {not_regular(mode)}; give an image file or a folder of images")
     found = []
     for folder, subfolders, files in os.walk(path):
         subfolders[:] = [name for name in subfolders if not name.startswith(".")]
@@ -149,8 +149,7 @@ def _check_file(path: Path) -> None:
     if not path.exists():
         raise ImageError(f"{path}: file not found")
     if not path.is_file():  # reading a FIFO or a device would block or never end
-        raise ImageError(f"{path}: not a regular file ({file_kind(path.stat().st_mode)}); "
-                         "give an image file")
+        raise ImageError(f"{path}: {not_regular(path.stat().st_mode)}; give an image file")
     if not os.access(path, os.R_OK):
         raise ImageError(f"{path}: permission denied; make the file readable")
     if path.stat().st_size == 0:

@@ -20,7 +20,7 @@ from captioning.errors import InputFileError
 
 _KINDS = (
     (stat.S_ISDIR, "a folder"),
-    (stat.S_ISFIFO, "a named pipe (FIFO)"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
     (stat.S_ISCHR, "a character device"),
     (stat.S_ISBLK, "a block device"),
     (stat.S_ISSOCK, "a socket"),
@@ -30,10 +30,16 @@ _OPEN_FLAGS = (os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTT
 
 
 def file_kind(mode: int) -> str:
-    """What a ``st_mode`` names, in words: ``a regular file``, ``a named pipe (FIFO)``, ..."""
+    """What a ``st_mode`` names, in words: ``a regular file``, ``a FIFO (named pipe)``, ..."""
     if stat.S_ISREG(mode):
         return "a regular file"
-    return next((words for test, words in _KINDS if test(mode)), "not a regular file")
+    return next((words for test, words in _KINDS if test(mode)), "a special file")
+
+
+def not_regular(mode: int) -> str:
+    """The reason for refusing a path whose ``st_mode`` is ``mode``: ``a FIFO (named pipe), not a
+    regular file``."""
+    return f"{file_kind(mode)}, not a regular file"
 
 
 def check_regular_file(path: str | Path) -> os.stat_result:
@@ -52,7 +58,7 @@ def check_regular_file(path: str | Path) -> os.stat_result:
     except ValueError as error:  # an embedded NUL byte
         raise InputFileError(path, f"not a usable file name ({error})") from None
     if not stat.S_ISREG(info.st_mode):
-        raise InputFileError(path, f"not a regular file ({file_kind(info.st_mode)})")
+        raise InputFileError(path, not_regular(info.st_mode))
     return info
 
 
@@ -77,7 +83,7 @@ def open_regular_file(path: str | Path) -> Iterator[BinaryIO]:
     try:
         mode = os.fstat(descriptor).st_mode
         if not stat.S_ISREG(mode):  # swapped for something else since the stat above
-            raise InputFileError(path, f"not a regular file ({file_kind(mode)})")
+            raise InputFileError(path, not_regular(mode))
         handle = os.fdopen(descriptor, "rb")
     except BaseException:
         os.close(descriptor)
@@ -139,9 +145,9 @@ def _os_error(path: str | Path, error: OSError) -> InputFileError:
     if error.errno in (errno.EACCES, errno.EPERM):
         return InputFileError(path, "permission denied; make the file readable")
     if error.errno == errno.ENXIO:  # a socket, or a FIFO opened for writing without a reader
-        return InputFileError(path, "not a regular file (a socket or a pipe)")
+        return InputFileError(path, "a socket or a pipe, not a regular file")
     return InputFileError(path, f"cannot read the file ({error.strerror or error})")
 
 
-__all__ = ["check_regular_file", "file_kind", "format_size", "open_regular_file", "read_regular_file",
-           "too_large"]
+__all__ = ["check_regular_file", "file_kind", "format_size", "not_regular", "open_regular_file",
+           "read_regular_file", "too_large"]

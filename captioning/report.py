@@ -16,6 +16,7 @@ from captioning import atomic
 from captioning.evaluation import EvaluationResult, ImageOutcome
 from captioning.metrics import SCALE
 from captioning.errors import CaptioningError
+from captioning.safe_text import escape
 
 METRICS_FILE = "metrics.json"
 SAMPLES_FILE = "evaluation_samples.png"
@@ -187,7 +188,7 @@ def write_sample_grid(samples: list[ImageOutcome], png_path: str | Path, title: 
                                 photo / width, photo / height))
         axes.imshow(_thumbnail(outcome.path))
         axes.set_axis_off()
-        axes.set_title(outcome.path.name, fontsize=8, color="0.4")
+        axes.set_title(escape(outcome.path.name), fontsize=8, color="0.4")  # names need not be UTF-8
         _draw_captions(axes, outcome, photo)
     if title:
         figure.text(0.5, 1 - 0.2 / height, title, fontsize=11, ha="center", va="top")
@@ -214,7 +215,7 @@ def write_reports(result: EvaluationResult, json_path: str | Path | None = None)
     written = {"metrics": write_json_atomic(result.model_path / METRICS_FILE, data)}
     if json_path:
         written["json"] = write_json_atomic(json_path, data)
-    title = (f"{result.model_path.name}: {result.evaluation_set.split} images of "
+    title = (f"{escape(result.model_path.name)}: {result.evaluation_set.split} images of "
              f"{result.evaluation_set.dataset.key}, beam {result.beam_size}")
     written["samples"] = write_sample_grid(choose_samples(result.outcomes),
                                            result.model_path / SAMPLES_FILE, title)
