@@ -62,7 +62,10 @@ def model_dir(tmp_path, dataset_dir):
     dataset = load_dataset(dataset_dir)
     folder = tmp_path / "model"
     folder.mkdir()
-    bundle_config = {"format_version": 1, "dataset": {
+    # A complete config.json (read_bundle_config checks every field), for a model never built here.
+    bundle_config = {"format_version": 1, "encoder": {"name": "efficientnet_lite0", "weights_id": "none"},
+                     "decoder": {"kind": "merge"}, "vocab_size": 10, "max_length": 8,
+                     "feature_shape": [1280], "dataset": {
         "source": str(dataset_dir), "key": dataset.key,
         "split": {"seed": 7, "val_fraction": 0.25, "test_fraction": 0.25}}}
     (folder / "config.json").write_text(json.dumps(bundle_config), encoding="utf-8")
