@@ -44,6 +44,7 @@ PROBLEM_KINDS = {
 MAX_EXAMPLES = 3
 
 _TOKEN_LINE = re.compile(r"^[^\t#]+#\d+\t")
+_SURROGATES = re.compile("[\ud800-\udfff]")
 _COCO_ID_NAMES = ("COCO_train2014_{:012d}.jpg", "{:012d}.jpg", "COCO_val2014_{:012d}.jpg")
 _IMAGE_DIRS = ("Images", "images")
 _TOKEN_IMAGE_DIRS = ("Flicker8k_Dataset", "Flickr8k_Dataset", "flickr30k_images", *_IMAGE_DIRS)
@@ -302,7 +303,7 @@ def _without_surrogates(pairs: list[tuple[str, str]], path: Path,
                                             "text (an unpaired surrogate escape)")
             continue
         if needs_escaping(caption):
-            caption = caption.encode("utf-8", "replace").decode("utf-8")
+            caption = _SURROGATES.sub("\ufffd", caption)
             problems.add("undecodable_text", f"{path.name} caption of {name}")
         kept.append((name, caption))
     return kept
