@@ -270,7 +270,8 @@ def _read_json(path: Path, max_bytes: int = settings.MAX_BUNDLE_JSON_BYTES, allo
         return read_json_file(path, max_bytes, allow_nan=allow_nan)
     except InputFileError as error:
         if error.missing:
-            raise BundleError(f"{path}: file missing; the model bundle is incomplete, retrain or re-copy it") from None
+            raise BundleError(f"{path}: file missing; the model bundle is incomplete, retrain or "
+                              "re-copy it") from None
         raise BundleError(f"{path}: unreadable ({error.reason}); retrain or re-copy the model bundle") from None
 
 

@@ -367,7 +367,8 @@ def test_a_list_where_an_id_belongs_is_a_malformed_entry(tmp_path):
     dataset = load_dataset(root)
     assert [image.path.name for image in dataset.images] == ["b.png"]
     assert dataset.problems.count("malformed_entry") == 3
-    assert any("image_id must be a number or text, got [2]" in e for e in dataset.problems.examples["malformed_entry"])
+    examples = dataset.problems.examples["malformed_entry"]
+    assert any("image_id must be a number or text, got [2]" in example for example in examples)
 
 
 def test_a_5000_digit_image_id_text_is_a_malformed_entry(tmp_path):
@@ -414,7 +415,8 @@ def test_escape_shows_undecodable_bytes_and_leaves_text_alone():
     assert safe_text.escape(name) == "/photos/caf\\xe9.jpg"
     assert safe_text.escape("/photos/café.jpg") == "/photos/café.jpg"
     assert safe_text.escape("\ud800") == "\\ud800"
-    assert safe_text.json_text("image", name) == {"image": "/photos/caf\\xe9.jpg", "image_escaping": "backslashreplace"}
+    assert safe_text.json_text("image", name) == {"image": "/photos/caf\\xe9.jpg",
+                                                  "image_escaping": "backslashreplace"}
     assert safe_text.json_text("image", "café.jpg") == {"image": "café.jpg"}
 
 
