@@ -123,13 +123,16 @@ def _thumbnail(path: Path) -> np.ndarray:
     """The photo, upright and RGB, fitted into a THUMB_PX square (aspect kept); grey if unreadable."""
     from PIL import Image, ImageOps
 
+    from captioning.errors import InputFileError
+    from captioning.regular_files import open_regular_file
+
     try:
-        with Image.open(path) as image:
+        with open_regular_file(path) as handle, Image.open(handle) as image:  # never blocks on a FIFO
             image.draft("RGB", (THUMB_PX, THUMB_PX))  # JPEG: decode at reduced size
             image = ImageOps.exif_transpose(image).convert("RGB")
             image.thumbnail((THUMB_PX, THUMB_PX), Image.Resampling.LANCZOS)
             return np.asarray(image, dtype=np.uint8)
-    except (OSError, ValueError, Image.DecompressionBombError):
+    except (InputFileError, OSError, ValueError, Image.DecompressionBombError):
         return np.full((THUMB_PX, THUMB_PX, 3), 200, dtype=np.uint8)
 
 
