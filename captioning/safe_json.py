@@ -100,7 +100,7 @@ def parse_json(text: str, allow_nan: bool = False, allow_surrogates: bool = Fals
     """
     depth = nesting_depth(text)
     if depth > MAX_DEPTH:
-        raise ValueError(f"JSON nested more than {MAX_DEPTH} levels deep (at most {MAX_DEPTH} accepted)")
+        raise ValueError(f"JSON nested more than {MAX_DEPTH} levels deep")
     try:
         value = json.loads(text, parse_int=_parse_int, parse_float=_float_parser(allow_nan),
                            parse_constant=_constant_parser(allow_nan))
