@@ -57,8 +57,11 @@ def display_image(image_path: str | Path) -> np.ndarray:
     """
     from PIL import Image, ImageOps
 
+    from captioning.errors import InputFileError
+    from captioning.regular_files import open_regular_file
+
     try:
-        with Image.open(image_path) as image:
+        with open_regular_file(image_path) as handle, Image.open(handle) as image:
             image.draft("RGB", (MAX_SIDE_PX, MAX_SIDE_PX))  # JPEG: decode at reduced size, cheaply
             image = ImageOps.exif_transpose(image).convert("RGB")
             image.thumbnail((MAX_SIDE_PX, MAX_SIDE_PX), Image.Resampling.LANCZOS)
@@ -66,6 +69,8 @@ def display_image(image_path: str | Path) -> np.ndarray:
                 height = max(1, round(image.height * MIN_WIDTH_PX / image.width))
                 image = image.resize((MIN_WIDTH_PX, min(height, MAX_SIDE_PX)), Image.Resampling.LANCZOS)
             return np.asarray(image, dtype=np.uint8)
+    except InputFileError as error:
+        raise ImageError(f"cannot read image {image_path}: {error.reason}") from None
     except (OSError, ValueError, Image.DecompressionBombError) as error:
         raise ImageError(f"cannot read image {image_path}: {error}") from None
 

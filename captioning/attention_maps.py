@@ -111,11 +111,16 @@ def write_attention_map(image_path: str | Path, words: Sequence[str], alphas: np
 
 def _load_photo(path: Path) -> np.ndarray:
     """The photo upright (EXIF), RGB, longest side at most ``DISPLAY_SIZE``: ``(H, W, 3)`` uint8."""
+    from captioning.errors import InputFileError
+    from captioning.regular_files import open_regular_file
+
     try:
-        with Image.open(path) as image:
+        with open_regular_file(path) as handle, Image.open(handle) as image:  # never blocks on a FIFO
             image = ImageOps.exif_transpose(image).convert("RGB")
             image.thumbnail((DISPLAY_SIZE, DISPLAY_SIZE), Image.Resampling.BILINEAR)
             return np.asarray(image)
+    except InputFileError as error:
+        raise ImageError(f"cannot read image {path}: {error.reason}") from None
     except (OSError, UnidentifiedImageError, ValueError) as error:
         raise ImageError(f"cannot read image {path}: {error}; give a JPEG/PNG photo") from error
 

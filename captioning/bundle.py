@@ -22,7 +22,6 @@ old bundles. TensorFlow is imported only inside the functions that need it.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shutil
 import tempfile
@@ -33,10 +32,11 @@ from typing import Any
 
 from captioning import config as settings
 from captioning.atomic import write_json_atomic
-from captioning.errors import BundleError
+from captioning.bundle_config import FORMAT_VERSION, BundleConfig
+from captioning.errors import BundleError, InputFileError
+from captioning.safe_json import read_json_file
 from captioning.text import Vocabulary
 
-FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.weights.h5"
 VOCAB_FILE = "vocab.json"
 CONFIG_FILE = "config.json"
@@ -59,6 +59,7 @@ class Bundle:
     model: Any  # keras.Model (the training graph; make a StepDecoder from it to caption)
     history: dict
     members: list = field(default_factory=list)  # every member's keras.Model; [model] unless an ensemble
+    settings: BundleConfig | None = None  # config.json typed and checked (set by load_bundle)
 
     def __post_init__(self):
         if not self.members:
@@ -237,6 +238,9 @@ def _swap_into_place(staging: Path, target: Path) -> None:
 def read_bundle_config(path: str | Path) -> dict:
     """Read and check a bundle's config.json without loading the model.
 
+    Every field is checked by ``BundleConfig.from_json`` (types, plausible sizes, the feature shape
+    against the encoder), so what is returned can be built from safely.
+
     Args:
         path: The bundle folder.
 
@@ -244,30 +248,31 @@ def read_bundle_config(path: str | Path) -> dict:
         The config dict.
 
     Raises:
-        BundleError: Not a folder, no or unreadable config.json, or a newer format version.
+        BundleError: Not a folder, no or unreadable config.json, a newer format version, or a
+            field that is missing, of the wrong type or implausible.
     """
-    path = Path(path)
+    return _read_checked_config(Path(path))[0]
+
+
+def _read_checked_config(path: Path) -> tuple[dict, BundleConfig]:
+    """config.json as read, and typed by ``BundleConfig`` (see ``read_bundle_config``)."""
     if not path.is_dir():
         raise BundleError(f"{path}: no model bundle there (not a folder); {TRAIN_HINT} or pass --model DIR")
-    data = _read_json(path / CONFIG_FILE)
-    if not isinstance(data, dict):
-        raise BundleError(f"{path / CONFIG_FILE}: not a bundle config (expected a JSON object); retrain the model")
-    version = data.get("format_version")
-    if not isinstance(version, int):
-        raise BundleError(f"{path / CONFIG_FILE}: no format_version; not a bundle written by this tool")
-    if version > FORMAT_VERSION:
-        raise BundleError(f"{path}: bundle format {version} is newer than this tool supports "
-                          f"({FORMAT_VERSION}); update the tool or retrain the model")
-    return data
+    # NaN is allowed while parsing: a diverged run records a NaN loss; the schema refuses it
+    # wherever a number is built from.
+    data = _read_json(path / CONFIG_FILE, settings.MAX_BUNDLE_JSON_BYTES, allow_nan=True)
+    return data, BundleConfig.from_json(data, path / CONFIG_FILE)
 
 
-def _read_json(path: Path) -> Any:
+def _read_json(path: Path, max_bytes: int = settings.MAX_BUNDLE_JSON_BYTES, allow_nan: bool = False) -> Any:
+    """A bundle's JSON file, read within limits (``safe_json``); any problem is one BundleError."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise BundleError(f"{path}: file missing; the model bundle is incomplete, retrain or re-copy it") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise BundleError(f"{path}: unreadable JSON ({error}); retrain or re-copy the model bundle") from None
+        return read_json_file(path, max_bytes, allow_nan=allow_nan)
+    except InputFileError as error:
+        if error.missing:
+            raise BundleError(f"{path}: file missing; the model bundle is incomplete, retrain or "
+                              "re-copy it") from None
+        raise BundleError(f"{path}: unreadable ({error.reason}); retrain or re-copy the model bundle") from None
 
 
 def load_bundle(path: str | Path) -> Bundle:
@@ -284,28 +289,22 @@ def load_bundle(path: str | Path) -> Bundle:
             not fit the architecture the config and vocabulary describe.
     """
     path = Path(path)
-    bundle_config = read_bundle_config(path)
+    bundle_config, checked = _read_checked_config(path)
     weights = weights_files(bundle_config, path / CONFIG_FILE)
     for name in (*REQUIRED_FILES, *weights[1:]):
         if not (path / name).is_file():
             raise BundleError(f"{path / name}: file missing; the model bundle is incomplete, "
                               "retrain or re-copy it")
     vocab = Vocabulary.load(path / VOCAB_FILE)
-    history = _read_json(path / HISTORY_FILE)
-    try:
-        vocab_size = int(bundle_config["vocab_size"])
-        max_length = int(bundle_config["max_length"])
-        feature_shape = tuple(int(n) for n in bundle_config["feature_shape"])
-        decoder_config = decoder_config_from_dict(bundle_config["decoder"])
-    except (KeyError, TypeError, ValueError) as error:
-        raise BundleError(f"{path / CONFIG_FILE}: missing or invalid setting ({error}); retrain the model") from None
-    if vocab_size != len(vocab):
+    history = _read_json(path / HISTORY_FILE, allow_nan=True)  # a diverged run's losses are NaN
+    if checked.vocab_size != len(vocab):
         raise BundleError(f"{path}: vocab.json has {len(vocab)} words but the model was trained with "
-                          f"{vocab_size}; the files come from different runs, retrain the model")
-    members = [_build_and_load(path / name, vocab_size, max_length, feature_shape, decoder_config)
+                          f"{checked.vocab_size}; the files come from different runs, retrain the model")
+    members = [_build_and_load(path / name, checked.vocab_size, checked.max_length, checked.feature_shape,
+                               checked.decoder)
                for name in weights]
     return Bundle(path=path, config=bundle_config, vocab=vocab, model=members[0], history=history,
-                  members=members)
+                  members=members, settings=checked)
 
 
 def _build_and_load(weights: Path, vocab_size: int, max_length: int, feature_shape: tuple,
@@ -334,9 +333,9 @@ def is_bundle(path: str | Path) -> bool:
 def _created_time(path: Path) -> float:
     """When a bundle was written: config.json's ``created``, else its modification time."""
     try:
-        created = json.loads((path / CONFIG_FILE).read_text(encoding="utf-8")).get("created")
+        created = read_json_file(path / CONFIG_FILE, settings.MAX_BUNDLE_JSON_BYTES, allow_nan=True).get("created")
         return datetime.fromisoformat(created).timestamp()
-    except (OSError, ValueError, TypeError, AttributeError):
+    except (InputFileError, OSError, ValueError, TypeError, AttributeError):
         try:
             return (path / CONFIG_FILE).stat().st_mtime
         except OSError:
@@ -393,12 +392,12 @@ def describe_bundle(path: str | Path) -> str:
     data = read_bundle_config(path)
     encoder = data.get("encoder", {})
     decoder = data.get("decoder", {})
-    dataset = data.get("dataset", {})
-    training = data.get("training", {})
+    dataset = data.get("dataset") or {}  # optional records may be null
+    training = data.get("training") or {}
     history = {}
     if (path / HISTORY_FILE).is_file():
         try:
-            history = _read_json(path / HISTORY_FILE)
+            history = _read_json(path / HISTORY_FILE, allow_nan=True)
         except BundleError:
             history = {}
     encoder_text = f"{encoder.get('name', '?')} (weights {encoder.get('weights_id', '?')})"
@@ -424,10 +423,17 @@ def describe_bundle(path: str | Path) -> str:
                          f"penalty {decoder.get('attention_regularization', '?')}): "
                          f"{_training_summary(member.get('training') or {}, [])}")
         return "\n".join(lines)
-    val_losses = [v for v in history.get("val_loss", []) if v is not None]
+    val_losses = _numbers(history.get("val_loss") if isinstance(history, dict) else None)
     if training or val_losses:
         lines.append(f"  training: {_training_summary(training, val_losses)}")
     return "\n".join(lines)
+
+
+def _numbers(values) -> list[float]:
+    """The numbers in a history.json list (None, text and a non-list are left out)."""
+    if not isinstance(values, list):
+        return []
+    return [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
 
 
 def _training_summary(training: dict, val_losses: list) -> str:

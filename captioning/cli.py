@@ -13,6 +13,7 @@ import sys
 
 from captioning import config
 from captioning.errors import CaptioningError
+from captioning.safe_text import escape, protect_streams
 
 # TensorFlow's C++ start-up chatter (CUDA probing, oneDNN notices) is noise for a CLI user.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -215,7 +216,7 @@ def run_command(args: argparse.Namespace) -> int:
         module = importlib.import_module(f"captioning.commands.{args.command}")
         return module.run(args)
     except CaptioningError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {escape(error)}", file=sys.stderr)  # it may name a file that is not UTF-8
         return EXIT_FAILURE
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
@@ -224,6 +225,9 @@ def run_command(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: the menu without arguments, else the subcommand."""
+    # File names that are not UTF-8 reach many messages; the terminal shows them escaped
+    # (caf\xe9.jpg) instead of raising UnicodeEncodeError mid-run.
+    protect_streams()
     args = build_parser().parse_args(argv)
     if args.command is None:
         from captioning import menu

@@ -27,8 +27,28 @@ MINI_COCO_HANDLE = "nagasai524/mini-coco2014-dataset-for-image-captioning"
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 ENCODER_NAMES = ("resnet50", "efficientnet_lite0")
+# What each encoder produces, known without building it (bundle checks need no TensorFlow).
+ENCODER_FEATURE_DIMS = {"resnet50": 2048, "efficientnet_lite0": 1280}
+ENCODER_INPUT_SIZE = 224
+ENCODER_GRID_SIZE = 7
 DEFAULT_ENCODER = "resnet50"
 DECODER_KINDS = ("merge", "attention")
+
+# Limits on what the tool reads: a file past them is one clear error, never an allocation of
+# gigabytes or a hang. Each is far above what this tool writes or a real dataset holds.
+MIB = 2**20
+MAX_BUNDLE_JSON_BYTES = 4 * MIB  # config.json, history.json, a checkpoint's state.json
+MAX_VOCAB_JSON_BYTES = 16 * MIB  # vocab.json: MAX_VOCAB_SIZE words of up to ~80 letters
+# Captions files and feature-cache indexes grow with the dataset (Mini-COCO's captions.json is
+# tens of MB; COCO 2017's biggest is 91 MB).
+MAX_DATASET_FILE_BYTES = 1024 * MIB
+MAX_TORCH_CHECKPOINT_BYTES = 1024 * MIB  # efficientnet_lite0's .pth is 19 MB
+MAX_VOCAB_SIZE = 200_000  # words, reserved tokens included; COCO's full vocabulary is ~25,000
+MIN_CAPTION_LENGTH = 3  # tokens with START and END: at least one word
+MAX_CAPTION_LENGTH = 100  # tokens with START and END; captions are ~10 words, the longest ~50
+MAX_DECODER_WIDTH = 4096  # embedding, LSTM, attention widths
+MAX_DECODER_PARAMETERS = 300_000_000  # 1.2 GB as float32
+MAX_ENSEMBLE_MEMBERS = 16
 
 DEFAULT_CAPTION_PNG = "captioned_image.png"
 DEFAULT_BEAM_SIZE = 3

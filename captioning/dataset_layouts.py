@@ -18,14 +18,16 @@ from __future__ import annotations
 import codecs
 import csv
 import io
-import json
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from captioning import config
-from captioning.errors import DatasetError
+from captioning.errors import DatasetError, InputFileError
+from captioning.regular_files import read_regular_file
+from captioning.safe_json import parse_json
+from captioning.safe_text import escape, needs_escaping
 
 LAYOUTS_HELP = ("Images/ + captions.json (Mini-COCO / COCO JSON), "
                 "Images/ + captions.txt (Flickr CSV with header 'image,caption'), "
@@ -42,6 +44,7 @@ PROBLEM_KINDS = {
 MAX_EXAMPLES = 3
 
 _TOKEN_LINE = re.compile(r"^[^\t#]+#\d+\t")
+_SURROGATES = re.compile("[\ud800-\udfff]")
 _COCO_ID_NAMES = ("COCO_train2014_{:012d}.jpg", "{:012d}.jpg", "COCO_val2014_{:012d}.jpg")
 _IMAGE_DIRS = ("Images", "images")
 _TOKEN_IMAGE_DIRS = ("Flicker8k_Dataset", "Flickr8k_Dataset", "flickr30k_images", *_IMAGE_DIRS)
@@ -207,11 +210,14 @@ def read_captions(found: _Found, existing: set[str], problems: DatasetProblems) 
 
 
 def _read_text(path: Path, problems: DatasetProblems) -> str:
-    """Decode a captions file as UTF-8, replacing (and counting) undecodable lines."""
+    """Decode a captions file as UTF-8, replacing (and counting) undecodable lines.
+
+    Only a regular file within ``config.MAX_DATASET_FILE_BYTES`` is read (a FIFO never blocks).
+    """
     try:
-        data = path.read_bytes()
-    except OSError as error:
-        raise DatasetError(f"{path}: cannot read the captions file ({error.strerror or error})") from None
+        data = read_regular_file(path, config.MAX_DATASET_FILE_BYTES)
+    except InputFileError as error:
+        raise DatasetError(f"{path}: cannot read the captions file ({error.reason})") from None
     if data.startswith(codecs.BOM_UTF8):
         data = data[len(codecs.BOM_UTF8):]
     try:
@@ -266,18 +272,41 @@ def _parse_csv(text: str, path: Path, problems: DatasetProblems) -> list[tuple[s
 
 def _parse_json(text: str, path: Path, existing: set[str], problems: DatasetProblems) -> list[tuple[str, str]]:
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise DatasetError(f"{path}: invalid JSON ({error.msg} at line {error.lineno} column "
-                           f"{error.colno}); fix or replace the captions file") from None
+        # Lone surrogates ("\udce9" escapes) are kept here and counted per entry below.
+        data = parse_json(text, allow_surrogates=True)
+    except ValueError as error:
+        raise DatasetError(f"{path}: {error}; fix or replace the captions file") from None
     if isinstance(data, dict) and "annotations" in data:
-        return _parse_coco(data, path, existing, problems)
-    if isinstance(data, list):
-        return _parse_records(data, path, existing, problems)
-    if isinstance(data, dict) and "images" not in data:
-        return _parse_mapping(data, path, problems)
-    raise DatasetError(f"{path}: no captions found; expected COCO 'annotations', a list of "
-                       "{image, caption} records, or {file_name: [captions]}")
+        pairs = _parse_coco(data, path, existing, problems)
+    elif isinstance(data, list):
+        pairs = _parse_records(data, path, existing, problems)
+    elif isinstance(data, dict) and "images" not in data:
+        pairs = _parse_mapping(data, path, problems)
+    else:
+        raise DatasetError(f"{path}: no captions found; expected COCO 'annotations', a list of "
+                           "{image, caption} records, or {file_name: [captions]}")
+    return _without_surrogates(pairs, path, problems)
+
+
+def _without_surrogates(pairs: list[tuple[str, str]], path: Path,
+                        problems: DatasetProblems) -> list[tuple[str, str]]:
+    """Drop pairs whose file name holds a lone surrogate; repair captions that hold one.
+
+    JSON can spell a lone surrogate (``"\udce9.jpg"``) but it is not text: as a file name it could
+    only mean bytes no UTF-8 name has, and it crashes every print or UTF-8 write. Such a name is a
+    malformed entry; in a caption it is replaced by U+FFFD, as an undecodable byte is.
+    """
+    kept = []
+    for name, caption in pairs:
+        if needs_escaping(name):
+            problems.add("malformed_entry", f"{path.name} '{escape(name)[:60]}': a file name that is not "
+                                            "text (an unpaired surrogate escape)")
+            continue
+        if needs_escaping(caption):
+            caption = _SURROGATES.sub("\ufffd", caption)
+            problems.add("undecodable_text", f"{path.name} caption of {name}")
+        kept.append((name, caption))
+    return kept
 
 
 def _parse_coco(data: dict, path: Path, existing: set[str], problems: DatasetProblems) -> list[tuple[str, str]]:
@@ -288,10 +317,11 @@ def _parse_coco(data: dict, path: Path, existing: set[str], problems: DatasetPro
     if images is not None:
         names = {}
         for index, image in enumerate(images):
-            if isinstance(image, dict) and isinstance(image.get("file_name"), str) and "id" in image:
+            if isinstance(image, dict) and isinstance(image.get("file_name"), str) and _is_id(image.get("id")):
                 names[image["id"]] = image["file_name"]
             else:
-                problems.add("malformed_entry", f"{path.name} images[{index}]: needs 'id' and 'file_name'")
+                problems.add("malformed_entry", f"{path.name} images[{index}]: needs a number or text 'id' "
+                                                "and a text 'file_name'")
     pairs = []
     for index, note in enumerate(annotations):
         where = f"{path.name} annotations[{index}]"
@@ -299,17 +329,31 @@ def _parse_coco(data: dict, path: Path, existing: set[str], problems: DatasetPro
             problems.add("malformed_entry", f"{where}: needs 'image_id' and a text 'caption'")
             continue
         image_id = note.get("image_id")
+        if not _is_id(image_id):  # a list or an object cannot name an image (nor be looked up)
+            problems.add("malformed_entry", f"{where}: image_id must be a number or text, got {_short(image_id)}")
+            continue
         name = names.get(image_id) if names is not None else _name_for_id(image_id, existing)
         if name is None:
-            problems.add("malformed_entry", f"{where}: unknown image_id {image_id!r}")
+            problems.add("malformed_entry", f"{where}: unknown image_id {_short(image_id)}")
             continue
         pairs.append((name, note["caption"]))
     return pairs
 
 
+def _is_id(value: object) -> bool:
+    """An image id a COCO file may use: a whole number or a text (hashable, unlike a list)."""
+    return isinstance(value, (int, str)) and not isinstance(value, bool)
+
+
+def _short(value: object) -> str:
+    """A JSON value for a problem example: its repr, escaped and cut to a few words."""
+    text = escape(repr(value))
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def _name_for_id(image_id: object, existing: set[str]) -> str | None:
     """File name of a bare COCO image id: the first naming scheme whose file exists."""
-    if isinstance(image_id, str) and image_id.isdigit():
+    if isinstance(image_id, str) and image_id.isascii() and image_id.isdigit() and len(image_id) <= 20:
         image_id = int(image_id)
     if not isinstance(image_id, int) or isinstance(image_id, bool):
         return None
@@ -338,7 +382,7 @@ def _parse_mapping(data: dict, path: Path, problems: DatasetProblems) -> list[tu
     for name, captions in data.items():
         captions = [captions] if isinstance(captions, str) else captions
         if not isinstance(captions, list) or not all(isinstance(c, str) for c in captions):
-            problems.add("malformed_entry", f"{path.name} {name!r}: expected a list of caption strings")
+            problems.add("malformed_entry", f"{path.name} {_short(name)}: expected a list of caption strings")
             continue
         pairs.extend((name, caption) for caption in captions)
     return pairs

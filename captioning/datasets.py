@@ -65,7 +65,8 @@ class Dataset:
     @property
     def key(self) -> str:
         """Stable short id for cache folders: slugified name + 8 hex of sha1(resolved root)."""
-        digest = hashlib.sha1(str(Path(self.root).resolve()).encode("utf-8")).hexdigest()[:8]
+        # surrogateescape: a folder name that is not UTF-8 hashes as its bytes (valid names as before).
+        digest = hashlib.sha1(str(Path(self.root).resolve()).encode("utf-8", "surrogateescape")).hexdigest()[:8]
         return f"{_slug(self.name or Path(self.root).resolve().name)}-{digest}"
 
     @property
@@ -221,7 +222,8 @@ def split_dataset(images: Sequence[CaptionedImage], split: config.SplitConfig) -
 
 def _unit_hash(text: str) -> float:
     """A number in [0, 1) from sha1 (stable across runs and machines, unlike ``hash()``)."""
-    return int.from_bytes(hashlib.sha1(text.encode("utf-8")).digest()[:8], "big") / 2.0**64
+    data = text.encode("utf-8", "surrogateescape")  # a name that is not UTF-8 hashes as its bytes
+    return int.from_bytes(hashlib.sha1(data).digest()[:8], "big") / 2.0**64
 
 
 def _slug(name: str) -> str:

@@ -23,3 +23,22 @@ class FeatureCacheError(CaptioningError):
 
 class BundleError(CaptioningError):
     """A model bundle is missing, incomplete, or from an incompatible version."""
+
+
+class InputFileError(CaptioningError):
+    """A file the tool reads is missing, not a regular file, too large, or not JSON within limits.
+
+    Readers catch it and re-raise their own error class (``BundleError``, ``DatasetError``, ...)
+    with ``reason`` and a hint that fits them.
+
+    Attributes:
+        path: the file.
+        reason: what is wrong, a few words without the path (e.g. ``a FIFO (named pipe), not a regular file``).
+        missing: True when the file does not exist.
+    """
+
+    def __init__(self, path, reason: str, missing: bool = False):
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+        self.missing = missing

@@ -21,6 +21,7 @@ from typing import Protocol, Sequence
 from captioning import config, metrics
 from captioning.datasets import CaptionedImage, Dataset, load_dataset, split_dataset
 from captioning.errors import BundleError, CaptioningError, DatasetError
+from captioning.safe_text import json_text
 
 SPLITS = ("test", "val")
 CAPTION_BATCH_SIZE = 32  # images per captioner call: one encoder batch and one batched beam search
@@ -107,8 +108,9 @@ class EvaluationResult:
         split_config = chosen.split_config
         data = {
             "date": self.date,
-            "model": str(self.model_path),
-            "dataset": {"source": dataset.source or str(dataset.root), "key": dataset.key,
+            # Names that are not UTF-8 are written escaped, with "<field>_escaping" (safe_text).
+            **json_text("model", self.model_path),
+            "dataset": {**json_text("source", dataset.source or dataset.root), "key": dataset.key,
                         "seen_in_training": chosen.seen_in_training},
             "split": chosen.split,
             "split_config": None if split_config is None else {
@@ -122,8 +124,9 @@ class EvaluationResult:
             "captioning_seconds": round(self.caption_seconds, 2),
         }
         data.update(self.scores.to_dict())  # scale, scores, implementations, tokenizer, ...
-        data["failed_images"] = [{"image": str(o.path), "error": o.error} for o in self.failed]
-        data["captions"] = [{"image": _relative(dataset, o.path), "caption": o.caption}
+        data["failed_images"] = [{**json_text("image", o.path), **json_text("error", o.error)}
+                                 for o in self.failed]
+        data["captions"] = [{**json_text("image", _relative(dataset, o.path)), "caption": o.caption}
                             for o in self.scored]
         return data
 

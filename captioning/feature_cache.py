@@ -26,6 +26,7 @@ import errno
 import fcntl
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +35,8 @@ import numpy as np
 
 from captioning import config
 from captioning.atomic import atomic_output
-from captioning.errors import FeatureCacheError
+from captioning.errors import FeatureCacheError, InputFileError
+from captioning.safe_json import read_json_file
 
 KINDS = ("pooled", "grid")
 INDEX_VERSION = 1
@@ -137,21 +139,34 @@ class FeatureCache:
         """The consolidated features as a read-only memmap ``(rows, *row_shape)``."""
         path = self.directory / state.features_file
         try:
-            return np.load(path, mmap_mode="r", allow_pickle=False)
+            array = np.load(path, mmap_mode="r", allow_pickle=False)
         except (OSError, ValueError) as error:
             raise FeatureCacheError(
                 f"feature file {path} is unreadable ({error}); delete {self.directory} to rebuild it"
             ) from None
+        # The index must describe this array, or rows would be read from the wrong place.
+        if array.shape[1:] != tuple(state.row_shape) or max(state.rows.values(), default=-1) >= len(array):
+            raise FeatureCacheError(
+                f"feature file {path} holds {array.shape} rows but its index expects "
+                f"{tuple(state.row_shape)} rows numbered up to {max(state.rows.values(), default=-1)}; "
+                f"delete {self.directory} to rebuild it")
+        return array
 
     def _read_json(self, path: Path) -> dict | None:
+        """One of the cache's JSON files, read within limits and checked; None when absent."""
         try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError) as error:
-            raise FeatureCacheError(
-                f"feature cache file {path} is unreadable ({error}); delete {self.directory} "
-                f"to rebuild the cache") from None
+            # Paths are dataset file names, which may hold undecodable bytes (kept as escapes).
+            data = read_json_file(path, config.MAX_DATASET_FILE_BYTES, allow_surrogates=True)
+        except InputFileError as error:
+            if error.missing:
+                return None
+            raise FeatureCacheError(f"feature cache file {path} is unreadable ({error.reason}); delete "
+                                    f"{self.directory} to rebuild the cache") from None
+        problem = _structure_problem(path.name, data)
+        if problem:
+            raise FeatureCacheError(f"feature cache file {path} is damaged ({problem}); delete "
+                                    f"{self.directory} to rebuild the cache")
+        return data
 
     # ----------------------------------------------------------------------------- writing
 
@@ -281,6 +296,49 @@ class FeatureCache:
         for array in self.shard_dir.glob("*.npy"):
             if not array.with_suffix(".json").exists():
                 array.unlink(missing_ok=True)
+
+
+def _structure_problem(name: str, data) -> str | None:
+    """What is wrong with the content of ``index.json``, ``failures.json`` or a shard sidecar."""
+    if not isinstance(data, dict):
+        return "not a JSON object"
+    if name == "failures.json":
+        return None if all(isinstance(v, dict) for v in data.values()) else "failures must be objects"
+    if not _is_row_shape(data.get("row_shape")):
+        return "row_shape must be 1 to 3 sizes between 1 and 65536"
+    if name == "index.json":
+        if data.get("version") != INDEX_VERSION:
+            return None  # read_state reports the version with its own message
+        if not isinstance(data.get("features"), str) or not re.fullmatch(r"features-\d{1,9}\.npy", data["features"]):
+            return "features must name a features-<n>.npy file"
+        rows, signatures = data.get("rows"), data.get("signatures")
+        if not isinstance(rows, dict) or not all(_is_count(v) for v in rows.values()):
+            return "rows must map paths to row numbers"
+        if not isinstance(signatures, dict) or not all(_is_signature(v) for v in signatures.values()):
+            return "signatures must map paths to [size, mtime]"
+        return None
+    paths, signatures = data.get("paths"), data.get("signatures")
+    if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+        return "paths must be a list of file names"
+    if not isinstance(signatures, list) or len(signatures) != len(paths) or \
+            not all(_is_signature(v) for v in signatures):
+        return "signatures must be one [size, mtime] per path"
+    failures = data.get("failures")
+    if not isinstance(failures, dict) or not all(isinstance(v, dict) for v in failures.values()):
+        return "failures must map paths to objects"
+    return None
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_signature(value) -> bool:
+    return isinstance(value, list) and len(value) == 2 and all(_is_count(v) for v in value)
+
+
+def _is_row_shape(value) -> bool:
+    return isinstance(value, list) and 1 <= len(value) <= 3 and all(_is_count(v) and 1 <= v <= 65536 for v in value)
 
 
 def ensure_free_space(directory: Path, needed_bytes: int, what: str) -> None:

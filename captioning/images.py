@@ -16,7 +16,8 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from captioning import config
-from captioning.errors import ImageError
+from captioning.errors import ImageError, InputFileError
+from captioning.regular_files import not_regular, open_regular_file
 
 # Pillow's own default (~89 MP) warns and only refuses at twice that; a photo above 100 MP is far
 # beyond anything a captioning model needs and is treated as a decompression bomb. Read at call
@@ -58,13 +59,19 @@ def find_images(path: str | Path) -> list[Path]:
         Sorted list of image paths (empty for a folder without images).
 
     Raises:
-        ImageError: the path does not exist.
+        ImageError: the path does not exist, or is neither a regular file nor a folder (a FIFO,
+            a device). Such entries inside a folder are kept, and refused by :func:`load_image`.
     """
     path = Path(path)
     if path.is_file():
         return [path]
     if not path.is_dir():
-        raise ImageError(f"{path}: no such file or folder; give an image file or a folder of images")
+        try:
+            mode = os.stat(path).st_mode
+        except (OSError, ValueError):
+            raise ImageError(f"{path}: no such file or folder; give an image file or a folder of images") from None
+        # A FIFO or a device (/dev/zero) would block or never end: named for what it is.
+        raise ImageError(f"{path}: {not_regular(mode)}; give an image file or a folder of images")
     found = []
     for folder, subfolders, files in os.walk(path):
         subfolders[:] = [name for name in subfolders if not name.startswith(".")]
@@ -94,7 +101,7 @@ def load_image(path: str | Path, size: int) -> np.ndarray:
     path = Path(path)
     _check_file(path)
     try:
-        with _open(path) as image:
+        with open_regular_file(path) as handle, _open(handle) as image:
             _check_pixels(path, image.size)
             # JPEG only: decode at the smallest 1/2^k scale still >= size (much faster).
             image.draft("RGB", (size, size))
@@ -105,6 +112,8 @@ def load_image(path: str | Path, size: int) -> np.ndarray:
             image = image.resize((size, size), Image.Resampling.BILINEAR,
                                  reducing_gap=REDUCING_GAP)
             return np.array(image, dtype=np.uint8)  # (size, size, 3)
+    except InputFileError as error:  # replaced by a FIFO, say, since _check_file
+        raise ImageError(f"{path}: {error.reason}") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageError(f"{path}: image is too large (over {MAX_IMAGE_PIXELS:,} pixels, "
                          "possible decompression bomb); resize it first") from None
@@ -120,7 +129,7 @@ def load_image(path: str | Path, size: int) -> np.ndarray:
                          "not a supported image") from None
 
 
-def _open(path: Path) -> Image.Image:
+def _open(handle) -> Image.Image:
     """``Image.open`` (headers only) with Pillow's bomb check on our limit, its warning an error.
 
     ``warnings.catch_warnings`` swaps the process-wide filter list, so concurrent callers (tf.data
@@ -130,7 +139,7 @@ def _open(path: Path) -> Image.Image:
     with _OPEN_LOCK, warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
-        return Image.open(path)
+        return Image.open(handle)
 
 
 def _check_file(path: Path) -> None:
@@ -139,6 +148,8 @@ def _check_file(path: Path) -> None:
         raise ImageError(f"{path}: is a folder, not an image file")
     if not path.exists():
         raise ImageError(f"{path}: file not found")
+    if not path.is_file():  # reading a FIFO or a device would block or never end
+        raise ImageError(f"{path}: {not_regular(path.stat().st_mode)}; give an image file")
     if not os.access(path, os.R_OK):
         raise ImageError(f"{path}: permission denied; make the file readable")
     if path.stat().st_size == 0:

@@ -28,6 +28,7 @@ from captioning.evaluation import EvaluationResult, EvaluationSet, ImageOutcome
 from captioning.metrics import SCALE
 from captioning.model_choice import shown
 from captioning.errors import CaptioningError
+from captioning.safe_text import escape
 
 METRICS_FILE = "metrics.json"
 SAMPLES_FILE = "evaluation_samples.png"
@@ -134,13 +135,16 @@ def _thumbnail(path: Path) -> np.ndarray:
     """The photo, upright and RGB, fitted into a THUMB_PX square (aspect kept); grey if unreadable."""
     from PIL import Image, ImageOps
 
+    from captioning.errors import InputFileError
+    from captioning.regular_files import open_regular_file
+
     try:
-        with Image.open(path) as image:
+        with open_regular_file(path) as handle, Image.open(handle) as image:  # never blocks on a FIFO
             image.draft("RGB", (THUMB_PX, THUMB_PX))  # JPEG: decode at reduced size
             image = ImageOps.exif_transpose(image).convert("RGB")
             image.thumbnail((THUMB_PX, THUMB_PX), Image.Resampling.LANCZOS)
             return np.asarray(image, dtype=np.uint8)
-    except (OSError, ValueError, Image.DecompressionBombError):
+    except (InputFileError, OSError, ValueError, Image.DecompressionBombError):
         return np.full((THUMB_PX, THUMB_PX, 3), 200, dtype=np.uint8)
 
 
@@ -199,7 +203,7 @@ def write_sample_grid(samples: list[ImageOutcome], png_path: str | Path, title: 
                                 photo / width, photo / height))
         axes.imshow(_thumbnail(outcome.path))
         axes.set_axis_off()
-        axes.set_title(outcome.path.name, fontsize=8, color="0.4")
+        axes.set_title(escape(outcome.path.name), fontsize=8, color="0.4")  # names need not be UTF-8
         _draw_captions(axes, outcome, photo)
     if title:
         figure.text(0.5, 1 - 0.2 / height, title, fontsize=11, ha="center", va="top")
@@ -337,7 +341,7 @@ def write_reports(result: EvaluationResult, plan: ReportPlan,
     except OSError as error:
         raise _write_error(plan.folder, error) from None
     written = {"metrics": write_json_atomic(plan.folder / METRICS_FILE, data)}
-    title = (f"{result.model_path.name}: {result.evaluation_set.split} images of "
+    title = (f"{escape(result.model_path.name)}: {result.evaluation_set.split} images of "
              f"{result.evaluation_set.dataset.key}, beam {result.beam_size}")
     written["samples"] = write_sample_grid(choose_samples(result.outcomes), plan.folder / SAMPLES_FILE, title)
     if json_path:

@@ -23,8 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
+from captioning import config
 from captioning.atomic import write_text_atomic
-from captioning.errors import BundleError
+from captioning.errors import BundleError, InputFileError
+from captioning.safe_json import read_json_file
 
 PAD, UNK, START, END = 0, 1, 2, 3
 RESERVED_TOKENS = ("<pad>", "<unk>", "<start>", "<end>")
@@ -73,7 +75,8 @@ def choose_max_length(token_counts: Sequence[int], percentile: float) -> int:
         percentile: In (0, 100]; 100 means the longest caption.
 
     Returns:
-        Sequence length in tokens, counting START and END (so at least 3).
+        Sequence length in tokens, counting START and END: at least 3, at most
+        ``config.MAX_CAPTION_LENGTH``.
 
     Raises:
         ValueError: When ``token_counts`` is empty or ``percentile`` is out of range.
@@ -84,7 +87,8 @@ def choose_max_length(token_counts: Sequence[int], percentile: float) -> int:
         raise ValueError("cannot choose a caption length from no captions")
     # "higher" picks a length some caption really has, so the choice never falls between counts.
     words = int(np.percentile(np.asarray(token_counts), percentile, method="higher"))
-    return max(words, 1) + 2
+    # Bounded by what a bundle may hold (config.MAX_CAPTION_LENGTH); longer captions are truncated.
+    return min(max(words, 1) + 2, config.MAX_CAPTION_LENGTH)
 
 
 class Vocabulary:
@@ -115,7 +119,8 @@ class Vocabulary:
             captions: Raw captions; each is normalised here.
             min_count: Keep words seen at least this many times.
             max_size: At most this many entries in total, reserved tokens included; the most
-                frequent words are kept. ``None`` means no limit.
+                frequent words are kept. ``None`` means ``config.MAX_VOCAB_SIZE``, the most a bundle
+                may hold.
 
         Returns:
             The vocabulary; words ordered by count (most frequent first), ties alphabetically, so
@@ -125,8 +130,8 @@ class Vocabulary:
             raise ValueError(f"max_size must be at least {len(RESERVED_TOKENS)}, got {max_size}")
         counts = Counter(word for caption in captions for word in tokenize(caption))
         kept = sorted((w for w, n in counts.items() if n >= min_count), key=lambda w: (-counts[w], w))
-        if max_size is not None:
-            kept = kept[: max_size - len(RESERVED_TOKENS)]
+        max_size = config.MAX_VOCAB_SIZE if max_size is None else min(max_size, config.MAX_VOCAB_SIZE)
+        kept = kept[: max_size - len(RESERVED_TOKENS)]
         return cls([*RESERVED_TOKENS, *kept])
 
     def __len__(self) -> int:
@@ -210,16 +215,19 @@ class Vocabulary:
         """
         path = Path(path)
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise BundleError(f"{path}: vocabulary file not found; the model bundle is incomplete") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise BundleError(f"{path}: cannot read the vocabulary ({error}); "
+            data = read_json_file(path, config.MAX_VOCAB_JSON_BYTES)
+        except InputFileError as error:
+            if error.missing:
+                raise BundleError(f"{path}: vocabulary file not found; the model bundle is incomplete") from None
+            raise BundleError(f"{path}: cannot read the vocabulary ({error.reason}); "
                               "re-save or retrain the model") from None
         words = data.get("words") if isinstance(data, dict) else None
         if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
             raise BundleError(f"{path}: not a vocabulary file (expected a 'words' list of strings); "
                               "re-save or retrain the model")
+        if len(words) > config.MAX_VOCAB_SIZE:
+            raise BundleError(f"{path}: {len(words):,} words, more than the {config.MAX_VOCAB_SIZE:,} this tool "
+                              "loads; retrain the model")
         if data.get("format") != VOCAB_FORMAT:
             raise BundleError(f"{path}: vocabulary format {data.get('format')!r} is not supported "
                               f"(expected {VOCAB_FORMAT}); retrain the model")

@@ -20,9 +20,9 @@ Checkpoint layout (``<bundle>/.checkpoint/``)::
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
+import re
 import shutil
 import signal
 import sys
@@ -38,9 +38,10 @@ import tensorflow as tf
 import keras
 
 from captioning.atomic import write_json_atomic
-from captioning.config import TrainConfig
+from captioning.config import MAX_BUNDLE_JSON_BYTES, TrainConfig
 from captioning.decoder import caption_loss
-from captioning.errors import CaptioningError
+from captioning.errors import CaptioningError, InputFileError
+from captioning.safe_json import read_json_file
 
 CHECKPOINT_DIR = ".checkpoint"
 STATE_FILE = "state.json"
@@ -392,17 +393,60 @@ def read_checkpoint_state(checkpoints: Path) -> dict:
         ResumeError: When there is no (readable) checkpoint.
     """
     path = checkpoints / STATE_FILE
-    if not path.is_file():
+    if not path.exists():  # anything else there (a FIFO, say) is reported by the reader
         raise ResumeError(f"no interrupted training run to resume in {checkpoints.parent} "
                           f"(no {CHECKPOINT_DIR}/{STATE_FILE}); train without --resume")
     try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
+        # Infinity is allowed: a fresh early-stopping state records its best loss as infinite.
+        saved = read_json_file(path, MAX_BUNDLE_JSON_BYTES, allow_nan=True)
+        _check_state(saved)
         folder = checkpoints / saved["folder"]
-        if saved.get("version") != STATE_VERSION or not (folder / "model.keras").is_file():
+        if not (folder / "model.keras").is_file():
             raise ValueError("incomplete checkpoint")
-    except (OSError, ValueError, KeyError, TypeError) as error:
+    except InputFileError as error:
+        raise ResumeError(f"{path}: unusable checkpoint ({error.reason}); train without --resume to "
+                          "start over") from None
+    except (OSError, ValueError) as error:
         raise ResumeError(f"{path}: unusable checkpoint ({error}); train without --resume to start over") from None
     return saved
+
+
+def _check_state(saved) -> None:
+    """Check what ``_save_checkpoint`` writes, before anything is built from it.
+
+    Raises:
+        ValueError: a one-line reason.
+    """
+    if not isinstance(saved, dict) or saved.get("version") != STATE_VERSION:
+        raise ValueError(f"not a version-{STATE_VERSION} checkpoint state")
+    if not isinstance(saved.get("folder"), str) or not re.fullmatch(r"epoch-\d{1,9}", saved["folder"]):
+        raise ValueError("no epoch folder named")
+    fit, fingerprint = saved.get("fit"), saved.get("fingerprint", {})
+    if not isinstance(fit, dict) or not isinstance(fingerprint, dict):
+        raise ValueError("'fit' and 'fingerprint' must be objects")
+    for name, kind in _FIT_FIELDS.items():
+        if not _valid(fit.get(name, getattr(FitState(), name)), kind):
+            raise ValueError(f"fit.{name} is not a valid {kind}")
+    history = fit.get("history", {})
+    if not all(isinstance(v, list) for v in history.values()):
+        raise ValueError("fit.history must hold lists")
+
+
+# What each FitState field must be: a count (int >= 0), a number (inf allowed, NaN not), a flag,
+# or a record (an object).
+_FIT_FIELDS = {"epoch": "count", "best_epoch": "count", "wait": "count", "plateau_wait": "count",
+               "best": "number", "plateau_best": "number", "learning_rate": "number",
+               "stopped_early": "flag", "history": "record"}
+
+
+def _valid(value, kind: str) -> bool:
+    if kind == "flag":
+        return isinstance(value, bool)
+    if kind == "record":
+        return isinstance(value, dict)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return value >= 0 and isinstance(value, int) if kind == "count" else not math.isnan(value)
 
 
 def _check_fingerprint(checkpoints: Path, saved: dict, current: dict) -> None:

@@ -16,7 +16,8 @@ from captioning.errors import BundleError
 from captioning.text import Vocabulary
 
 DECODER = config.DecoderConfig(embedding_dim=8, units=8, dropout=0.0)
-FEATURES = np.random.default_rng(0).normal(size=(2, 6)).astype(np.float32)
+FEATURE_DIM = config.ENCODER_FEATURE_DIMS["efficientnet_lite0"]  # a bundle's features fit its encoder
+FEATURES = np.random.default_rng(0).normal(size=(2, FEATURE_DIM)).astype(np.float32)
 TOKENS = np.array([[2, 4, 5, 3, 0], [2, 6, 3, 0, 0]], dtype=np.int32)
 
 
@@ -35,9 +36,9 @@ def _save(target, vocab=None, seed=0, history=None):
 
     vocab = vocab or _vocab()
     keras.utils.set_random_seed(seed)
-    model = build_training_model(len(vocab), 6, (6,), DECODER)
+    model = build_training_model(len(vocab), 6, (FEATURE_DIM,), DECODER)
     settings = {"decoder": {**DECODER.__dict__}, "vocab_size": len(vocab), "max_length": 6,
-                "feature_shape": [6], "encoder": {"name": "efficientnet_lite0", "weights_id": "none",
+                "feature_shape": [FEATURE_DIM], "encoder": {"name": "efficientnet_lite0", "weights_id": "none",
                                                   "random_weights": True}}
     history = history or {"loss": [2.0, 1.5], "val_loss": [2.1, 1.8]}
     return bundle.save_bundle(target, model, vocab, settings, history), model
@@ -168,7 +169,10 @@ def test_not_a_folder_is_refused(tmp_path):
 def _config_only_bundle(path: Path, kind: str = "merge", members: int = 0, **extra) -> Path:
     """A folder with just the config.json that choosing a model reads (no weights: never loaded)."""
     path.mkdir(parents=True)
-    data = {"format_version": 1, "encoder": {"name": "efficientnet_lite0"}, "decoder": {"kind": kind}, **extra}
+    grid = kind == "attention"
+    data = {"format_version": 1, "encoder": {"name": "efficientnet_lite0", "weights_id": "imagenet"},
+            "decoder": {"kind": kind}, "vocab_size": 10, "max_length": 8,
+            "feature_shape": [7, 7, 1280] if grid else [1280], **extra}
     if members:
         data["ensemble"] = {"members": [{"source": f"m{n}"} for n in range(members)]}
     (path / "config.json").write_text(json.dumps(data))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import pickle
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -152,8 +154,9 @@ def _legacy_file(path: Path, tensors: dict, monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "torch._utils", utils)
 
     class Storage:  # one per tensor; written as a persistent id
-        def __init__(self, key, array):
+        def __init__(self, key, array, numel=None):
             self.key, self.array = key, array
+            self.numel = array.size if numel is None else numel  # what the file claims it holds
 
     class Tensor:
         def __init__(self, storage, offset, size, stride):
@@ -166,12 +169,12 @@ def _legacy_file(path: Path, tensors: dict, monkeypatch) -> None:
         def persistent_id(self, obj):
             if isinstance(obj, Storage):
                 kind = FloatStorage if obj.array.dtype == np.float32 else LongStorage
-                return ("storage", kind, obj.key, "cpu", obj.array.size, None)
+                return ("storage", kind, obj.key, "cpu", obj.numel, None)
             return None
 
     storages, state = [], {}
-    for index, (name, (flat, offset, size, stride)) in enumerate(tensors.items()):
-        storages.append(Storage(str(100 + index), flat))
+    for index, (name, (flat, offset, size, stride, *claimed)) in enumerate(tensors.items()):
+        storages.append(Storage(str(100 + index), flat, *claimed))
         state[name] = Tensor(storages[-1], offset, size, stride)
     with open(path, "wb") as file:
         for header in (torch_checkpoint.MAGIC_NUMBER, torch_checkpoint.PROTOCOL_VERSION,
@@ -181,7 +184,7 @@ def _legacy_file(path: Path, tensors: dict, monkeypatch) -> None:
         pickle.dump([s.key for s in storages], file, protocol=2)
         for storage in storages:
             little_endian = storage.array.astype(storage.array.dtype.newbyteorder("<"))
-            file.write(storage.array.size.to_bytes(8, "little") + little_endian.tobytes())
+            file.write(storage.numel.to_bytes(8, "little") + little_endian.tobytes())
 
 
 def test_strided_views_and_offsets_are_rebuilt(tmp_path, monkeypatch):
@@ -199,6 +202,31 @@ def test_strided_views_and_offsets_are_rebuilt(tmp_path, monkeypatch):
     np.testing.assert_array_equal(state["conv.weight"], conv)
     np.testing.assert_array_equal(state["bias"], np.arange(4))
     assert state["steps"].shape == () and int(state["steps"]) == 42
+
+
+@pytest.mark.parametrize("tensor", [
+    (np.zeros(4, np.float32), 0, (10**6, 10**6), (10**6, 1), 10**12),  # storage claims 4 TB
+    (np.zeros(1, np.float32), 0, (10**6, 10**6), (0, 0)),  # a 1-element storage viewed as 4 TB
+])
+def test_tensors_larger_than_their_file_are_refused_before_allocating(tmp_path, monkeypatch, tensor):
+    path = tmp_path / "huge.pth"
+    _legacy_file(path, {"weight": tensor}, monkeypatch)
+    with pytest.raises(EncoderError, match=r"tensor 'weight' claims 4,000,000,000,000 bytes, more than the "
+                                           r"whole file \(\d+ bytes\)"):
+        torch_checkpoint.load_state_dict(path)
+
+
+def test_a_fifo_as_weights_file_is_refused(tmp_path):
+    os.mkfifo(tmp_path / "weights.pth")
+    code = ("from captioning.encoders import torch_checkpoint\n"
+            "from captioning.errors import EncoderError\n"
+            "try:\n"
+            f"    torch_checkpoint.load_state_dict({str(tmp_path / 'weights.pth')!r})\n"
+            "except EncoderError as error:\n"
+            "    print(error)\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parent.parent,
+                            capture_output=True, text=True, timeout=120)  # a regression fails, not hangs
+    assert "a FIFO (named pipe), not a regular file" in result.stdout, result.stderr
 
 
 def test_reader_refuses_any_other_global_and_runs_nothing(tmp_path, monkeypatch):

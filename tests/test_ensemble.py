@@ -150,4 +150,9 @@ def test_an_ensemble_entry_without_members_is_a_clear_error(ensemble, tmp_path):
     (broken / bundles.CONFIG_FILE).write_text(json.dumps(config))
     with pytest.raises(BundleError, match="no list of members"):
         bundles.load_bundle(broken)
-    assert "ensemble of" not in bundles.describe_bundle(broken)  # info and the menu still list it
+    # config.json is checked as a whole now: info says what is wrong, the menu lists it as unreadable.
+    with pytest.raises(BundleError, match="no list of members"):
+        bundles.describe_bundle(broken)
+    from captioning.menu import bundle_label
+
+    assert "unreadable" in bundle_label(broken) and "no list of members" in bundle_label(broken)

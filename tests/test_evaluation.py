@@ -63,10 +63,12 @@ def model_dir(tmp_path, dataset_dir):
     dataset = load_dataset(dataset_dir)
     folder = tmp_path / "model"
     folder.mkdir()
-    bundle_config = {"format_version": 1, "encoder": {"name": "efficientnet_lite0"},
-                     "decoder": {"kind": "merge"}, "dataset": {
-                         "source": str(dataset_dir), "key": dataset.key,
-                         "split": {"seed": 7, "val_fraction": 0.25, "test_fraction": 0.25}}}
+    # A complete config.json (read_bundle_config checks every field), for a model never built here.
+    bundle_config = {"format_version": 1, "encoder": {"name": "efficientnet_lite0", "weights_id": "none"},
+                     "decoder": {"kind": "merge"}, "vocab_size": 10, "max_length": 8,
+                     "feature_shape": [1280], "dataset": {
+        "source": str(dataset_dir), "key": dataset.key,
+        "split": {"seed": 7, "val_fraction": 0.25, "test_fraction": 0.25}}}
     (folder / "config.json").write_text(json.dumps(bundle_config), encoding="utf-8")
     (folder / "vocab.json").write_text('{"tokens": []}', encoding="utf-8")
     (folder / "model.weights.h5").write_bytes(b"weights stand-in")

@@ -16,6 +16,7 @@ from pathlib import Path
 from captioning import config
 from captioning.atomic import write_json_atomic
 from captioning.errors import CaptioningError
+from captioning.safe_text import escape, json_text
 
 EXIT_OK, EXIT_FAILURE = 0, 1
 
@@ -56,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         failed |= _attention_maps(captioner, results, pngs)
     if args.json:
         _write_json(Path(args.json), results, pngs)
-        print(f"wrote {args.json}")
+        print(f"wrote {escape(args.json)}")
     return EXIT_FAILURE if failed else EXIT_OK
 
 
@@ -107,21 +108,21 @@ def _report(results, pngs: dict[int, Path]) -> bool:
     failed = False
     for index, result in enumerate(results):
         if not result.ok:
-            print(f"error: {result.error}", file=sys.stderr)
+            print(f"error: {escape(result.error)}", file=sys.stderr)
             failed = True
             continue
-        print(f"{result.path}: {result.caption}", flush=True)
+        print(f"{escape(result.path)}: {result.caption}", flush=True)  # names need not be UTF-8
         if index in pngs:
             try:
                 write_captioned_image(result.path, result.caption, pngs[index])
             except CaptioningError as error:
-                print(f"error: {error}", file=sys.stderr)
+                print(f"error: {escape(error)}", file=sys.stderr)
                 del pngs[index]
                 failed = True
     if len(results) == 1 and 0 in pngs:
-        print(f"saved {pngs[0]}")
+        print(f"saved {escape(pngs[0])}")
     elif pngs:
-        print(f"saved {len(pngs)} annotated images in {next(iter(pngs.values())).parent}/")
+        print(f"saved {len(pngs)} annotated images in {escape(next(iter(pngs.values())).parent)}/")
     return failed
 
 
@@ -163,16 +164,20 @@ def _attention_maps(captioner, results, pngs: dict[int, Path]) -> bool:
 
 
 def _write_json(path: Path, results, pngs: dict[int, Path]) -> None:
-    """``[{"image", "caption", "score", "png"?, "error"?}]`` in input order, written atomically."""
+    """``[{"image", "caption", "score", "png"?, "error"?}]`` in input order, written atomically.
+
+    A name that is not valid UTF-8 is written escaped (``caf\\xe9.jpg``) with
+    ``"<field>_escaping": "backslashreplace"`` beside it (``captioning.safe_text``).
+    """
     entries = []
     for index, result in enumerate(results):
-        entry = {"image": str(result.path), "caption": result.caption}
+        entry = {**json_text("image", result.path), "caption": result.caption}
         if result.ok:
             entry["score"] = round(result.score, 6) if result.score is not None else None
             if index in pngs:
-                entry["png"] = str(pngs[index])
+                entry.update(json_text("png", pngs[index]))
         else:
-            entry["error"] = result.error
+            entry.update(json_text("error", result.error))
         entries.append(entry)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

