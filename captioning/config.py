@@ -21,7 +21,9 @@ MINI_COCO_SOURCE = "mini-coco"
 MINI_COCO_HANDLE = "nagasai524/mini-coco2014-dataset-for-image-captioning"
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
-ENCODER_NAMES = ("resnet50", "efficientnet_lite0")
+# The menu numbers these in this order: new encoders go at the end.
+ENCODER_NAMES = ("resnet50", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2",
+                 "densenet201")
 DEFAULT_ENCODER = "resnet50"
 DECODER_KINDS = ("merge", "attention")
 
