@@ -404,3 +404,15 @@ def test_lite_grid_follows_the_input_size(name):
     assert grid_size == -(-size // 32)
     with pytest.raises(ValueError, match=rf"expects images of shape \(B, {size}, {size}, 3\)"):
         encoder.pooled(np.zeros((1, 224 if size != 224 else 240, 224, 3), dtype=np.uint8))
+
+
+def test_an_encoder_whose_sizes_disagree_with_its_model_is_refused():
+    """The declared grid size must be the model's: a 7 on a 9x9 model would mislabel every cache."""
+    from captioning.encoders.base import Encoder
+
+    pixels = keras.Input((36, 36, 3))
+    model = keras.Model(pixels, keras.layers.Conv2D(4, 4, strides=4)(pixels))  # (B, 9, 9, 4)
+    Encoder(name="tiny", input_size=36, feature_dim=4, grid_size=9, weights_id="none", model=model)
+    with pytest.raises(ValueError, match=r"tiny: model maps \(None, 36, 36, 3\) -> \(None, 9, 9, 4\), "
+                                         r"but the encoder declares .* \(None, 7, 7, 4\)"):
+        Encoder(name="tiny", input_size=36, feature_dim=4, grid_size=7, weights_id="none", model=model)

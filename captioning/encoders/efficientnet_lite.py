@@ -68,7 +68,6 @@ VARIANTS = {variant.name: variant for variant in (
             "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d"),
 )}
 
-FEATURE_DIM = 1280  # the head is not scaled, so every variant's grid is 1280-d
 NUM_CLASSES = 1000
 HEAD_OUTPUT = "_head_relu6"  # the layer whose output is the (B, grid, grid, 1280) grid
 _BN_EPSILON = 1e-3
@@ -86,6 +85,7 @@ B0_STAGES = (
 )
 STEM_CHANNELS = 32
 HEAD_CHANNELS = 1280
+FEATURE_DIM = HEAD_CHANNELS  # the head is not scaled, so every variant's grid is 1280-d
 
 
 def round_channels(channels: int, width: float) -> int:
