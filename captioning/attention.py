@@ -1,6 +1,6 @@
 """Soft-attention LSTM decoder ("Show, Attend and Tell", Xu et al. 2015) over the CNN feature grid.
 
-At every step the LSTM looks at the 7x7 grid through additive (Bahdanau) attention, gates the
+At every step the LSTM looks at the CNN grid (7x7, 8x8 or 9x9 cells) through additive (Bahdanau) attention, gates the
 context vector with ``sigmoid(Dense(h))`` ("beta"), and feeds ``[embedding, context]`` to the cell.
 The state starts from the mean grid feature. Training adds the doubly stochastic attention penalty
 with ``add_loss`` so any ``model.fit``/``compute_loss`` loop picks it up.
@@ -70,7 +70,7 @@ class GridEncoder(keras.layers.Layer):
         """Encode a grid.
 
         Args:
-            features: ``(B, 7, 7, C)`` or ``(B, 49, C)``, any float dtype.
+            features: ``(B, g, g, C)`` or ``(B, g * g, C)`` (any grid side ``g``), any float dtype.
 
         Returns:
             ``(grid (B, P, D), projected (B, P, A), h (B, U), c (B, U))``.
@@ -247,7 +247,8 @@ def build_attention_training_model(vocab_size: int, max_length: int, feature_sha
     Args:
         vocab_size: number of token ids (PAD=0 .. V-1).
         max_length: caption length with START and END; the model reads ``T = max_length - 1``.
-        feature_shape: one image's grid, ``(7, 7, C)`` or ``(49, C)``.
+        feature_shape: one image's grid, ``(g, g, C)`` or ``(g * g, C)``; any ``g`` (the attention
+            weights do not depend on it, the bundle records it).
         config: ``kind="attention"``; uses ``embedding_dim``, ``units``, ``attention_dim``,
             ``attention_feature_dim``, ``dropout``, ``attention_regularization``.
 
@@ -258,7 +259,7 @@ def build_attention_training_model(vocab_size: int, max_length: int, feature_sha
     """
     feature_shape = tuple(int(n) for n in feature_shape)
     if len(feature_shape) not in (2, 3):
-        raise ValueError(f"attention decoder needs grid features (7, 7, C) or (49, C), "
+        raise ValueError(f"attention decoder needs grid features (g, g, C) or (g * g, C), "
                          f"got shape {feature_shape}")
     feature_dim = config.attention_feature_dim
     features = keras.Input(shape=feature_shape, name="features")
@@ -311,7 +312,7 @@ class AttentionStepDecoder:
         """Encode a batch of grids.
 
         Args:
-            features: ``(B, 7, 7, C)`` or ``(B, 49, C)``.
+            features: ``(B, g, g, C)`` or ``(B, g * g, C)``.
 
         Returns:
             ``(grid, projected, h, c)`` numpy arrays, batch first.

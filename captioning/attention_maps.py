@@ -29,7 +29,7 @@ def attention_for_tokens(step_decoder, features: np.ndarray, token_ids: Sequence
 
     Args:
         step_decoder: an attention step decoder (``initial_state``, ``step_with_attention``).
-        features: one image's features with a batch axis of 1, e.g. ``(1, 7, 7, C)``.
+        features: one image's features with a batch axis of 1, e.g. ``(1, 9, 9, C)``.
         token_ids: the caption's word ids (no START/END), e.g. from ``beam_search``.
 
     Returns:
@@ -56,7 +56,7 @@ def caption_with_attention(step_decoder, vocab, features: np.ndarray, max_length
     Args:
         step_decoder: an attention step decoder.
         vocab: the bundle's ``Vocabulary`` (``words`` list).
-        features: ``(1, 7, 7, C)`` features of one image.
+        features: ``(1, g, g, C)`` features of one image.
         max_length: caption length with START and END (the bundle's).
         beam_size: the beam the printed caption used (1 = greedy).
 
@@ -80,7 +80,7 @@ def write_attention_map(image_path: str | Path, words: Sequence[str], alphas: np
     Args:
         image_path: the captioned photo.
         words: the generated words, one panel each (titled with the word).
-        alphas: ``(len(words), P)`` attention weights over a square grid (P = 49 for 7x7).
+        alphas: ``(len(words), P)`` attention weights over a square grid (P = 49 for 7x7, 81 for 9x9).
         output_png: where to write the PNG (written atomically).
 
     Returns:

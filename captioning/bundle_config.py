@@ -46,7 +46,12 @@ class EncoderSpec:
     @property
     def feature_dim(self) -> int:
         """Channels of this encoder's features (2048 for resnet50, 1280 for efficientnet_lite0)."""
-        return config.ENCODER_FEATURE_DIMS[self.name]
+        return config.ENCODER_SHAPES[self.name].feature_dim
+
+    @property
+    def grid_size(self) -> int:
+        """Side of this encoder's feature grid (7 at 224 px, 8 at 240, 9 at 260)."""
+        return config.ENCODER_SHAPES[self.name].grid_size
 
 
 @dataclass(frozen=True)
@@ -294,7 +299,7 @@ def _feature_shape(fields: _Fields, encoder: EncoderSpec, decoder: config.Decode
     value = fields._get("feature_shape", True)
     if not isinstance(value, list) or not all(isinstance(n, int) and not isinstance(n, bool) for n in value):
         fields.fail("feature_shape", f"must be a list of whole numbers, got {_kind(value)}")
-    grid = config.ENCODER_GRID_SIZE
+    grid = encoder.grid_size
     expected = [encoder.feature_dim] if decoder.kind == "merge" else [grid, grid, encoder.feature_dim]
     if value != expected:
         kind = "pooled" if decoder.kind == "merge" else "grid"

@@ -17,6 +17,7 @@ import numpy as np
 
 from captioning import config, decoding
 from captioning.errors import BundleError, CaptioningError
+from captioning.features import row_shape
 
 DEFAULT_BATCH_SIZE = 32
 
@@ -103,6 +104,12 @@ class Captioner:
             raise BundleError(f"{loaded.path}: the model was trained on {settings['encoder']} weights "
                               f"{settings['weights_id']} but {encoder.weights_id} were loaded; "
                               "restore those weights or retrain the model")
+        produced = row_shape(encoder, settings["feature_kind"])
+        if settings["feature_shape"] is not None and settings["feature_shape"] != produced:
+            # e.g. a grid of another size: attention would read cells the decoder never saw.
+            raise BundleError(f"{loaded.path}: the model was trained on features of shape "
+                              f"{settings['feature_shape']} but {encoder.name} gives {produced}; "
+                              "retrain the model with this version's encoder")
         # An ensemble bundle has several members; they caption together (captioning.ensemble).
         step_decoder = make_ensemble_step_decoder(
             [make_step_decoder(member, settings["decoder_config"]) for member in loaded.members])
@@ -291,7 +298,8 @@ def bundle_settings(bundle_config: dict, path: Path | str = "") -> dict:
 
     Returns:
         ``encoder``, ``encoder_weights`` (what ``build_encoder`` takes), ``weights_id`` (or None),
-        ``decoder_kind``, ``decoder_config``, ``feature_kind`` and ``max_length``.
+        ``decoder_kind``, ``decoder_config``, ``feature_kind``, ``feature_shape`` (a tuple, or
+        None when config.json does not record it) and ``max_length``.
 
     Raises:
         BundleError: a required field is missing.
@@ -319,7 +327,19 @@ def bundle_settings(bundle_config: dict, path: Path | str = "") -> dict:
         "decoder_config": decoder_config,
         "feature_kind": "grid" if decoder_config.kind == "attention" else "pooled",
         "max_length": int(bundle_config["max_length"]),
+        "feature_shape": _feature_shape(bundle_config.get("feature_shape"), path),
     }
+
+
+def _feature_shape(value, path) -> tuple[int, ...] | None:
+    """``config.json``'s ``feature_shape`` as a tuple of ints (None if absent)."""
+    if value is None:
+        return None
+    try:
+        return tuple(int(n) for n in value)
+    except (TypeError, ValueError):
+        raise BundleError(f"{path}: config.json has a malformed feature_shape {value!r}; "
+                          "retrain the model") from None
 
 
 def _name_file(path: Path, reason: str) -> str:

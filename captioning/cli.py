@@ -70,9 +70,10 @@ def _add_dataset_arg(parser: argparse.ArgumentParser, default: str | None, help_
 def _add_encoder_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--encoder", choices=config.ENCODER_NAMES, default=config.DEFAULT_ENCODER,
                         help="image encoder (default: %(default)s)")
-    parser.add_argument("--encoder-weights", default="imagenet", metavar="imagenet|none|FILE.h5",
-                        help="ImageNet weights (default), a local ResNet50 .h5 file, or 'none' "
-                             "(random, for tests and benchmarks only)")
+    parser.add_argument("--encoder-weights", default="imagenet", metavar="imagenet|none|FILE",
+                        help="ImageNet weights (default), a local copy of Keras's .h5 file "
+                             "(resnet50, densenet201; md5-checked) or a .pth state dict "
+                             "(EfficientNet-Lite), or 'none' (random, for tests and benchmarks only)")
 
 
 def _info_parser(sub) -> None:

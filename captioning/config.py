@@ -26,11 +26,29 @@ MINI_COCO_SOURCE = "mini-coco"
 MINI_COCO_HANDLE = "nagasai524/mini-coco2014-dataset-for-image-captioning"
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
-ENCODER_NAMES = ("resnet50", "efficientnet_lite0")
-# What each encoder produces, known without building it (bundle checks need no TensorFlow).
-ENCODER_FEATURE_DIMS = {"resnet50": 2048, "efficientnet_lite0": 1280}
-ENCODER_INPUT_SIZE = 224
-ENCODER_GRID_SIZE = 7
+# The menu numbers these in this order: new encoders go at the end.
+ENCODER_NAMES = ("resnet50", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2",
+                 "densenet201")
+
+
+@dataclass(frozen=True)
+class EncoderShape:
+    """What an encoder takes and gives: square RGB input side, feature grid side, channels."""
+
+    input_size: int
+    grid_size: int
+    feature_dim: int
+
+
+# Known without building the encoder, so bundles are checked without TensorFlow; each encoder
+# module builds its model from its row and Encoder checks that the model agrees.
+ENCODER_SHAPES = {
+    "resnet50": EncoderShape(224, 7, 2048),
+    "efficientnet_lite0": EncoderShape(224, 7, 1280),
+    "efficientnet_lite1": EncoderShape(240, 8, 1280),
+    "efficientnet_lite2": EncoderShape(260, 9, 1280),
+    "densenet201": EncoderShape(224, 7, 1920),
+}
 DEFAULT_ENCODER = "resnet50"
 DECODER_KINDS = ("merge", "attention")
 

@@ -41,7 +41,7 @@ def build_training_model(vocab_size: int, max_length: int, feature_shape: Sequen
         vocab_size: Number of word ids (``len(vocab)``), PAD included.
         max_length: Caption length in tokens counting START and END; the model reads
             ``max_length - 1`` input tokens (the caption without its last token).
-        feature_shape: Shape of one image's features: ``(D,)`` pooled, ``(7, 7, D)`` grid.
+        feature_shape: Shape of one image's features: ``(D,)`` pooled, ``(g, g, D)`` grid.
         config: Decoder sizes, dropout and kind.
 
     Returns:

@@ -70,8 +70,8 @@ def extract_features(dataset, encoder, kind: str = "pooled", image_paths: Sequen
         dataset: a ``datasets.Dataset`` (its ``key`` names the cache; paths are stored relative
             to its root).
         encoder: an ``encoders.Encoder``.
-        kind: ``"pooled"`` for ``(D,)`` vectors or ``"grid"`` for ``(7, 7, D)`` grids; only this
-            kind is computed.
+        kind: ``"pooled"`` for ``(D,)`` vectors or ``"grid"`` for ``(g, g, D)`` grids
+            (``g = encoder.grid_size``: 7, 8 or 9); only this kind is computed.
         image_paths: absolute paths of the images to encode (default: every image in the dataset).
         batch_size: images per CNN batch (and per committed shard).
         progress: show a tqdm progress bar and the planned cache size.
@@ -85,7 +85,7 @@ def extract_features(dataset, encoder, kind: str = "pooled", image_paths: Sequen
     """
     paths = _unique(image_paths if image_paths is not None else [item.path for item in dataset.images])
     cache = FeatureCache(cache_dir(dataset.key, encoder.name, encoder.weights_id, kind))
-    shape = _row_shape(encoder, kind)
+    shape = row_shape(encoder, kind)
     with cache.locked():
         state = cache.read_state()
         if state.row_shape is not None and tuple(state.row_shape) != shape:
@@ -117,7 +117,7 @@ def load_features(dataset, encoder_name: str, weights_id: str, kind: str,
         image_paths: absolute image paths.
 
     Returns:
-        float16 ``(N, D)`` or ``(N, 7, 7, D)``: a read-only memmap when the paths are exactly the
+        float16 ``(N, D)`` or ``(N, g, g, D)``: a read-only memmap when the paths are exactly the
         cache's rows in order, else an in-memory copy of the selected rows (use
         ``open_features`` to keep memory flat for big grids).
 
@@ -184,7 +184,7 @@ def encode_paths(encoder, paths: Sequence[Path], kind: str = "pooled",
     for batch in _run_pipeline(encoder, kind, paths, batch_size):
         chunks.append(batch.features)
         failures.extend((paths[i], reason) for i, reason in batch.failures)
-    shape = _row_shape(encoder, kind)
+    shape = row_shape(encoder, kind)
     features = np.concatenate(chunks) if chunks else np.zeros((0, *shape), FEATURE_DTYPE)
     return features, failures
 
@@ -341,7 +341,12 @@ def _compiled_inference(model, size: int):
     return infer
 
 
-def _row_shape(encoder, kind: str) -> tuple[int, ...]:
+def row_shape(encoder, kind: str) -> tuple[int, ...]:
+    """One image's features from ``encoder``: ``(D,)`` pooled or ``(g, g, D)`` grid.
+
+    Raises:
+        FeatureCacheError: unknown kind.
+    """
     if kind == "pooled":
         return (encoder.feature_dim,)
     if kind == "grid":

@@ -16,6 +16,7 @@ canvas (no display needed).
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import textwrap
 from dataclasses import dataclass
@@ -243,7 +244,7 @@ def _model_folder_name(model_path: Path) -> str:
     if resolved == shipped or (resolved.parent == Path(config.MODELS_DIR).resolve()
                                and resolved.name != shipped.name):
         return resolved.name
-    return f"{resolved.name}-{hashlib.sha1(str(resolved).encode('utf-8')).hexdigest()[:8]}"
+    return f"{resolved.name}-{hashlib.sha1(os.fsencode(resolved)).hexdigest()[:8]}"
 
 
 def evaluation_folder(model_path: str | Path, evaluation_set: EvaluationSet, beam_size: int) -> Path:

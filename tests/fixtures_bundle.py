@@ -19,11 +19,13 @@ import pytest
 WORDS = ["a", "red", "blue", "green", "circle", "square", "triangle", "on", "white", "background"]
 MAX_LENGTH = 8
 ENCODER = {"name": "efficientnet_lite0", "weights_id": "none", "random_weights": True}
-FEATURE_DIM = 1280  # efficientnet_lite0's pooled width
+FEATURE_DIM = 1280  # the EfficientNet-Lite pooled width
+# Grid side of each EfficientNet-Lite variant (input 224, 240, 260).
+LITE_GRID = {"efficientnet_lite0": 7, "efficientnet_lite1": 8, "efficientnet_lite2": 9}
 
 
 def make_tiny_bundle(target: Path, kind: str = "merge", seed: int = 0, words: Sequence[str] = WORDS,
-                     units: int = 16) -> Path:
+                     units: int = 16, encoder: str = "efficientnet_lite0") -> Path:
     """Save a small untrained bundle at ``target``.
 
     Args:
@@ -32,6 +34,8 @@ def make_tiny_bundle(target: Path, kind: str = "merge", seed: int = 0, words: Se
         seed: Keras seed for the random weights.
         words: the vocabulary's words (after the reserved tokens).
         units: LSTM width.
+        encoder: an EfficientNet-Lite variant (random weights); sets the grid of an attention
+            bundle (7x7, 8x8 or 9x9).
 
     Returns:
         The bundle folder.
@@ -45,11 +49,12 @@ def make_tiny_bundle(target: Path, kind: str = "merge", seed: int = 0, words: Se
 
     vocab = Vocabulary([*RESERVED_TOKENS, *words])
     decoder = DecoderConfig(kind=kind, embedding_dim=16, units=units, dropout=0.0, attention_dim=16)
-    feature_shape = (FEATURE_DIM,) if kind == "merge" else (7, 7, FEATURE_DIM)
+    grid = LITE_GRID[encoder]
+    feature_shape = (FEATURE_DIM,) if kind == "merge" else (grid, grid, FEATURE_DIM)
     keras.utils.set_random_seed(seed)
     model = build_training_model(len(vocab), MAX_LENGTH, feature_shape, decoder)
     settings = {"decoder": dict(decoder.__dict__), "vocab_size": len(vocab), "max_length": MAX_LENGTH,
-                "feature_shape": list(feature_shape), "encoder": dict(ENCODER)}
+                "feature_shape": list(feature_shape), "encoder": {**ENCODER, "name": encoder}}
     return bundle.save_bundle(target, model, vocab, settings, {"loss": [3.0], "val_loss": [3.1]})
 
 

@@ -40,21 +40,23 @@ def _attention_over_steps(model, features, tokens):
     return np.asarray(alphas)
 
 
-def test_attention_weights_are_a_distribution_over_the_grid_at_every_step():
-    model, features = _model_and_features()
+# Grids of EfficientNet-Lite0/1/2 (224, 240, 260 pixels): the decoder takes any grid size.
+@pytest.mark.parametrize("side", [7, 9])
+def test_attention_weights_are_a_distribution_over_the_grid_at_every_step(side):
+    model, features = _model_and_features(grid=(side, side))
     alphas = _attention_over_steps(model, features, TOKENS[:, :-1])
-    assert alphas.shape == (3, MAX_LENGTH - 1, 49)
+    assert alphas.shape == (3, MAX_LENGTH - 1, side * side)
     assert (alphas >= 0).all()
     np.testing.assert_allclose(alphas.sum(axis=-1), 1.0, atol=1e-5)
     step_decoder = attention.AttentionStepDecoder(model, CONFIG)
     state = step_decoder.initial_state(features)
     for t in range(MAX_LENGTH - 1):
         _, state, alpha = step_decoder.step_with_attention(TOKENS[:, t], state)
-        assert alpha.shape == (3, 49) and (alpha >= 0).all()
+        assert alpha.shape == (3, side * side) and (alpha >= 0).all()
         np.testing.assert_allclose(alpha.sum(axis=-1), 1.0, atol=1e-5)
 
 
-@pytest.mark.parametrize("grid", [(7, 7), (49,)])
+@pytest.mark.parametrize("grid", [(7, 7), (49,), (8, 8), (9, 9)])
 def test_stepping_from_state_equals_the_teacher_forced_sequence(grid):
     model, features = _model_and_features(grid=grid)
     inputs = TOKENS[:, :-1]
@@ -107,37 +109,41 @@ def test_decoder_dispatches_attention_kind():
     assert isinstance(decoder.make_step_decoder(model, CONFIG), attention.AttentionStepDecoder)
 
 
-def _located_shapes(count, rng):
-    """Grids where one cell holds a coloured object; every cell carries its own position.
+def _located_shapes(count, rng, side=7):
+    """``side x side`` grids where one cell holds a coloured object; every cell carries its own position.
 
     Like a CNN grid, each cell's features say where it is (row/column channels), so only by
     attending to the object's cell can the decoder say where the object is; the mean (the
-    initial state) tells its colour but not its place. Caption: colour, row word, column word.
+    initial state) tells its colour but not its place. Caption: colour, row word, column word
+    (the grid's top/middle/bottom and left/middle/right thirds).
     """
-    colours, rows, columns = [4, 5, 6], [7, 7, 8, 8, 8, 9, 9], [10, 10, 11, 11, 11, 12, 12]
-    features = np.zeros((count, 7, 7, 3 + 14), dtype=np.float32)
-    for r in range(7):
+    colours = [4, 5, 6]
+    thirds = [(2 * cell + 1) * 3 // (2 * side) for cell in range(side)]  # 7: 0 0 1 1 1 2 2
+    rows, columns = [7 + t for t in thirds], [10 + t for t in thirds]
+    features = np.zeros((count, side, side, 3 + 2 * side), dtype=np.float32)
+    for r in range(side):
         features[:, r, :, 3 + r] = 1.0
-        features[:, :, r, 10 + r] = 1.0
+        features[:, :, r, 3 + side + r] = 1.0
     features += rng.normal(0, 0.05, features.shape)
     captions = np.zeros((count, 6), dtype=np.int32)
     for i in range(count):
-        colour, r, c = rng.integers(3), rng.integers(7), rng.integers(7)
+        colour, r, c = rng.integers(3), rng.integers(side), rng.integers(side)
         features[i, r, c, colour] += 2.0
         captions[i] = [2, colours[colour], rows[r], columns[c], 3, 0]
     return features.astype(np.float16), captions
 
 
-def test_attention_decoder_learns_to_say_where_the_object_is():
+@pytest.mark.parametrize("side", [7, 9])  # EfficientNet-Lite0's grid and Lite2's
+def test_attention_decoder_learns_to_say_where_the_object_is(side):
     keras.utils.set_random_seed(7)
     rng = np.random.default_rng(7)
-    train_features, train_captions = _located_shapes(2048, rng)
-    test_features, test_captions = _located_shapes(200, rng)
+    train_features, train_captions = _located_shapes(2048, rng, side)
+    test_features, test_captions = _located_shapes(200, rng, side)
     # No coverage penalty here: with 4-word captions over 49 cells, "cover every cell equally"
     # outweighs looking at the object (the model then reads the place by looking away from it).
     config = DecoderConfig(kind="attention", embedding_dim=32, units=64, attention_dim=32,
                            attention_feature_dim=32, dropout=0.1, attention_regularization=0.0)
-    model = attention.build_attention_training_model(13, 6, (7, 7, 17), config)
+    model = attention.build_attention_training_model(13, 6, train_features.shape[1:], config)
     model.compile(keras.optimizers.Adam(3e-3),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=0))
     model.fit({"features": train_features, "tokens": train_captions[:, :-1]}, train_captions[:, 1:],
@@ -146,11 +152,14 @@ def test_attention_decoder_learns_to_say_where_the_object_is():
     predicted = decoding.greedy_search(step_decoder, test_features, max_length=6)
     expected = [list(caption[1:4]) for caption in test_captions]
     exact = np.mean([p == e for p, e in zip(predicted, expected)])
-    assert exact >= 0.9, f"only {exact:.0%} of unseen grids captioned exactly"
+    assert exact >= 0.9, f"only {exact:.0%} of unseen {side}x{side} grids captioned exactly"
+    beamed = decoding.beam_search(step_decoder, test_features[:20], beam_size=3, max_length=6)
+    assert np.mean([b == e for b, e in zip(beamed, expected[:20])]) >= 0.9
     # Naming the place (row and column words), the decoder looks at the object's cell.
     for i in range(5):
         alphas = attention_maps.attention_for_tokens(step_decoder, test_features[i:i + 1], expected[i])
         object_cell = int(np.argmax(test_features[i, ..., :3].max(axis=-1)))
+        assert alphas.shape == (3, side * side)
         assert np.argmax(alphas[1:3], axis=-1).tolist() == [object_cell, object_cell]
 
 
@@ -163,15 +172,16 @@ def test_attention_for_tokens_gives_one_row_per_word_from_a_fresh_start():
     np.testing.assert_allclose(alphas, full[0, :3], atol=1e-5)
 
 
-def test_attention_map_has_one_panel_per_word(tmp_path):
+@pytest.mark.parametrize("side", [7, 8, 9])
+def test_attention_map_has_one_panel_per_word(tmp_path, side):
     from PIL import Image
 
     photo = tmp_path / "photo.jpg"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (120, 160, 3), dtype=np.uint8)).save(photo)
     words = ["a", "dog", "runs", "on", "the", "grass", "today"]
-    alphas = np.random.default_rng(1).dirichlet(np.ones(49), size=len(words))
+    alphas = np.random.default_rng(1).dirichlet(np.ones(side * side), size=len(words))
     figure = attention_maps._draw_panels(attention_maps._load_photo(photo), words,
-                                         alphas.reshape(-1, 7, 7))
+                                         alphas.reshape(-1, side, side))
     assert [axes.get_title() for axes in figure.axes] == words
     output = attention_maps.write_attention_map(photo, words, alphas, tmp_path / "out" / "map.png")
     with Image.open(output) as image:

@@ -205,13 +205,16 @@ def test_unique_png_names():
     assert unique_png_names(paths) == ["cat.png", "cat-2.png", "Cat-3.png", "dog.png", "cat-4.png"]
 
 
-def test_attention_map_for_an_attention_model(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("encoder", ["efficientnet_lite0", "efficientnet_lite2"])  # 7x7, 9x9 grid
+def test_attention_map_for_an_attention_model(tmp_path, monkeypatch, capsys, encoder):
     from tests.fixtures_bundle import make_tiny_bundle
 
-    model = make_tiny_bundle(tmp_path / "tiny-attention", kind="attention")
+    model = make_tiny_bundle(tmp_path / "tiny-attention", kind="attention", encoder=encoder)
     image = photo(tmp_path / "cat.png", size=(120, 90))
     monkeypatch.chdir(tmp_path)
-    assert cli.main(["caption", str(image), "--model", str(model), "--attention-map"]) == 0
+    assert cli.main(["caption", str(image), "--model", str(model), "--attention-map",
+                     "--json", "out.json"]) == 0
+    assert json.loads((tmp_path / "out.json").read_text())[0]["caption"]
     out = capsys.readouterr().out
     assert "saved captioned_image.png" in out
     assert "saved captioned_image_attention.png" in out

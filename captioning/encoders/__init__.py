@@ -12,16 +12,31 @@ from captioning import config
 from captioning.encoders.base import Encoder
 from captioning.errors import EncoderError
 
-__all__ = ["Encoder", "build_encoder"]
+__all__ = ["Encoder", "build_encoder", "module_name"]
+
+# Encoder name -> the module under captioning/encoders/ that builds it (``build(name, weights)``).
+_MODULES = {
+    "resnet50": "resnet50",
+    "densenet201": "densenet201",
+    "efficientnet_lite0": "efficientnet_lite",
+    "efficientnet_lite1": "efficientnet_lite",
+    "efficientnet_lite2": "efficientnet_lite",
+}
+
+
+def module_name(name: str) -> str:
+    """The module (under ``captioning.encoders``) that builds encoder ``name``."""
+    return _MODULES[name]
 
 
 def build_encoder(name: str, weights: str = "imagenet") -> Encoder:
     """Build an image encoder.
 
     Args:
-        name: one of ``config.ENCODER_NAMES`` (``resnet50``, ``efficientnet_lite0``).
+        name: one of ``config.ENCODER_NAMES``.
         weights: ``"imagenet"``, ``"none"`` (random init, for tests and benchmarks), or a local
-            weights file (resnet50: a copy of Keras's no-top ``.h5``).
+            weights file (resnet50 / densenet201: a copy of Keras's no-top ``.h5``, md5-checked;
+            EfficientNet-Lite: a legacy-format ``.pth`` state dict).
 
     Returns:
         The Encoder, model built and weights loaded.
@@ -33,5 +48,10 @@ def build_encoder(name: str, weights: str = "imagenet") -> Encoder:
         raise EncoderError(f"unknown encoder {name!r}; choose one of {', '.join(config.ENCODER_NAMES)}")
     if not isinstance(weights, str) or not weights:
         raise EncoderError(f"encoder weights {weights!r}: give imagenet, none or a file path")
-    module = importlib.import_module(f"captioning.encoders.{name}")
-    return module.build(weights)
+    module = importlib.import_module(f"captioning.encoders.{_MODULES[name]}")
+    encoder = module.build(name, weights)
+    built = config.EncoderShape(encoder.input_size, encoder.grid_size, encoder.feature_dim)
+    if built != config.ENCODER_SHAPES[name]:  # bundles are checked against the table, not the model
+        raise EncoderError(f"{name}: the model gives {built}, config.ENCODER_SHAPES says "
+                           f"{config.ENCODER_SHAPES[name]}; fix the table")
+    return encoder

@@ -14,9 +14,11 @@ class Encoder:
 
     Attributes:
         name: one of ``config.ENCODER_NAMES``.
-        input_size: height and width of the input images (224).
-        feature_dim: channels of the grid (2048 for resnet50, 1280 for efficientnet_lite0).
-        grid_size: height and width of the grid (7).
+        input_size: height and width of the input images (224; 240 and 260 for
+            efficientnet_lite1 and efficientnet_lite2).
+        feature_dim: channels of the grid (2048 resnet50, 1920 densenet201, 1280 EfficientNet-Lite).
+        grid_size: height and width of the grid: the model's output, 7 at 224 pixels, 8 at 240,
+            9 at 260. Everything downstream (cache rows, attention, bundles) takes it from here.
         weights_id: changes whenever the weights change, so cached features never mix:
             ``"imagenet"``, ``"none"`` (random init) or ``"md5-<hex8>"`` (a user-given file).
         model: keras Model, float32 ``(B, input_size, input_size, 3)`` RGB 0..255 ->
@@ -25,13 +27,23 @@ class Encoder:
     """
 
     name: str
-    input_size: int = 224
+    input_size: int
     feature_dim: int
-    grid_size: int = 7
+    grid_size: int
     weights_id: str
     model: Any  # keras.Model; typed loosely so importing this module does not import TensorFlow
     random_weights: bool = False
     _pooled_model: Any = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        # The sizes are declared separately from the model; a wrong one would mislabel every
+        # cache row and bundle, so they must agree with what the model really takes and gives.
+        expected_in = (None, self.input_size, self.input_size, 3)
+        expected_out = (None, self.grid_size, self.grid_size, self.feature_dim)
+        actual_in, actual_out = tuple(self.model.inputs[0].shape), tuple(self.model.outputs[0].shape)
+        if actual_in != expected_in or actual_out != expected_out:
+            raise ValueError(f"{self.name}: model maps {actual_in} -> {actual_out}, but the encoder "
+                             f"declares {expected_in} -> {expected_out}")
 
     @property
     def pooled_model(self):
