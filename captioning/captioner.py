@@ -17,7 +17,6 @@ import numpy as np
 
 from captioning import config, decoding
 from captioning.errors import BundleError, CaptioningError
-from captioning.features import row_shape
 
 DEFAULT_BATCH_SIZE = 32
 
@@ -104,12 +103,6 @@ class Captioner:
             raise BundleError(f"{loaded.path}: the model was trained on {settings['encoder']} weights "
                               f"{settings['weights_id']} but {encoder.weights_id} were loaded; "
                               "restore those weights or retrain the model")
-        produced = row_shape(encoder, settings["feature_kind"])
-        if settings["feature_shape"] is not None and settings["feature_shape"] != produced:
-            # e.g. a grid of another size: attention would read cells the decoder never saw.
-            raise BundleError(f"{loaded.path}: the model was trained on features of shape "
-                              f"{settings['feature_shape']} but {encoder.name} gives {produced}; "
-                              "retrain the model with this version's encoder")
         # An ensemble bundle has several members; they caption together (captioning.ensemble).
         step_decoder = make_ensemble_step_decoder(
             [make_step_decoder(member, settings["decoder_config"]) for member in loaded.members])
