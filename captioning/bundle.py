@@ -141,7 +141,7 @@ def save_bundle(target: str | Path, model, vocab: Vocabulary, bundle_config: dic
         # Built in memory first: its size is known before writing, and a disk that fills anyway
         # fails a plain write (HDF5 writing to a full disk crashes the process).
         weights = weights_as_float16(weights_file_bytes(_inference_copy(model, full_config)))
-        ensure_free_space(staging, len(weights), "the model bundle")
+        ensure_free_space(staging.parent, len(weights), "the model bundle")
         write_bytes_atomic(staging / WEIGHTS_FILE, weights)
         full_config["weights_dtype"] = "float16"
         vocab.save(staging / VOCAB_FILE)

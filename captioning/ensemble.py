@@ -131,7 +131,7 @@ def combine_bundles(member_paths: Sequence[str | Path], target: str | Path) -> P
         weights = [member.path / bundles.WEIGHTS_FILE for member in loaded]
         extras = [first.path / name for name in (bundles.VOCAB_FILE, bundles.HISTORY_FILE, bundles.LOSS_CURVE_FILE)
                   if (first.path / name).is_file()]
-        ensure_free_space(staging, sum(path.stat().st_size for path in weights + extras), "the ensemble bundle")
+        ensure_free_space(staging.parent, sum(path.stat().st_size for path in weights + extras), "the ensemble bundle")
         for source, name in zip(weights, bundles.weights_files(full_config)):
             shutil.copyfile(source, staging / name)
         for source in extras:

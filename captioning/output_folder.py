@@ -129,10 +129,11 @@ def is_this_tools_bundle(path: str | Path) -> bool:
 
 def _refusal(path: Path, what: str, default: bool, inside: bool = False) -> OutputFolderError:
     suggestion = _unused(path / "model") if inside else _unused(path.parent / f"{path.name or 'output'}-model")
+    example = f" (e.g. {suggestion})" if suggestion.parent.is_dir() else ""
     if default:
-        advice = f"move what is there elsewhere, or train with --output naming a new folder (e.g. {suggestion})"
+        advice = f"move what is there elsewhere, or train with --output naming a new folder{example}"
     else:
-        advice = f"the tool replaces its output folder whole, so pass a new folder instead, e.g. --output {suggestion}"
+        advice = f"the tool replaces its output folder whole, so pass --output a new folder{example}"
     return OutputFolderError(f"{path} {what}; {advice}")
 
 
