@@ -5,6 +5,9 @@ flushes them to disk, then ``os.replace``s the temp file onto the target. When a
 (full disk, Ctrl-C, a writer's exception) the temp file is removed and the target keeps its old
 content. Temp files are named ``.<target name>.<random><suffix>``: hidden, and recognisable as
 leftovers should the process be killed in between.
+
+``exchange`` swaps two folders in one step where the system can (Linux ``renameat2``), which is how
+a bundle folder is replaced with never a moment without one.
 """
 
 from __future__ import annotations
