@@ -310,8 +310,9 @@ def tidy_leftovers(target: str | Path) -> list[str]:
             os.rename(stranded, target / CHECKPOINT_DIR)
             notes.append(f"moved the training checkpoint a killed save had left in {leftover} back into {target}")
         shutil.rmtree(leftover, ignore_errors=True)
-    if found:
-        notes.append(f"removed {len(found)} unfinished save folder(s) a killed run left beside {target}")
+    removed = [leftover for leftover in found if not os.path.lexists(leftover)]
+    if removed:
+        notes.append(f"removed {len(removed)} unfinished save folder(s) a killed run left beside {target}")
     return notes
 
 

@@ -507,10 +507,10 @@ def _save_checkpoint(model: keras.Model, best_weights: list | None, checkpoints:
     folder = f"epoch-{state.epoch:04d}"
     then = (f"; then run the same command with --resume (it continues after epoch {state.epoch - 1})"
             if state.epoch > 1 else "; then run the same command again")
+    ensure_free_space(checkpoints, len(model_bytes) + len(best_bytes), f"the checkpoint of epoch {state.epoch}", then)
+    created = [path for path in (checkpoints.parent, checkpoints) if not path.exists()]
     try:
         checkpoints.mkdir(parents=True, exist_ok=True)
-        ensure_free_space(checkpoints, len(model_bytes) + len(best_bytes), f"the checkpoint of epoch {state.epoch}",
-                          then)
         staging = Path(tempfile.mkdtemp(prefix=f".{folder}-", dir=checkpoints))
         try:
             write_bytes_atomic(staging / "model.keras", model_bytes)
@@ -523,8 +523,15 @@ def _save_checkpoint(model: keras.Model, best_weights: list | None, checkpoints:
             raise
         saved = {"version": STATE_VERSION, "folder": folder, "fingerprint": fingerprint,
                  "fit": state.__dict__}
-        write_json_atomic(checkpoints / STATE_FILE, saved, sort_keys=True)
+        try:
+            write_json_atomic(checkpoints / STATE_FILE, saved, sort_keys=True)
+        except BaseException:
+            shutil.rmtree(checkpoints / folder, ignore_errors=True)  # state.json still names the last one
+            raise
     except OSError as error:
+        for path in reversed(created):  # a first checkpoint that failed leaves no empty folders
+            with contextlib.suppress(OSError):
+                path.rmdir()
         raise OutputFolderError(f"could not write the checkpoint of epoch {state.epoch} in {checkpoints} "
                                 f"({write_failure(error)}){then}") from None
     for old in checkpoints.iterdir():

@@ -420,6 +420,10 @@ def test_a_checkpoint_without_room_is_one_line_and_the_previous_one_stays(tmp_pa
         training.fit(_model(seed=1), data, replace(CONFIG, epochs=2), tmp_path, FINGERPRINT, resume=True,
                      log=lambda line: None)
     assert _snapshot(checkpoint) == before
+    fresh = tmp_path / "fresh"  # a first checkpoint that fails leaves no folder behind
+    with pytest.raises(OutputFolderError, match=r"epoch 1 .*\(the disk is full\); then run the same command again$"):
+        training.fit(_model(seed=1), data, replace(CONFIG, epochs=1), fresh, FINGERPRINT, log=lambda line: None)
+    assert not fresh.exists()
 
 
 @pytest.fixture
