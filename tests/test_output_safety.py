@@ -85,7 +85,8 @@ def _folder_with_a_file_and_photos(path: Path) -> Path:
     (lambda p: (p.write_text("mine"), p)[-1], r"is a file, not a folder"),
     (lambda p: (os.mkfifo(p), p)[-1], r"is a FIFO, not a folder"),
     (lambda p: (os.symlink(_fake_bundle(p.parent / "real"), p), p)[-1], r"is a symbolic link \(to .*real\)"),
-])
+], ids=["a file and photos", "a parent of bundles", "another tool's config.json", "config.json nested 100,000 deep",
+        "config.json a FIFO", "a regular file", "a FIFO", "a symbolic link"])
 def test_anything_else_is_refused_in_one_line_and_left_alone(tmp_path, make, expected):
     path = make(tmp_path / "out")
     before = os.lstat(path).st_mtime_ns, _snapshot(path) if path.is_dir() and not path.is_symlink() else None
