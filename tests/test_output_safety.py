@@ -26,7 +26,10 @@ from captioning.output_folder import OutputFolderError, check_output_folder, cla
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ENTRY = str(PROJECT_ROOT / "image_captioning.py")
-BUNDLE_SETTINGS = {"vocab_size": 7, "decoder": {"kind": "merge"}}
+# config.json of a small merge bundle (valid for bundle_config.BundleConfig); its weights are fake.
+BUNDLE_SETTINGS = {"vocab_size": 14, "max_length": 8, "feature_shape": [1280],
+                   "encoder": {"name": "efficientnet_lite0", "weights_id": "none", "random_weights": True},
+                   "decoder": {"kind": "merge", "embedding_dim": 16, "units": 16}}
 # A quick training run: random encoder weights, tiny decoder.
 TINY_TRAIN = ["--encoder", "efficientnet_lite0", "--encoder-weights", "none", "--batch-size", "16",
               "--min-count", "1", "--embedding-dim", "8", "--units", "8"]
@@ -268,7 +271,7 @@ def test_without_an_atomic_exchange_a_reader_puts_back_the_bundle_a_kill_moved_a
     _kill_during_swap(tmp_path, target, "between-renames")
     assert not target.exists()  # the moment a kill between two renames hits
     assert sorted(p.name.split("-")[0] for p in output_folder.leftovers(target)) == [".m.new", ".m.old"]
-    assert bundle.read_bundle_config(target)["vocab_size"] == 7  # the reader put it back
+    assert bundle.read_bundle_config(target)["vocab_size"] == 14  # the reader put it back
     assert _marker(target) == "old"
     _fake_bundle(target, "newer")  # the next writer removes the unfinished save
     assert _marker(target) == "newer" and sorted(p.name for p in tmp_path.iterdir()) == ["driver.py", "m"]
