@@ -5,13 +5,20 @@ flushes them to disk, then ``os.replace``s the temp file onto the target. When a
 (full disk, Ctrl-C, a writer's exception) the temp file is removed and the target keeps its old
 content. Temp files are named ``.<target name>.<random><suffix>``: hidden, and recognisable as
 leftovers should the process be killed in between.
+
+``exchange`` swaps two folders in one step where the system can (Linux ``renameat2``), which is how
+a bundle folder is replaced with never a moment without one.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
+import errno
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -73,6 +80,25 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     return path
 
 
+def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically.
+
+    Args:
+        path: the target file; its folder must exist.
+        data: the whole new content.
+
+    Returns:
+        ``path`` as a Path.
+
+    Raises:
+        OSError: the file cannot be written (a full disk included); ``path`` keeps its old content.
+    """
+    path = Path(path)
+    with atomic_output(path) as temp:
+        temp.write_bytes(data)
+    return path
+
+
 def write_json_atomic(path: str | Path, data: Any, sort_keys: bool = False) -> Path:
     """Write ``data`` as indented UTF-8 JSON (non-ASCII kept as is, trailing newline) atomically.
 
@@ -90,6 +116,53 @@ def write_json_atomic(path: str | Path, data: Any, sort_keys: bool = False) -> P
     """
     text = json.dumps(data, indent=2, ensure_ascii=False, sort_keys=sort_keys) + "\n"
     return write_text_atomic(path, text)
+
+
+# renameat2(2)'s flag that swaps two existing paths in one step (Linux 3.15+, glibc 2.28+).
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def exchange(first: str | Path, second: str | Path) -> bool:
+    """Swap two existing paths in one atomic step, where the system can.
+
+    Readers see either the old or the new entry at both paths at every instant, never a gap (two
+    renames leave one for a moment; a kill there loses the path).
+
+    Args:
+        first, second: existing files or folders on the same file system.
+
+    Returns:
+        True when swapped; False when this system or file system has no atomic exchange (the
+        caller then falls back to renames), with nothing changed.
+
+    Raises:
+        OSError: the swap itself failed (a missing path, permissions).
+    """
+    renameat2 = _renameat2()
+    if renameat2 is None:
+        return False
+    if renameat2(_AT_FDCWD, os.fsencode(first), _AT_FDCWD, os.fsencode(second), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):  # kernel or file system lacks it
+        return False
+    raise OSError(code, os.strerror(code), str(first), None, str(second))
+
+
+def _renameat2():
+    """libc's ``renameat2``, or None off Linux or with a libc that lacks it."""
+    if not sys.platform.startswith("linux"):
+        return None
+    if not hasattr(_renameat2, "function"):
+        try:
+            function = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).renameat2
+            function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+            function.restype = ctypes.c_int
+        except (OSError, AttributeError):
+            function = None
+        _renameat2.function = function
+    return _renameat2.function
 
 
 def _sync(path: Path) -> None:

@@ -30,10 +30,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from captioning import atomic
 from captioning import config as settings
-from captioning.atomic import write_json_atomic
+from captioning.atomic import write_bytes_atomic, write_json_atomic
 from captioning.bundle_config import FORMAT_VERSION, BundleConfig
 from captioning.errors import BundleError, InputFileError
+from captioning.output_folder import (BACKUP_INFIX, STAGING_INFIX, OutputFolderError, claim, ensure_free_space,
+                                      recover_moved_bundle, recover_moved_bundles, write_failure)
 from captioning.safe_json import read_json_file
 from captioning.text import Vocabulary
 
@@ -112,7 +115,7 @@ def decoder_config_from_dict(values: dict) -> settings.DecoderConfig:
 
 
 def save_bundle(target: str | Path, model, vocab: Vocabulary, bundle_config: dict, history: dict) -> Path:
-    """Write a bundle atomically: a temp folder beside ``target``, then renames.
+    """Write a bundle atomically: a temp folder beside ``target``, then a swap.
 
     An existing bundle at ``target`` stays untouched until the new one is complete; a training
     checkpoint folder inside it (``.checkpoint/``) is carried over.
@@ -127,12 +130,19 @@ def save_bundle(target: str | Path, model, vocab: Vocabulary, bundle_config: dic
 
     Returns:
         The bundle folder.
+
+    Raises:
+        OutputFolderError: as ``write_bundle_folder``.
     """
+    from captioning.model_files import weights_as_float16, weights_file_bytes
     from captioning.plots import save_loss_curve
 
     def fill(staging: Path, full_config: dict) -> None:
-        _inference_copy(model, full_config).save_weights(str(staging / WEIGHTS_FILE))
-        store_weights_as_float16(staging / WEIGHTS_FILE)
+        # Built in memory first: its size is known before writing, and a disk that fills anyway
+        # fails a plain write (HDF5 writing to a full disk crashes the process).
+        weights = weights_as_float16(weights_file_bytes(_inference_copy(model, full_config)))
+        ensure_free_space(staging.parent, len(weights), "the model bundle")
+        write_bytes_atomic(staging / WEIGHTS_FILE, weights)
         full_config["weights_dtype"] = "float16"
         vocab.save(staging / VOCAB_FILE)
         write_json_atomic(staging / HISTORY_FILE, history, sort_keys=True)
@@ -142,7 +152,11 @@ def save_bundle(target: str | Path, model, vocab: Vocabulary, bundle_config: dic
 
 
 def write_bundle_folder(target: str | Path, bundle_config: dict, fill) -> Path:
-    """Write a bundle atomically: ``fill`` writes its files into a temp folder, then renames.
+    """Write a bundle atomically: ``fill`` writes its files into a temp folder, then a swap.
+
+    Holds the folder's lock throughout (``output_folder.claim``; re-entrant, so a training run
+    that holds it passes through) and refuses a folder that is not the tool's to replace. At every
+    instant a complete bundle (the old, then the new) is at ``target``.
 
     Args:
         target: The bundle folder.
@@ -153,54 +167,30 @@ def write_bundle_folder(target: str | Path, bundle_config: dict, fill) -> Path:
 
     Returns:
         The bundle folder.
+
+    Raises:
+        OutputFolderError: ``target`` is not the tool's to replace or is being written by another
+            process, or the disk has no room (or fills) for the bundle: nothing at ``target``
+            changed and no temp folder is left.
     """
-    target = Path(target).absolute()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.new-", dir=target.parent))
-    try:
-        full_config = {"format_version": FORMAT_VERSION,
-                       "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                       **bundle_config}
-        staging.chmod(0o755)  # mkdtemp makes it private; a bundle is an ordinary folder
-        fill(staging, full_config)
-        write_json_atomic(staging / CONFIG_FILE, full_config, sort_keys=True)
-        _swap_into_place(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    with claim(target) as target:
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}{STAGING_INFIX}", dir=target.parent))
+        try:
+            full_config = {"format_version": FORMAT_VERSION,
+                           "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                           **bundle_config}
+            staging.chmod(0o755)  # mkdtemp makes it private; a bundle is an ordinary folder
+            fill(staging, full_config)
+            write_json_atomic(staging / CONFIG_FILE, full_config, sort_keys=True)
+            _swap_into_place(staging, target)
+        except OSError as error:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise OutputFolderError(f"could not write the model bundle {target} ({write_failure(error)}); "
+                                    "what was there is unchanged") from None
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
     return target
-
-
-def store_weights_as_float16(weights_file: Path) -> None:
-    """Rewrite a Keras ``.weights.h5`` file's float32 arrays as float16, in place.
-
-    Halves the bundle (the shipped model is committed to git). Keras casts them back to the
-    model's float32 variables on load; the decoder's weights are small numbers well inside float16's
-    range, and evaluating the shipped model both ways gives the same scores (MODEL_CARD.md).
-
-    Args:
-        weights_file: A weights file written by ``model.save_weights``.
-    """
-    import h5py
-    import numpy as np
-
-    from captioning.atomic import atomic_output
-
-    # Written to a new file: HDF5 does not give back the space of arrays deleted in place.
-    with atomic_output(Path(weights_file)) as temp, h5py.File(weights_file, "r") as source, \
-            h5py.File(temp, "w") as target:
-        target.attrs.update(source.attrs)
-
-        def copy(name: str, item) -> None:
-            if isinstance(item, h5py.Group):
-                target.require_group(name).attrs.update(item.attrs)
-                return
-            data = item[()]
-            if isinstance(data, np.ndarray) and data.dtype == np.float32:
-                data = data.astype(np.float16)
-            target.create_dataset(name, data=data).attrs.update(item.attrs)
-
-        source.visititems(copy)
 
 
 def _inference_copy(model, bundle_config: dict):
@@ -217,22 +207,36 @@ def _inference_copy(model, bundle_config: dict):
 
 
 def _swap_into_place(staging: Path, target: Path) -> None:
-    """Replace ``target`` with ``staging``; the old folder is removed only once the new one is in."""
-    if not target.exists():
-        os.replace(staging, target)
+    """Put the complete bundle in ``staging`` at ``target``, with a complete bundle there throughout.
+
+    The old bundle's training checkpoint moves into the new one first. Where the system exchanges
+    two paths in one step (Linux), that is the swap; elsewhere two renames are, and a kill between
+    them leaves ``.NAME.old-*`` without ``NAME``, which every reader and the next writer put back
+    (``output_folder``). The old bundle is deleted last.
+    """
+    if not os.path.lexists(target):
+        os.rename(staging, target)
         return
-    backup = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-    backup.rmdir()
-    os.replace(target, backup)
+    carried = [name for name in KEPT_FOLDERS if (target / name).is_dir() and not (staging / name).exists()]
+    for name in carried:
+        os.rename(target / name, staging / name)
     try:
-        os.replace(staging, target)
+        if atomic.exchange(staging, target):
+            old = staging
+        else:
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}{BACKUP_INFIX}", dir=target.parent))
+            old.rmdir()
+            os.rename(target, old)
+            try:
+                os.rename(staging, target)
+            except BaseException:
+                os.rename(old, target)
+                raise
     except BaseException:
-        os.replace(backup, target)
+        for name in carried:
+            os.rename(staging / name, target / name)
         raise
-    for name in KEPT_FOLDERS:
-        if (backup / name).exists():
-            os.replace(backup / name, target / name)
-    shutil.rmtree(backup, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def read_bundle_config(path: str | Path) -> dict:
@@ -256,6 +260,7 @@ def read_bundle_config(path: str | Path) -> dict:
 
 def _read_checked_config(path: Path) -> tuple[dict, BundleConfig]:
     """config.json as read, and typed by ``BundleConfig`` (see ``read_bundle_config``)."""
+    recover_moved_bundle(path)  # a save killed between its renames, on systems without an atomic swap
     if not path.is_dir():
         raise BundleError(f"{path}: no model bundle there (not a folder); {TRAIN_HINT} or pass --model DIR")
     # NaN is allowed while parsing: a diverged run records a NaN loss; the schema refuses it
@@ -326,7 +331,11 @@ def _build_and_load(weights: Path, vocab_size: int, max_length: int, feature_sha
 
 
 def is_bundle(path: str | Path) -> bool:
-    """Whether ``path`` looks like a bundle folder (has a config.json)."""
+    """Whether ``path`` looks like a bundle folder (has a config.json).
+
+    First puts back a bundle a killed save left moved aside (one ``lstat`` when ``path`` exists).
+    """
+    recover_moved_bundle(path)
     return (Path(path) / CONFIG_FILE).is_file()
 
 
@@ -350,6 +359,7 @@ def list_bundles() -> list[Path]:
     """
     found = []
     models_dir = Path(settings.MODELS_DIR)
+    recover_moved_bundles(models_dir)
     if models_dir.is_dir():
         found = [p for p in models_dir.iterdir() if p.is_dir() and not p.name.startswith(".") and is_bundle(p)]
     found.sort(key=lambda p: (_created_time(p), p.name), reverse=True)

@@ -17,10 +17,11 @@ from captioning.safe_text import escape, protect_streams
 
 # TensorFlow's C++ start-up chatter (CUDA probing, oneDNN notices) is noise for a CLI user.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# Subcommands that need TensorFlow from their first step; ``caption`` and ``evaluate`` import it
-# themselves, after their cheap checks, so a missing model or path is reported at once (and the
-# model line comes first); ``info`` and ``default`` never need it.
-EAGER_TENSORFLOW_COMMANDS = {"train", "extract", "ensemble"}
+# Subcommands that need TensorFlow from their first step. ``caption``, ``evaluate``, ``train`` and
+# ``ensemble`` import it themselves after their cheap checks (a missing model or path, an output
+# folder that is not theirs to replace), so those are reported at once (and the model line comes
+# first); ``info`` and ``default`` never need it.
+EAGER_TENSORFLOW_COMMANDS = {"extract"}
 MODEL_HELP = ("model bundle (default: the one chosen with `default DIR` or `train --make-default`, "
               "else the shipped saved_models/default)")
 

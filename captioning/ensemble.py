@@ -21,6 +21,7 @@ import numpy as np
 
 from captioning import bundle as bundles
 from captioning.errors import BundleError
+from captioning.output_folder import ensure_free_space, resolve
 
 # Decoder settings that shape only training; members may differ in them. Every other decoder
 # setting (sizes, kind) must match, as the ensemble is rebuilt from one decoder config.
@@ -115,7 +116,7 @@ def combine_bundles(member_paths: Sequence[str | Path], target: str | Path) -> P
     paths = [Path(path) for path in member_paths]
     if len(paths) < 2:
         raise BundleError("an ensemble needs at least two model bundles; name two or more")
-    target = Path(target)
+    target = resolve(target)
     if any(target.resolve() == path.resolve() for path in paths):
         raise BundleError(f"{target}: the ensemble would overwrite one of its members; choose another --output")
     loaded = [bundles.load_bundle(path) for path in paths]
@@ -127,11 +128,14 @@ def combine_bundles(member_paths: Sequence[str | Path], target: str | Path) -> P
         _check_compatible(first, member)
 
     def fill(staging: Path, full_config: dict) -> None:
-        for member, name in zip(loaded, bundles.weights_files(full_config)):
-            shutil.copyfile(member.path / bundles.WEIGHTS_FILE, staging / name)
-        for name in (bundles.VOCAB_FILE, bundles.HISTORY_FILE, bundles.LOSS_CURVE_FILE):
-            if (first.path / name).is_file():
-                shutil.copyfile(first.path / name, staging / name)
+        weights = [member.path / bundles.WEIGHTS_FILE for member in loaded]
+        extras = [first.path / name for name in (bundles.VOCAB_FILE, bundles.HISTORY_FILE, bundles.LOSS_CURVE_FILE)
+                  if (first.path / name).is_file()]
+        ensure_free_space(staging.parent, sum(path.stat().st_size for path in weights + extras), "the ensemble bundle")
+        for source, name in zip(weights, bundles.weights_files(full_config)):
+            shutil.copyfile(source, staging / name)
+        for source in extras:
+            shutil.copyfile(source, staging / source.name)
 
     ensemble_config = {key: value for key, value in first.config.items()
                        if key not in ("format_version", "created")}

@@ -88,14 +88,13 @@ def _pick(title: str, names: tuple[str, ...], default: str) -> str:
 def interrupted_run(dataset: str, encoder: str, decoder: str) -> Path | None:
     """The default output folder when it holds an interrupted run's checkpoint, else None.
 
-    The folder is the one ``train_pipeline.default_output`` gives for the dataset folder's own
-    name; a dataset found one level down may get another name, which is why the resume question
-    is asked anyway (this only picks its default).
+    An interrupted run is also one whose epochs were all done but whose bundle was not written
+    (killed during the final save): resuming it writes the bundle.
     """
-    from captioning.train_pipeline import default_output  # numpy only, no TensorFlow
+    from captioning.train_pipeline import TrainOptions, output_folder  # numpy only, no TensorFlow
 
-    name = dataset if dataset == config.MINI_COCO_SOURCE else Path(dataset).resolve().name
-    output = default_output(name, encoder, decoder)
+    output = output_folder(TrainOptions(dataset=dataset, encoder=encoder,
+                                        decoder=config.DecoderConfig(kind=decoder)))
     # training.CHECKPOINT_DIR / STATE_FILE; importing training would pull in TensorFlow here.
     return output if (output / ".checkpoint" / "state.json").is_file() else None
 
@@ -117,8 +116,7 @@ def train_step() -> None:
     epochs = ask_int("epochs", config.TrainConfig.epochs)
     batch_size = ask_int("batch size", config.TrainConfig.batch_size)
     resume = _ask_resume(dataset, encoder, decoder)
-    import_tensorflow()
-    from captioning.train_pipeline import TrainOptions, train_model
+    from captioning.train_pipeline import TrainOptions, train_model  # imports TensorFlow once the output is claimed
 
     options = TrainOptions(
         dataset=dataset, encoder=encoder, decoder=config.DecoderConfig(kind=decoder),

@@ -1,6 +1,8 @@
 """Training, end to end: dataset -> split -> vocabulary -> features -> tf.data -> fit -> bundle.
 
-``train_model`` is the one function the ``train`` subcommand and the menu call.
+``train_model`` is the one function the ``train`` subcommand and the menu call. Importing this
+module does not import TensorFlow: ``train_model`` first claims the output folder (refusing one
+that is not the tool's to replace, or that another run is writing), then imports it.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ class TrainOptions:
                                      learning_rate=args.learning_rate, seed=args.seed),
             vocab=config.VocabConfig(min_count=args.min_count),
             split=config.SplitConfig(seed=args.seed),
-            limit=args.limit, output=Path(args.output) if args.output else None, resume=args.resume,
+            limit=args.limit, output=Path(args.output).expanduser() if args.output else None, resume=args.resume,
             strategy=args.strategy, progress=sys.stderr.isatty())
 
 
@@ -86,6 +88,19 @@ def default_output(dataset_name: str, encoder: str, decoder: str) -> Path:
     return Path(config.MODELS_DIR) / f"{dataset_name}-{encoder}-{decoder}"
 
 
+def output_folder(options: TrainOptions) -> Path:
+    """Where the run writes its bundle: ``--output``, else ``default_output`` for the dataset.
+
+    Known before the dataset is read: a local dataset's name is its folder's (``Dataset.name``),
+    Mini-COCO's is ``mini-coco``.
+    """
+    if options.output:
+        return Path(options.output).expanduser()
+    dataset = str(options.dataset)
+    name = dataset if dataset == config.MINI_COCO_SOURCE else Path(dataset).expanduser().resolve().name
+    return default_output(name, options.encoder, options.decoder.kind)
+
+
 def train_model(options: TrainOptions, log: Callable[[str], None] = print) -> TrainResult:
     """Train a caption model and write its bundle.
 
@@ -98,19 +113,30 @@ def train_model(options: TrainOptions, log: Callable[[str], None] = print) -> Tr
         weights so far, the checkpoint stays for ``--resume``, and ``interrupted`` is True.
 
     Raises:
-        CaptioningError: Unreadable dataset, no usable captions, encoder or cache failures, or a
-            resume that does not match.
+        CaptioningError: An output folder that is not the tool's to replace or that another run
+            is writing (both before any work), an unreadable dataset, no usable captions, encoder
+            or cache failures, a resume that does not match, or a full disk.
     """
+    from captioning.output_folder import claim
+
+    with claim(output_folder(options), log, default=not options.output) as output:
+        return _train_into(output, options, log)
+
+
+def _train_into(output: Path, options: TrainOptions, log: Callable[[str], None]) -> TrainResult:
+    """``train_model`` once ``output`` is claimed."""
+    from captioning.tf_runtime import import_tensorflow
+
+    import_tensorflow()  # only now, after the cheap checks
     import keras
 
     from captioning import training
     from captioning.bundle import save_bundle
     from captioning.decoder import build_training_model
+    from captioning.output_folder import OutputFolderError
 
     started = time.time()
     prepared = _prepare(options, log)
-    output = Path(options.output) if options.output else default_output(
-        prepared.dataset.name or Path(prepared.dataset.root).name, options.encoder, options.decoder.kind)
     strategy = training.make_strategy(options.strategy)
     keras.utils.set_random_seed(options.train.seed)
     with strategy.scope():
@@ -127,7 +153,12 @@ def train_model(options: TrainOptions, log: Callable[[str], None] = print) -> Tr
         log("interrupted before the first epoch finished: nothing saved")
         return TrainResult(None, None, 0, result.history, interrupted=True)
     bundle_config = _bundle_config(options, prepared, result, time.time() - started)
-    save_bundle(output, model, prepared.vocab, bundle_config, result.history)
+    try:
+        save_bundle(output, model, prepared.vocab, bundle_config, result.history)
+    except OutputFolderError as error:  # the checkpoint is intact: the bundle can be written later
+        then = "continue" if result.interrupted else "write the bundle without training again"
+        raise OutputFolderError(f"{error}; the checkpoint of epoch {result.epochs_run} is kept: run the same "
+                                f"command with --resume to {then}") from None
     if result.interrupted:
         log(f"interrupted after epoch {result.epochs_run}: the best weights so far are saved in {output}; "
             "run the same command with --resume to continue")

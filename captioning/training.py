@@ -37,10 +37,12 @@ import numpy as np
 import tensorflow as tf
 import keras
 
-from captioning.atomic import write_json_atomic
+from captioning.atomic import write_bytes_atomic, write_json_atomic
 from captioning.config import MAX_BUNDLE_JSON_BYTES, TrainConfig
 from captioning.decoder import caption_loss
 from captioning.errors import CaptioningError, InputFileError
+from captioning.model_files import model_file_bytes, weights_file_bytes
+from captioning.output_folder import OutputFolderError, ensure_free_space, write_failure
 from captioning.safe_json import read_json_file
 
 CHECKPOINT_DIR = ".checkpoint"
@@ -232,10 +234,12 @@ def fit(model: keras.Model, data: TrainingData, train_config: TrainConfig, check
 
     Returns:
         The FitResult; the model holds the best weights seen (by validation loss) when at least
-        one epoch finished.
+        one epoch finished. Resuming a run with no epoch left (all done, or stopped early, its
+        bundle never written) trains nothing and gives the checkpoint's best weights.
 
     Raises:
         ResumeError: ``resume`` with no usable checkpoint or with different options.
+        OutputFolderError: a checkpoint could not be written (a full disk); the previous one stays.
     """
     checkpoints = Path(checkpoint_root) / CHECKPOINT_DIR
     state = _start_state(model, checkpoints, fingerprint, resume, train_config, log)
@@ -368,15 +372,18 @@ def _start_state(model, checkpoints: Path, fingerprint: dict, resume: bool, conf
     saved = read_checkpoint_state(checkpoints)
     _check_fingerprint(checkpoints, saved.get("fingerprint", {}), fingerprint)
     state = FitState(**{k: v for k, v in saved["fit"].items() if k in FitState.__dataclass_fields__})
-    if state.stopped_early:
-        raise ResumeError(f"{checkpoints}: that run already stopped early at epoch {state.epoch}; "
-                          "nothing to resume, train without --resume to start over")
-    if state.epoch >= config.epochs:
-        raise ResumeError(f"{checkpoints}: that run already finished {state.epoch} epochs; pass a larger "
-                          "--epochs to continue it, or train without --resume")
     _restore_model(model, checkpoints / saved["folder"] / "model.keras")
     model.optimizer.learning_rate.assign(state.learning_rate)
-    log(f"resuming after epoch {state.epoch} from {checkpoints}")
+    # A run with nothing left to train still has a checkpoint only when its bundle was not written
+    # (killed or out of disk during the final save): resuming it writes that bundle.
+    if state.stopped_early:
+        log(f"that run stopped early after epoch {state.epoch}: nothing left to train, writing its model "
+            f"from the checkpoint in {checkpoints}")
+    elif state.epoch >= config.epochs:
+        log(f"that run finished {state.epoch} of {config.epochs} epochs: nothing left to train, writing its "
+            f"model from the checkpoint in {checkpoints}")
+    else:
+        log(f"resuming after epoch {state.epoch} from {checkpoints}")
     return state
 
 
@@ -480,22 +487,53 @@ def _load_best_weights(model: keras.Model, checkpoints: Path, state: FitState) -
 
 def _save_checkpoint(model: keras.Model, best_weights: list | None, checkpoints: Path, state: FitState,
                      fingerprint: dict) -> None:
-    """Write this epoch's folder, then point state.json at it, then drop older folders."""
-    checkpoints.mkdir(parents=True, exist_ok=True)
-    folder = f"epoch-{state.epoch:04d}"
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder}-", dir=checkpoints))
-    model.save(str(staging / "model.keras"))
+    """Write this epoch's folder, then point state.json at it, then drop older folders.
+
+    Both files are built in memory first, so the free space is checked against their real size and
+    a disk that fills anyway fails a plain write (one line, the folder removed), never HDF5, which
+    crashes the process. The previous epoch's checkpoint stays usable throughout.
+
+    Raises:
+        OutputFolderError: not enough space, or the write failed.
+    """
+    model_bytes = model_file_bytes(model)
     current = model.get_weights()
     if best_weights is not None:
         model.set_weights(best_weights)
-    model.save_weights(str(staging / "best.weights.h5"))
-    model.set_weights(current)
-    if (checkpoints / folder).exists():
-        shutil.rmtree(checkpoints / folder)
-    os.replace(staging, checkpoints / folder)
-    saved = {"version": STATE_VERSION, "folder": folder, "fingerprint": fingerprint,
-             "fit": state.__dict__}
-    write_json_atomic(checkpoints / STATE_FILE, saved, sort_keys=True)
+    try:
+        best_bytes = weights_file_bytes(model)
+    finally:
+        model.set_weights(current)
+    folder = f"epoch-{state.epoch:04d}"
+    then = (f"; then run the same command with --resume (it continues after epoch {state.epoch - 1})"
+            if state.epoch > 1 else "; then run the same command again")
+    ensure_free_space(checkpoints, len(model_bytes) + len(best_bytes), f"the checkpoint of epoch {state.epoch}", then)
+    created = [path for path in (checkpoints.parent, checkpoints) if not path.exists()]
+    try:
+        checkpoints.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{folder}-", dir=checkpoints))
+        try:
+            write_bytes_atomic(staging / "model.keras", model_bytes)
+            write_bytes_atomic(staging / "best.weights.h5", best_bytes)
+            if (checkpoints / folder).exists():
+                shutil.rmtree(checkpoints / folder)
+            os.replace(staging, checkpoints / folder)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        saved = {"version": STATE_VERSION, "folder": folder, "fingerprint": fingerprint,
+                 "fit": state.__dict__}
+        try:
+            write_json_atomic(checkpoints / STATE_FILE, saved, sort_keys=True)
+        except BaseException:
+            shutil.rmtree(checkpoints / folder, ignore_errors=True)  # state.json still names the last one
+            raise
+    except OSError as error:
+        for path in reversed(created):  # a first checkpoint that failed leaves no empty folders
+            with contextlib.suppress(OSError):
+                path.rmdir()
+        raise OutputFolderError(f"could not write the checkpoint of epoch {state.epoch} in {checkpoints} "
+                                f"({write_failure(error)}){then}") from None
     for old in checkpoints.iterdir():
         if old.is_dir() and old.name != folder:
             shutil.rmtree(old, ignore_errors=True)

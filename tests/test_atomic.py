@@ -81,3 +81,31 @@ def test_missing_folder_is_an_os_error_and_creates_nothing(tmp_path):
     with pytest.raises(FileNotFoundError):
         atomic.write_text_atomic(tmp_path / "missing" / "file.txt", "x")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_exchange_swaps_two_folders_in_one_step(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "from-a").write_text("a")
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "from-b").write_text("b")
+    if not atomic.exchange(tmp_path / "a", tmp_path / "b"):
+        pytest.skip("this system or file system has no atomic exchange (renameat2 RENAME_EXCHANGE)")
+    assert [p.name for p in (tmp_path / "a").iterdir()] == ["from-b"]
+    assert [p.name for p in (tmp_path / "b").iterdir()] == ["from-a"]
+    with pytest.raises(FileNotFoundError):
+        atomic.exchange(tmp_path / "a", tmp_path / "missing")
+
+
+def test_write_bytes_atomic_replaces_the_file_or_leaves_it(tmp_path, monkeypatch):
+    target = tmp_path / "w.h5"
+    atomic.write_bytes_atomic(target, b"old")
+    atomic.write_bytes_atomic(target, b"new")
+    assert target.read_bytes() == b"new" and stat.S_IMODE(target.stat().st_mode) == atomic.FILE_MODE
+
+    def full(self, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(type(target), "write_bytes", full)
+    with pytest.raises(OSError):
+        atomic.write_bytes_atomic(target, b"newer")
+    assert [p.name for p in tmp_path.iterdir()] == ["w.h5"] and target.read_text() == "new"

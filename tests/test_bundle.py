@@ -13,6 +13,7 @@ import pytest
 
 from captioning import bundle, cli, config, model_choice
 from captioning.errors import BundleError
+from captioning.output_folder import OutputFolderError
 from captioning.text import Vocabulary
 
 DECODER = config.DecoderConfig(embedding_dim=8, units=8, dropout=0.0)
@@ -96,7 +97,8 @@ def test_failed_save_leaves_the_previous_bundle_intact(tmp_path, monkeypatch):
         raise OSError("disk full (simulated)")
 
     monkeypatch.setattr(captioning.plots, "save_loss_curve", broken)
-    with pytest.raises(OSError, match="simulated"):
+    with pytest.raises(OutputFolderError, match=r"could not write the model bundle .*m \(disk full \(simulated\)\); "
+                                                r"what was there is unchanged$"):
         _save(tmp_path / "m", seed=1)
     assert {p.name: p.read_bytes() for p in path.iterdir() if p.is_file()} == before
     assert [p.name for p in tmp_path.iterdir()] == ["m"]  # no temp folders left behind

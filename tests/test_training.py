@@ -186,8 +186,37 @@ def test_resume_refuses_missing_checkpoint_and_changed_options(tmp_path):
     more = training.fit(_model(seed=3), data, replace(CONFIG, epochs=2), tmp_path,
                         {**FINGERPRINT, "epochs": 2}, resume=True, log=lambda line: None)
     assert more.epochs_run == 2
-    with pytest.raises(training.ResumeError, match="already finished 2 epochs"):
-        training.fit(_model(seed=3), data, replace(CONFIG, epochs=2), tmp_path, FINGERPRINT, resume=True)
+
+
+def test_resuming_a_run_with_no_epoch_left_trains_nothing_and_gives_its_best_weights(tmp_path):
+    """A kill during the final save leaves a checkpoint whose epochs are all done: --resume ends it."""
+    data = _data()
+    done_model = _model(seed=4)
+    done = training.fit(done_model, data, replace(CONFIG, epochs=2), tmp_path, FINGERPRINT, log=lambda line: None)
+    assert done.epochs_run == 2 and (tmp_path / ".checkpoint" / "state.json").is_file()
+
+    lines = []
+    finished_model = _model(seed=98)  # other weights: everything must come from the checkpoint
+    finished = training.fit(finished_model, data, replace(CONFIG, epochs=2), tmp_path, FINGERPRINT, resume=True,
+                            log=lines.append)
+    assert lines == [f"that run finished 2 of 2 epochs: nothing left to train, writing its model from the "
+                     f"checkpoint in {tmp_path / '.checkpoint'}"]  # no "epoch k/2" line: nothing retrained
+    assert finished.epochs_run == 2 and not finished.interrupted and finished.history == done.history
+    assert finished.best_val_loss == done.best_val_loss and finished.best_epoch == done.best_epoch
+    for a, b in zip(done_model.get_weights(), finished_model.get_weights()):
+        assert np.array_equal(a, b)  # the best weights, as the uninterrupted run ended with
+
+
+def test_resuming_a_run_that_stopped_early_trains_nothing(tmp_path):
+    data = _data()
+    config = replace(CONFIG, epochs=30, early_stopping_patience=1, learning_rate=0.5)  # overshoots, so it stops
+    stopped = training.fit(_model(seed=5), data, config, tmp_path, FINGERPRINT, log=lambda line: None)
+    assert stopped.stopped_early and stopped.epochs_run < 30
+    lines = []
+    again = training.fit(_model(seed=97), data, config, tmp_path, FINGERPRINT, resume=True, log=lines.append)
+    assert len(lines) == 1 and lines[0].startswith(f"that run stopped early after epoch {stopped.epochs_run}: "
+                                                   "nothing left to train")
+    assert again.epochs_run == stopped.epochs_run and again.history == stopped.history
 
 
 class _FakeOptimizer:

@@ -14,11 +14,17 @@ def run(args: argparse.Namespace) -> int:
         args: Parsed ``ensemble`` options: ``models`` (bundle folders) and ``output``.
 
     Returns:
-        0. Members that do not fit together raise a ``BundleError`` (exit 1 through
-        ``cli.run_command``).
+        0. Members that do not fit together raise a ``BundleError``, an output folder that is not
+        the tool's to replace an ``OutputFolderError`` (exit 1 through ``cli.run_command``).
     """
+    from captioning.output_folder import check_output_folder
+
+    check_output_folder(args.output)  # before TensorFlow loads: a refusal comes at once
+    from captioning.tf_runtime import import_tensorflow
+
+    import_tensorflow()
     from captioning import bundle as bundles
-    from captioning.ensemble import combine_bundles  # loads each member: imports TensorFlow
+    from captioning.ensemble import combine_bundles  # loads each member
 
     target = combine_bundles(args.models, args.output)
     print(f"ensemble of {len(args.models)} models saved to {target}")

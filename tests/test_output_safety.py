@@ -1,0 +1,582 @@
+"""Output folders: nothing of the user's is replaced, a complete bundle is at the path at every
+instant, a killed final save is finished by --resume, one writer at a time, and a full disk is one
+line (issue 15, items 1-4).
+
+The kill tests SIGKILL real processes at the moment the test watches for (a staging folder
+appearing), or have a driver script kill itself right after a chosen rename.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from captioning import bundle, config, output_folder
+from captioning.errors import BundleError
+from captioning.output_folder import OutputFolderError, check_output_folder, claim
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+ENTRY = str(PROJECT_ROOT / "image_captioning.py")
+# config.json of a small merge bundle (valid for bundle_config.BundleConfig); its weights are fake.
+BUNDLE_SETTINGS = {"vocab_size": 14, "max_length": 8, "feature_shape": [1280],
+                   "encoder": {"name": "efficientnet_lite0", "weights_id": "none", "random_weights": True},
+                   "decoder": {"kind": "merge", "embedding_dim": 16, "units": 16}}
+# A quick training run: random encoder weights, tiny decoder.
+TINY_TRAIN = ["--encoder", "efficientnet_lite0", "--encoder-weights", "none", "--batch-size", "16",
+              "--min-count", "1", "--embedding-dim", "8", "--units", "8"]
+
+
+def _fake_bundle(folder: Path, marker: str = "old") -> Path:
+    """A folder that passes for a bundle (this tool's config.json), written the way bundles are."""
+
+    def fill(staging: Path, full_config: dict) -> None:
+        (staging / "model.weights.h5").write_text(marker)
+
+    return bundle.write_bundle_folder(folder, BUNDLE_SETTINGS, fill)
+
+
+def _marker(folder: Path) -> str:
+    return (folder / "model.weights.h5").read_text()
+
+
+def _snapshot(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else None for p in sorted(folder.rglob("*"))}
+
+
+def _env(tmp_path: Path) -> dict:
+    return {**os.environ, "CAPTIONING_MODELS_DIR": str(tmp_path / "saved_models"),
+            "CAPTIONING_DATA_DIR": str(tmp_path / "data"), "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
+
+
+# ------------------------------------------------------------------ 1. what may be replaced
+
+
+def test_an_absent_path_an_empty_folder_a_bundle_or_an_interrupted_run_may_be_written(tmp_path):
+    check_output_folder(tmp_path / "absent")
+    (tmp_path / "empty").mkdir()
+    check_output_folder(tmp_path / "empty")
+    check_output_folder(_fake_bundle(tmp_path / "bundle"))
+    (tmp_path / "interrupted" / ".checkpoint").mkdir(parents=True)
+    (tmp_path / "interrupted" / ".checkpoint" / "state.json").write_text("{}")
+    check_output_folder(tmp_path / "interrupted")
+
+
+def _folder_with_a_file_and_photos(path: Path) -> Path:
+    (path / "photos").mkdir(parents=True)
+    (path / "notes.txt").write_text("mine")
+    (path / "photos" / "cat.jpg").write_bytes(b"\xff\xd8 not really")
+    return path
+
+
+@pytest.mark.parametrize("make, expected", [
+    (_folder_with_a_file_and_photos, r"holds 2 files or folders that are not a model bundle \(notes.txt, photos/\)"),
+    (lambda p: (_fake_bundle(p / "a"), _fake_bundle(p / "b"), p)[-1], r"\(a/, b/\)"),  # a parent of bundles
+    (lambda p: (p.mkdir(), (p / "config.json").write_text('{"name": "another tool"}'), p)[-1],
+     r"\(config.json\)"),
+    (lambda p: (p.mkdir(), (p / "config.json").write_text("[" * 100_000 + "]" * 100_000), p)[-1],
+     r"\(config.json\)"),
+    (lambda p: (p.mkdir(), os.mkfifo(p / "config.json"), p)[-1], r"\(config.json\)"),  # never opened: no hang
+    (lambda p: (p.write_text("mine"), p)[-1], r"is a file, not a folder"),
+    (lambda p: (os.mkfifo(p), p)[-1], r"is a FIFO, not a folder"),
+    (lambda p: (os.symlink(_fake_bundle(p.parent / "real"), p), p)[-1], r"is a symbolic link \(to .*real\)"),
+], ids=["a file and photos", "a parent of bundles", "another tool's config.json", "config.json nested 100,000 deep",
+        "config.json a FIFO", "a regular file", "a FIFO", "a symbolic link"])
+def test_anything_else_is_refused_in_one_line_and_left_alone(tmp_path, make, expected):
+    path = make(tmp_path / "out")
+    before = os.lstat(path).st_mtime_ns, _snapshot(path) if path.is_dir() and not path.is_symlink() else None
+    with pytest.raises(OutputFolderError, match=f"{path} .*{expected}.*pass --output a new folder") as caught:
+        check_output_folder(path)
+    assert "\n" not in str(caught.value)
+    assert (os.lstat(path).st_mtime_ns, _snapshot(path) if path.is_dir() and not path.is_symlink() else None) == before
+
+
+def test_the_dataset_folder_the_current_folder_and_home_are_refused(tmp_path, monkeypatch):
+    from tests.shapes_dataset import write_shapes_dataset
+
+    dataset = write_shapes_dataset(tmp_path / "shapes", n_images=2, seed=0)
+    with pytest.raises(OutputFolderError, match=r"\(Images/, captions.txt\)"):
+        check_output_folder(dataset)
+    work = _folder_with_a_file_and_photos(tmp_path / "work")
+    monkeypatch.chdir(work)
+    with pytest.raises(OutputFolderError, match=f"^{work} holds 2 files"):
+        check_output_folder(".")
+    home = _folder_with_a_file_and_photos(tmp_path / "home")
+    monkeypatch.setenv("HOME", str(home))
+    with pytest.raises(OutputFolderError, match=rf"^{home} holds 2 files.*\(e.g. {home / 'model'}\)$"):
+        check_output_folder("~")
+
+
+def test_a_path_under_a_file_is_refused(tmp_path):
+    (tmp_path / "afile").write_text("mine")
+    with pytest.raises(OutputFolderError, match=r"afile/x cannot be created \(.*afile is a file\)"):
+        check_output_folder(tmp_path / "afile" / "x")
+
+
+def test_a_config_json_of_this_tool_makes_a_bundle_whatever_else_it_holds(tmp_path):
+    path = _fake_bundle(tmp_path / "b")
+    (path / "evaluation_samples.png").write_bytes(b"png")
+    check_output_folder(path)  # a bundle is the tool's whole, files in it included
+
+
+def _run_cli(argv: list[str], env: dict, cwd: Path) -> subprocess.CompletedProcess:
+    """The CLI in a fresh process, reporting whether TensorFlow got imported."""
+    code = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(PROJECT_ROOT)!r})
+        from captioning.cli import main
+        status = main({argv!r})
+        print("tensorflow imported:", "tensorflow" in sys.modules)
+        sys.exit(status)
+    """)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=cwd,
+                          timeout=120)
+
+
+@pytest.mark.parametrize("command", [
+    ["train", "--dataset", "{dataset}", "--encoder", "efficientnet_lite0", "--output", "{out}"],
+    ["ensemble", "{dataset}/a", "{dataset}/b", "--output", "{out}"],
+])
+def test_train_and_ensemble_refuse_a_folder_with_a_file_before_tensorflow_loads(tmp_path, command):
+    from tests.shapes_dataset import write_shapes_dataset
+
+    dataset = write_shapes_dataset(tmp_path / "shapes", n_images=4, seed=0)
+    out = _folder_with_a_file_and_photos(tmp_path / "mine")
+    before = _snapshot(out)
+    argv = [part.format(dataset=dataset, out=out) for part in command]
+    done = _run_cli(argv, _env(tmp_path), tmp_path)
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines() == [
+        f"error: {out} holds 2 files or folders that are not a model bundle (notes.txt, photos/); the tool "
+        f"replaces its output folder whole, so pass --output a new folder (e.g. {out / 'model'})"]
+    assert "tensorflow imported: False" in done.stdout
+    assert _snapshot(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine", "shapes"]  # no lock or staging beside it
+
+
+def test_the_must_show_command_leaves_the_file_and_fails(tmp_path, coco_mini):
+    """`train --output <folder with a file in it>` on the real dataset, as a user types it."""
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "thesis.tex").write_text("years of work")
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, ENTRY, "train", "--output", str(out), "--dataset", str(coco_mini),
+                           "--encoder", "efficientnet_lite0"], capture_output=True, text=True, env=_env(tmp_path),
+                          timeout=120)
+    print(f"refused in {time.monotonic() - started:.2f} s")  # measured for the report, not asserted
+    assert done.returncode == 1 and done.stderr.startswith(f"error: {out} holds 1 file or folder that is not")
+    assert (out / "thesis.tex").read_text() == "years of work" and [p.name for p in out.iterdir()] == ["thesis.tex"]
+
+
+def test_the_default_output_holding_user_files_is_refused_too(tmp_path, capsys):
+    from captioning.cli import main
+    from tests.shapes_dataset import write_shapes_dataset
+
+    dataset = write_shapes_dataset(tmp_path / "shapes", n_images=4, seed=0)
+    default = config.MODELS_DIR / "shapes-efficientnet_lite0-merge"
+    default.mkdir(parents=True)
+    (default / "notes.txt").write_text("mine")
+    assert main(["train", "--dataset", str(dataset), *TINY_TRAIN]) == 1
+    assert capsys.readouterr().err == (
+        f"error: {default} holds 1 file or folder that is not a model bundle (notes.txt); move what is there "
+        f"elsewhere, or train with --output naming a new folder (e.g. {default / 'model'})\n")
+    assert [p.name for p in default.iterdir()] == ["notes.txt"]
+
+
+# ------------------------------------------------------------------ 2. the swap and leftovers
+
+
+def test_a_complete_bundle_is_at_the_path_at_every_step_of_a_replacement(tmp_path, monkeypatch):
+    from captioning import atomic
+
+    target = _fake_bundle(tmp_path / "m", "old")
+    (target / ".checkpoint").mkdir()
+    (target / ".checkpoint" / "state.json").write_text('{"epoch": 1}')
+    seen = []
+
+    def watched(function):
+        def call(*args, **kwargs):
+            result = function(*args, **kwargs)
+            seen.append((function.__name__, output_folder.is_this_tools_bundle(target)))
+            return result
+        return call
+
+    monkeypatch.setattr(bundle.atomic, "exchange", watched(atomic.exchange))
+    monkeypatch.setattr(bundle.os, "rename", watched(os.rename))
+    monkeypatch.setattr(bundle.shutil, "rmtree", watched(bundle.shutil.rmtree))
+    _fake_bundle(target, "new")
+    assert ("exchange", True) in seen and all(complete for _, complete in seen), seen
+    assert _marker(target) == "new" and (target / ".checkpoint" / "state.json").read_text() == '{"epoch": 1}'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+
+
+SWAP_DRIVER = textwrap.dedent("""
+    import os, signal, sys
+    sys.path.insert(0, {root!r})
+    from pathlib import Path
+    from captioning import atomic, bundle
+    target, moment = Path(sys.argv[1]), sys.argv[2]
+
+    def die():
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    real_exchange, real_rename = atomic.exchange, os.rename
+    if moment == "after-exchange":
+        def exchange(first, second):
+            real_exchange(first, second)
+            die()
+        atomic.exchange = exchange
+    else:  # a system without an atomic exchange, killed between the two renames
+        atomic.exchange = lambda first, second: False
+        def rename(source, destination):
+            real_rename(source, destination)
+            if Path(source) == target:
+                die()
+        os.rename = rename
+    bundle.write_bundle_folder(target, {settings!r}, lambda staging, config: (staging / "model.weights.h5").write_text("new"))
+""")
+
+
+def _kill_during_swap(tmp_path: Path, target: Path, moment: str) -> None:
+    script = tmp_path / "driver.py"
+    script.write_text(SWAP_DRIVER.format(root=str(PROJECT_ROOT), settings=BUNDLE_SETTINGS))
+    done = subprocess.run([sys.executable, str(script), str(target), moment], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
+
+
+def test_a_kill_right_after_the_exchange_leaves_the_new_bundle_and_the_next_save_tidies(tmp_path):
+    target = _fake_bundle(tmp_path / "m", "old")
+    _kill_during_swap(tmp_path, target, "after-exchange")
+    assert _marker(target) == "new" and output_folder.is_this_tools_bundle(target)
+    left = output_folder.leftovers(target)
+    assert len(left) == 1 and _marker(left[0]) == "old"
+    lines = []
+    with claim(target, lines.append):
+        pass
+    assert lines == [f"removed 1 unfinished save folder(s) a killed run left beside {target}"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["driver.py", "m"]
+
+
+def test_without_an_atomic_exchange_a_reader_puts_back_the_bundle_a_kill_moved_aside(tmp_path):
+    target = _fake_bundle(tmp_path / "m", "old")
+    _kill_during_swap(tmp_path, target, "between-renames")
+    assert not target.exists()  # the moment a kill between two renames hits
+    assert sorted(p.name.split("-")[0] for p in output_folder.leftovers(target)) == [".m.new", ".m.old"]
+    assert bundle.read_bundle_config(target)["vocab_size"] == 14  # the reader put it back
+    assert _marker(target) == "old"
+    _fake_bundle(target, "newer")  # the next writer removes the unfinished save
+    assert _marker(target) == "newer" and sorted(p.name for p in tmp_path.iterdir()) == ["driver.py", "m"]
+
+
+def test_list_bundles_puts_back_bundles_moved_aside(tmp_path):
+    target = _fake_bundle(config.MODELS_DIR / "trained", "old")
+    os.rename(target, target.parent / ".trained.old-abcd1234")
+    assert bundle.list_bundles()[0] == target and _marker(target) == "old"
+
+
+def test_a_reader_leaves_a_moved_bundle_alone_while_a_writer_holds_the_lock(tmp_path):
+    target = _fake_bundle(tmp_path / "m", "old")
+    with _lock_held_elsewhere(target):
+        os.rename(target, tmp_path / ".m.old-abcd1234")
+        with pytest.raises(BundleError, match="no model bundle there"):
+            bundle.read_bundle_config(target)
+        assert not target.exists()
+    bundle.read_bundle_config(target)
+    assert _marker(target) == "old"
+
+
+def test_the_next_writer_moves_a_stranded_checkpoint_home_and_removes_only_its_own_leftovers(tmp_path):
+    target = _fake_bundle(tmp_path / "m", "old")
+    staging = tmp_path / ".m.new-abcd1234"  # killed after the checkpoint moved into it, before the swap
+    (staging / ".checkpoint").mkdir(parents=True)
+    (staging / ".checkpoint" / "state.json").write_text('{"epoch": 3}')
+    (tmp_path / ".m.old-xyz_0987").mkdir()
+    foreign = tmp_path / ".m.new-abcd1234.new-12345678"  # a leftover of a bundle named "m.new-abcd1234"
+    foreign.mkdir()
+    lines = []
+    with claim(target, lines.append):
+        pass
+    assert (target / ".checkpoint" / "state.json").read_text() == '{"epoch": 3}' and _marker(target) == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".m.new-abcd1234.new-12345678", "m"]
+    assert len(lines) == 2 and "moved the training checkpoint" in lines[0]
+
+
+# ------------------------------------------------------------------ 4. one writer, free space
+
+
+HOLDER = textwrap.dedent("""
+    import sys, time
+    sys.path.insert(0, {root!r})
+    from captioning.output_folder import claim
+    with claim(sys.argv[1]):
+        print("held", flush=True)
+        time.sleep(300)
+""")
+
+
+class _lock_held_elsewhere:
+    """Another process holding ``target``'s lock (``claim``) until the block ends, then SIGKILLed."""
+
+    def __init__(self, target: Path):
+        self.target = target
+
+    def __enter__(self) -> subprocess.Popen:
+        self.process = subprocess.Popen([sys.executable, "-c", HOLDER.format(root=str(PROJECT_ROOT)), str(self.target)],
+                                        stdout=subprocess.PIPE, text=True)
+        assert self.process.stdout.readline() == "held\n"
+        return self.process
+
+    def __exit__(self, *exc) -> None:
+        self.process.send_signal(signal.SIGKILL)  # the kernel drops a killed holder's lock
+        self.process.wait()
+
+
+def test_a_second_writer_is_refused_naming_the_first_and_a_killed_ones_lock_is_free(tmp_path, capsys):
+    from captioning.cli import main
+
+    target = tmp_path / "run"
+    with _lock_held_elsewhere(target) as holder:
+        with pytest.raises(OutputFolderError, match=rf"^{target} is being written by another run \(pid {holder.pid}, "
+                                                    rf"started 20\d\d-.*: -c {target}\); wait for it to finish"):
+            with claim(target):
+                pass
+        assert main(["train", "--dataset", str(tmp_path / "nowhere"), "--output", str(target), *TINY_TRAIN]) == 1
+        assert capsys.readouterr().err.startswith(f"error: {target} is being written by another run (pid {holder.pid}")
+        with pytest.raises(OutputFolderError, match="being written by another run"):
+            _fake_bundle(target)  # ensemble's writer too
+    assert output_folder.lock_file(target).exists()  # the killed holder's file stays, unlocked
+    with claim(target):
+        with claim(target):  # re-entrant within a process: a save inside a training run
+            _fake_bundle(target)
+    assert not output_folder.lock_file(target).exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_a_bundle_too_big_for_the_disk_is_refused_before_writing(tmp_path, monkeypatch):
+    from tests.fixtures_bundle import make_tiny_bundle
+
+    target = make_tiny_bundle(tmp_path / "m", seed=0)
+    before = _snapshot(target)
+    usage = output_folder.shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(output_folder.shutil, "disk_usage", lambda path: usage._replace(free=500_000))
+    with pytest.raises(OutputFolderError, match=rf"^not enough disk space for the model bundle in {tmp_path}: "
+                                                r"needs about 1\.\d MB, 500\.0 KB free; free some space$"):
+        make_tiny_bundle(target, seed=1)
+    assert _snapshot(target) == before and sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+
+
+def test_a_disk_that_fills_during_the_bundle_write_is_one_line_and_leaves_nothing(tmp_path, monkeypatch):
+    from tests.fixtures_bundle import make_tiny_bundle
+
+    target = make_tiny_bundle(tmp_path / "m", seed=0)
+    before = _snapshot(target)
+    real = bundle.write_bytes_atomic
+
+    def fills_up(path, data):
+        real(path, data[: len(data) // 2])  # half of it reached the disk
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(bundle, "write_bytes_atomic", fills_up)
+    with pytest.raises(OutputFolderError, match=r"could not write the model bundle .*/m \(the disk is full\); "
+                                                r"what was there is unchanged$"):
+        make_tiny_bundle(target, seed=1)
+    assert _snapshot(target) == before and sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+
+
+def test_a_checkpoint_without_room_is_one_line_and_the_previous_one_stays(tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from captioning import training
+    from tests.test_training import CONFIG, FINGERPRINT, _data, _model
+
+    data = _data()
+    training.fit(_model(seed=1), data, replace(CONFIG, epochs=1), tmp_path, FINGERPRINT, log=lambda line: None)
+    checkpoint = tmp_path / ".checkpoint"
+    before = _snapshot(checkpoint)
+    real_disk_usage = output_folder.shutil.disk_usage
+    usage = real_disk_usage(tmp_path)
+    monkeypatch.setattr(output_folder.shutil, "disk_usage", lambda path: usage._replace(free=100_000))
+    with pytest.raises(OutputFolderError, match=r"^not enough disk space for the checkpoint of epoch 2 in .*: needs "
+                                                r"about .* free; free some space; then run the same command with "
+                                                r"--resume \(it continues after epoch 1\)$"):
+        training.fit(_model(seed=1), data, replace(CONFIG, epochs=2), tmp_path, FINGERPRINT, resume=True,
+                     log=lambda line: None)
+    assert _snapshot(checkpoint) == before  # epoch 1's checkpoint, and no partial epoch-0002 folder
+
+    real = training.write_bytes_atomic
+
+    def fills_up(path, data):
+        real(path, data[:100])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(output_folder.shutil, "disk_usage", real_disk_usage)
+    monkeypatch.setattr(training, "write_bytes_atomic", fills_up)
+    with pytest.raises(OutputFolderError, match=r"could not write the checkpoint of epoch 2 in .* \(the disk is full\)"):
+        training.fit(_model(seed=1), data, replace(CONFIG, epochs=2), tmp_path, FINGERPRINT, resume=True,
+                     log=lambda line: None)
+    assert _snapshot(checkpoint) == before
+    fresh = tmp_path / "fresh"  # a first checkpoint that fails leaves no folder behind
+    with pytest.raises(OutputFolderError, match=r"epoch 1 .*\(the disk is full\); then run the same command again$"):
+        training.fit(_model(seed=1), data, replace(CONFIG, epochs=1), fresh, FINGERPRINT, log=lambda line: None)
+    assert not fresh.exists()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 3 MB tmpfs (needs root); skipped where it cannot be mounted."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root): {done.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def _fill(disk: Path, leave_bytes: int) -> None:
+    """Fill ``disk`` with a file until about ``leave_bytes`` are free."""
+    free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
+    with open(disk / "filler", "ab") as handle:
+        handle.write(b"\0" * max(free - leave_bytes, 0))
+
+
+FULL_DISK_DRIVER = textwrap.dedent("""
+    import json, sys
+    from dataclasses import replace
+    sys.path.insert(0, {root!r})
+    from pathlib import Path
+    from captioning import output_folder, training
+    from captioning.errors import CaptioningError
+    from tests.fixtures_bundle import make_tiny_bundle
+    from tests.test_training import CONFIG, FINGERPRINT, _data, _model
+
+    # No free-space check: the writes themselves must meet the full disk and fail cleanly.
+    output_folder.ensure_free_space = lambda *args, **kwargs: None
+    training.ensure_free_space = output_folder.ensure_free_space
+    import captioning.bundle
+    captioning.bundle.ensure_free_space = output_folder.ensure_free_space
+    errors = {{}}
+    for name, write in (("bundle", lambda: make_tiny_bundle(Path(sys.argv[1]) / "m", seed=1)),
+                        ("checkpoint", lambda: training.fit(_model(seed=1), _data(), replace(CONFIG, epochs=1),
+                                                            Path(sys.argv[1]) / "run", FINGERPRINT))):
+        try:
+            write()
+        except CaptioningError as error:
+            errors[name] = str(error)
+    print(json.dumps(errors))
+""")
+
+
+@pytest.mark.slow  # a fresh TensorFlow process
+def test_a_really_full_disk_is_one_line_never_a_crash(tmp_path, small_disk):
+    from tests.fixtures_bundle import make_tiny_bundle
+
+    target = make_tiny_bundle(small_disk / "m", seed=0)
+    before = _snapshot(target)
+    _fill(small_disk, leave_bytes=20_000)  # less than the bundle, more than nothing: it fails mid-write
+    script = tmp_path / "driver.py"
+    script.write_text(FULL_DISK_DRIVER.format(root=str(PROJECT_ROOT)))
+    done = subprocess.run([sys.executable, str(script), str(small_disk)], capture_output=True, text=True,
+                          timeout=300, cwd=PROJECT_ROOT, env=_env(tmp_path))
+    assert done.returncode == 0, (done.returncode, done.stderr[-3000:])  # h5py's crash was exit 139
+    errors = json.loads(done.stdout.strip().splitlines()[-1])
+    assert errors["bundle"].endswith("(the disk is full); what was there is unchanged")
+    assert "could not write the checkpoint of epoch 1" in errors["checkpoint"] and "the disk is full" in errors["checkpoint"]
+    assert _snapshot(target) == before
+    assert sorted(p.name for p in small_disk.iterdir()) in (["filler", "m"], ["filler", "m", "run"])
+    run = small_disk / "run"
+    assert sorted(str(p.relative_to(run)) for p in run.rglob("*")) in ([], [".checkpoint"])  # nothing partial
+
+
+# ------------------------------------------------------------------ 3. a killed final save, resumed
+
+
+def _wait_for(condition, process: subprocess.Popen, what: str, timeout: float = 240):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert process.poll() is None, f"the run ended (status {process.returncode}) before {what}"
+        assert time.monotonic() < deadline, f"no {what} within {timeout} s"
+        time.sleep(0.005)
+
+
+@pytest.mark.slow  # two training runs on 30 images, one of them a fresh TensorFlow process
+def test_a_run_killed_during_its_final_save_is_finished_by_resume_without_training(tmp_path, capsys, monkeypatch):
+    from captioning.cli import main
+    from tests.shapes_dataset import write_shapes_dataset
+
+    dataset = write_shapes_dataset(tmp_path / "shapes", n_images=30, seed=4)
+    output = tmp_path / "models" / "run"
+    argv = ["train", "--dataset", str(dataset), "--epochs", "2", "--output", str(output), *TINY_TRAIN]
+    log = open(tmp_path / "first.log", "w")
+    first = subprocess.Popen([sys.executable, ENTRY, *argv], stdout=log, stderr=subprocess.STDOUT,
+                             env=_env(tmp_path), cwd=tmp_path)
+    try:
+        lock = output_folder.lock_file(output)
+        _wait_for(lock.exists, first, "lock file")
+        # 4. A second run with the same --output is refused at once, naming the first.
+        assert main(argv) == 1
+        assert capsys.readouterr().err.startswith(f"error: {output} is being written by another run "
+                                                  f"(pid {first.pid}, started ")
+        _wait_for(lambda: output_folder.leftovers(output), first, "final save")  # the staging folder appeared
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    finally:
+        if first.poll() is None:
+            first.kill()
+        log.close()
+    printed = (tmp_path / "first.log").read_text()
+    assert "epoch 2/2:" in printed and "saved model bundle" not in printed
+    assert not (output / "config.json").exists()  # killed before the new bundle was swapped in
+    assert len(output_folder.leftovers(output)) == 1
+
+    # The same command with --resume, in this process (TensorFlow already loaded), same caches.
+    monkeypatch.setattr(config, "FEATURE_CACHE_DIR", tmp_path / "data" / "features")
+    assert main(argv + ["--resume"]) == 0
+    out = capsys.readouterr().out
+    assert "that run finished 2 of 2 epochs: nothing left to train, writing its model from the checkpoint" in out
+    assert "epoch 1/2" not in out and "epoch 2/2" not in out  # no epoch retrained
+    assert f"removed 1 unfinished save folder(s) a killed run left beside {output}" in out
+    loaded = bundle.load_bundle(output)
+    assert len(loaded.history["loss"]) == 2 and loaded.config["training"]["epochs_run"] == 2
+    assert sorted(p.name for p in output.parent.iterdir()) == ["run"]  # no staging, no lock
+    assert not (output / ".checkpoint").exists()
+
+
+@pytest.mark.slow  # two training runs, one of them a fresh TensorFlow process
+def test_a_disk_that_fills_at_the_final_save_is_one_line_and_resume_writes_the_bundle(tmp_path, small_disk,
+                                                                                         capsys, monkeypatch):
+    from captioning.cli import main
+    from tests.shapes_dataset import write_shapes_dataset
+
+    dataset = write_shapes_dataset(tmp_path / "shapes", n_images=30, seed=4)
+    output = small_disk / "run"
+    argv = ["train", "--dataset", str(dataset), "--epochs", "2", "--output", str(output), *TINY_TRAIN]
+    first = subprocess.Popen([sys.executable, ENTRY, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, env=_env(tmp_path), cwd=tmp_path)
+    state = output / ".checkpoint" / "state.json"
+    _wait_for(lambda: state.exists() and json.loads(state.read_text() or "{}").get("fit", {}).get("epoch") == 2,
+              first, "the last checkpoint")
+    _fill(small_disk, leave_bytes=0)
+    stdout, stderr = first.communicate(timeout=240)
+    assert first.returncode == 1, stderr[-3000:]
+    errors = [line for line in stderr.splitlines() if line.startswith(("error:", "Traceback"))]
+    assert len(errors) == 1 and "the checkpoint of epoch 2 is kept: run the same command with --resume to write " \
+                                "the bundle without training again" in errors[0], stderr[-3000:]
+    assert sorted(p.name for p in small_disk.iterdir()) == ["filler", "run"]  # no partial bundle folder
+    assert [p.name for p in output.iterdir()] == [".checkpoint"]
+
+    (small_disk / "filler").unlink()
+    monkeypatch.setattr(config, "FEATURE_CACHE_DIR", tmp_path / "data" / "features")
+    assert main(argv + ["--resume"]) == 0
+    out = capsys.readouterr().out
+    assert "nothing left to train" in out and "epoch 2/2" not in out
+    assert len(bundle.load_bundle(output).history["loss"]) == 2
