@@ -155,8 +155,10 @@ def _download_name(name: str, kind: str) -> str:
 
 
 def _size(size: int) -> str:
-    """``12.3 MB`` or ``29 KB``."""
-    return f"{size / 2**20:.1f} MB" if size >= 2**20 else f"{round(size / 1024)} KB"
+    """``12.3 MB``, ``29 KB`` or ``18 bytes``."""
+    if size >= 2**20:
+        return f"{size / 2**20:.1f} MB"
+    return f"{round(size / 1024)} KB" if size >= 1024 else f"{size} bytes"
 
 
 # ---------------------------------------------------------------------------- the app

@@ -21,7 +21,9 @@ const photos = []; // {file, card, state: "ready" | "working" | "done" | "error"
 let working = false;
 
 function megabytes(bytes) {
-  return (bytes / (1024 * 1024)).toFixed(1) + " MB";
+  // As the server words it: "12.3 MB", "35 KB", "18 bytes".
+  if (bytes >= 1024 * 1024) return (bytes / (1024 * 1024)).toFixed(1) + " MB";
+  return bytes >= 1024 ? Math.round(bytes / 1024) + " KB" : bytes + " bytes";
 }
 
 function element(tag, className, text) {
@@ -139,6 +141,17 @@ function clearAll() {
   input.focus();
 }
 
+function fullSizeLink(image, url) {
+  // The card shows the PNG scaled down; the link opens it at full size.
+  const link = element("a", "full-size");
+  link.href = url;
+  link.target = "_blank";
+  link.rel = "noopener";
+  link.title = "Open full size";
+  link.append(image);
+  return link;
+}
+
 function showResult(photo, result) {
   if (result.error) {
     showError(photo, result.error);
@@ -152,7 +165,7 @@ function showResult(photo, result) {
   const annotated = element("img", "annotated");
   annotated.src = result.png;
   annotated.alt = name + " with its caption beneath it: " + result.caption;
-  card.querySelector(".preview, .no-preview").replaceWith(annotated);
+  card.querySelector(".preview, .no-preview").replaceWith(fullSizeLink(annotated, result.png));
   const links = card.querySelector(".links");
   const download = element("a", "", "Download PNG");
   download.href = result.png;
@@ -173,7 +186,7 @@ function showResult(photo, result) {
     save.download = downloadName(name, "attention");
     const saveLine = element("p", "links");
     saveLine.append(save);
-    details.append(map, saveLine);
+    details.append(fullSizeLink(map, result.attention_map), saveLine);
     card.insertBefore(details, card.querySelector(".remove"));
   }
   setState(photo, "done");
