@@ -1,18 +1,19 @@
 """The web server under load, against captioning the same photos in one process, side by side.
 
-It runs, one after the other on the same photos (beam 3, the shipped model unless ``--model``):
+It runs, taking turns on the same photos (beam 3, the shipped model unless ``--model``):
   (a) in one process, no server: ``Captioner.caption_paths`` one photo per call (what a naive
       server doing one request at a time would achieve), and all photos in one call (batches of
       32: the ceiling);
   (b) ``serve`` in a subprocess on a free loopback port, with N concurrent clients each posting one
       photo per request to ``POST /api/captions`` (keep-alive connections), twice: with request
       batching on (the default) and off (``--max-batch 1``).
-Each phase is bounded in requests (``--rounds`` x photos) and time (``--seconds``). It prints
+Each way captions every photo once per round (``--rounds``), and a server round stops sending
+after ``--seconds``: bounded in requests and time. It prints
 throughput (photos/s), per-request latency p50/p95, the server's batches (from /healthz), whether
 the server's captions equal the in-process ones, and the ratios. Traffic goes to 127.0.0.1 only.
 
     python benchmarks/bench_serve.py [--model DIR] [--photos DIR] [--images 32] [--clients 8]
-                                     [--rounds 2] [--seconds 180]
+                                     [--rounds 3] [--seconds 120]
 """
 
 from __future__ import annotations
@@ -43,10 +44,12 @@ def parse_args() -> argparse.Namespace:
                         help="folder of photos (default: %(default)s, else examples/)")
     parser.add_argument("--images", type=int, default=32, help="distinct photos used (default: %(default)s)")
     parser.add_argument("--clients", type=int, default=8, help="concurrent clients (default: %(default)s)")
-    parser.add_argument("--rounds", type=int, default=2,
-                        help="each photo is posted this many times per server phase (default: %(default)s)")
-    parser.add_argument("--seconds", type=float, default=180.0,
-                        help="time limit of each phase; unfinished requests are not sent (default: %(default)s)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="turns of the four ways; each captions every photo once per turn "
+                             "(default: %(default)s)")
+    parser.add_argument("--seconds", type=float, default=120.0,
+                        help="time limit of one server turn; requests not sent by then are left out "
+                             "(default: %(default)s)")
     return parser.parse_args()
 
 
@@ -70,114 +73,124 @@ class Phase:
         return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
-def in_process(model: Path, photos: list[Path], deadline_s: float) -> tuple[Phase, Phase]:
-    """One photo per call, then all photos in one call, on a Captioner in this process."""
-    from captioning.captioner import Captioner
-    from captioning.tf_runtime import import_tensorflow
+class InProcess:
+    """A Captioner in this process: one photo per call, and all photos in one call."""
 
-    import_tensorflow().get_logger().setLevel("ERROR")
-    captioner = Captioner.from_bundle(model)
-    captioner.caption_paths(photos[:2], BEAM)  # trace the graphs for any batch size, as serve does
-    captioner.caption_paths(photos[:1], BEAM)
-    single = Phase("in process, one photo per call")
-    start = time.perf_counter()
-    for photo in photos:
-        if time.perf_counter() - start > deadline_s:
-            single.note = "stopped at the time limit"
-            break
-        began = time.perf_counter()
-        result = captioner.caption_paths([photo], BEAM)[0]
-        single.latencies.append(time.perf_counter() - began)
-        single.captions[photo.name] = result.caption
-        single.photos += 1
-    single.seconds = time.perf_counter() - start
-    batched = Phase("in process, all photos in one call (batches of 32)")
-    start = time.perf_counter()
-    results = captioner.caption_paths(photos, BEAM)
-    batched.seconds = time.perf_counter() - start
-    batched.photos = len(results)
-    batched.latencies = [batched.seconds] * len(results)  # every photo waits for the whole call
-    batched.captions = {r.path.name: r.caption for r in results}
-    return single, batched
+    def __init__(self, model: Path, photos: list[Path]):
+        from captioning.captioner import Captioner
+        from captioning.tf_runtime import import_tensorflow
+
+        import_tensorflow().get_logger().setLevel("ERROR")
+        self.captioner = Captioner.from_bundle(model)
+        self.photos = photos
+        self.captioner.caption_paths(photos[:2], BEAM)  # trace for any batch size, as serve does
+        self.captioner.caption_paths(photos[:1], BEAM)
+
+    def one_at_a_time(self, phase: Phase) -> None:
+        start = time.perf_counter()
+        for photo in self.photos:
+            began = time.perf_counter()
+            result = self.captioner.caption_paths([photo], BEAM)[0]
+            phase.latencies.append(time.perf_counter() - began)
+            phase.captions.setdefault(photo.name, result.caption)
+            phase.photos += 1
+        phase.seconds += time.perf_counter() - start
+
+    def one_call(self, phase: Phase) -> None:
+        start = time.perf_counter()
+        results = self.captioner.caption_paths(self.photos, BEAM)
+        elapsed = time.perf_counter() - start
+        phase.seconds += elapsed
+        phase.photos += len(results)
+        phase.latencies += [elapsed] * len(results)  # every photo waits for the whole call
+        for result in results:
+            phase.captions.setdefault(result.path.name, result.caption)
 
 
-def through_server(model: Path, photos: list[Path], clients: int, rounds: int, deadline_s: float,
-                   max_batch: int | None) -> tuple[Phase, dict]:
-    """N concurrent clients posting one photo per request; returns the phase and /healthz after."""
+def post_concurrently(url: str, photos: list[Path], clients: int, deadline_s: float, phase: Phase) -> None:
+    """Each photo posted once, one per request, by ``clients`` concurrent keep-alive clients."""
     import httpx2
 
-    name = "server, batching on" if max_batch is None else f"server, --max-batch {max_batch} (batching off)"
-    phase = Phase(name)
-    extra = [] if max_batch is None else ["--max-batch", str(max_batch)]
     payloads = [(photo.name, photo.read_bytes()) for photo in photos]
-    jobs = [payloads[i % len(payloads)] for i in range(len(payloads) * rounds)]
     lock = threading.Lock()
     next_job = [0]
     errors: list[str] = []
-    with running_server("--model", str(model), *extra) as server:
-        with httpx2.Client(base_url=server.url, timeout=300) as warm:
-            warm.post("api/captions", files=[("files", payloads[0])])  # connection and first-call costs
-        start = time.perf_counter()
+    start = time.perf_counter()
 
-        def client() -> None:
-            with httpx2.Client(base_url=server.url, timeout=300) as http:
-                while True:
-                    with lock:
-                        index = next_job[0]
-                        next_job[0] += 1
-                    if index >= len(jobs) or time.perf_counter() - start > deadline_s:
-                        return
-                    began = time.perf_counter()
-                    response = http.post("api/captions", files=[("files", jobs[index])],
-                                         data={"beam_size": str(BEAM)})
-                    elapsed = time.perf_counter() - began
-                    with lock:
-                        if response.status_code != 200:
-                            errors.append(f"HTTP {response.status_code}: {response.text[:200]}")
-                            continue
-                        entry = response.json()["results"][0]
-                        phase.latencies.append(elapsed)
-                        phase.captions.setdefault(entry["image"], entry["caption"])
-                        phase.photos += 1
+    def client() -> None:
+        with httpx2.Client(base_url=url, timeout=300) as http:
+            while True:
+                with lock:
+                    index = next_job[0]
+                    next_job[0] += 1
+                if index >= len(payloads) or time.perf_counter() - start > deadline_s:
+                    return
+                began = time.perf_counter()
+                response = http.post("api/captions", files=[("files", payloads[index])],
+                                     data={"beam_size": str(BEAM)})
+                elapsed = time.perf_counter() - began
+                with lock:
+                    if response.status_code != 200:
+                        errors.append(f"HTTP {response.status_code}: {response.text[:200]}")
+                        continue
+                    entry = response.json()["results"][0]
+                    phase.latencies.append(elapsed)
+                    phase.captions.setdefault(entry["image"], entry["caption"])
+                    phase.photos += 1
 
-        threads = [threading.Thread(target=client) for _ in range(clients)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        phase.seconds = time.perf_counter() - start
-        with httpx2.Client(base_url=server.url, timeout=60) as http:
-            health = http.get("healthz").json()
-    if phase.photos < len(jobs):
-        phase.note = f"{len(jobs) - phase.photos} requests not completed (time limit or errors)"
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    phase.seconds += time.perf_counter() - start
     if errors:
-        phase.note += f"; {len(errors)} errors, first: {errors[0]}"
-    return phase, health
+        phase.note += f" {len(errors)} errors, first: {errors[0]}"
 
 
 def main() -> int:
+    import httpx2
+
     args = parse_args()
     folder = args.photos if args.photos.is_dir() else PROJECT_ROOT / "examples"
     photos = find_images(folder)[:args.images]
     print(f"{len(photos)} photos from {folder}, model {args.model}, beam {BEAM}, {args.clients} clients, "
           f"{args.rounds} rounds, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}", flush=True)
-    single, batched = in_process(args.model, photos, args.seconds)
-    print(f"in process: {single.throughput:.2f} photos/s one at a time, {batched.throughput:.2f} in one call",
-          flush=True)
-    on, health_on = through_server(args.model, photos, args.clients, args.rounds, args.seconds, None)
-    print(f"server, batching on: {on.throughput:.2f} photos/s", flush=True)
-    off, health_off = through_server(args.model, photos, args.clients, args.rounds, args.seconds, 1)
-    print(f"server, batching off: {off.throughput:.2f} photos/s", flush=True)
+    single = Phase("in process, one photo per call")
+    batched = Phase("in process, all photos in one call (batches of 32)")
+    on = Phase("server, batching on (default)")
+    off = Phase("server, --max-batch 1 (batching off)")
+    local = InProcess(args.model, photos)
+    # Both servers run at once, idle but for their turn, and the four ways take turns round by
+    # round, so load from other processes falls on all of them alike.
+    with running_server("--model", str(args.model)) as server_on, \
+            running_server("--model", str(args.model), "--max-batch", "1") as server_off:
+        for server in (server_on, server_off):  # connections and first-call costs
+            with httpx2.Client(base_url=server.url, timeout=300) as http:
+                http.post("api/captions", files=[("files", (photos[0].name, photos[0].read_bytes()))])
+        ways = [lambda: local.one_at_a_time(single), lambda: local.one_call(batched),
+                lambda: post_concurrently(server_on.url, photos, args.clients, args.seconds, on),
+                lambda: post_concurrently(server_off.url, photos, args.clients, args.seconds, off)]
+        for round_index in range(args.rounds):
+            for way in ways[round_index % len(ways):] + ways[:round_index % len(ways)]:
+                way()
+            print(f"round {round_index + 1}: " + ", ".join(
+                f"{phase.throughput:.2f}" for phase in (single, batched, on, off)) + " photos/s so far",
+                flush=True)
+        health = {}
+        for label, server in (("batching on", server_on), ("batching off", server_off)):
+            with httpx2.Client(base_url=server.url, timeout=60) as http:
+                health[label] = http.get("healthz").json()
 
     print()
     print(f"{'':52} {'photos':>6} {'photos/s':>9} {'p50 s':>7} {'p95 s':>7}")
     for phase in (single, batched, on, off):
         print(f"{phase.name:52} {phase.photos:>6} {phase.throughput:>9.2f} {phase.percentile(50):>7.2f} "
-              f"{phase.percentile(95):>7.2f}  {phase.note}")
-    for label, health in (("batching on", health_on), ("batching off", health_off)):
-        mean = health["images"] / health["batches"] if health["batches"] else 0.0
-        print(f"server {label}: {health['requests']} requests in {health['batches']} batches "
-              f"(mean {mean:.1f} photos per batch, largest {health['largest_batch']})")
+              f"{phase.percentile(95):>7.2f} {phase.note}")
+    for label, stats in health.items():
+        mean = stats["images"] / stats["batches"] if stats["batches"] else 0.0
+        print(f"server {label}: {stats['requests']} requests in {stats['batches']} batches "
+              f"(mean {mean:.1f} photos per batch, largest {stats['largest_batch']})")
     for phase in (on, off):
         same = sum(phase.captions.get(name) == caption for name, caption in batched.captions.items())
         print(f"{phase.name}: captions equal to in-process for {same} of {len(batched.captions)} photos")

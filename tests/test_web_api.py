@@ -143,6 +143,7 @@ def test_page_and_everything_it_loads_come_from_the_server(client):
     for url in loaded:
         assert url.startswith("/"), f"the page loads {url} from elsewhere"
         assert client.get(url).status_code == 200, url
+    assert "default-src 'self'" in client.get("/static/index.html").headers["content-security-policy"]
     for asset in ("app.js", "style.css"):
         assert "http://" not in client.get(f"/static/{asset}").text.replace("http://www.w3.org", "")
         assert "https://" not in client.get(f"/static/{asset}").text

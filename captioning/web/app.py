@@ -196,7 +196,7 @@ def create_app(captioner, model_dir: str | Path, settings: config.ServeConfig = 
                          description=API_DESCRIPTION, lifespan=lifespan, static_url="/docs-static")
     app.state.server = state
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
-    app.add_middleware(SafetyHeaders)
+    app.add_middleware(SafetyHeaders, content_security_policy=PAGE_CSP)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     _add_error_handlers(app)
     _add_page_routes(app)
@@ -224,8 +224,7 @@ def _add_error_handlers(app: FastAPI) -> None:
 def _add_page_routes(app: FastAPI) -> None:
     @app.get("/", include_in_schema=False)
     def page() -> HTMLResponse:
-        html = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
-        return HTMLResponse(html, headers={"Content-Security-Policy": PAGE_CSP})
+        return HTMLResponse((STATIC_DIR / "index.html").read_text(encoding="utf-8"))
 
 
 def _add_api_routes(app: FastAPI, state: ServerState) -> None:

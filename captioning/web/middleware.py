@@ -1,4 +1,4 @@
-"""Two small ASGI guards: a cap on request bodies and a few safety headers on every response."""
+"""Two small ASGI guards: a cap on request bodies and safety headers on every response."""
 
 from __future__ import annotations
 
@@ -47,21 +47,27 @@ class BodySizeLimit:
 
 
 class SafetyHeaders:
-    """``nosniff`` and ``no-referrer`` on every response; the page adds its own CSP."""
+    """``nosniff`` and ``no-referrer`` on every response, and a Content-Security-Policy on all but
+    FastAPI's docs pages (Swagger UI starts itself with an inline script)."""
 
     HEADERS = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer")]
+    NO_CSP_PREFIXES = ("/docs", "/redoc")
 
-    def __init__(self, app):
+    def __init__(self, app, content_security_policy: str):
         self.app = app
+        self.csp = [(b"content-security-policy", content_security_policy.encode())]
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        added = self.HEADERS
+        if not scope["path"].startswith(self.NO_CSP_PREFIXES):
+            added = [*added, *self.csp]
 
         async def send_with_headers(message):
             if message["type"] == "http.response.start":
-                message = {**message, "headers": [*message.get("headers", []), *self.HEADERS]}
+                message = {**message, "headers": [*message.get("headers", []), *added]}
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
