@@ -27,7 +27,7 @@ from tests.fixtures_bundle import WORDS, make_tiny_bundle, tiny_bundle  # noqa: 
 pytest.importorskip("fastapi", reason="the web server's libraries are not installed")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from captioning.web.app import create_app  # noqa: E402
+from captioning.web.app import STATIC_DIR, create_app  # noqa: E402
 from captioning.web.batching import CaptionBatcher, ServerStopping  # noqa: E402
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -204,6 +204,7 @@ def test_beam_size_one_is_greedy_and_tags_are_reported_ignored(client):
 
 
 def test_bad_files_get_one_line_errors_next_to_the_good_ones(client, tmp_path):
+    served_before = sorted(STATIC_DIR.rglob("*"))
     truncated = jpeg_bytes(size=(400, 300))[:900]
     response = post(client, ("good.jpg", jpeg_bytes()), ("notes.txt", b"just some text\n"),
                     ("empty.jpg", b""), ("cut.jpg", truncated), ("bomb.png", bomb_png_bytes()),
@@ -227,6 +228,7 @@ def test_bad_files_get_one_line_errors_next_to_the_good_ones(client, tmp_path):
         if "error" in entry:
             assert entry["caption"] is None and "png" not in entry
     assert len(list(store.folder.iterdir())) == 2  # only the two good uploads are kept
+    assert sorted(STATIC_DIR.rglob("*")) == served_before  # nothing written where files are served
 
 
 def test_limits_on_size_and_count(tiny_captioner, tiny_bundle):
@@ -384,7 +386,14 @@ def test_requests_arriving_together_are_captioned_in_one_batch(tiny_bundle):
                                    "png": answers[index][0]["png"]}]
 
 
-def test_concurrent_requests_on_the_real_model_match_one_at_a_time(client):
+def test_concurrent_requests_on_the_real_model_match_one_at_a_time(tiny_captioner, tiny_bundle):
+    # A wait long enough that requests released together surely meet, even on a loaded machine.
+    settings = dataclasses.replace(FAST, batch_wait_ms=100.0)
+    with TestClient(create_app(tiny_captioner, tiny_bundle, settings)) as client:
+        _check_concurrent_match_alone(client)
+
+
+def _check_concurrent_match_alone(client):
     photos = [(f"p{i}.jpg", jpeg_bytes(colour, size=(80 + 16 * i, 60))) for i, colour in
               enumerate([(200, 30, 30), (30, 200, 30), (30, 30, 200), (220, 220, 40), (90, 90, 90), (10, 160, 160)])]
     alone = {name: post(client, (name, data)).json()["results"][0]["caption"] for name, data in photos}
