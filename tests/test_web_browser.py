@@ -174,6 +174,12 @@ def test_page_captions_photos_like_the_api(browser, tmp_path):
         assert browser.execute_script(
             "return document.documentElement.scrollWidth <= window.innerWidth + 1")
         browser.set_window_size(*WIDE)
+
+        # FastAPI's docs page works with nothing but this server: Swagger UI draws the endpoints.
+        browser.get(server.url + "docs")
+        _wait(lambda: browser.find_elements(By.CSS_SELECTOR, ".swagger-ui .opblock"), 60,
+              "Swagger UI to list the endpoints")
+        assert "/api/captions" in browser.find_element(By.CSS_SELECTOR, ".swagger-ui").text
     for path, width in ((shot, WIDE[0]), (phone, PHONE[0])):
         with Image.open(path) as image:
             assert image.format == "PNG" and image.width >= width * 0.9
