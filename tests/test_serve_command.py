@@ -10,14 +10,14 @@ import sys
 
 import pytest
 
-from captioning import cli
+from captioning import cli, config
 from captioning.errors import CaptioningError
 from tests.fixtures_bundle import tiny_bundle  # noqa: F401 - the fixture
 from tests.serve_process import PROJECT_ROOT, running_server
 
 pytest.importorskip("fastapi", reason="the web server's libraries are not installed")
 
-from captioning.web.server import bind, model_label, page_url  # noqa: E402
+from captioning.web.server import bind, page_url  # noqa: E402
 
 # Runs the CLI in a fresh interpreter and reports whether TensorFlow was imported.
 NO_TENSORFLOW_RUN = ("import sys; from captioning.cli import main; status = main(sys.argv[1:]); "
@@ -57,7 +57,7 @@ def test_a_port_in_use_is_one_line_after_the_model_line(tiny_bundle):
         port = taken.getsockname()[1]
         done = run_cli("serve", "--model", str(tiny_bundle), "--port", str(port))
     assert done.returncode == 1
-    assert done.stdout.splitlines()[0] == f"model: {tiny_bundle} (efficientnet_lite0 + merge decoder)"
+    assert done.stdout.splitlines()[0] == f"model: {tiny_bundle} (efficientnet_lite0 + merge)"
     assert done.stdout.splitlines()[-1] == "no tensorflow"
     assert done.stderr == (f"error: port {port} on 127.0.0.1 is already in use; pass --port with another "
                            "number (0 picks a free one)\n")
@@ -73,14 +73,10 @@ def test_bind_errors_say_what_to_do():
         sock.close()
 
 
-def test_page_url_and_model_label():
+def test_page_url():
     assert page_url("127.0.0.1", 8000) == "http://127.0.0.1:8000/"
     assert page_url("0.0.0.0", 8080) == "http://127.0.0.1:8080/"
     assert page_url("::1", 80) == "http://[::1]:80/"
-    ensemble = {"encoder": {"name": "efficientnet_lite0"}, "decoder": {"kind": "attention"},
-                "ensemble": {"members": [{}, {}, {}]}}
-    assert model_label(ensemble) == "efficientnet_lite0 + 3 x attention ensemble"
-    assert model_label({"encoder": {"name": "resnet50"}, "decoder": {"kind": "merge"}}) == "resnet50 + merge decoder"
 
 
 def test_serve_uses_the_default_model_answers_and_stops_cleanly_on_ctrl_c(tmp_path, tiny_bundle):
@@ -88,13 +84,14 @@ def test_serve_uses_the_default_model_answers_and_stops_cleanly_on_ctrl_c(tmp_pa
 
     models = tmp_path / "saved_models"
     shutil.copytree(tiny_bundle, models / "my-model")
+    (models / config.DEFAULT_MODEL_POINTER).write_text('{"model": "my-model"}')  # the user's choice
     private = tmp_path / "server-tmp"
     private.mkdir()
     env = {"CAPTIONING_MODELS_DIR": str(models), "TMPDIR": str(private)}
     photo = PROJECT_ROOT / "examples" / "chelsea.jpg"
     with running_server(env=env) as server:
         first, second = server.lines[:2]
-        assert first == f"model: {models / 'my-model'} (efficientnet_lite0 + merge decoder)\n"
+        assert first == f"model: {models / 'my-model'} (efficientnet_lite0 + merge, your default)\n"
         assert second == f"Open {server.url} in a browser (Ctrl-C stops the server)\n"
         assert server.url.startswith("http://127.0.0.1:")
         with httpx2.Client(base_url=server.url, timeout=120) as client:
@@ -119,15 +116,17 @@ def test_menu_entry_serves_until_ctrl_c_then_returns_to_the_menu(tmp_path, tiny_
     import httpx2
 
     from captioning import menu
-    from tests.test_menu import MENU_PROMPT, QUIT, answer, expect_exit_ok, spawn_menu
+    from tests.test_menu import MENU_PROMPT, MODEL_LIST, QUIT, answer, expect_exit_ok, spawn_menu
 
     serve_entry = [label for label, _ in menu.STEPS].index("Serve the captioning web page") + 1
     shutil.copytree(tiny_bundle, tmp_path / "saved_models" / "tiny")
     port = _free_port()
     child = spawn_menu(tmp_path, timeout=300)
-    answer(child, str(serve_entry), "Which model? (newest first)")  # tiny, then the shipped one
-    answer(child, "1", "Port [8000]: ")
-    answer(child, str(port), f"Open http://127.0.0.1:{port}/ in a browser (Ctrl-C stops the server)")
+    answer(child, str(serve_entry), MODEL_LIST)  # the shipped default, then tiny
+    answer(child, "2", "Port [8000]: ")
+    answer(child, str(port), "model: ")  # serve names its model first, as every command does
+    child.expect_exact("(efficientnet_lite0 + merge)")
+    child.expect_exact(f"Open http://127.0.0.1:{port}/ in a browser (Ctrl-C stops the server)")
     assert httpx2.get(f"http://127.0.0.1:{port}/healthz", timeout=60).json()["status"] == "ok"
     child.sendintr()
     child.expect_exact("Server stopped.")

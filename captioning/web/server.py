@@ -25,21 +25,25 @@ def serve(model_dir: str | Path | None = None, host: str = config.ServeConfig.ho
     """Serve the captioning page and API until Ctrl-C (or SIGTERM), then shut down cleanly.
 
     Args:
-        model_dir: a bundle folder; default ``bundle.find_default_bundle()``.
+        model_dir: a bundle folder; default the default model (``model_choice.default_model``).
         host: address to listen on; loopback unless asked otherwise.
         port: TCP port; 0 picks a free one.
-        log: where the status lines go (the model first, then where to open the page).
+        log: where the status lines go (``model_choice.model_line`` first, then where to open the
+            page).
         settings: limits and batching (default ``config.ServeConfig()``; host and port come from
             the arguments above).
 
     Raises:
         CaptioningError: no usable model, a missing web library, or an address that cannot be used.
     """
-    from captioning import bundle as bundles
+    from captioning import model_choice
 
     settings = dataclasses.replace(settings or config.ServeConfig(), host=host, port=port)
-    model_dir = Path(model_dir) if model_dir else bundles.find_default_bundle()
-    log(f"model: {model_dir} ({model_label(bundles.read_bundle_config(model_dir))})")
+    choice = model_choice.choose_model(model_dir)  # --model, else the default model
+    model_dir = choice.path
+    log(model_choice.model_line(model_dir))  # the line every command starts with; reads config.json
+    if choice.note:
+        log(f"note: {choice.note}")
     uvicorn = _web_libraries()
     sock = bind(host, port)
     try:
@@ -73,16 +77,6 @@ def serve(model_dir: str | Path | None = None, host: str = config.ServeConfig.ho
         log("Server stopped.")
     finally:
         sock.close()
-
-
-def model_label(bundle_config: dict) -> str:
-    """``efficientnet_lite0 + 3 x attention ensemble``: what a bundle is, in a few words."""
-    from captioning.bundle import ensemble_members
-
-    encoder = (bundle_config.get("encoder") or {}).get("name", "?")
-    decoder = (bundle_config.get("decoder") or {}).get("kind", "?")
-    members = len(ensemble_members(bundle_config))
-    return f"{encoder} + {f'{members} x {decoder} ensemble' if members else f'{decoder} decoder'}"
 
 
 def page_url(host: str, port: int) -> str:
