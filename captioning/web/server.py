@@ -68,11 +68,14 @@ def serve(model_dir: str | Path | None = None, host: str = config.ServeConfig.ho
             app, log_level="warning", access_log=False, server_header=False,
             timeout_graceful_shutdown=5, limit_concurrency=settings.max_queued_images,
             timeout_keep_alive=5))
+        interrupted = False
         try:
             server.run(sockets=[sock])
         except KeyboardInterrupt:
-            pass  # uvicorn has shut down gracefully and re-raised Ctrl-C: the normal way out
+            interrupted = True  # uvicorn has shut down gracefully and re-raised Ctrl-C
         if not server.started:
+            if interrupted:
+                raise KeyboardInterrupt  # while warming up: "interrupted", as any other command
             raise CaptioningError("the server did not start; see the lines above")
         log("Server stopped.")
     finally:
