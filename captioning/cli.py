@@ -49,6 +49,17 @@ def non_negative_float(text: str) -> float:
     return _checked_float(text, lambda value: value >= 0, ">= 0")
 
 
+def port_number(text: str) -> int:
+    """argparse type: a TCP port, 0 (any free port) to 65535."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port from 0 to 65535, got {value}")
+    return value
+
+
 def _checked_float(text: str, accept, bound: str) -> float:
     try:
         value = float(text)
@@ -194,6 +205,25 @@ def _ensemble_parser(sub) -> None:
     p.add_argument("--output", metavar="DIR", required=True, help="the ensemble bundle folder to write")
 
 
+def _serve_parser(sub) -> None:
+    serve = config.ServeConfig
+    p = sub.add_parser("serve", help="the captioning web page and HTTP API",
+                       description="Serve a web page for captioning photos, and the same as an HTTP "
+                                   "API (docs at /docs), until Ctrl-C. The model is loaded once.")
+    p.add_argument("--model", metavar="DIR",
+                   help="model bundle (default: newest in saved_models/, else saved_models/default)")
+    p.add_argument("--host", default=serve.host,
+                   help="address to listen on (default: %(default)s, this machine only; 0.0.0.0 "
+                        "makes the page reachable from the network, without a password)")
+    p.add_argument("--port", type=port_number, default=serve.port,
+                   help="TCP port (default: %(default)s; 0 picks a free one)")
+    p.add_argument("--max-batch", type=positive_int, default=serve.batch_max_images, metavar="N",
+                   help="most photos captioned together when requests arrive at once; 1 turns "
+                        "batching off (default: %(default)s)")
+    p.add_argument("--batch-wait-ms", type=non_negative_float, default=serve.batch_wait_ms, metavar="MS",
+                   help="how long a batch waits for more requests to join (default: %(default)s)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser: no subcommand means the interactive menu."""
     parser = argparse.ArgumentParser(
@@ -203,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in (_train_parser, _caption_parser, _evaluate_parser, _info_parser, _extract_parser,
-                _ensemble_parser, _default_parser):
+                _ensemble_parser, _default_parser, _serve_parser):
         add(sub)
     return parser
 

@@ -128,3 +128,31 @@ class ExtractConfig:
     """Batching of feature extraction."""
 
     batch_size: int = 32
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """Limits and batching of the web server (``serve``); see captioning/web/.
+
+    The size limits are checked before an upload is decoded; the image checks of ``caption``
+    (decompression bombs, truncated files) apply on top.
+    """
+
+    host: str = "127.0.0.1"  # loopback: the page is reachable from other machines only on request
+    port: int = 8000
+    max_file_bytes: int = 20 * 1024 * 1024  # one photo; a camera JPEG is 3-12 MB
+    max_files: int = 16  # per request; the page sends more photos in several requests
+    # The whole request body; refused (413) before it is parsed. Above max_file_bytes so one
+    # too-large photo among good ones is reported next to that photo rather than failing them all.
+    max_request_bytes: int = 64 * 1024 * 1024
+    max_beam_size: int = 10
+    # Requests arriving together are captioned in one batch: the worker waits this long after the
+    # first for others to join, up to batch_max_images. batch_max_images=1 turns batching off.
+    batch_wait_ms: float = 10.0
+    batch_max_images: int = 32
+    max_queued_images: int = 256  # beyond this, new requests get 503 (try again) instead of queueing
+    request_timeout_s: float = 300.0
+    # Uploads and rendered PNGs live in a private temporary folder (never a served one) until they
+    # expire or the oldest are evicted to stay under the byte budget.
+    result_ttl_s: float = 3600.0
+    max_stored_bytes: int = 512 * 1024 * 1024

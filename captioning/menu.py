@@ -257,6 +257,21 @@ def info_step() -> None:
         _run_subcommand(["info", "--model", str(bundle_dir)])
 
 
+# ---------------------------------------------------------------- 5) the web page
+
+
+def serve_step() -> None:
+    """Serve the captioning page for a chosen model until Ctrl-C, then come back to the menu."""
+    bundle_dir = choose_bundle()
+    if bundle_dir is None:
+        return
+    port = ask_int("port", config.ServeConfig.port)
+    from captioning.web.server import serve
+
+    say("Loading the model; the address to open follows. Ctrl-C stops the server and comes back here.")
+    serve(bundle_dir, host=config.ServeConfig.host, port=port, log=say)
+
+
 # ---------------------------------------------------------------- the loop
 
 STEPS: tuple[tuple[str, Callable[[], None] | None], ...] = (
@@ -264,6 +279,7 @@ STEPS: tuple[tuple[str, Callable[[], None] | None], ...] = (
     ("Caption images", caption_step),
     ("Evaluate a model", evaluate_step),
     ("Dataset and model info", info_step),
+    ("Serve the captioning web page", serve_step),
     ("Quit", None),
 )
 

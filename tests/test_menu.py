@@ -16,13 +16,14 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from captioning import config, prompts
+from captioning import config, menu, prompts
 from tests.fixtures_bundle import tiny_bundle  # noqa: F401 - the fixture
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ENTRY = str(PROJECT_ROOT / "image_captioning.py")
 MENU_PROMPT = "Choose: "
 MODEL_LIST = "Which model? (the default first, then newest first)"
+QUIT = str(len(menu.STEPS))  # the last entry, whatever entries are added before it
 
 
 def _env(workdir: Path) -> dict[str, str]:
@@ -87,7 +88,7 @@ def test_menu_import_does_not_import_tensorflow():
     subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, check=True)
 
 
-@pytest.mark.parametrize("stdin", ["5\n", ""])
+@pytest.mark.parametrize("stdin", [f"{QUIT}\n", ""])
 def test_piped_stdin_exits_cleanly(workdir, stdin):
     done = subprocess.run([sys.executable, ENTRY], cwd=workdir, env=_env(workdir), input=stdin,
                           capture_output=True, text=True, timeout=60)
@@ -106,7 +107,7 @@ def test_piped_stdin_running_dry_inside_a_step_exits_cleanly(workdir):
 
 def test_quit_from_menu(workdir):
     child = spawn_menu(workdir)
-    answer(child, "5", "Goodbye.")
+    answer(child, QUIT, "Goodbye.")
     expect_exit_ok(child)
 
 
@@ -136,10 +137,10 @@ def test_end_of_input_inside_a_step_exits_zero(workdir):
 
 def test_bad_menu_choices_reprompt(workdir):
     child = spawn_menu(workdir)
-    for bad in ("x", "0", "6", "", "1.5"):
-        answer(child, bad, "Please enter a number from 1 to 5")
+    for bad in ("x", "0", str(len(menu.STEPS) + 1), "", "1.5"):
+        answer(child, bad, f"Please enter a number from 1 to {QUIT}")
         child.expect_exact(MENU_PROMPT)
-    answer(child, "5", "Goodbye.")
+    answer(child, QUIT, "Goodbye.")
     expect_exit_ok(child)
 
 
@@ -168,7 +169,7 @@ def test_every_train_prompt_reprompts_then_ctrl_c_returns_to_menu(workdir):
     answer(child, "maybe", "Please answer y or n")
     interrupt(child, "Cancelled - back to the menu.")
     child.expect_exact(MENU_PROMPT)
-    answer(child, "5", "Goodbye.")
+    answer(child, QUIT, "Goodbye.")
     expect_exit_ok(child)
 
 
@@ -187,7 +188,7 @@ def test_library_error_prints_one_line_and_menu_carries_on(workdir):
     answer(child, "2", "Dataset folder: ")
     answer(child, "empty", "error: ")  # relative to the current folder
     child.expect_exact(MENU_PROMPT)
-    answer(child, "5", "Goodbye.")
+    answer(child, QUIT, "Goodbye.")
     expect_exit_ok(child)
 
 
@@ -229,7 +230,7 @@ def test_caption_visit_loads_once_and_writes_pngs(workdir, tiny_bundle):
     answer(child, "my photos", "saved ")  # a folder, relative to the current folder
     child.expect_exact("Image or folder (Enter or q to go back): ")
     answer(child, "q", MENU_PROMPT)
-    answer(child, "5", "Goodbye.")
+    answer(child, QUIT, "Goodbye.")
     expect_exit_ok(child)
     session = child.logfile_read.getvalue()
     assert session.count("Loading ") == 1  # once per visit, not per image
@@ -262,7 +263,7 @@ def test_model_list_offers_the_chosen_default_first_and_every_step_names_its_mod
     child.expect_exact("model: ")
     child.expect_exact("(efficientnet_lite0 + 3 x attention ensemble, shipped default)")
     child.expect_exact(MENU_PROMPT)
-    answer(child, "5", "Goodbye.")
+    answer(child, QUIT, "Goodbye.")
     expect_exit_ok(child)
 
 
@@ -276,7 +277,7 @@ def test_info_prompts_reprompt_and_ctrl_c_returns(workdir):
     child.expect_exact(str(Path("~/surely-not-here-123").expanduser()))
     interrupt(child, "Cancelled - back to the menu.")
     child.expect_exact(MENU_PROMPT)
-    answer(child, "5", "Goodbye.")
+    answer(child, QUIT, "Goodbye.")
     expect_exit_ok(child)
 
 
@@ -449,6 +450,6 @@ def test_train_interrupt_resume_then_caption(workdir):
     child.expect_exact(f"saved {workdir / 'captioned_image.png'}")
     child.expect_exact("Image or folder (Enter or q to go back): ")
     answer(child, "", MENU_PROMPT)
-    answer(child, "5", "Goodbye.")
+    answer(child, QUIT, "Goodbye.")
     expect_exit_ok(child)
     _assert_png(workdir / "captioned_image.png")

@@ -1,0 +1,135 @@
+"""``serve`` as a user runs it: its first lines, its one-line errors, a request, and Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from captioning import cli, config
+from captioning.errors import CaptioningError
+from tests.fixtures_bundle import tiny_bundle  # noqa: F401 - the fixture
+from tests.serve_process import PROJECT_ROOT, running_server
+
+pytest.importorskip("fastapi", reason="the web server's libraries are not installed")
+
+from captioning.web.server import bind, page_url  # noqa: E402
+
+# Runs the CLI in a fresh interpreter and reports whether TensorFlow was imported.
+NO_TENSORFLOW_RUN = ("import sys; from captioning.cli import main; status = main(sys.argv[1:]); "
+                     "print('tensorflow imported' if 'tensorflow' in sys.modules else 'no tensorflow'); "
+                     "sys.exit(status)")
+
+
+def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", NO_TENSORFLOW_RUN, *args], cwd=PROJECT_ROOT,
+                          capture_output=True, text=True, timeout=120, env={**os.environ, **(env or {})})
+
+
+def test_serve_options_and_defaults():
+    args = cli.build_parser().parse_args(["serve"])
+    assert (args.model, args.host, args.port) == (None, "127.0.0.1", 8000)  # loopback by default
+    args = cli.build_parser().parse_args(["serve", "--model", "m", "--host", "0.0.0.0", "--port", "0",
+                                          "--max-batch", "1", "--batch-wait-ms", "0"])
+    assert (args.model, args.host, args.port, args.max_batch, args.batch_wait_ms) == ("m", "0.0.0.0", 0, 1, 0.0)
+    for bad in (["--port", "70000"], ["--port", "http"], ["--max-batch", "0"]):
+        with pytest.raises(SystemExit) as exit_info:
+            cli.build_parser().parse_args(["serve", *bad])
+        assert exit_info.value.code == 2
+
+
+def test_a_missing_model_is_one_line_before_tensorflow(tmp_path):
+    done = run_cli("serve", "--model", str(tmp_path / "nope"))
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, done.stderr
+    assert "no model bundle there" in done.stderr
+    assert done.stdout.strip() == "no tensorflow"
+
+
+def test_a_port_in_use_is_one_line_after_the_model_line(tiny_bundle):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        done = run_cli("serve", "--model", str(tiny_bundle), "--port", str(port))
+    assert done.returncode == 1
+    assert done.stdout.splitlines()[0] == f"model: {tiny_bundle} (efficientnet_lite0 + merge)"
+    assert done.stdout.splitlines()[-1] == "no tensorflow"
+    assert done.stderr == (f"error: port {port} on 127.0.0.1 is already in use; pass --port with another "
+                           "number (0 picks a free one)\n")
+
+
+def test_bind_errors_say_what_to_do():
+    with pytest.raises(CaptioningError, match="pass --host 127.0.0.1"):
+        bind("no-such-host.invalid", 0)
+    sock = bind("127.0.0.1", 0)
+    try:
+        assert sock.getsockname()[1] > 0
+    finally:
+        sock.close()
+
+
+def test_page_url():
+    assert page_url("127.0.0.1", 8000) == "http://127.0.0.1:8000/"
+    assert page_url("0.0.0.0", 8080) == "http://127.0.0.1:8080/"
+    assert page_url("::1", 80) == "http://[::1]:80/"
+
+
+def test_serve_uses_the_default_model_answers_and_stops_cleanly_on_ctrl_c(tmp_path, tiny_bundle):
+    import httpx2
+
+    models = tmp_path / "saved_models"
+    shutil.copytree(tiny_bundle, models / "my-model")
+    (models / config.DEFAULT_MODEL_POINTER).write_text('{"model": "my-model"}')  # the user's choice
+    private = tmp_path / "server-tmp"
+    private.mkdir()
+    env = {"CAPTIONING_MODELS_DIR": str(models), "TMPDIR": str(private)}
+    photo = PROJECT_ROOT / "examples" / "chelsea.jpg"
+    with running_server(env=env) as server:
+        first, second = server.lines[:2]
+        assert first == f"model: {models / 'my-model'} (efficientnet_lite0 + merge, your default)\n"
+        assert second == f"Open {server.url} in a browser (Ctrl-C stops the server)\n"
+        assert server.url.startswith("http://127.0.0.1:")
+        with httpx2.Client(base_url=server.url, timeout=120) as client:
+            assert client.get("healthz").json()["status"] == "ok"
+            response = client.post("api/captions", files=[("files", ("chelsea.jpg", photo.read_bytes()))])
+            assert response.status_code == 200
+            entry = response.json()["results"][0]
+            assert entry["image"] == "chelsea.jpg" and entry["caption"]
+            assert client.get(entry["png"]).headers["content-type"] == "image/png"
+            assert len(list(private.glob("captioning-serve-*"))) == 1  # the server's private folder
+    # running_server checked: exit status 0, "Server stopped.", no traceback.
+    assert list(private.glob("captioning-serve-*")) == []
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_menu_entry_serves_until_ctrl_c_then_returns_to_the_menu(tmp_path, tiny_bundle):
+    import httpx2
+
+    from captioning import menu
+    from tests.test_menu import MENU_PROMPT, MODEL_LIST, QUIT, answer, expect_exit_ok, spawn_menu
+
+    serve_entry = [label for label, _ in menu.STEPS].index("Serve the captioning web page") + 1
+    shutil.copytree(tiny_bundle, tmp_path / "saved_models" / "tiny")
+    port = _free_port()
+    child = spawn_menu(tmp_path, timeout=300)
+    answer(child, str(serve_entry), MODEL_LIST)  # the shipped default, then tiny
+    answer(child, "2", "Port [8000]: ")
+    answer(child, str(port), "model: ")  # serve names its model first, as every command does
+    child.expect_exact("(efficientnet_lite0 + merge)")
+    child.expect_exact(f"Open http://127.0.0.1:{port}/ in a browser (Ctrl-C stops the server)")
+    assert httpx2.get(f"http://127.0.0.1:{port}/healthz", timeout=60).json()["status"] == "ok"
+    child.sendintr()
+    child.expect_exact("Server stopped.")
+    child.expect_exact(MENU_PROMPT)
+    answer(child, QUIT, "Goodbye.")
+    expect_exit_ok(child)
