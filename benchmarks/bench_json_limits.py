@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from captioning import safe_json  # noqa: E402
+from captioning.storage import safe_json  # noqa: E402
 
 DEFAULT_DATASET = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets" / "coco-mini"
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from captioning.atomic import atomic_output
 from captioning.errors import CaptioningError, ImageError
+from captioning.storage.atomic import atomic_output
 
 # The photo is shown at its own pixel size, scaled into this range so thumbnails stay legible and
 # camera-sized photos do not make 50 MB PNGs.
@@ -58,7 +58,7 @@ def display_image(image_path: str | Path) -> np.ndarray:
     from PIL import Image, ImageOps
 
     from captioning.errors import InputFileError
-    from captioning.regular_files import open_regular_file
+    from captioning.storage.regular_files import open_regular_file
 
     try:
         with open_regular_file(image_path) as handle, Image.open(handle) as image:

@@ -15,8 +15,8 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from captioning import config
-from captioning.atomic import atomic_output
 from captioning.errors import BundleError, CaptioningError, ImageError
+from captioning.storage.atomic import atomic_output
 
 START_ID = 2  # text.START
 COLUMNS = 5
@@ -112,7 +112,7 @@ def write_attention_map(image_path: str | Path, words: Sequence[str], alphas: np
 def _load_photo(path: Path) -> np.ndarray:
     """The photo upright (EXIF), RGB, longest side at most ``DISPLAY_SIZE``: ``(H, W, 3)`` uint8."""
     from captioning.errors import InputFileError
-    from captioning.regular_files import open_regular_file
+    from captioning.storage.regular_files import open_regular_file
 
     try:
         with open_regular_file(path) as handle, Image.open(handle) as image:  # never blocks on a FIFO

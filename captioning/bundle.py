@@ -30,14 +30,22 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from captioning import atomic
 from captioning import config as settings
-from captioning.atomic import write_bytes_atomic, write_json_atomic
 from captioning.bundle_config import FORMAT_VERSION, BundleConfig
 from captioning.errors import BundleError, InputFileError
-from captioning.output_folder import (BACKUP_INFIX, STAGING_INFIX, OutputFolderError, claim, ensure_free_space,
-                                      recover_moved_bundle, recover_moved_bundles, write_failure)
-from captioning.safe_json import read_json_file
+from captioning.storage import atomic
+from captioning.storage.atomic import write_bytes_atomic, write_json_atomic
+from captioning.storage.disk_space import ensure_free_space
+from captioning.storage.output_folder import (
+    BACKUP_INFIX,
+    STAGING_INFIX,
+    OutputFolderError,
+    claim,
+    recover_moved_bundle,
+    recover_moved_bundles,
+    write_failure,
+)
+from captioning.storage.safe_json import read_json_file
 from captioning.text import Vocabulary
 
 WEIGHTS_FILE = "model.weights.h5"
@@ -134,14 +142,14 @@ def save_bundle(target: str | Path, model, vocab: Vocabulary, bundle_config: dic
     Raises:
         OutputFolderError: as ``write_bundle_folder``.
     """
-    from captioning.model_files import weights_as_float16, weights_file_bytes
     from captioning.plots import save_loss_curve
+    from captioning.storage.model_files import weights_as_float16, weights_file_bytes
 
     def fill(staging: Path, full_config: dict) -> None:
         # Built in memory first: its size is known before writing, and a disk that fills anyway
         # fails a plain write (HDF5 writing to a full disk crashes the process).
         weights = weights_as_float16(weights_file_bytes(_inference_copy(model, full_config)))
-        ensure_free_space(staging.parent, len(weights), "the model bundle")
+        ensure_free_space(staging.parent, len(weights), "the model bundle", error=OutputFolderError)
         write_bytes_atomic(staging / WEIGHTS_FILE, weights)
         full_config["weights_dtype"] = "float16"
         vocab.save(staging / VOCAB_FILE)

@@ -21,7 +21,7 @@ from typing import Any
 
 from captioning import config
 from captioning.errors import BundleError
-from captioning.safe_text import escape
+from captioning.storage.safe_text import escape
 from captioning.text import RESERVED_TOKENS
 
 FORMAT_VERSION = 1

@@ -13,7 +13,7 @@ import sys
 
 from captioning import config
 from captioning.errors import CaptioningError
-from captioning.safe_text import escape, protect_streams
+from captioning.storage.safe_text import escape, protect_streams
 
 # TensorFlow's C++ start-up chatter (CUDA probing, oneDNN notices) is noise for a CLI user.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -25,9 +25,9 @@ from pathlib import Path
 
 from captioning import config
 from captioning.errors import DatasetError, InputFileError
-from captioning.regular_files import read_regular_file
-from captioning.safe_json import parse_json
-from captioning.safe_text import escape, needs_escaping
+from captioning.storage.regular_files import read_regular_file
+from captioning.storage.safe_json import parse_json
+from captioning.storage.safe_text import escape, needs_escaping
 
 LAYOUTS_HELP = ("Images/ + captions.json (Mini-COCO / COCO JSON), "
                 "Images/ + captions.txt (Flickr CSV with header 'image,caption'), "

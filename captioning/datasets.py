@@ -14,8 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from captioning import config
-from captioning.dataset_layouts import (LAYOUTS_HELP, PROBLEM_KINDS, DatasetProblems, RawCaptions,
-                                        find_layout, list_images, read_captions)
+from captioning.dataset_layouts import (
+    LAYOUTS_HELP,
+    PROBLEM_KINDS,
+    DatasetProblems,
+    RawCaptions,
+    find_layout,
+    list_images,
+    read_captions,
+)
 from captioning.errors import DatasetError
 from captioning.kaggle_download import download_mini_coco
 from captioning.text import normalize_caption

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import keras
 import numpy as np
 import tensorflow as tf
-import keras
 from keras import layers
 
 from captioning.config import DecoderConfig

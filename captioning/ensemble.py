@@ -21,7 +21,8 @@ import numpy as np
 
 from captioning import bundle as bundles
 from captioning.errors import BundleError
-from captioning.output_folder import ensure_free_space, resolve
+from captioning.storage.disk_space import ensure_free_space
+from captioning.storage.output_folder import OutputFolderError, resolve
 
 # Decoder settings that shape only training; members may differ in them. Every other decoder
 # setting (sizes, kind) must match, as the ensemble is rebuilt from one decoder config.
@@ -131,7 +132,8 @@ def combine_bundles(member_paths: Sequence[str | Path], target: str | Path) -> P
         weights = [member.path / bundles.WEIGHTS_FILE for member in loaded]
         extras = [first.path / name for name in (bundles.VOCAB_FILE, bundles.HISTORY_FILE, bundles.LOSS_CURVE_FILE)
                   if (first.path / name).is_file()]
-        ensure_free_space(staging.parent, sum(path.stat().st_size for path in weights + extras), "the ensemble bundle")
+        ensure_free_space(staging.parent, sum(path.stat().st_size for path in weights + extras), "the ensemble bundle",
+                          error=OutputFolderError)
         for source, name in zip(weights, bundles.weights_files(full_config)):
             shutil.copyfile(source, staging / name)
         for source in extras:

@@ -21,7 +21,7 @@ from typing import Protocol, Sequence
 from captioning import config, metrics
 from captioning.datasets import CaptionedImage, Dataset, load_dataset, split_dataset
 from captioning.errors import BundleError, CaptioningError, DatasetError
-from captioning.safe_text import json_text
+from captioning.storage.safe_text import json_text
 
 SPLITS = ("test", "val")
 CAPTION_BATCH_SIZE = 32  # images per captioner call: one encoder batch and one batched beam search

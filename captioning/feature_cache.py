@@ -27,20 +27,22 @@ import fcntl
 import json
 import os
 import re
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from captioning import config
-from captioning.atomic import atomic_output
 from captioning.errors import FeatureCacheError, InputFileError
-from captioning.safe_json import read_json_file
+from captioning.storage.atomic import atomic_output
+from captioning.storage.disk_space import ensure_free_space
+from captioning.storage.safe_json import read_json_file
 
 KINDS = ("pooled", "grid")
 INDEX_VERSION = 1
 FEATURE_DTYPE = np.float16
+# How to make room, beyond freeing some (the cache lives under CAPTIONING_DATA_DIR).
+SPACE_ADVICE = " or set CAPTIONING_DATA_DIR to a bigger disk"
 # Rows copied per step while consolidating, so memory stays flat however big the cache is.
 COPY_CHUNK_ROWS = 256
 
@@ -224,7 +226,8 @@ class FeatureCache:
         row_shape = tuple(state.row_shape)
         live = self._live_rows(state)  # source -> [(row in source, relative path)], in source order
         count = sum(len(rows) for rows in live.values())
-        ensure_free_space(self.directory, count * _row_bytes(row_shape), "consolidating")
+        ensure_free_space(self.directory, count * _row_bytes(row_shape), "consolidating", SPACE_ADVICE,
+                          error=FeatureCacheError)
         target = self.directory / f"features-{_next_generation(state.features_file)}.npy"
         new_rows: dict[str, int] = {}
 
@@ -339,34 +342,6 @@ def _is_signature(value) -> bool:
 
 def _is_row_shape(value) -> bool:
     return isinstance(value, list) and 1 <= len(value) <= 3 and all(_is_count(v) and 1 <= v <= 65536 for v in value)
-
-
-def ensure_free_space(directory: Path, needed_bytes: int, what: str) -> None:
-    """Raise FeatureCacheError when the disk holding ``directory`` has less than ``needed_bytes`` free.
-
-    Args:
-        directory: a folder on the target disk (its nearest existing parent is checked).
-        needed_bytes: bytes about to be written.
-        what: what the bytes are for, for the message.
-    """
-    probe = Path(directory)
-    while not probe.exists():
-        probe = probe.parent
-    free = shutil.disk_usage(probe).free
-    if needed_bytes > free:
-        raise FeatureCacheError(
-            f"not enough disk space for {what} in {directory}: needs {format_bytes(needed_bytes)}, "
-            f"{format_bytes(free)} free; free some space or set CAPTIONING_DATA_DIR to a bigger disk")
-
-
-def format_bytes(count: int) -> str:
-    """Human-readable size, e.g. ``1.5 GB``."""
-    size = float(count)
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1000:
-            return f"{size:.1f} {unit}" if unit != "B" else f"{int(size)} B"
-        size /= 1000
-    return f"{size:.1f} TB"
 
 
 def row_bytes(row_shape: tuple[int, ...]) -> int:

@@ -19,10 +19,16 @@ import numpy as np
 
 from captioning.errors import FeatureCacheError
 from captioning.feature_cache import (
-    FEATURE_DTYPE, CacheState, FeatureCache, Signature, cache_dir, ensure_free_space, file_signature,
-    format_bytes, row_bytes,
+    FEATURE_DTYPE,
+    SPACE_ADVICE,
+    CacheState,
+    FeatureCache,
+    Signature,
+    cache_dir,
+    file_signature,
+    row_bytes,
 )
-
+from captioning.storage.disk_space import ensure_free_space, format_bytes
 
 _COMPILED: WeakKeyDictionary = WeakKeyDictionary()  # keras model -> its compiled inference
 _DECODE_THREADS = max(2, os.cpu_count() or 1)  # parallel image decodes in the tf.data pipeline
@@ -229,7 +235,8 @@ def _check_space(cache: FeatureCache, state: CacheState, count: int, kind: str, 
               f"{format_bytes(total_rows * per_row)} ({total_rows} x {' x '.join(map(str, state.row_shape))}"
               f" x 2 bytes) in {cache.directory}")
     # Shards for the new rows, then one consolidated copy of every row.
-    ensure_free_space(cache.directory, (count + total_rows) * per_row, f"{kind} features")
+    ensure_free_space(cache.directory, (count + total_rows) * per_row, f"{kind} features", SPACE_ADVICE,
+                      error=FeatureCacheError)
 
 
 # ------------------------------------------------------------------------------ extraction

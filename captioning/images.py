@@ -17,7 +17,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from captioning import config
 from captioning.errors import ImageError, InputFileError
-from captioning.regular_files import not_regular, open_regular_file
+from captioning.storage.regular_files import not_regular, open_regular_file
 
 # Pillow's own default (~89 MP) warns and only refuses at twice that; a photo above 100 MP is far
 # beyond anything a captioning model needs and is treated as a decompression bomb. Read at call

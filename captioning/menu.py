@@ -16,14 +16,7 @@ from typing import Callable
 
 from captioning import config
 from captioning.errors import CaptioningError
-from captioning.prompts import (
-    ask_choice,
-    ask_int,
-    ask_path,
-    ask_yes_no,
-    enable_line_editing,
-    say,
-)
+from captioning.prompts import ask_choice, ask_int, ask_path, ask_yes_no, enable_line_editing, say
 
 CAPTIONED_FOLDER = "captioned_images"
 
@@ -116,7 +109,10 @@ def train_step() -> None:
     epochs = ask_int("epochs", config.TrainConfig.epochs)
     batch_size = ask_int("batch size", config.TrainConfig.batch_size)
     resume = _ask_resume(dataset, encoder, decoder)
-    from captioning.train_pipeline import TrainOptions, train_model  # imports TensorFlow once the output is claimed
+    from captioning.train_pipeline import (  # imports TensorFlow once the output is claimed
+        TrainOptions,
+        train_model,
+    )
 
     options = TrainOptions(
         dataset=dataset, encoder=encoder, decoder=config.DecoderConfig(kind=decoder),

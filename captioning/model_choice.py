@@ -21,8 +21,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from captioning import bundle, config
-from captioning.atomic import write_json_atomic
 from captioning.errors import BundleError, CaptioningError
+from captioning.storage.atomic import write_json_atomic
 
 # A pointer holds one path; anything larger is not one of ours (and is never read whole).
 POINTER_MAX_BYTES = 64 * 1024

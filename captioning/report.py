@@ -24,12 +24,13 @@ from pathlib import Path
 
 import numpy as np
 
-from captioning import atomic, config
+from captioning import config
+from captioning.errors import CaptioningError
 from captioning.evaluation import EvaluationResult, EvaluationSet, ImageOutcome
 from captioning.metrics import SCALE
 from captioning.model_choice import shown
-from captioning.errors import CaptioningError
-from captioning.safe_text import escape
+from captioning.storage import atomic
+from captioning.storage.safe_text import escape
 
 METRICS_FILE = "metrics.json"
 SAMPLES_FILE = "evaluation_samples.png"
@@ -137,7 +138,7 @@ def _thumbnail(path: Path) -> np.ndarray:
     from PIL import Image, ImageOps
 
     from captioning.errors import InputFileError
-    from captioning.regular_files import open_regular_file
+    from captioning.storage.regular_files import open_regular_file
 
     try:
         with open_regular_file(path) as handle, Image.open(handle) as image:  # never blocks on a FIFO

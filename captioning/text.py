@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from captioning import config
-from captioning.atomic import write_text_atomic
 from captioning.errors import BundleError, InputFileError
-from captioning.safe_json import read_json_file
+from captioning.storage.atomic import write_text_atomic
+from captioning.storage.safe_json import read_json_file
 
 PAD, UNK, START, END = 0, 1, 2, 3
 RESERVED_TOKENS = ("<pad>", "<unk>", "<start>", "<end>")

@@ -117,7 +117,7 @@ def train_model(options: TrainOptions, log: Callable[[str], None] = print) -> Tr
             is writing (both before any work), an unreadable dataset, no usable captions, encoder
             or cache failures, a resume that does not match, or a full disk.
     """
-    from captioning.output_folder import claim
+    from captioning.storage.output_folder import claim
 
     with claim(output_folder(options), log, default=not options.output) as output:
         return _train_into(output, options, log)
@@ -133,7 +133,7 @@ def _train_into(output: Path, options: TrainOptions, log: Callable[[str], None])
     from captioning import training
     from captioning.bundle import save_bundle
     from captioning.decoder import build_training_model
-    from captioning.output_folder import OutputFolderError
+    from captioning.storage.output_folder import OutputFolderError
 
     started = time.time()
     prepared = _prepare(options, log)
@@ -169,12 +169,11 @@ def _train_into(output: Path, options: TrainOptions, log: Callable[[str], None])
 
 
 def _prepare(options: TrainOptions, log: Callable[[str], None]) -> _Prepared:
+    from captioning import training
     from captioning.datasets import load_dataset, split_dataset
     from captioning.encoders import build_encoder
     from captioning.features import extract_features, open_features
     from captioning.text import Vocabulary, choose_max_length, tokenize
-
-    from captioning import training
 
     dataset = load_dataset(options.dataset)
     for note in dataset.notes:

@@ -33,17 +33,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import keras
 import numpy as np
 import tensorflow as tf
-import keras
 
-from captioning.atomic import write_bytes_atomic, write_json_atomic
 from captioning.config import MAX_BUNDLE_JSON_BYTES, TrainConfig
 from captioning.decoder import caption_loss
 from captioning.errors import CaptioningError, InputFileError
-from captioning.model_files import model_file_bytes, weights_file_bytes
-from captioning.output_folder import OutputFolderError, ensure_free_space, write_failure
-from captioning.safe_json import read_json_file
+from captioning.storage.atomic import write_bytes_atomic, write_json_atomic
+from captioning.storage.disk_space import ensure_free_space
+from captioning.storage.model_files import model_file_bytes, weights_file_bytes
+from captioning.storage.output_folder import OutputFolderError, write_failure
+from captioning.storage.safe_json import read_json_file
 
 CHECKPOINT_DIR = ".checkpoint"
 STATE_FILE = "state.json"
@@ -507,7 +508,8 @@ def _save_checkpoint(model: keras.Model, best_weights: list | None, checkpoints:
     folder = f"epoch-{state.epoch:04d}"
     then = (f"; then run the same command with --resume (it continues after epoch {state.epoch - 1})"
             if state.epoch > 1 else "; then run the same command again")
-    ensure_free_space(checkpoints, len(model_bytes) + len(best_bytes), f"the checkpoint of epoch {state.epoch}", then)
+    ensure_free_space(checkpoints, len(model_bytes) + len(best_bytes), f"the checkpoint of epoch {state.epoch}", then,
+                      error=OutputFolderError)
     created = [path for path in (checkpoints.parent, checkpoints) if not path.exists()]
     try:
         checkpoints.mkdir(parents=True, exist_ok=True)

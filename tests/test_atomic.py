@@ -9,7 +9,7 @@ import stat
 import numpy as np
 import pytest
 
-from captioning import atomic
+from captioning.storage import atomic
 
 
 def test_failure_inside_the_block_keeps_the_old_file_and_leaves_no_temp(tmp_path):

@@ -13,7 +13,7 @@ import pytest
 
 from captioning import bundle, cli, config, model_choice
 from captioning.errors import BundleError
-from captioning.output_folder import OutputFolderError
+from captioning.storage.output_folder import OutputFolderError
 from captioning.text import Vocabulary
 
 DECODER = config.DecoderConfig(embedding_dim=8, units=8, dropout=0.0)

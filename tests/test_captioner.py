@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from captioning.captioner import CaptionResult, Captioner, bundle_settings, expand_paths
+from captioning.captioner import Captioner, CaptionResult, bundle_settings, expand_paths
 from captioning.errors import BundleError
 from captioning.text import Vocabulary
 
@@ -153,7 +153,7 @@ def test_bundle_settings_reads_encoder_decoder_and_length():
 
 # ------------------------------------------------------------------ with a real (tiny) bundle
 
-from tests.fixtures_bundle import WORDS as BUNDLE_WORDS, tiny_bundle  # noqa: E402,F401 - fixture
+from tests.fixtures_bundle import WORDS as BUNDLE_WORDS  # noqa: E402,F401 - fixture
 
 
 @pytest.fixture(scope="module")

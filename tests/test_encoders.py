@@ -15,7 +15,13 @@ from PIL import Image
 
 from captioning import config, images
 from captioning.encoders import (
-    build_encoder, densenet201, efficientnet_lite, keras_weights, module_name, resnet50, torch_checkpoint,
+    build_encoder,
+    densenet201,
+    efficientnet_lite,
+    keras_weights,
+    module_name,
+    resnet50,
+    torch_checkpoint,
 )
 from captioning.errors import EncoderError
 
@@ -151,8 +157,8 @@ def test_keras_encoder_loads_a_verified_h5_weights_file(tmp_path, monkeypatch, m
     """The load path for a verified .h5 (Keras's legacy weights format, as the official file)."""
     import dataclasses
 
-    from keras.src.legacy.saving import legacy_h5_format
     import h5py
+    from keras.src.legacy.saving import legacy_h5_format
 
     source = getattr(keras.applications, application)(include_top=False, weights=None,
                                                       input_shape=(224, 224, 3))

@@ -25,6 +25,7 @@ from captioning import config, feature_cache, features
 from captioning.datasets import load_dataset
 from captioning.errors import FeatureCacheError
 from captioning.features import encode_paths, extract_features, load_features
+from captioning.storage import disk_space
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 TINY_SIZE = 28
@@ -271,8 +272,8 @@ def test_failed_shard_write_leaves_the_cache_loadable_and_resumable(photos, enco
 
 def test_not_enough_disk_space_is_refused_before_writing(photos, encoder, monkeypatch):
     dataset = load_dataset(photos)
-    usage = feature_cache.shutil.disk_usage(PROJECT_ROOT)
-    monkeypatch.setattr(feature_cache.shutil, "disk_usage",
+    usage = disk_space.shutil.disk_usage(PROJECT_ROOT)
+    monkeypatch.setattr(disk_space.shutil, "disk_usage",
                         lambda path: usage._replace(free=100))
     with pytest.raises(FeatureCacheError, match="not enough disk space"):
         extract_features(dataset, encoder, kind="grid", batch_size=4, progress=False)

@@ -19,10 +19,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from captioning import bundle, cli, config, evaluation, metrics, report, safe_json, safe_text
+from captioning import bundle, cli, config, evaluation, metrics, report
 from captioning.bundle_config import BundleConfig
 from captioning.datasets import load_dataset
 from captioning.errors import BundleError, DatasetError, FeatureCacheError, InputFileError
+from captioning.storage import safe_json, safe_text
 from captioning.text import RESERVED_TOKENS, Vocabulary, choose_max_length
 from tests.fixtures_bundle import tiny_bundle  # noqa: F401 - the fixture
 
@@ -162,7 +163,7 @@ def test_text_that_is_not_utf8_is_one_line(tmp_path):
 def test_a_fifo_or_a_device_is_refused_without_blocking(tmp_path):
     fifo = tmp_path / "config.json"
     os.mkfifo(fifo)
-    code = ("from captioning import safe_json\n"
+    code = ("from captioning.storage import safe_json\n"
             "from captioning.errors import InputFileError\n"
             f"for path in ({str(fifo)!r}, '/dev/zero'):\n"
             "    try:\n"

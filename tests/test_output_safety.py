@@ -20,9 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from captioning import bundle, config, output_folder
+from captioning import bundle, config
 from captioning.errors import BundleError
-from captioning.output_folder import OutputFolderError, check_output_folder, claim
+from captioning.storage import disk_space, output_folder
+from captioning.storage.output_folder import OutputFolderError, check_output_folder, claim
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ENTRY = str(PROJECT_ROOT / "image_captioning.py")
@@ -195,7 +196,7 @@ def test_the_default_output_holding_user_files_is_refused_too(tmp_path, capsys):
 
 
 def test_a_complete_bundle_is_at_the_path_at_every_step_of_a_replacement(tmp_path, monkeypatch):
-    from captioning import atomic
+    from captioning.storage import atomic
 
     target = _fake_bundle(tmp_path / "m", "old")
     (target / ".checkpoint").mkdir()
@@ -222,7 +223,8 @@ SWAP_DRIVER = textwrap.dedent("""
     import os, signal, sys
     sys.path.insert(0, {root!r})
     from pathlib import Path
-    from captioning import atomic, bundle
+    from captioning import bundle
+    from captioning.storage import atomic
     target, moment = Path(sys.argv[1]), sys.argv[2]
 
     def die():
@@ -316,7 +318,7 @@ def test_the_next_writer_moves_a_stranded_checkpoint_home_and_removes_only_its_o
 HOLDER = textwrap.dedent("""
     import sys, time
     sys.path.insert(0, {root!r})
-    from captioning.output_folder import claim
+    from captioning.storage.output_folder import claim
     with claim(sys.argv[1]):
         print("held", flush=True)
         time.sleep(300)
@@ -366,8 +368,8 @@ def test_a_bundle_too_big_for_the_disk_is_refused_before_writing(tmp_path, monke
 
     target = make_tiny_bundle(tmp_path / "m", seed=0)
     before = _snapshot(target)
-    usage = output_folder.shutil.disk_usage(tmp_path)
-    monkeypatch.setattr(output_folder.shutil, "disk_usage", lambda path: usage._replace(free=500_000))
+    usage = disk_space.shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(disk_space.shutil, "disk_usage", lambda path: usage._replace(free=500_000))
     with pytest.raises(OutputFolderError, match=rf"^not enough disk space for the model bundle in {tmp_path}: "
                                                 r"needs about 1\.\d MB, 500\.0 KB free; free some space$"):
         make_tiny_bundle(target, seed=1)
@@ -402,9 +404,9 @@ def test_a_checkpoint_without_room_is_one_line_and_the_previous_one_stays(tmp_pa
     training.fit(_model(seed=1), data, replace(CONFIG, epochs=1), tmp_path, FINGERPRINT, log=lambda line: None)
     checkpoint = tmp_path / ".checkpoint"
     before = _snapshot(checkpoint)
-    real_disk_usage = output_folder.shutil.disk_usage
+    real_disk_usage = disk_space.shutil.disk_usage
     usage = real_disk_usage(tmp_path)
-    monkeypatch.setattr(output_folder.shutil, "disk_usage", lambda path: usage._replace(free=100_000))
+    monkeypatch.setattr(disk_space.shutil, "disk_usage", lambda path: usage._replace(free=100_000))
     with pytest.raises(OutputFolderError, match=r"^not enough disk space for the checkpoint of epoch 2 in .*: needs "
                                                 r"about .* free; free some space; then run the same command with "
                                                 r"--resume \(it continues after epoch 1\)$"):
@@ -418,7 +420,7 @@ def test_a_checkpoint_without_room_is_one_line_and_the_previous_one_stays(tmp_pa
         real(path, data[:100])
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
-    monkeypatch.setattr(output_folder.shutil, "disk_usage", real_disk_usage)
+    monkeypatch.setattr(disk_space.shutil, "disk_usage", real_disk_usage)
     monkeypatch.setattr(training, "write_bytes_atomic", fills_up)
     with pytest.raises(OutputFolderError, match=r"could not write the checkpoint of epoch 2 in .* \(the disk is full\)"):
         training.fit(_model(seed=1), data, replace(CONFIG, epochs=2), tmp_path, FINGERPRINT, resume=True,
@@ -454,16 +456,15 @@ FULL_DISK_DRIVER = textwrap.dedent("""
     from dataclasses import replace
     sys.path.insert(0, {root!r})
     from pathlib import Path
-    from captioning import output_folder, training
+    from captioning import training
     from captioning.errors import CaptioningError
     from tests.fixtures_bundle import make_tiny_bundle
     from tests.test_training import CONFIG, FINGERPRINT, _data, _model
 
     # No free-space check: the writes themselves must meet the full disk and fail cleanly.
-    output_folder.ensure_free_space = lambda *args, **kwargs: None
-    training.ensure_free_space = output_folder.ensure_free_space
+    training.ensure_free_space = lambda *args, **kwargs: None
     import captioning.bundle
-    captioning.bundle.ensure_free_space = output_folder.ensure_free_space
+    captioning.bundle.ensure_free_space = training.ensure_free_space
     errors = {{}}
     for name, write in (("bundle", lambda: make_tiny_bundle(Path(sys.argv[1]) / "m", seed=1)),
                         ("checkpoint", lambda: training.fit(_model(seed=1), _data(), replace(CONFIG, epochs=1),

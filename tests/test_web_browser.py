@@ -103,7 +103,6 @@ def _screenshot(driver, size: tuple[int, int], target: Path) -> Path:
 
 def test_page_captions_photos_like_the_api(browser, tmp_path):
     import httpx2
-
     from PIL import Image
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By

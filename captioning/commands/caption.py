@@ -14,9 +14,9 @@ import sys
 from pathlib import Path
 
 from captioning import config
-from captioning.atomic import write_json_atomic
 from captioning.errors import CaptioningError
-from captioning.safe_text import escape, json_text
+from captioning.storage.atomic import write_json_atomic
+from captioning.storage.safe_text import escape, json_text
 
 EXIT_OK, EXIT_FAILURE = 0, 1
 
@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
         raises ``BundleError`` (one line, exit 1 through ``cli.run_command``).
     """
     from captioning import model_choice
-    from captioning.captioner import CaptionResult, Captioner, expand_paths
+    from captioning.captioner import Captioner, CaptionResult, expand_paths
 
     # Cheap checks first: a missing model or no usable input is reported before TensorFlow loads.
     choice = model_choice.choose_model(args.model)
@@ -167,7 +167,7 @@ def _write_json(path: Path, results, pngs: dict[int, Path]) -> None:
     """``[{"image", "caption", "score", "png"?, "error"?}]`` in input order, written atomically.
 
     A name that is not valid UTF-8 is written escaped (``caf\\xe9.jpg``) with
-    ``"<field>_escaping": "backslashreplace"`` beside it (``captioning.safe_text``).
+    ``"<field>_escaping": "backslashreplace"`` beside it (``captioning.storage.safe_text``).
     """
     entries = []
     for index, result in enumerate(results):

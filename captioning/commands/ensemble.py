@@ -17,7 +17,7 @@ def run(args: argparse.Namespace) -> int:
         0. Members that do not fit together raise a ``BundleError``, an output folder that is not
         the tool's to replace an ``OutputFolderError`` (exit 1 through ``cli.run_command``).
     """
-    from captioning.output_folder import check_output_folder
+    from captioning.storage.output_folder import check_output_folder
 
     check_output_folder(args.output)  # before TensorFlow loads: a refusal comes at once
     from captioning.tf_runtime import import_tensorflow

@@ -34,7 +34,7 @@ import numpy as np
 
 from captioning import config
 from captioning.errors import EncoderError, InputFileError
-from captioning.regular_files import read_regular_file
+from captioning.storage.regular_files import read_regular_file
 
 MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
 PROTOCOL_VERSION = 1001

@@ -28,7 +28,6 @@ from captioning.web.batching import CaptionBatcher, ServerBusy, ServerStopping
 from captioning.web.middleware import BodySizeLimit, SafetyHeaders
 from captioning.web.store import ResultStore, StoredUpload, display_name
 
-
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 # The page loads only what this server serves; previews are blob: URLs made in the browser.
 PAGE_CSP = ("default-src 'self'; img-src 'self' blob:; object-src 'none'; base-uri 'none'; "

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import BinaryIO, Iterator
 
 from captioning.errors import InputFileError
+from captioning.storage.disk_space import format_bytes
 
 _KINDS = (
     (stat.S_ISDIR, "a folder"),
@@ -123,20 +124,8 @@ def read_regular_file(path: str | Path, max_bytes: int) -> bytes:
 
 def too_large(path: str | Path, size: int, max_bytes: int) -> InputFileError:
     """The error for a file over its size limit."""
-    return InputFileError(path, f"the file is {format_size(size)}, over the {format_size(max_bytes)} "
+    return InputFileError(path, f"the file is {format_bytes(size)}, over the {format_bytes(max_bytes)} "
                                 "this tool reads from such a file")
-
-
-def format_size(count: int) -> str:
-    """A byte count for messages: ``512 B``, ``4.0 MB``, ``1.1 GB``."""
-    if count < 1000:
-        return f"{count} B"
-    size = float(count)
-    for unit in ("KB", "MB", "GB", "TB"):
-        size /= 1000
-        if size < 1000:
-            return f"{size:.1f} {unit}"
-    return f"{size:.1f} TB"
 
 
 def _os_error(path: str | Path, error: OSError) -> InputFileError:
@@ -149,5 +138,5 @@ def _os_error(path: str | Path, error: OSError) -> InputFileError:
     return InputFileError(path, f"cannot read the file ({error.strerror or error})")
 
 
-__all__ = ["check_regular_file", "file_kind", "format_size", "not_regular", "open_regular_file",
+__all__ = ["check_regular_file", "file_kind", "not_regular", "open_regular_file",
            "read_regular_file", "too_large"]

@@ -41,8 +41,8 @@ from typing import Callable, Iterator
 
 from captioning import config as settings
 from captioning.errors import CaptioningError, InputFileError
-from captioning.safe_json import read_json_file
-from captioning.safe_text import escape
+from captioning.storage.safe_json import read_json_file
+from captioning.storage.safe_text import escape
 
 # The names below are facts of bundle.py and training.py; importing them here would pull in
 # TensorFlow (training) or make an import cycle (bundle imports this module).
@@ -55,8 +55,6 @@ MAX_LOCK_FILE_BYTES = 64 * 1024  # the holder's pid, start time and command line
 # tempfile.mkdtemp's random part: 8 of [a-z0-9_]. Matching it exactly keeps another bundle's
 # leftovers (say of a bundle named "NAME.new-x") from being taken for NAME's.
 _LEFTOVER_TAIL = r"[a-z0-9_]{8}"
-# Room kept free beyond the bytes about to be written (file system blocks, the small files).
-SPACE_MARGIN_BYTES = 1 << 20
 # How long a writer waits for a lock held by a reader putting a bundle back (a moment).
 LOCK_WAIT_SECONDS = 2.0
 
@@ -370,32 +368,6 @@ def recover_moved_bundles(folder: str | Path) -> None:
             recover_moved_bundle(folder / match.group(1))
 
 
-# ---------------------------------------------------------------------------------- disk space
-
-def ensure_free_space(folder: str | Path, needed_bytes: int, what: str, then: str = "") -> None:
-    """Refuse to start writing ``needed_bytes`` where the disk has less free (plus a margin).
-
-    Args:
-        folder: where the bytes go (its nearest existing parent is checked).
-        needed_bytes: the size of what is about to be written.
-        what: what it is, for the message ("the checkpoint").
-        then: what to do after freeing space, appended to the message ("; then ...").
-
-    Raises:
-        OutputFolderError: one line with both sizes.
-    """
-    from captioning.feature_cache import format_bytes
-
-    probe = Path(folder)
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    free = shutil.disk_usage(probe).free
-    needed = needed_bytes + SPACE_MARGIN_BYTES
-    if needed > free:
-        raise OutputFolderError(f"not enough disk space for {what} in {folder}: needs about "
-                                f"{format_bytes(needed)}, {format_bytes(free)} free; free some space{then}")
-
-
 def write_failure(error: OSError) -> str:
     """Why a write failed, in a few words (``the disk is full`` for ENOSPC and quotas)."""
     if error.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -404,7 +376,7 @@ def write_failure(error: OSError) -> str:
 
 
 __all__ = [
-    "OutputFolderError", "check_output_folder", "claim", "ensure_free_space", "is_this_tools_bundle",
+    "OutputFolderError", "check_output_folder", "claim", "is_this_tools_bundle",
     "leftovers", "lock_file", "recover_moved_bundle", "recover_moved_bundles", "resolve", "tidy_leftovers",
     "write_failure",
 ]

@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from captioning.errors import InputFileError
-from captioning.regular_files import read_regular_file
-from captioning.safe_text import escape, needs_escaping
+from captioning.storage.regular_files import read_regular_file
+from captioning.storage.safe_text import escape, needs_escaping
 
 # The tool's own files nest at most 5 levels (config.json's ensemble members' training record);
 # COCO-format captions 3.
