@@ -49,8 +49,8 @@ def parse_args() -> argparse.Namespace:
 
 def load_captions(dataset_path: Path):
     """Real training captions -> (dataset, train images, vocab, max_length, tokens, rows)."""
-    from captioning.datasets import load_dataset, split_dataset
-    from captioning.text import Vocabulary, choose_max_length, tokenize
+    from captioning.data.datasets import load_dataset, split_dataset
+    from captioning.data.text import Vocabulary, choose_max_length, tokenize
 
     dataset = load_dataset(dataset_path)
     train = split_dataset(dataset.images, config.SplitConfig()).train

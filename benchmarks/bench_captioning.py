@@ -40,7 +40,7 @@ import numpy as np  # noqa: E402
 
 from captioning import decoding  # noqa: E402
 from captioning.captioner import Captioner  # noqa: E402
-from captioning.images import find_images  # noqa: E402
+from captioning.data.images import find_images  # noqa: E402
 
 DEFAULT_IMAGES = PROJECT_ROOT.parent / "shared" / "datasets" / "flickr8k" / "Images"
 BATCH = 32
@@ -64,8 +64,8 @@ def build_timing_bundle(target: Path, vocab_size: int) -> Path:
 
     from captioning import bundle
     from captioning.config import DecoderConfig
+    from captioning.data.text import RESERVED_TOKENS, Vocabulary
     from captioning.decoder import build_training_model
-    from captioning.text import RESERVED_TOKENS, Vocabulary
 
     vocab = Vocabulary([*RESERVED_TOKENS, *(f"w{i}" for i in range(vocab_size - len(RESERVED_TOKENS)))])
     decoder = DecoderConfig()
@@ -155,7 +155,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         model_dir = args.model or build_timing_bundle(Path(scratch) / "timing", args.vocab_size)
         load_s, captioner = best_of(1, lambda: Captioner.from_bundle(model_dir))
-        from captioning.images import load_image
+        from captioning.data.images import load_image
 
         pixels = np.stack([load_image(p, captioner.encoder.input_size) for p in paths])
         features = captioner.encode(pixels)  # (32, D) float16, as captioning sees them

@@ -45,9 +45,9 @@ PHOTOS_PER_STEP = 3  # the tutorials' num_photos_per_batch
 def prepare(dataset_path: str):
     """Split, vocabulary, max length and cached features, exactly as ``train`` builds them."""
     from captioning import config
-    from captioning.datasets import load_dataset, split_dataset
+    from captioning.data.datasets import load_dataset, split_dataset
+    from captioning.data.text import Vocabulary, choose_max_length, tokenize
     from captioning.features import load_features
-    from captioning.text import Vocabulary, choose_max_length, tokenize
     from captioning.train_pipeline import _caption_rows
     from captioning.training import TrainingData
 

@@ -32,6 +32,7 @@ from typing import Any
 
 from captioning import config as settings
 from captioning.bundle_config import FORMAT_VERSION, BundleConfig
+from captioning.data.text import Vocabulary
 from captioning.errors import BundleError, InputFileError
 from captioning.storage import atomic
 from captioning.storage.atomic import write_bytes_atomic, write_json_atomic
@@ -46,7 +47,6 @@ from captioning.storage.output_folder import (
     write_failure,
 )
 from captioning.storage.safe_json import read_json_file
-from captioning.text import Vocabulary
 
 WEIGHTS_FILE = "model.weights.h5"
 VOCAB_FILE = "vocab.json"

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from captioning import config
+from captioning.data.text import RESERVED_TOKENS
 from captioning.errors import BundleError
 from captioning.storage.safe_text import escape
-from captioning.text import RESERVED_TOKENS
 
 FORMAT_VERSION = 1
 FEATURE_KINDS = ("pooled", "grid")

@@ -195,7 +195,7 @@ class Captioner:
         """Each image's pixels, or the one-line reason it cannot be read."""
         from concurrent.futures import ThreadPoolExecutor
 
-        from captioning.images import load_image
+        from captioning.data.images import load_image
 
         def load(path: Path) -> np.ndarray | str:
             try:
@@ -216,7 +216,7 @@ class Captioner:
     def _fit(self, image: np.ndarray) -> np.ndarray:
         from PIL import Image
 
-        from captioning.images import REDUCING_GAP
+        from captioning.data.images import REDUCING_GAP
 
         image = np.asarray(image)
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
@@ -264,7 +264,7 @@ def expand_paths(paths: Sequence[str | Path]) -> list[tuple[Path, str | None]]:
         images contributes one entry with the error. Files are kept whatever their extension, so
         a wrong one is reported by the loader rather than silently skipped.
     """
-    from captioning.images import find_images
+    from captioning.data.images import find_images
 
     entries: list[tuple[Path, str | None]] = []
     for raw in paths:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Protocol, Sequence
 
 from captioning import config, metrics
-from captioning.datasets import CaptionedImage, Dataset, load_dataset, split_dataset
+from captioning.data.datasets import CaptionedImage, Dataset, load_dataset, split_dataset
 from captioning.errors import BundleError, CaptioningError, DatasetError
 from captioning.storage.safe_text import json_text
 

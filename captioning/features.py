@@ -299,7 +299,7 @@ def image_batches(paths: Sequence[Path], size: int, batch_size: int):
     """
     import tensorflow as tf
 
-    from captioning import images  # looked up per call, so tests can slow the loader down
+    from captioning.data import images  # looked up per call, so tests can slow the loader down
 
     def load(path_bytes):
         path = Path(path_bytes.decode("utf-8"))

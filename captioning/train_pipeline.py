@@ -170,10 +170,10 @@ def _train_into(output: Path, options: TrainOptions, log: Callable[[str], None])
 
 def _prepare(options: TrainOptions, log: Callable[[str], None]) -> _Prepared:
     from captioning import training
-    from captioning.datasets import load_dataset, split_dataset
+    from captioning.data.datasets import load_dataset, split_dataset
+    from captioning.data.text import Vocabulary, choose_max_length, tokenize
     from captioning.encoders import build_encoder
     from captioning.features import extract_features, open_features
-    from captioning.text import Vocabulary, choose_max_length, tokenize
 
     dataset = load_dataset(options.dataset)
     for note in dataset.notes:

@@ -44,8 +44,8 @@ def make_tiny_bundle(target: Path, kind: str = "merge", seed: int = 0, words: Se
 
     from captioning import bundle
     from captioning.config import DecoderConfig
+    from captioning.data.text import RESERVED_TOKENS, Vocabulary
     from captioning.decoder import build_training_model
-    from captioning.text import RESERVED_TOKENS, Vocabulary
 
     vocab = Vocabulary([*RESERVED_TOKENS, *words])
     decoder = DecoderConfig(kind=kind, embedding_dim=16, units=units, dropout=0.0, attention_dim=16)

@@ -213,11 +213,11 @@ def test_attention_map_of_a_model_without_attention_says_so():
 def test_attention_model_trained_by_the_pipeline_captions_unseen_shapes(tmp_path):
     from captioning import config
     from captioning.bundle import load_bundle
-    from captioning.datasets import load_dataset
+    from captioning.data.datasets import load_dataset
+    from captioning.data.text import normalize_caption
     from captioning.decoder import make_step_decoder
     from captioning.encoders import build_encoder
     from captioning.features import encode_paths
-    from captioning.text import normalize_caption
     from captioning.train_pipeline import TrainOptions, train_model
     from tests.shapes_dataset import write_shapes_dataset
 

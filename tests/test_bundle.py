@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from captioning import bundle, cli, config, model_choice
+from captioning.data.text import Vocabulary
 from captioning.errors import BundleError
 from captioning.storage.output_folder import OutputFolderError
-from captioning.text import Vocabulary
 
 DECODER = config.DecoderConfig(embedding_dim=8, units=8, dropout=0.0)
 FEATURE_DIM = config.ENCODER_SHAPES["efficientnet_lite0"].feature_dim  # a bundle's features fit its encoder

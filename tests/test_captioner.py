@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from captioning.captioner import Captioner, CaptionResult, bundle_settings, expand_paths
+from captioning.data.text import Vocabulary
 from captioning.errors import BundleError
-from captioning.text import Vocabulary
 
 WORDS = ["<pad>", "<unk>", "<start>", "<end>", "red", "blue", "green"]
 COLORS = {"red": (220, 20, 20), "blue": (20, 20, 220), "green": (20, 200, 20)}
@@ -153,7 +153,7 @@ def test_bundle_settings_reads_encoder_decoder_and_length():
 
 # ------------------------------------------------------------------ with a real (tiny) bundle
 
-from tests.fixtures_bundle import WORDS as BUNDLE_WORDS  # noqa: E402,F401 - fixture
+from tests.fixtures_bundle import WORDS as BUNDLE_WORDS, tiny_bundle  # noqa: E402,F401 - fixture
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +169,7 @@ def test_from_bundle_uses_the_bundles_encoder_and_decoder(real_captioner, tiny_b
 
 
 def test_real_model_batches_equal_one_at_a_time_and_arrays_equal_files(real_captioner, tmp_path):
-    from captioning.images import load_image
+    from captioning.data.images import load_image
 
     rng = np.random.default_rng(0)
     paths = []

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from captioning import config
-from captioning.datasets import CaptionedImage, Dataset, load_dataset, split_dataset
+from captioning.data.datasets import CaptionedImage, Dataset, load_dataset, split_dataset
 from captioning.errors import DatasetError
 
 

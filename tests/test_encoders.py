@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from captioning import config, images
+from captioning import config
+from captioning.data import images
 from captioning.encoders import (
     build_encoder,
     densenet201,

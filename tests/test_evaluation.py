@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from captioning import cli, config, evaluation, metrics, report
-from captioning.datasets import load_dataset, split_dataset
+from captioning.data.datasets import load_dataset, split_dataset
 from captioning.errors import BundleError, CaptioningError
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 180, 60), "blue": (40, 60, 220), "yellow": (230, 210, 40)}

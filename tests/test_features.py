@@ -22,7 +22,7 @@ import pytest
 from PIL import Image
 
 from captioning import config, feature_cache, features
-from captioning.datasets import load_dataset
+from captioning.data.datasets import load_dataset
 from captioning.errors import FeatureCacheError
 from captioning.features import encode_paths, extract_features, load_features
 from captioning.storage import disk_space
@@ -105,7 +105,7 @@ def load_all(dataset, encoder, kind="pooled", paths=None):
 
 
 def test_extract_then_load_matches_the_model_on_the_shared_loader(photos, encoder):
-    from captioning.images import load_image
+    from captioning.data.images import load_image
 
     dataset = load_dataset(photos)
     report = extract_features(dataset, encoder, batch_size=4, progress=False)
@@ -212,7 +212,7 @@ def test_grid_kind_is_stored_on_its_own_and_averages_to_pooled(photos, encoder):
 def test_a_9x9_grid_round_trips_through_the_cache_and_resumes(photos):
     """A grid other than 7x7 (EfficientNet-Lite2's 9x9): rows keep their shape through shards,
     consolidation, the memmap and a resumed run; a cache of another grid size is refused."""
-    from captioning.images import load_image
+    from captioning.data.images import load_image
 
     encoder = tiny_encoder(grid_size=9, name="tiny9")
     dataset = load_dataset(photos)
@@ -290,8 +290,9 @@ DRIVER = textwrap.dedent("""
     import json, sys, time
     from pathlib import Path
     sys.path.insert(0, {root!r})
-    from captioning import config, images
-    from captioning.datasets import load_dataset
+    from captioning import config
+    from captioning.data import images
+    from captioning.data.datasets import load_dataset
     from captioning.features import extract_features
     from tests.test_features import tiny_encoder
 

@@ -21,10 +21,10 @@ from PIL import Image
 
 from captioning import bundle, cli, config, evaluation, metrics, report
 from captioning.bundle_config import BundleConfig
-from captioning.datasets import load_dataset
+from captioning.data.datasets import load_dataset
+from captioning.data.text import RESERVED_TOKENS, Vocabulary, choose_max_length
 from captioning.errors import BundleError, DatasetError, FeatureCacheError, InputFileError
 from captioning.storage import safe_json, safe_text
-from captioning.text import RESERVED_TOKENS, Vocabulary, choose_max_length
 from tests.fixtures_bundle import tiny_bundle  # noqa: F401 - the fixture
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -204,7 +204,7 @@ def test_a_fifo_inside_a_folder_is_reported_not_read(tmp_path):
     photo(tmp_path / "photos" / "ok.png")
     os.mkfifo(tmp_path / "photos" / "pipe.jpg")
     code = ("from captioning.captioner import expand_paths\n"
-            "from captioning.images import load_image\n"
+            "from captioning.data.images import load_image\n"
             "from captioning.errors import ImageError\n"
             f"entries = expand_paths([{str(tmp_path / 'photos')!r}])\n"
             "print(sorted(p.name for p, error in entries))\n"

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from captioning import images
+from captioning.data import images
 from captioning.errors import ImageError
 
 SIZE = 224

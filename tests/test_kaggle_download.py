@@ -22,9 +22,9 @@ import pytest
 from PIL import Image
 
 from captioning import config
-from captioning.datasets import load_dataset
+from captioning.data.datasets import load_dataset
+from captioning.data.mini_coco import download_failure
 from captioning.errors import DatasetError
-from captioning.kaggle_download import download_failure
 from tests.conftest import COCO_MINI, PROJECT_ROOT, require_dataset
 from tests.kaggle_stand_in import KaggleStandIn
 

@@ -10,14 +10,14 @@ import pytest
 pytest.importorskip("tensorflow")
 
 from captioning import config  # noqa: E402
-from captioning.text import normalize_caption  # noqa: E402
+from captioning.data.text import normalize_caption  # noqa: E402
 from tests.shapes_dataset import write_shapes_dataset  # noqa: E402
 
 
 @pytest.mark.slow  # ~1 min: real encoder, ~25 epochs
 def test_trained_model_captions_unseen_shapes(tmp_path, capsys):
     from captioning.bundle import load_bundle
-    from captioning.datasets import load_dataset
+    from captioning.data.datasets import load_dataset
     from captioning.decoder import make_step_decoder
     from captioning.decoding import greedy_search
     from captioning.encoders import build_encoder

@@ -7,8 +7,17 @@ import json
 import numpy as np
 import pytest
 
+from captioning.data.text import (
+    END,
+    PAD,
+    START,
+    UNK,
+    Vocabulary,
+    choose_max_length,
+    normalize_caption,
+    tokenize,
+)
 from captioning.errors import BundleError
-from captioning.text import END, PAD, START, UNK, Vocabulary, choose_max_length, normalize_caption, tokenize
 
 
 @pytest.mark.parametrize("raw, expected", [

@@ -19,9 +19,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from captioning import config, images
+from captioning import config
 from captioning.captioner import Captioner
-from captioning.text import Vocabulary
+from captioning.data import images
+from captioning.data.text import Vocabulary
 from tests.fixtures_bundle import WORDS, make_tiny_bundle, tiny_bundle  # noqa: F401 - the fixture
 
 pytest.importorskip("fastapi", reason="the web server's libraries are not installed")

@@ -142,7 +142,7 @@ def _attention_maps(captioner, results, pngs: dict[int, Path]) -> bool:
     except ImportError:
         print("note: attention maps are not available in this version of the tool", file=sys.stderr)
         return False
-    from captioning.images import load_image
+    from captioning.data.images import load_image
 
     failed = False
     for index, result in enumerate(results):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from captioning.datasets import load_dataset
+from captioning.data.datasets import load_dataset
 from captioning.features import ExtractionReport, extract_features
 
 

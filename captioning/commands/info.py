@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 
 from captioning import config
-from captioning.datasets import Dataset, load_dataset, split_dataset
+from captioning.data.datasets import Dataset, load_dataset, split_dataset
+from captioning.data.text import Vocabulary, choose_max_length, tokenize
 from captioning.errors import CaptioningError
-from captioning.text import Vocabulary, choose_max_length, tokenize
 
 EXIT_OK, EXIT_USAGE = 0, 2
 WORD_PERCENTILES = (50, 90, 95, 99)

@@ -126,7 +126,7 @@ class ServerState:
         Runs on a request thread (Pillow only). Messages name the uploaded file, never the
         private path it was stored under.
         """
-        from captioning.images import load_image
+        from captioning.data.images import load_image
 
         try:
             entry = self.store.add(data, name)
@@ -250,7 +250,7 @@ def _add_api_routes(app: FastAPI, state: ServerState) -> None:
 
     @app.get("/api/limits", response_model=Limits, summary="Upload limits and options", tags=["model"])
     def limits():
-        from captioning import images
+        from captioning.data import images
 
         return Limits(max_files=settings.max_files, max_file_bytes=settings.max_file_bytes,
                       max_request_bytes=settings.max_request_bytes,
@@ -325,7 +325,7 @@ def _add_api_routes(app: FastAPI, state: ServerState) -> None:
                                      "decoder, which has no attention to show")
         try:
             if not entry.output("attention").is_file():
-                from captioning.images import load_image
+                from captioning.data.images import load_image
 
                 pixels = await run_in_threadpool(load_image, entry.path, state.image_size)
                 alphas = await _wait(state, state.batcher.submit_attention(pixels, entry.tokens))

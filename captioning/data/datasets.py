@@ -1,7 +1,7 @@
 """Datasets: where captioned images come from, and the deterministic train/val/test split.
 
 ``load_dataset("mini-coco")`` downloads Mini-COCO with kagglehub (reusing its cache);
-``load_dataset(PATH)`` reads a local folder in any layout of ``dataset_layouts``. Problems in the
+``load_dataset(PATH)`` reads a local folder in any layout of ``layouts``. Problems in the
 data are counted in ``dataset.problems`` and never fatal, unless no captioned image remains.
 """
 
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from captioning import config
-from captioning.dataset_layouts import (
+from captioning.data.layouts import (
     LAYOUTS_HELP,
     PROBLEM_KINDS,
     DatasetProblems,
@@ -23,9 +23,9 @@ from captioning.dataset_layouts import (
     list_images,
     read_captions,
 )
+from captioning.data.mini_coco import download_mini_coco
+from captioning.data.text import normalize_caption
 from captioning.errors import DatasetError
-from captioning.kaggle_download import download_mini_coco
-from captioning.text import normalize_caption
 
 __all__ = [
     "LAYOUTS_HELP", "PROBLEM_KINDS", "CaptionedImage", "Dataset", "DatasetProblems", "DatasetSplit",

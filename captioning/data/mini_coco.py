@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from captioning import config
-from captioning.dataset_layouts import LAYOUTS_HELP
+from captioning.data.layouts import LAYOUTS_HELP
 from captioning.errors import DatasetError
 
 __all__ = ["Download", "download_mini_coco", "download_failure"]
