@@ -34,9 +34,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 
-from captioning import config, features  # noqa: E402
+from captioning import config  # noqa: E402
 from captioning.data.datasets import load_dataset  # noqa: E402
 from captioning.data.images import load_image  # noqa: E402
+from captioning.features import extraction as features
 
 DEFAULT_DATASET = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "coco-mini"
 DEFAULT_ENCODERS = ("efficientnet_lite0:imagenet", "resnet50:none")

@@ -217,7 +217,7 @@ def test_attention_model_trained_by_the_pipeline_captions_unseen_shapes(tmp_path
     from captioning.data.text import normalize_caption
     from captioning.decoder import make_step_decoder
     from captioning.encoders import build_encoder
-    from captioning.features import encode_paths
+    from captioning.features.extraction import encode_paths
     from captioning.train_pipeline import TrainOptions, train_model
     from tests.shapes_dataset import write_shapes_dataset
 

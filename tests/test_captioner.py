@@ -153,7 +153,8 @@ def test_bundle_settings_reads_encoder_decoder_and_length():
 
 # ------------------------------------------------------------------ with a real (tiny) bundle
 
-from tests.fixtures_bundle import WORDS as BUNDLE_WORDS, tiny_bundle  # noqa: E402,F401 - fixture
+from tests.fixtures_bundle import WORDS as BUNDLE_WORDS  # noqa: E402,F401 - fixture
+from tests.fixtures_bundle import tiny_bundle
 
 
 @pytest.fixture(scope="module")

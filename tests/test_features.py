@@ -21,10 +21,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from captioning import config, feature_cache, features
+from captioning import config
 from captioning.data.datasets import load_dataset
 from captioning.errors import FeatureCacheError
-from captioning.features import encode_paths, extract_features, load_features
+from captioning.features import cache as feature_cache
+from captioning.features import extraction as features
+from captioning.features.extraction import encode_paths, extract_features, load_features
 from captioning.storage import disk_space
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -293,7 +295,7 @@ DRIVER = textwrap.dedent("""
     from captioning import config
     from captioning.data import images
     from captioning.data.datasets import load_dataset
-    from captioning.features import extract_features
+    from captioning.features.extraction import extract_features
     from tests.test_features import tiny_encoder
 
     config.FEATURE_CACHE_DIR = Path(sys.argv[2])

@@ -224,7 +224,7 @@ def test_fifo_feature_cache_sidecar_is_one_line(tmp_path):
     (cache / "shards").mkdir(parents=True)
     os.mkfifo(cache / "shards" / "0.json")
     code = ("from pathlib import Path\n"
-            "from captioning.feature_cache import FeatureCache\n"
+            "from captioning.features.cache import FeatureCache\n"
             "from captioning.errors import FeatureCacheError\n"
             "try:\n"
             f"    FeatureCache(Path({str(cache)!r})).read_state()\n"
@@ -504,7 +504,7 @@ def test_a_hostile_checkpoint_state_is_one_line(tmp_path, text, reason):
      "damaged (rows"),
 ])
 def test_a_hostile_feature_cache_index_is_one_line(tmp_path, index, reason):
-    from captioning.feature_cache import FeatureCache
+    from captioning.features.cache import FeatureCache
 
     (tmp_path / "index.json").write_text(index)
     with pytest.raises(FeatureCacheError, match="delete .* to rebuild") as error:
@@ -515,7 +515,7 @@ def test_a_hostile_feature_cache_index_is_one_line(tmp_path, index, reason):
 def test_a_feature_cache_index_pointing_past_its_rows_is_one_line(tmp_path):
     import numpy as np
 
-    from captioning.feature_cache import FeatureCache
+    from captioning.features.cache import FeatureCache
 
     np.save(tmp_path / "features-0.npy", np.zeros((2, 4), np.float16))
     (tmp_path / "index.json").write_text(json.dumps({

@@ -21,7 +21,7 @@ def test_trained_model_captions_unseen_shapes(tmp_path, capsys):
     from captioning.decoder import make_step_decoder
     from captioning.decoding import greedy_search
     from captioning.encoders import build_encoder
-    from captioning.features import encode_paths
+    from captioning.features.extraction import encode_paths
     from captioning.train_pipeline import TrainOptions, train_model
 
     started = time.time()

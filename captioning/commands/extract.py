@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from captioning.data.datasets import load_dataset
-from captioning.features import ExtractionReport, extract_features
+from captioning.features.extraction import ExtractionReport, extract_features
 
 
 def run(args: argparse.Namespace) -> int:

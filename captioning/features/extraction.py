@@ -3,7 +3,7 @@
 Images are decoded and resized by ``images.load_image`` (the one loader training and captioning
 share) on tf.data's parallel threads while the CNN runs on the previous batch. An unreadable image
 never stops the pipeline: the loader's error becomes a per-image flag, and the row is dropped.
-Storage (shards, index, failures) lives in ``feature_cache.py``.
+Storage (shards, index, failures) lives in ``cache.py``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from weakref import WeakKeyDictionary
 import numpy as np
 
 from captioning.errors import FeatureCacheError
-from captioning.feature_cache import (
+from captioning.features.cache import (
     FEATURE_DTYPE,
     SPACE_ADVICE,
     CacheState,
