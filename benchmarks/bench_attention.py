@@ -67,7 +67,7 @@ def cached_or_random(dataset, train, encoder_name: str, kind: str, shape: tuple[
     if dataset is not None:
         try:
             from captioning.encoders import build_encoder
-            from captioning.features.extraction import load_features
+            from captioning.features.cache import load_features
 
             encoder = build_encoder(encoder_name)
             features = load_features(dataset, encoder.name, encoder.weights_id, kind,

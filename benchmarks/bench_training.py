@@ -47,7 +47,7 @@ def prepare(dataset_path: str):
     from captioning import config
     from captioning.data.datasets import load_dataset, split_dataset
     from captioning.data.text import Vocabulary, choose_max_length, tokenize
-    from captioning.features.extraction import load_features
+    from captioning.features.cache import load_features
     from captioning.train_pipeline import _caption_rows
     from captioning.training import TrainingData
 

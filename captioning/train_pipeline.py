@@ -173,7 +173,8 @@ def _prepare(options: TrainOptions, log: Callable[[str], None]) -> _Prepared:
     from captioning.data.datasets import load_dataset, split_dataset
     from captioning.data.text import Vocabulary, choose_max_length, tokenize
     from captioning.encoders import build_encoder
-    from captioning.features.extraction import extract_features, open_features
+    from captioning.features.cache import open_features
+    from captioning.features.extraction import extract_features
 
     dataset = load_dataset(options.dataset)
     for note in dataset.notes:

@@ -26,7 +26,8 @@ from captioning.data.datasets import load_dataset
 from captioning.errors import FeatureCacheError
 from captioning.features import cache as feature_cache
 from captioning.features import extraction as features
-from captioning.features.extraction import encode_paths, extract_features, load_features
+from captioning.features.cache import load_features
+from captioning.features.extraction import encode_paths, extract_features
 from captioning.storage import disk_space
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -230,7 +231,7 @@ def test_a_9x9_grid_round_trips_through_the_cache_and_resumes(photos):
     np.testing.assert_allclose(grid, encoder.model.predict(pixels, verbose=0), rtol=2e-3, atol=1e-3)
     index = json.loads((cached_dir(dataset, encoder, "grid") / "index.json").read_text())
     assert index["row_shape"] == [9, 9, 8]
-    memmap, rows = features.open_features(dataset, encoder.name, encoder.weights_id, "grid", paths[::-1])
+    memmap, rows = feature_cache.open_features(dataset, encoder.name, encoder.weights_id, "grid", paths[::-1])
     np.testing.assert_array_equal(memmap[rows], grid[::-1])
     in_memory, _ = encode_paths(encoder, paths[:2], "grid")
     np.testing.assert_array_equal(in_memory, grid[:2])

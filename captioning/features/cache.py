@@ -1,53 +1,45 @@
-"""On-disk storage of extracted CNN features: crash-safe shards, a consolidated memmap-able array.
+"""The feature cache: which rows to compute, room to write them, and reading them back.
 
-Layout of one cache folder
-(``config.FEATURE_CACHE_DIR / dataset.key / f"{encoder}-{weights_id}" / kind``)::
-
-    index.json            commit point: {"features": "features-<gen>.npy", "row_shape": [...],
-                          "rows": {relative path: row}, "signatures": {relative path: [size, mtime_ns]}}
-    features-<gen>.npy    float16 (rows, *row_shape), read with np.load(mmap_mode="r")
-    failures.json         {relative path: {"reason", "signature"}}: images that could not be read
-    shards/<n>.npy        one finished batch, float16 (batch, *row_shape)
-    shards/<n>.json       its paths, signatures and failures (written last: the shard's commit mark)
-    .lock                 flock held by the one process writing this folder
-
-Why this shape: every batch is committed on its own (temp file + ``os.replace``; the JSON sidecar
-last), so a kill loses at most the batch in flight. Consolidation writes a new generation of the
-features file and only then replaces ``index.json``, which names it; a fixed ``features.npy``
-could not be swapped together with its index atomically, so a crash between the two renames
-would pair an index with the wrong rows. Old generations and merged shards are deleted only after
-the new index is in place. No pickle anywhere: numpy arrays (``allow_pickle=False``) and JSON.
+``FeatureCache`` owns one cache folder (``config.FEATURE_CACHE_DIR / dataset.key /
+f"{encoder}-{weights_id}" / kind``): it plans what an extraction must compute (rows are reused
+while their image file is unchanged), checks the disk before writing, commits each batch as a
+shard, and consolidates the shards into one memory-mappable array. ``load_features`` and
+``open_features`` read rows back for training. The files themselves are described in
+``cache_files``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
-import json
-import os
-import re
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from captioning import config
 from captioning.errors import FeatureCacheError, InputFileError
-from captioning.storage.atomic import atomic_output
-from captioning.storage.disk_space import ensure_free_space
+from captioning.features.cache_files import (
+    INDEX_VERSION,
+    CacheState,
+    Signature,
+    file_signature,
+    next_generation,
+    shard_number,
+    structure_problem,
+    write_atomic,
+    write_json_atomic,
+)
+from captioning.storage.disk_space import ensure_free_space, format_bytes
 from captioning.storage.safe_json import read_json_file
 
 KINDS = ("pooled", "grid")
-INDEX_VERSION = 1
 FEATURE_DTYPE = np.float16
 # How to make room, beyond freeing some (the cache lives under CAPTIONING_DATA_DIR).
 SPACE_ADVICE = " or set CAPTIONING_DATA_DIR to a bigger disk"
 # Rows copied per step while consolidating, so memory stays flat however big the cache is.
 COPY_CHUNK_ROWS = 256
-
-Signature = tuple[int, int]  # (size in bytes, mtime in ns): a changed file gets recomputed
-
 
 def cache_dir(dataset_key: str, encoder_name: str, weights_id: str, kind: str) -> Path:
     """The cache folder for one dataset, encoder, weights and feature kind.
@@ -66,50 +58,17 @@ def cache_dir(dataset_key: str, encoder_name: str, weights_id: str, kind: str) -
     return Path(config.FEATURE_CACHE_DIR) / dataset_key / f"{encoder_name}-{weights_id}" / kind
 
 
-def file_signature(path: Path) -> Signature | None:
-    """``(size, mtime_ns)`` of an image file, or None when it cannot be stat'ed."""
-    try:
-        stat = os.stat(path)
-    except OSError:
-        return None
-    return (stat.st_size, stat.st_mtime_ns)
-
-
-@dataclass
-class CacheState:
-    """What a cache folder holds: consolidated rows plus the shards written since."""
-
-    row_shape: tuple[int, ...] | None = None
-    features_file: str | None = None
-    rows: dict[str, int] = field(default_factory=dict)
-    signatures: dict[str, Signature] = field(default_factory=dict)
-    failures: dict[str, dict] = field(default_factory=dict)
-    # Shard name -> its sidecar; later shards win over earlier ones and over consolidated rows.
-    shards: dict[str, dict] = field(default_factory=dict)
-
-    def done_signatures(self) -> dict[str, Signature]:
-        """Signature of every image that has a stored row (consolidated or in a shard)."""
-        done = dict(self.signatures)
-        for meta in self.shards.values():
-            done.update(zip(meta["paths"], (tuple(s) for s in meta["signatures"])))
-        return done
-
-    def all_failures(self) -> dict[str, dict]:
-        """Recorded failures, including those in shards not yet consolidated."""
-        failed = dict(self.failures)
-        for meta in self.shards.values():
-            for path in meta["paths"]:
-                failed.pop(path, None)
-            failed.update(meta["failures"])
-        return failed
-
-
 class FeatureCache:
     """One cache folder. Writers must hold :meth:`locked`; readers need no lock."""
 
     def __init__(self, directory: Path):
         self.directory = Path(directory)
         self.shard_dir = self.directory / "shards"
+
+    @classmethod
+    def of(cls, dataset, encoder_name: str, weights_id: str, kind: str) -> FeatureCache:
+        """The cache of one dataset's ``kind`` features from one encoder and its weights."""
+        return cls(cache_dir(dataset.key, encoder_name, weights_id, kind))
 
     # ----------------------------------------------------------------------------- reading
 
@@ -131,7 +90,7 @@ class FeatureCache:
             state.rows = dict(index["rows"])
             state.signatures = {k: tuple(v) for k, v in index["signatures"].items()}
         state.failures = self._read_json(self.directory / "failures.json") or {}
-        for sidecar in sorted(self.shard_dir.glob("*.json"), key=_shard_number):
+        for sidecar in sorted(self.shard_dir.glob("*.json"), key=shard_number):
             meta = self._read_json(sidecar)
             state.shards[sidecar.stem] = meta
             state.row_shape = state.row_shape or tuple(meta["row_shape"])
@@ -164,11 +123,71 @@ class FeatureCache:
                 return None
             raise FeatureCacheError(f"feature cache file {path} is unreadable ({error.reason}); delete "
                                     f"{self.directory} to rebuild the cache") from None
-        problem = _structure_problem(path.name, data)
+        problem = structure_problem(path.name, data)
         if problem:
             raise FeatureCacheError(f"feature cache file {path} is damaged ({problem}); delete "
                                     f"{self.directory} to rebuild the cache")
         return data
+
+    def read_state_for(self, row_shape: tuple[int, ...]) -> CacheState:
+        """The state of a cache about to receive rows of ``row_shape`` (hold :meth:`locked`).
+
+        Raises:
+            FeatureCacheError: the cache holds rows of another shape.
+        """
+        state = self.read_state()
+        if state.row_shape is not None and tuple(state.row_shape) != tuple(row_shape):
+            raise FeatureCacheError(
+                f"feature cache {self.directory} holds rows of shape {tuple(state.row_shape)}, "
+                f"the encoder gives {tuple(row_shape)}; delete that folder to rebuild it")
+        state.row_shape = tuple(row_shape)
+        return state
+
+    def plan(self, state: CacheState, dataset, paths: Sequence[Path]) -> tuple[list[Todo], int]:
+        """Split the requested images into those to compute and the number whose rows are reusable.
+
+        A row is reused while its image file keeps its size and mtime; an image that failed before
+        is not retried until its file changes (its failure is still reported).
+        """
+        done, failed = state.done_signatures(), state.all_failures()
+        todo, reused = [], 0
+        for path in paths:
+            relative = relative_path(dataset, path)
+            signature = file_signature(path)
+            recorded = failed.get(relative)
+            if recorded is not None and _same(recorded.get("signature"), signature):
+                continue  # failed before and unchanged: reported, not retried
+            if recorded is None and relative in done and _same(done[relative], signature):
+                reused += 1
+            else:
+                todo.append(Todo(path, relative, signature))
+        return todo, reused
+
+    def check_space(self, state: CacheState, count: int, kind: str, announce: bool) -> None:
+        """Refuse to start when ``count`` new rows' shards plus the consolidated copy cannot fit.
+
+        Args:
+            state: from :meth:`read_state_for` (its row shape is set).
+            count: rows about to be computed.
+            kind: for the messages.
+            announce: print the planned cache size first (for terminals).
+        """
+        per_row = row_bytes(state.row_shape)
+        total_rows = len(state.rows) + count
+        if announce:
+            print(f"{kind} features: {count} images to compute, cache will be about "
+                  f"{format_bytes(total_rows * per_row)} ({total_rows} x "
+                  f"{' x '.join(map(str, state.row_shape))} x 2 bytes) in {self.directory}")
+        # Shards for the new rows, then one consolidated copy of every row.
+        ensure_free_space(self.directory, (count + total_rows) * per_row, f"{kind} features", SPACE_ADVICE,
+                          error=FeatureCacheError)
+
+    @staticmethod
+    def failed(state: CacheState, dataset, paths: Sequence[Path]) -> list[tuple[Path, str]]:
+        """``(path, reason)`` for each of ``paths`` whose image could not be read (now or before)."""
+        failures = state.all_failures()
+        return [(path, failures[relative_path(dataset, path)]["reason"]) for path in paths
+                if relative_path(dataset, path) in failures]
 
     # ----------------------------------------------------------------------------- writing
 
@@ -203,12 +222,12 @@ class FeatureCache:
         """
         if len(features) != len(paths):
             raise ValueError(f"{len(features)} feature rows for {len(paths)} paths")
-        name = str(max((_shard_number(Path(n)) for n in state.shards), default=-1) + 1)
+        name = str(max((shard_number(Path(n)) for n in state.shards), default=-1) + 1)
         meta = {"row_shape": list(features.shape[1:]), "paths": paths,
                 "signatures": [list(s) for s in signatures], "failures": failures}
-        _atomic_write(self.shard_dir / f"{name}.npy",
+        write_atomic(self.shard_dir / f"{name}.npy",
                       lambda f: np.save(f, features.astype(FEATURE_DTYPE), allow_pickle=False))
-        _atomic_write_json(self.shard_dir / f"{name}.json", meta)
+        write_json_atomic(self.shard_dir / f"{name}.json", meta)
         state.shards[name] = meta
 
     def consolidate(self, state: CacheState) -> CacheState:
@@ -228,7 +247,7 @@ class FeatureCache:
         count = sum(len(rows) for rows in live.values())
         ensure_free_space(self.directory, count * _row_bytes(row_shape), "consolidating", SPACE_ADVICE,
                           error=FeatureCacheError)
-        target = self.directory / f"features-{_next_generation(state.features_file)}.npy"
+        target = self.directory / f"features-{next_generation(state.features_file)}.npy"
         new_rows: dict[str, int] = {}
 
         def fill(handle):
@@ -244,13 +263,13 @@ class FeatureCache:
                     new_rows.update((name, len(new_rows)) for _, name in chunk)
                 del array
 
-        _atomic_write(target, fill)
+        write_atomic(target, fill)
         done = state.done_signatures()
         new = CacheState(row_shape=row_shape, features_file=target.name, rows=new_rows,
                          signatures={name: done[name] for name in new_rows},
                          failures=state.all_failures())
-        _atomic_write_json(self.directory / "failures.json", new.failures)
-        _atomic_write_json(self.directory / "index.json", {
+        write_json_atomic(self.directory / "failures.json", new.failures)
+        write_json_atomic(self.directory / "index.json", {
             "version": INDEX_VERSION, "features": new.features_file, "row_shape": list(row_shape),
             "dtype": np.dtype(FEATURE_DTYPE).name, "rows": new.rows,
             "signatures": {k: list(v) for k, v in new.signatures.items()}})
@@ -301,49 +320,6 @@ class FeatureCache:
                 array.unlink(missing_ok=True)
 
 
-def _structure_problem(name: str, data) -> str | None:
-    """What is wrong with the content of ``index.json``, ``failures.json`` or a shard sidecar."""
-    if not isinstance(data, dict):
-        return "not a JSON object"
-    if name == "failures.json":
-        return None if all(isinstance(v, dict) for v in data.values()) else "failures must be objects"
-    if not _is_row_shape(data.get("row_shape")):
-        return "row_shape must be 1 to 3 sizes between 1 and 65536"
-    if name == "index.json":
-        if data.get("version") != INDEX_VERSION:
-            return None  # read_state reports the version with its own message
-        if not isinstance(data.get("features"), str) or not re.fullmatch(r"features-\d{1,9}\.npy", data["features"]):
-            return "features must name a features-<n>.npy file"
-        rows, signatures = data.get("rows"), data.get("signatures")
-        if not isinstance(rows, dict) or not all(_is_count(v) for v in rows.values()):
-            return "rows must map paths to row numbers"
-        if not isinstance(signatures, dict) or not all(_is_signature(v) for v in signatures.values()):
-            return "signatures must map paths to [size, mtime]"
-        return None
-    paths, signatures = data.get("paths"), data.get("signatures")
-    if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
-        return "paths must be a list of file names"
-    if not isinstance(signatures, list) or len(signatures) != len(paths) or \
-            not all(_is_signature(v) for v in signatures):
-        return "signatures must be one [size, mtime] per path"
-    failures = data.get("failures")
-    if not isinstance(failures, dict) or not all(isinstance(v, dict) for v in failures.values()):
-        return "failures must map paths to objects"
-    return None
-
-
-def _is_count(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-def _is_signature(value) -> bool:
-    return isinstance(value, list) and len(value) == 2 and all(_is_count(v) for v in value)
-
-
-def _is_row_shape(value) -> bool:
-    return isinstance(value, list) and 1 <= len(value) <= 3 and all(_is_count(v) and 1 <= v <= 65536 for v in value)
-
-
 def row_bytes(row_shape: tuple[int, ...]) -> int:
     """Bytes one cached float16 row of ``row_shape`` takes."""
     return _row_bytes(row_shape)
@@ -353,30 +329,84 @@ def _row_bytes(row_shape) -> int:
     return int(np.prod(row_shape)) * np.dtype(FEATURE_DTYPE).itemsize
 
 
-def _shard_number(path: Path) -> int:
-    return int(Path(path).stem)
+@dataclass(frozen=True)
+class Todo:
+    """An image whose row is to be computed: its file, its cache key and its file signature."""
+
+    path: Path
+    relative: str
+    signature: Signature | None
 
 
-def _next_generation(features_file: str | None) -> int:
-    if not features_file:
-        return 0
-    return int(features_file.removeprefix("features-").removesuffix(".npy")) + 1
+def _same(recorded, signature: Signature | None) -> bool:
+    return (None if recorded is None else tuple(recorded)) == signature
 
 
-def _atomic_write(path: Path, write) -> None:
-    """Write through ``write(handle)`` into a temp file beside ``path``, then rename it over ``path``.
+def relative_path(dataset, path: Path) -> str:
+    """The cache key of an image: its path relative to the dataset root.
 
-    On any failure (ENOSPC included) the temp file is removed and ``path`` keeps its old content.
+    Raises:
+        FeatureCacheError: the image is not inside the dataset folder.
     """
     try:
-        with atomic_output(path) as temp, open(temp, "wb") as handle:
-            write(handle)
-    except OSError as error:
-        reason = "the disk is full" if error.errno == errno.ENOSPC else str(error)
+        return dataset.relative(path)
+    except ValueError:
+        raise FeatureCacheError(f"image {path} is not inside the dataset folder {dataset.root}; "
+                                f"features are cached per dataset") from None
+
+
+def load_features(dataset, encoder_name: str, weights_id: str, kind: str,
+                  image_paths: Sequence[Path]) -> np.ndarray:
+    """Cached features in the order of ``image_paths``.
+
+    Args:
+        dataset: the ``Dataset`` the features were extracted from.
+        encoder_name: ``Encoder.name``.
+        weights_id: ``Encoder.weights_id``.
+        kind: ``"pooled"`` or ``"grid"``.
+        image_paths: absolute image paths.
+
+    Returns:
+        float16 ``(N, D)`` or ``(N, g, g, D)``: a read-only memmap when the paths are exactly the
+        cache's rows in order, else an in-memory copy of the selected rows (use
+        ``open_features`` to keep memory flat for big grids).
+
+    Raises:
+        FeatureCacheError: some images have no cached row.
+    """
+    features, rows = open_features(dataset, encoder_name, weights_id, kind, image_paths)
+    if len(rows) == len(features) and np.array_equal(rows, np.arange(len(rows))):
+        return features
+    return np.asarray(features[rows])
+
+
+def open_features(dataset, encoder_name: str, weights_id: str, kind: str,
+                  image_paths: Sequence[Path]) -> tuple[np.ndarray, np.ndarray]:
+    """The whole cached array as a read-only memmap plus the row of each requested image.
+
+    ``features[rows[i]]`` is the row of ``image_paths[i]``; reading rows batch by batch keeps
+    memory flat however large the cache is.
+
+    Args:
+        dataset, encoder_name, weights_id, kind, image_paths: as for ``load_features``.
+
+    Returns:
+        ``(features (rows, ...) float16 memmap, rows (N,) int64)``.
+
+    Raises:
+        FeatureCacheError: the cache is missing or some images have no cached row.
+    """
+    cache = FeatureCache.of(dataset, encoder_name, weights_id, kind)
+    state = cache.read_state()
+    if state.shards:  # left by an interrupted run: merge them so one memmap holds every row
+        with cache.locked():
+            state = cache.consolidate(cache.read_state())
+    relative = [relative_path(dataset, path) for path in image_paths]
+    missing = [name for name in relative if name not in state.rows]
+    if missing:
         raise FeatureCacheError(
-            f"could not write {path} ({reason}); the cache keeps its earlier batches, "
-            f"free space and run again") from None
-
-
-def _atomic_write_json(path: Path, value) -> None:
-    _atomic_write(path, lambda f: f.write(json.dumps(value, indent=0).encode("utf-8")))
+            f"{len(missing)} of {len(relative)} images have no cached {kind} features in "
+            f"{cache.directory} (first: {missing[0]}); run `python image_captioning.py extract` "
+            f"for this dataset and encoder{' with --grid' if kind == 'grid' else ''}")
+    features = cache.open_features(state) if relative else np.zeros((0, *(state.row_shape or ())), FEATURE_DTYPE)
+    return features, np.array([state.rows[name] for name in relative], dtype=np.int64)

@@ -3,32 +3,22 @@
 Images are decoded and resized by ``images.load_image`` (the one loader training and captioning
 share) on tf.data's parallel threads while the CNN runs on the previous batch. An unreadable image
 never stops the pipeline: the loader's error becomes a per-image flag, and the row is dropped.
-Storage (shards, index, failures) lives in ``cache.py``.
+What to compute, and the storage (shards, index, failures), belong to ``cache.py``.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 from weakref import WeakKeyDictionary
 
 import numpy as np
 
 from captioning.errors import FeatureCacheError
-from captioning.features.cache import (
-    FEATURE_DTYPE,
-    SPACE_ADVICE,
-    CacheState,
-    FeatureCache,
-    Signature,
-    cache_dir,
-    file_signature,
-    row_bytes,
-)
-from captioning.storage.disk_space import ensure_free_space, format_bytes
+from captioning.features.cache import FEATURE_DTYPE, CacheState, FeatureCache, Signature, Todo
 
 _COMPILED: WeakKeyDictionary = WeakKeyDictionary()  # keras model -> its compiled inference
 _DECODE_THREADS = max(2, os.cpu_count() or 1)  # parallel image decodes in the tf.data pipeline
@@ -90,82 +80,17 @@ def extract_features(dataset, encoder, kind: str = "pooled", image_paths: Sequen
             holds rows of another shape.
     """
     paths = _unique(image_paths if image_paths is not None else [item.path for item in dataset.images])
-    cache = FeatureCache(cache_dir(dataset.key, encoder.name, encoder.weights_id, kind))
-    shape = row_shape(encoder, kind)
+    cache = FeatureCache.of(dataset, encoder.name, encoder.weights_id, kind)
     with cache.locked():
-        state = cache.read_state()
-        if state.row_shape is not None and tuple(state.row_shape) != shape:
-            raise FeatureCacheError(
-                f"feature cache {cache.directory} holds rows of shape {tuple(state.row_shape)}, "
-                f"the encoder gives {shape}; delete that folder to rebuild it")
-        state.row_shape = shape
-        todo, reused = _plan(dataset, paths, state)
+        state = cache.read_state_for(row_shape(encoder, kind))
+        todo, reused = cache.plan(state, dataset, paths)
         computed, speed = 0, 0.0
         if todo:
-            _check_space(cache, state, len(todo), kind, progress)
+            cache.check_space(state, len(todo), kind, announce=progress)
             computed, speed = _extract_into(cache, state, encoder, kind, todo, batch_size, progress)
         state = cache.consolidate(state)
-    failures = state.all_failures()
-    failed = [(path, failures[_relative(dataset, path)]["reason"]) for path in paths
-              if _relative(dataset, path) in failures]
+    failed = cache.failed(state, dataset, paths)
     return ExtractionReport(computed=computed, reused=reused, failed=failed, images_per_second=speed)
-
-
-def load_features(dataset, encoder_name: str, weights_id: str, kind: str,
-                  image_paths: Sequence[Path]) -> np.ndarray:
-    """Cached features in the order of ``image_paths``.
-
-    Args:
-        dataset: the ``Dataset`` the features were extracted from.
-        encoder_name: ``Encoder.name``.
-        weights_id: ``Encoder.weights_id``.
-        kind: ``"pooled"`` or ``"grid"``.
-        image_paths: absolute image paths.
-
-    Returns:
-        float16 ``(N, D)`` or ``(N, g, g, D)``: a read-only memmap when the paths are exactly the
-        cache's rows in order, else an in-memory copy of the selected rows (use
-        ``open_features`` to keep memory flat for big grids).
-
-    Raises:
-        FeatureCacheError: some images have no cached row.
-    """
-    features, rows = open_features(dataset, encoder_name, weights_id, kind, image_paths)
-    if len(rows) == len(features) and np.array_equal(rows, np.arange(len(rows))):
-        return features
-    return np.asarray(features[rows])
-
-
-def open_features(dataset, encoder_name: str, weights_id: str, kind: str,
-                  image_paths: Sequence[Path]) -> tuple[np.ndarray, np.ndarray]:
-    """The whole cached array as a read-only memmap plus the row of each requested image.
-
-    ``features[rows[i]]`` is the row of ``image_paths[i]``; reading rows batch by batch keeps
-    memory flat however large the cache is.
-
-    Args:
-        dataset, encoder_name, weights_id, kind, image_paths: as for ``load_features``.
-
-    Returns:
-        ``(features (rows, ...) float16 memmap, rows (N,) int64)``.
-
-    Raises:
-        FeatureCacheError: the cache is missing or some images have no cached row.
-    """
-    cache = FeatureCache(cache_dir(dataset.key, encoder_name, weights_id, kind))
-    state = cache.read_state()
-    if state.shards:  # left by an interrupted run: merge them so one memmap holds every row
-        with cache.locked():
-            state = cache.consolidate(cache.read_state())
-    relative = [_relative(dataset, path) for path in image_paths]
-    missing = [name for name in relative if name not in state.rows]
-    if missing:
-        raise FeatureCacheError(
-            f"{len(missing)} of {len(relative)} images have no cached {kind} features in "
-            f"{cache.directory} (first: {missing[0]}); run `python image_captioning.py extract` "
-            f"for this dataset and encoder{' with --grid' if kind == 'grid' else ''}")
-    features = cache.open_features(state) if relative else np.zeros((0, *(state.row_shape or ())), FEATURE_DTYPE)
-    return features, np.array([state.rows[name] for name in relative], dtype=np.int64)
 
 
 def encode_paths(encoder, paths: Sequence[Path], kind: str = "pooled",
@@ -195,54 +120,10 @@ def encode_paths(encoder, paths: Sequence[Path], kind: str = "pooled",
     return features, failures
 
 
-# --------------------------------------------------------------------------------- planning
-
-
-@dataclass(frozen=True)
-class _Todo:
-    path: Path
-    relative: str
-    signature: Signature | None
-
-
-def _plan(dataset, paths: list[Path], state: CacheState) -> tuple[list[_Todo], int]:
-    """Split the requested images into those to compute and the number whose rows are reusable."""
-    done, failed = state.done_signatures(), state.all_failures()
-    todo, reused = [], 0
-    for path in paths:
-        relative = _relative(dataset, path)
-        signature = file_signature(path)
-        recorded = failed.get(relative)
-        if recorded is not None and _same(recorded.get("signature"), signature):
-            continue  # failed before and unchanged: reported, not retried
-        if recorded is None and relative in done and _same(done[relative], signature):
-            reused += 1
-        else:
-            todo.append(_Todo(path, relative, signature))
-    return todo, reused
-
-
-def _same(recorded, signature: Signature | None) -> bool:
-    return (None if recorded is None else tuple(recorded)) == signature
-
-
-def _check_space(cache: FeatureCache, state: CacheState, count: int, kind: str, progress: bool) -> None:
-    """Refuse to start when the shards plus the consolidated copy cannot fit on the disk."""
-    per_row = row_bytes(state.row_shape)
-    total_rows = len(state.rows) + count
-    if progress:
-        print(f"{kind} features: {count} images to compute, cache will be about "
-              f"{format_bytes(total_rows * per_row)} ({total_rows} x {' x '.join(map(str, state.row_shape))}"
-              f" x 2 bytes) in {cache.directory}")
-    # Shards for the new rows, then one consolidated copy of every row.
-    ensure_free_space(cache.directory, (count + total_rows) * per_row, f"{kind} features", SPACE_ADVICE,
-                      error=FeatureCacheError)
-
-
 # ------------------------------------------------------------------------------ extraction
 
 
-def _extract_into(cache: FeatureCache, state: CacheState, encoder, kind: str, todo: list[_Todo],
+def _extract_into(cache: FeatureCache, state: CacheState, encoder, kind: str, todo: list[Todo],
                   batch_size: int, progress: bool) -> tuple[int, float]:
     """Run the pipeline over ``todo``, committing each batch as a shard. Returns (computed, images/s)."""
     from tqdm import tqdm
@@ -359,15 +240,6 @@ def row_shape(encoder, kind: str) -> tuple[int, ...]:
     if kind == "grid":
         return (encoder.grid_size, encoder.grid_size, encoder.feature_dim)
     raise FeatureCacheError(f"unknown feature kind {kind!r}: use 'pooled' or 'grid'")
-
-
-def _relative(dataset, path: Path) -> str:
-    """The cache key of an image: its path relative to the dataset root."""
-    try:
-        return dataset.relative(path)
-    except ValueError:
-        raise FeatureCacheError(f"image {path} is not inside the dataset folder {dataset.root}; "
-                                f"features are cached per dataset") from None
 
 
 def _unique(paths) -> list[Path]:
