@@ -84,9 +84,9 @@ def cached_or_random(dataset, train, encoder_name: str, kind: str, shape: tuple[
 def time_training(kind: str, features, rows, tokens, vocab_size: int, max_length: int,
                   decoder_config, args) -> tuple[float, object]:
     """Seconds per training step (after warm-up) and the trained-for-a-bit model."""
-    from captioning import decoder, training
+    from captioning import models, training
 
-    model = decoder.build_training_model(vocab_size, max_length, features.shape[1:], decoder_config)
+    model = models.build_decoder(vocab_size, max_length, features.shape[1:], decoder_config)
     training.compile_model(model, config.TrainConfig.learning_rate)
     data = training.make_dataset(features, rows, tokens, args.batch_size, shuffle_seed=0)
     warmup = 3
@@ -98,9 +98,9 @@ def time_training(kind: str, features, rows, tokens, vocab_size: int, max_length
 
 def time_captioning(model, decoder_config, features, max_length: int, args) -> float:
     """Median seconds to beam-search one image's caption (decoder only)."""
-    from captioning import decoder, decoding
+    from captioning import decoding, models
 
-    step_decoder = decoder.make_step_decoder(model, decoder_config)
+    step_decoder = models.make_step_decoder(model, decoder_config)
     decoding.beam_search(step_decoder, features[:1], args.beam_size, max_length)  # warm-up
     times = []
     for i in range(1, args.images + 1):

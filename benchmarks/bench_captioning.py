@@ -65,12 +65,12 @@ def build_timing_bundle(target: Path, vocab_size: int) -> Path:
     from captioning import bundle
     from captioning.config import DecoderConfig
     from captioning.data.text import RESERVED_TOKENS, Vocabulary
-    from captioning.decoder import build_training_model
+    from captioning.models import build_decoder
 
     vocab = Vocabulary([*RESERVED_TOKENS, *(f"w{i}" for i in range(vocab_size - len(RESERVED_TOKENS)))])
     decoder = DecoderConfig()
     keras.utils.set_random_seed(0)
-    model = build_training_model(len(vocab), 20, (1280,), decoder)
+    model = build_decoder(len(vocab), 20, (1280,), decoder)
     settings = {"decoder": dict(decoder.__dict__), "vocab_size": len(vocab), "max_length": 20,
                 "feature_shape": [1280], "encoder": {"name": "efficientnet_lite0", "weights_id": "imagenet"}}
     return bundle.save_bundle(target, model, vocab, settings, {"loss": [0.0], "val_loss": [0.0]})

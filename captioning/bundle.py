@@ -14,7 +14,7 @@ member (``model-2.weights.h5``, ...) and an ``ensemble`` entry in config.json de
 member; the members share the architecture, vocabulary and encoder. A tool that predates
 ensembles reads such a bundle as its first member alone.
 
-Loading rebuilds the architecture from ``config.json`` with ``decoder.build_training_model`` and
+Loading rebuilds the architecture from ``config.json`` with ``models.build_decoder`` and
 loads the weights into it, so nothing is deserialised from code and renamed classes cannot break
 old bundles. TensorFlow is imported only inside the functions that need it.
 """
@@ -205,9 +205,9 @@ def _inference_copy(model, bundle_config: dict):
     """The model without its optimizer: Keras saves a compiled model's Adam slots too (3x the size)."""
     if getattr(model, "optimizer", None) is None:
         return model
-    from captioning.decoder import build_training_model
+    from captioning.models import build_decoder
 
-    copy = build_training_model(int(bundle_config["vocab_size"]), int(bundle_config["max_length"]),
+    copy = build_decoder(int(bundle_config["vocab_size"]), int(bundle_config["max_length"]),
                                 tuple(bundle_config["feature_shape"]),
                                 decoder_config_from_dict(bundle_config["decoder"]))
     copy.set_weights(model.get_weights())
@@ -322,11 +322,11 @@ def load_bundle(path: str | Path) -> Bundle:
 
 def _build_and_load(weights: Path, vocab_size: int, max_length: int, feature_shape: tuple,
                     decoder_config: settings.DecoderConfig):
-    from captioning.decoder import build_training_model
+    from captioning.models import build_decoder
 
     path = weights.parent
     try:
-        model = build_training_model(vocab_size, max_length, feature_shape, decoder_config)
+        model = build_decoder(vocab_size, max_length, feature_shape, decoder_config)
     except ValueError as error:
         raise BundleError(f"{path / CONFIG_FILE}: cannot rebuild the model ({error}); retrain the model") from None
     try:

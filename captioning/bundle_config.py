@@ -25,7 +25,6 @@ from captioning.errors import BundleError
 from captioning.storage.safe_text import escape
 
 FORMAT_VERSION = 1
-FEATURE_KINDS = ("pooled", "grid")
 WEIGHTS_DTYPES = ("float16", "float32")
 _HINT = "the bundle is damaged or was not written by this tool; retrain the model or re-copy the bundle"
 _MISSING = object()
@@ -172,8 +171,8 @@ class BundleConfig:
 
     @property
     def feature_kind(self) -> str:
-        """``"grid"`` for an attention decoder, ``"pooled"`` for the merge decoder."""
-        return "grid" if self.decoder.kind == "attention" else "pooled"
+        """``"grid"`` or ``"pooled"``: the features the decoder reads."""
+        return self.decoder.feature_kind
 
     @property
     def member_count(self) -> int:
@@ -271,7 +270,7 @@ def _encoder(fields: _Fields) -> EncoderSpec:
         name=fields.choice("name", config.ENCODER_NAMES, required=True),
         weights_id=fields.text("weights_id"),
         input_size=fields.integer("input_size", 32, 4096),
-        feature_kind=fields.choice("feature_kind", FEATURE_KINDS),
+        feature_kind=fields.choice("feature_kind", config.FEATURE_KINDS),
         weights=fields.text("weights"),
         random_weights=bool(fields.flag("random_weights")),
         note=fields.text("note"),
@@ -299,16 +298,14 @@ def _feature_shape(fields: _Fields, encoder: EncoderSpec, decoder: config.Decode
     value = fields._get("feature_shape", True)
     if not isinstance(value, list) or not all(isinstance(n, int) and not isinstance(n, bool) for n in value):
         fields.fail("feature_shape", f"must be a list of whole numbers, got {_kind(value)}")
-    grid = encoder.grid_size
-    expected = [encoder.feature_dim] if decoder.kind == "merge" else [grid, grid, encoder.feature_dim]
+    kind = decoder.feature_kind
+    expected = list(config.ENCODER_SHAPES[encoder.name].feature_shape(kind))
     if value != expected:
-        kind = "pooled" if decoder.kind == "merge" else "grid"
         fields.fail("feature_shape", f"{escape(str(value)[:60])} does not fit the {decoder.kind} decoder over the "
                                      f"{encoder.name} encoder ({kind} features are {expected})")
-    wanted_kind = "pooled" if decoder.kind == "merge" else "grid"
-    if encoder.feature_kind not in (None, wanted_kind):
+    if encoder.feature_kind not in (None, kind):
         fields.fail("encoder.feature_kind", f"is {encoder.feature_kind} but the {decoder.kind} decoder "
-                                            f"takes {wanted_kind} features")
+                                            f"takes {kind} features")
     return tuple(value)
 
 

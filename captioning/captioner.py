@@ -59,7 +59,7 @@ class Captioner:
         Args:
             encoder: an ``encoders.Encoder`` (the bundle's own); only ``input_size`` is used
                 when ``encode_pixels`` is given.
-            step_decoder: from ``decoder.make_step_decoder``.
+            step_decoder: from ``models.make_step_decoder``.
             vocab: a ``text.Vocabulary``.
             max_length: caption length counted with START and END, as trained.
             feature_kind: ``"pooled"`` (merge decoder) or ``"grid"`` (attention decoder).
@@ -91,9 +91,9 @@ class Captioner:
             EncoderError: the bundle's encoder cannot be built.
         """
         from captioning import bundle as bundles
-        from captioning.decoder import make_step_decoder
         from captioning.encoders import build_encoder
         from captioning.ensemble import make_ensemble_step_decoder
+        from captioning.models import make_step_decoder
 
         loaded = bundles.load_bundle(Path(path) if path is not None else bundles.find_default_bundle())
         settings = bundle_settings(loaded.config, loaded.path)
@@ -318,7 +318,7 @@ def bundle_settings(bundle_config: dict, path: Path | str = "") -> dict:
         "weights_id": weights_id,
         "decoder_kind": decoder_config.kind,
         "decoder_config": decoder_config,
-        "feature_kind": "grid" if decoder_config.kind == "attention" else "pooled",
+        "feature_kind": decoder_config.feature_kind,
         "max_length": int(bundle_config["max_length"]),
         "feature_shape": _feature_shape(bundle_config.get("feature_shape"), path),
     }

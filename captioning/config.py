@@ -31,6 +31,10 @@ ENCODER_NAMES = ("resnet50", "efficientnet_lite0", "efficientnet_lite1", "effici
                  "densenet201")
 
 
+# What a decoder reads from the encoder: the pooled vector (D,) or the spatial grid (g, g, D).
+FEATURE_KINDS = ("pooled", "grid")
+
+
 @dataclass(frozen=True)
 class EncoderShape:
     """What an encoder takes and gives: square RGB input side, feature grid side, channels."""
@@ -38,6 +42,18 @@ class EncoderShape:
     input_size: int
     grid_size: int
     feature_dim: int
+
+    def feature_shape(self, kind: str) -> tuple[int, ...]:
+        """One image's features of ``kind``: ``(D,)`` pooled or ``(g, g, D)`` grid.
+
+        Raises:
+            ValueError: an unknown kind.
+        """
+        if kind == "pooled":
+            return (self.feature_dim,)
+        if kind == "grid":
+            return (self.grid_size, self.grid_size, self.feature_dim)
+        raise ValueError(f"unknown feature kind {kind!r}: use one of {', '.join(FEATURE_KINDS)}")
 
 
 # Known without building the encoder, so bundles are checked without TensorFlow; each encoder
@@ -50,7 +66,9 @@ ENCODER_SHAPES = {
     "densenet201": EncoderShape(224, 7, 1920),
 }
 DEFAULT_ENCODER = "resnet50"
-DECODER_KINDS = ("merge", "attention")
+# Decoder kind -> the features it reads: attention looks at the grid's cells, merge at their mean.
+DECODER_FEATURES = {"merge": "pooled", "attention": "grid"}
+DECODER_KINDS = tuple(DECODER_FEATURES)
 
 # Limits on what the tool reads: a file past them is one clear error, never an allocation of
 # gigabytes or a hang. Each is far above what this tool writes or a real dataset holds.
@@ -104,6 +122,11 @@ class DecoderConfig:
     attention_regularization: float = 0.3
     # Attention decoders first reduce each grid cell (1280/2048-d) to this width, once per image.
     attention_feature_dim: int = 256
+
+    @property
+    def feature_kind(self) -> str:
+        """``"grid"`` or ``"pooled"``: the features this decoder kind reads."""
+        return DECODER_FEATURES[self.kind]
 
 
 @dataclass(frozen=True)

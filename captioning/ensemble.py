@@ -42,7 +42,7 @@ class EnsembleStepDecoder:
 
     def __init__(self, members: Sequence):
         """Args:
-            members: step decoders (``decoder.make_step_decoder``) over the same vocabulary.
+            members: step decoders (``models.make_step_decoder``) over the same vocabulary.
         """
         if len(members) < 2:
             raise ValueError(f"an ensemble needs at least two members, got {len(members)}")

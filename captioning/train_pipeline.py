@@ -132,7 +132,7 @@ def _train_into(output: Path, options: TrainOptions, log: Callable[[str], None])
 
     from captioning import training
     from captioning.bundle import save_bundle
-    from captioning.decoder import build_training_model
+    from captioning.models import build_decoder
     from captioning.storage.output_folder import OutputFolderError
 
     started = time.time()
@@ -140,7 +140,7 @@ def _train_into(output: Path, options: TrainOptions, log: Callable[[str], None])
     strategy = training.make_strategy(options.strategy)
     keras.utils.set_random_seed(options.train.seed)
     with strategy.scope():
-        model = build_training_model(len(prepared.vocab), prepared.max_length, prepared.feature_shape,
+        model = build_decoder(len(prepared.vocab), prepared.max_length, prepared.feature_shape,
                                      options.decoder)
         training.compile_model(model, options.train.learning_rate)
     if strategy.num_replicas_in_sync > 1:
@@ -193,7 +193,7 @@ def _prepare(options: TrainOptions, log: Callable[[str], None]) -> _Prepared:
         f"images; vocabulary {len(vocab)} words; captions up to {max_length} tokens")
 
     encoder = build_encoder(options.encoder, options.encoder_weights)
-    kind = "grid" if options.decoder.kind == "attention" else "pooled"
+    kind = options.decoder.feature_kind
     wanted = [image.path for image in split.train + split.val]
     report = extract_features(dataset, encoder, kind=kind, image_paths=wanted,
                               batch_size=config.ExtractConfig.batch_size, progress=options.progress)
@@ -238,7 +238,7 @@ def _fingerprint(options: TrainOptions, prepared: _Prepared) -> dict:
 def _bundle_config(options: TrainOptions, prepared: _Prepared, result, seconds: float) -> dict:
     encoder = {"name": prepared.encoder.name, "weights_id": prepared.encoder.weights_id,
                "input_size": prepared.encoder.input_size, "feature_kind":
-               "grid" if options.decoder.kind == "attention" else "pooled"}
+               options.decoder.feature_kind}
     if options.encoder_weights not in ("imagenet", "none"):
         encoder["weights"] = str(Path(options.encoder_weights).resolve())  # the captioner rebuilds from it
     if options.encoder_weights == "none":

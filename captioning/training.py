@@ -38,8 +38,8 @@ import numpy as np
 import tensorflow as tf
 
 from captioning.config import MAX_BUNDLE_JSON_BYTES, TrainConfig
-from captioning.decoder import caption_loss
 from captioning.errors import CaptioningError, InputFileError
+from captioning.models import caption_loss
 from captioning.storage.atomic import write_bytes_atomic, write_json_atomic
 from captioning.storage.disk_space import ensure_free_space
 from captioning.storage.model_files import model_file_bytes, weights_file_bytes
@@ -126,7 +126,7 @@ def compile_model(model: keras.Model, learning_rate: float) -> None:
     """Compile with Adam and the masked caption loss (call inside the strategy scope).
 
     Args:
-        model: A model from ``decoder.build_training_model``.
+        model: A model from ``models.build_decoder``.
         learning_rate: Adam's initial learning rate.
     """
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=caption_loss())

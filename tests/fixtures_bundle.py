@@ -45,14 +45,14 @@ def make_tiny_bundle(target: Path, kind: str = "merge", seed: int = 0, words: Se
     from captioning import bundle
     from captioning.config import DecoderConfig
     from captioning.data.text import RESERVED_TOKENS, Vocabulary
-    from captioning.decoder import build_training_model
+    from captioning.models import build_decoder
 
     vocab = Vocabulary([*RESERVED_TOKENS, *words])
     decoder = DecoderConfig(kind=kind, embedding_dim=16, units=units, dropout=0.0, attention_dim=16)
     grid = LITE_GRID[encoder]
     feature_shape = (FEATURE_DIM,) if kind == "merge" else (grid, grid, FEATURE_DIM)
     keras.utils.set_random_seed(seed)
-    model = build_training_model(len(vocab), MAX_LENGTH, feature_shape, decoder)
+    model = build_decoder(len(vocab), MAX_LENGTH, feature_shape, decoder)
     settings = {"decoder": dict(decoder.__dict__), "vocab_size": len(vocab), "max_length": MAX_LENGTH,
                 "feature_shape": list(feature_shape), "encoder": {**ENCODER, "name": encoder}}
     return bundle.save_bundle(target, model, vocab, settings, {"loss": [3.0], "val_loss": [3.1]})

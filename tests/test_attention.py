@@ -9,9 +9,10 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from captioning import attention, attention_maps, decoding  # noqa: E402
+from captioning import attention_maps, decoding, models  # noqa: E402
 from captioning.config import DecoderConfig  # noqa: E402
 from captioning.errors import BundleError, ImageError  # noqa: E402
+from captioning.models import attention  # noqa: E402
 
 VOCAB, MAX_LENGTH, CHANNELS = 19, 8, 12
 CONFIG = DecoderConfig(kind="attention", embedding_dim=10, units=16, attention_dim=8,
@@ -23,7 +24,7 @@ TOKENS = np.array([[2, 5, 9, 4, 3, 0, 0, 0],
 
 def _model_and_features(seed=0, config=CONFIG, grid=(7, 7)):
     keras.utils.set_random_seed(seed)
-    model = attention.build_attention_training_model(VOCAB, MAX_LENGTH, (*grid, CHANNELS), config)
+    model = attention.build(VOCAB, MAX_LENGTH, (*grid, CHANNELS), config)
     rng = np.random.default_rng(seed)
     # Non-zero biases everywhere so a mismatch in any layer would show.
     model.set_weights([w + rng.normal(0, 0.1, w.shape).astype(w.dtype) for w in model.get_weights()])
@@ -95,18 +96,16 @@ def test_weights_round_trip_through_a_keras_weights_file_into_a_rebuilt_model(tm
     model, features = _model_and_features(seed=1)
     path = tmp_path / "model.weights.h5"
     model.save_weights(path)
-    rebuilt = attention.build_attention_training_model(VOCAB, MAX_LENGTH, (7, 7, CHANNELS), CONFIG)
+    rebuilt = attention.build(VOCAB, MAX_LENGTH, (7, 7, CHANNELS), CONFIG)
     rebuilt.load_weights(path)
     batch = {"features": features, "tokens": TOKENS[:, :-1]}
     np.testing.assert_allclose(rebuilt(batch, training=False), model(batch, training=False), atol=1e-6)
 
 
 def test_decoder_dispatches_attention_kind():
-    from captioning import decoder
-
-    model = decoder.build_training_model(VOCAB, MAX_LENGTH, (7, 7, CHANNELS), CONFIG)
+    model = models.build_decoder(VOCAB, MAX_LENGTH, (7, 7, CHANNELS), CONFIG)
     assert model.get_layer(attention.LSTM_LAYER) is not None
-    assert isinstance(decoder.make_step_decoder(model, CONFIG), attention.AttentionStepDecoder)
+    assert isinstance(models.make_step_decoder(model, CONFIG), attention.AttentionStepDecoder)
 
 
 def _located_shapes(count, rng, side=7):
@@ -143,7 +142,7 @@ def test_attention_decoder_learns_to_say_where_the_object_is(side):
     # outweighs looking at the object (the model then reads the place by looking away from it).
     config = DecoderConfig(kind="attention", embedding_dim=32, units=64, attention_dim=32,
                            attention_feature_dim=32, dropout=0.1, attention_regularization=0.0)
-    model = attention.build_attention_training_model(13, 6, train_features.shape[1:], config)
+    model = attention.build(13, 6, train_features.shape[1:], config)
     model.compile(keras.optimizers.Adam(3e-3),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=0))
     model.fit({"features": train_features, "tokens": train_captions[:, :-1]}, train_captions[:, 1:],
@@ -215,9 +214,9 @@ def test_attention_model_trained_by_the_pipeline_captions_unseen_shapes(tmp_path
     from captioning.bundle import load_bundle
     from captioning.data.datasets import load_dataset
     from captioning.data.text import normalize_caption
-    from captioning.decoder import make_step_decoder
     from captioning.encoders import build_encoder
     from captioning.features.extraction import encode_paths
+    from captioning.models import make_step_decoder
     from captioning.train_pipeline import TrainOptions, train_model
     from tests.shapes_dataset import write_shapes_dataset
 

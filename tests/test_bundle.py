@@ -33,11 +33,11 @@ def _vocab(extra=()):
 def _save(target, vocab=None, seed=0, history=None):
     import keras
 
-    from captioning.decoder import build_training_model
+    from captioning.models import build_decoder
 
     vocab = vocab or _vocab()
     keras.utils.set_random_seed(seed)
-    model = build_training_model(len(vocab), 6, (FEATURE_DIM,), DECODER)
+    model = build_decoder(len(vocab), 6, (FEATURE_DIM,), DECODER)
     settings = {"decoder": {**DECODER.__dict__}, "vocab_size": len(vocab), "max_length": 6,
                 "feature_shape": [FEATURE_DIM], "encoder": {"name": "efficientnet_lite0", "weights_id": "none",
                                                   "random_weights": True}}

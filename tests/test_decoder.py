@@ -8,8 +8,9 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from captioning import decoder  # noqa: E402
+from captioning import models  # noqa: E402
 from captioning.config import DecoderConfig  # noqa: E402
+from captioning.models import merge  # noqa: E402
 
 VOCAB, MAX_LENGTH, FEATURE_DIM = 23, 8, 12
 CONFIG = DecoderConfig(embedding_dim=10, units=16, dropout=0.5)
@@ -23,7 +24,7 @@ def _softmax(x):
 
 def _random_model_and_batch(seed=0):
     keras.utils.set_random_seed(seed)
-    model = decoder.build_training_model(VOCAB, MAX_LENGTH, (FEATURE_DIM,), CONFIG)
+    model = models.build_decoder(VOCAB, MAX_LENGTH, (FEATURE_DIM,), CONFIG)
     # Non-zero biases everywhere so a mismatch in any layer would show.
     rng = np.random.default_rng(seed)
     model.set_weights([w + rng.normal(0, 0.1, w.shape).astype(w.dtype) for w in model.get_weights()])
@@ -46,8 +47,8 @@ def _per_prefix_model(training_model):
     hidden = layers.Dense(CONFIG.units, activation="relu", name="d2")(layers.add([image, sequence]))
     probs = layers.Dense(VOCAB, activation="softmax", name="out")(hidden)
     model = keras.Model([features, prefix], probs)
-    for mine, theirs in (("d1", decoder.IMAGE_DENSE), ("emb", decoder.WORD_EMBEDDING), ("rnn", decoder.LSTM),
-                         ("d2", decoder.MERGE_DENSE), ("out", decoder.WORD_LOGITS)):
+    for mine, theirs in (("d1", merge.IMAGE_DENSE), ("emb", merge.WORD_EMBEDDING), ("rnn", merge.LSTM),
+                         ("d2", merge.MERGE_DENSE), ("out", merge.WORD_LOGITS)):
         model.get_layer(mine).set_weights(training_model.get_layer(theirs).get_weights())
     return model
 
@@ -72,7 +73,7 @@ def test_step_decoder_matches_training_graph():
     model, features, tokens = _random_model_and_batch(seed=1)
     logits = model.predict({"features": features, "tokens": tokens[:, :-1]}, verbose=0)  # (B, T, V)
     expected = np.log(_softmax(logits.astype(np.float64)))
-    steps = decoder.make_step_decoder(model, CONFIG)
+    steps = models.make_step_decoder(model, CONFIG)
     state = steps.initial_state(features)
     assert all(s.shape[0] == len(features) for s in state)
     for t in range(MAX_LENGTH - 1):
@@ -84,7 +85,7 @@ def test_step_decoder_matches_training_graph():
 
 def test_step_decoder_state_can_be_reordered_for_beam_search():
     model, features, tokens = _random_model_and_batch(seed=2)
-    steps = decoder.StepDecoder(model, CONFIG)
+    steps = merge.MergeStepDecoder(model, CONFIG)
     state = steps.initial_state(features)
     _, state = steps.step(tokens[:, 0], state)
     order = np.array([2, 2, 0])
@@ -96,7 +97,7 @@ def test_step_decoder_state_can_be_reordered_for_beam_search():
 
 def test_loss_is_averaged_over_real_tokens_only():
     model, features, tokens = _random_model_and_batch(seed=3)
-    model.compile(optimizer="adam", loss=decoder.caption_loss())
+    model.compile(optimizer="adam", loss=models.caption_loss())
     targets = tokens[:, 1:]
     loss = model.evaluate({"features": features, "tokens": tokens[:, :-1]}, targets, verbose=0)
     log_probs = np.log(_softmax(model.predict({"features": features, "tokens": tokens[:, :-1]}, verbose=0).astype(np.float64)))
@@ -109,13 +110,13 @@ def test_loss_is_averaged_over_real_tokens_only():
 def test_layer_names_are_stable():
     model, _, _ = _random_model_and_batch()
     names = {layer.name for layer in model.layers}
-    assert {decoder.IMAGE_DENSE, decoder.WORD_EMBEDDING, decoder.LSTM, decoder.MERGE_DENSE,
-            decoder.WORD_LOGITS, "features", "tokens"} <= names
+    assert {merge.IMAGE_DENSE, merge.WORD_EMBEDDING, merge.LSTM, merge.MERGE_DENSE,
+            merge.WORD_LOGITS, "features", "tokens"} <= names
     assert model.output_shape == (None, None, VOCAB)  # any caption length: batches are trimmed
 
 
 def test_unknown_kind_and_wrong_features_are_refused():
     with pytest.raises(ValueError, match="unknown decoder kind"):
-        decoder.build_training_model(VOCAB, MAX_LENGTH, (FEATURE_DIM,), DecoderConfig(kind="gru"))
+        models.build_decoder(VOCAB, MAX_LENGTH, (FEATURE_DIM,), DecoderConfig(kind="gru"))
     with pytest.raises(ValueError, match="pooled features"):
-        decoder.build_training_model(VOCAB, MAX_LENGTH, (7, 7, FEATURE_DIM), CONFIG)
+        models.build_decoder(VOCAB, MAX_LENGTH, (7, 7, FEATURE_DIM), CONFIG)

@@ -312,12 +312,12 @@ def test_nan_where_a_number_matters_is_refused_but_a_nan_loss_is_kept(tmp_path):
     {"decoder": None}, {"max_length": 1}, {"max_length": 100_000}, {"vocab_size": 10_000_004},
 ])
 def test_load_bundle_refuses_before_any_model_is_built(tiny_bundle, tmp_path, monkeypatch, changes):
-    import captioning.decoder
+    import captioning.models
 
     def must_not_build(*args, **kwargs):
         raise AssertionError("a model was built from an unchecked config")
 
-    monkeypatch.setattr(captioning.decoder, "build_training_model", must_not_build)
+    monkeypatch.setattr(captioning.models, "build_decoder", must_not_build)
     broken = shutil.copytree(tiny_bundle, tmp_path / "broken")
     data = json.loads((broken / "config.json").read_text())
     (broken / "config.json").write_text(json.dumps({**data, **changes}))

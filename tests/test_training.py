@@ -17,7 +17,7 @@ keras = pytest.importorskip("keras")
 
 from captioning import training  # noqa: E402
 from captioning.config import DecoderConfig, TrainConfig  # noqa: E402
-from captioning.decoder import build_training_model  # noqa: E402
+from captioning.models import build_decoder  # noqa: E402
 
 VOCAB, MAX_LENGTH, FEATURE_DIM = 15, 7, 8
 DECODER = DecoderConfig(embedding_dim=8, units=8, dropout=0.3)
@@ -41,7 +41,7 @@ def _data(images=20, captions_per_image=3, seed=0) -> training.TrainingData:
 
 def _model(seed):
     keras.utils.set_random_seed(seed)
-    model = build_training_model(VOCAB, MAX_LENGTH, (FEATURE_DIM,), DECODER)
+    model = build_decoder(VOCAB, MAX_LENGTH, (FEATURE_DIM,), DECODER)
     training.compile_model(model, CONFIG.learning_rate)
     return model
 

@@ -34,7 +34,6 @@ from captioning.features.cache_files import (
 from captioning.storage.disk_space import ensure_free_space, format_bytes
 from captioning.storage.safe_json import read_json_file
 
-KINDS = ("pooled", "grid")
 FEATURE_DTYPE = np.float16
 # How to make room, beyond freeing some (the cache lives under CAPTIONING_DATA_DIR).
 SPACE_ADVICE = " or set CAPTIONING_DATA_DIR to a bigger disk"
@@ -53,8 +52,8 @@ def cache_dir(dataset_key: str, encoder_name: str, weights_id: str, kind: str) -
     Returns:
         The folder path (not created).
     """
-    if kind not in KINDS:
-        raise FeatureCacheError(f"unknown feature kind {kind!r}: use one of {', '.join(KINDS)}")
+    if kind not in config.FEATURE_KINDS:
+        raise FeatureCacheError(f"unknown feature kind {kind!r}: use one of {', '.join(config.FEATURE_KINDS)}")
     return Path(config.FEATURE_CACHE_DIR) / dataset_key / f"{encoder_name}-{weights_id}" / kind
 
 

@@ -25,9 +25,7 @@ import tensorflow as tf
 from keras import ops
 
 from captioning.config import DecoderConfig
-
-END_ID = 3  # text.Vocabulary: PAD=0, UNK=1, START=2, END=3
-PAD_ID = 0
+from captioning.data.text import END, PAD
 
 # Stable layer names: bundles rebuild the architecture from config and load weights by name/path.
 ENCODER_LAYER = "attention_encoder"
@@ -224,7 +222,7 @@ def attention_penalty(alphas, step_mask):
 
 def real_step_mask(tokens):
     """``(B, T)`` float mask of steps whose target is a word or END: input not PAD and not END."""
-    return ops.cast(ops.logical_and(ops.not_equal(tokens, PAD_ID), ops.not_equal(tokens, END_ID)),
+    return ops.cast(ops.logical_and(ops.not_equal(tokens, PAD), ops.not_equal(tokens, END)),
                     "float32")
 
 
@@ -240,7 +238,7 @@ def output_logits(model: keras.Model, hs, contexts, embeddings, training=False):
     return model.get_layer(LOGITS_LAYER)(deep)
 
 
-def build_attention_training_model(vocab_size: int, max_length: int, feature_shape,
+def build(vocab_size: int, max_length: int, feature_shape,
                                    config: DecoderConfig) -> keras.Model:
     """Build the teacher-forced training graph of the attention decoder.
 
@@ -349,3 +347,6 @@ class AttentionStepDecoder:
         """
         log_probs, state, _ = self.step_with_attention(tokens, state)
         return log_probs, state
+
+
+STEP_DECODER = AttentionStepDecoder  # what ``captioning.models.make_step_decoder`` builds for this kind

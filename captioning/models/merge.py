@@ -1,6 +1,6 @@
-"""The caption decoder: a training graph (teacher forcing) and a step-wise inference graph.
+"""The merge decoder: its training graph (teacher forcing) and its step-wise inference graph.
 
-The "merge" decoder (Tanti et al.'s merge architecture, as in the common Keras tutorials) keeps the
+The merge decoder (Tanti et al.'s merge architecture, as in the common Keras tutorials) keeps the
 image out of the LSTM: the LSTM reads only words, and its output at each step is added to an image
 embedding before the word classifier. Trained over whole captions at once, it computes exactly
 what the tutorials' per-prefix model computes for every prefix, without expanding each caption
@@ -33,31 +33,15 @@ MERGE_DENSE = "merge_dense"
 WORD_LOGITS = "word_logits"
 
 
-def build_training_model(vocab_size: int, max_length: int, feature_shape: Sequence[int],
-                         config: DecoderConfig) -> keras.Model:
-    """Build the teacher-forcing training graph for the decoder named by ``config.kind``.
+def build(vocab_size: int, max_length: int, feature_shape: Sequence[int], config: DecoderConfig) -> keras.Model:
+    """The merge decoder's teacher-forcing graph (see ``captioning.models.build_decoder``).
 
-    Args:
-        vocab_size: Number of word ids (``len(vocab)``), PAD included.
-        max_length: Caption length in tokens counting START and END; the model reads
-            ``max_length - 1`` input tokens (the caption without its last token).
-        feature_shape: Shape of one image's features: ``(D,)`` pooled, ``(g, g, D)`` grid.
-        config: Decoder sizes, dropout and kind.
-
-    Returns:
-        An uncompiled keras Model with dict inputs ``{"features": (B, *feature_shape), "tokens":
-        (B, T) int32}`` (the same for every kind; T is ``max_length - 1`` or, for the merge
-        decoder, any length up to it), returning logits ``(B, max_length - 1, vocab_size)``.
+    Its ``tokens`` input takes any length up to ``max_length - 1``: the trainer trims each batch's
+    padding.
 
     Raises:
-        ValueError: For an unknown kind or a feature shape the kind cannot take.
+        ValueError: features that are not pooled vectors ``(D,)``.
     """
-    if config.kind == "attention":
-        from captioning.attention import build_attention_training_model
-
-        return build_attention_training_model(vocab_size, max_length, feature_shape, config)
-    if config.kind != "merge":
-        raise ValueError(f"unknown decoder kind {config.kind!r}; expected 'merge' or 'attention'")
     if len(feature_shape) != 1:
         raise ValueError(f"the merge decoder takes pooled features (D,), got shape {tuple(feature_shape)}")
     return _build_merge_model(vocab_size, int(feature_shape[0]), config)
@@ -72,7 +56,7 @@ def _build_merge_model(vocab_size: int, feature_dim: int, config: DecoderConfig)
     image = layers.Dense(config.units, activation="relu", name=IMAGE_DENSE)(image)  # (B, U)
     image = layers.Reshape((1, config.units), name=IMAGE_STEPS)(image)  # (B, 1, U), broadcast over T
 
-    # mask_zero: PAD positions are skipped by the LSTM and excluded from the loss.
+    # mask_zero: PAD positions (id 0) are skipped by the LSTM and excluded from the loss.
     words = layers.Embedding(vocab_size, config.embedding_dim, mask_zero=True, name=WORD_EMBEDDING)(tokens)
     words = layers.Dropout(config.dropout, name=WORD_DROPOUT)(words)  # (B, T, E)
     sequence = layers.LSTM(config.units, return_sequences=True, name=LSTM)(words)  # (B, T, U)
@@ -83,12 +67,7 @@ def _build_merge_model(vocab_size: int, feature_dim: int, config: DecoderConfig)
     return keras.Model({"features": features, "tokens": tokens}, logits, name="merge_decoder")
 
 
-def caption_loss() -> keras.losses.Loss:
-    """Cross-entropy on integer targets, averaged over real tokens only (PAD targets ignored)."""
-    return keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=0)
-
-
-class StepDecoder:
+class MergeStepDecoder:
     """Advance the merge decoder one word at a time from its LSTM state, sharing trained weights.
 
     The state is ``(image_embedding (B, U), h (B, U), c (B, U))``; every array has the batch first
@@ -99,7 +78,7 @@ class StepDecoder:
         """Wrap a merge training model.
 
         Args:
-            training_model: A model from ``build_training_model`` with ``kind="merge"``.
+            training_model: A model from ``build`` (``kind="merge"``).
             config: Its decoder config.
         """
         self.config = config
@@ -157,20 +136,4 @@ class StepDecoder:
         return log_probs.numpy(), (image, h.numpy(), c.numpy())
 
 
-def make_step_decoder(model: keras.Model, config: DecoderConfig):
-    """Build the step-wise inference decoder for a trained model of ``config.kind``.
-
-    Args:
-        model: The training model (from ``build_training_model`` or a loaded bundle).
-        config: Its decoder config.
-
-    Returns:
-        An object with ``initial_state(features)`` and ``step(tokens, state)``.
-    """
-    if config.kind == "attention":
-        from captioning.attention import AttentionStepDecoder
-
-        return AttentionStepDecoder(model, config)
-    if config.kind != "merge":
-        raise ValueError(f"unknown decoder kind {config.kind!r}; expected 'merge' or 'attention'")
-    return StepDecoder(model, config)
+STEP_DECODER = MergeStepDecoder  # what ``captioning.models.make_step_decoder`` builds for this kind
