@@ -104,8 +104,7 @@ def time_bare(dataset, encoder, paths, batch_size) -> tuple[float, float]:
 
     pixels = np.stack([load_image(p, encoder.input_size) for p in paths])  # (n, 224, 224, 3) uint8
     batches = [tf.constant(pixels[i:i + batch_size]) for i in range(0, len(pixels), batch_size)]
-    infer = features._compiled_inference(encoder.pooled_model, encoder.input_size)
-    return timed(lambda: [infer(batch).numpy() for batch in batches])
+    return timed(lambda: [encoder.encode(batch, "pooled") for batch in batches])
 
 
 def bench_encoder(spec: str, dataset, paths, args) -> None:

@@ -26,7 +26,7 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -185,7 +185,7 @@ def write_bundle_folder(target: str | Path, bundle_config: dict, fill) -> Path:
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}{STAGING_INFIX}", dir=target.parent))
         try:
             full_config = {"format_version": FORMAT_VERSION,
-                           "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                           "created": datetime.now(UTC).isoformat(timespec="seconds"),
                            **bundle_config}
             staging.chmod(0o755)  # mkdtemp makes it private; a bundle is an ordinary folder
             fill(staging, full_config)

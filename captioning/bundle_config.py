@@ -118,7 +118,7 @@ class BundleConfig:
     weights_dtype: str | None = None
 
     @classmethod
-    def from_json(cls, data: Any, source: str | Path) -> "BundleConfig":
+    def from_json(cls, data: Any, source: str | Path) -> BundleConfig:
         """Check a parsed ``config.json`` and return it typed.
 
         Args:
@@ -211,7 +211,7 @@ class _Fields:
             return None
         return value
 
-    def record(self, key: str, required: bool = False) -> "_Fields | None":
+    def record(self, key: str, required: bool = False) -> _Fields | None:
         value = self._get(key, required)
         if value is None:
             return None

@@ -9,9 +9,9 @@ cache stores it, then captioned by one batched beam search. An image that cannot
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -44,8 +44,6 @@ class CaptionResult:
         return self.error is None
 
 
-# uint8 pixels (B, size, size, 3) -> features (B, ...)
-EncodePixels = Callable[[np.ndarray], np.ndarray]
 LOADER_THREADS = 4  # Pillow releases the GIL while decoding, so threads overlap file reads
 
 
@@ -53,19 +51,18 @@ class Captioner:
     """Everything needed to caption, loaded once and reused for every image."""
 
     def __init__(self, encoder, step_decoder, vocab, max_length: int, feature_kind: str = "pooled",
-                 decoder_kind: str = "merge", bundle=None, encode_pixels: EncodePixels | None = None):
+                 decoder_kind: str = "merge", bundle=None):
         """Assemble a captioner from loaded parts (``from_bundle`` is the usual way in).
 
         Args:
-            encoder: an ``encoders.Encoder`` (the bundle's own); only ``input_size`` is used
-                when ``encode_pixels`` is given.
+            encoder: an ``encoders.Encoder`` (the bundle's own): its ``input_size`` and
+                ``encode(pixels, kind)`` are used.
             step_decoder: from ``models.make_step_decoder``.
             vocab: a ``text.Vocabulary``.
             max_length: caption length counted with START and END, as trained.
             feature_kind: ``"pooled"`` (merge decoder) or ``"grid"`` (attention decoder).
             decoder_kind: ``"merge"`` or ``"attention"``.
             bundle: the loaded ``bundle.Bundle`` when there is one.
-            encode_pixels: uint8 pixels -> features; default: the encoder's model, compiled.
         """
         self.encoder = encoder
         self.step_decoder = step_decoder
@@ -74,10 +71,9 @@ class Captioner:
         self.feature_kind = feature_kind
         self.decoder_kind = decoder_kind
         self.bundle = bundle
-        self._encode_pixels = encode_pixels or _compiled_encoder(encoder, feature_kind)
 
     @classmethod
-    def from_bundle(cls, path: str | Path | None = None) -> "Captioner":
+    def from_bundle(cls, path: str | Path | None = None) -> Captioner:
         """Load a bundle and build its encoder and step decoder.
 
         Args:
@@ -209,9 +205,9 @@ class Captioner:
             return list(pool.map(load, paths))
 
     def encode(self, pixels: np.ndarray) -> np.ndarray:
-        """Features for uint8 pixels ``(B, size, size, 3)``, float16 as the feature cache stores them
-        (the decoder sees the numbers it was trained on)."""
-        return np.asarray(self._encode_pixels(pixels)).astype(np.float16)
+        """Features for uint8 pixels ``(B, size, size, 3)``: the encoder's own, float16 as the feature
+        cache stores them (the decoder sees the numbers it was trained on)."""
+        return self.encoder.encode(pixels, self.feature_kind)
 
     def _fit(self, image: np.ndarray) -> np.ndarray:
         from PIL import Image
@@ -227,30 +223,6 @@ class Captioner:
         resized = Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR,
                                                 reducing_gap=REDUCING_GAP)
         return np.asarray(resized, dtype=np.uint8)
-
-
-def _compiled_encoder(encoder, feature_kind: str) -> EncodePixels:
-    """One graph-compiled ``uint8 pixels -> features`` function, traced once per batch shape."""
-    import tensorflow as tf
-
-    if feature_kind == "grid":
-        model = encoder.model
-    else:
-        model = getattr(encoder, "pooled_model", None)
-        model = _pooled(encoder.model) if model is None else model
-
-    @tf.function(reduce_retracing=True)
-    def infer(pixels):
-        return model(tf.cast(pixels, tf.float32), training=False)
-
-    return lambda pixels: infer(tf.convert_to_tensor(pixels)).numpy()
-
-
-def _pooled(grid_model):
-    """The mean over the spatial grid, as Keras ``pooling="avg"`` computes it."""
-    import keras
-
-    return keras.Model(grid_model.inputs, keras.layers.GlobalAveragePooling2D()(grid_model.outputs[0]))
 
 
 def expand_paths(paths: Sequence[str | Path]) -> list[tuple[Path, str | None]]:

@@ -14,8 +14,8 @@ three attention decoders together scored BLEU-4 20.8 where the best alone scored
 from __future__ import annotations
 
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 

@@ -13,10 +13,11 @@ only for the full test split at the default beam). TensorFlow is imported only w
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Protocol
 
 from captioning import config, metrics
 from captioning.data.datasets import CaptionedImage, Dataset, load_dataset, split_dataset
@@ -88,7 +89,7 @@ class EvaluationResult:
     beam_size: int
     seconds: float  # captioning and scoring
     caption_seconds: float
-    date: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    date: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
     @property
     def scored(self) -> list[ImageOutcome]:

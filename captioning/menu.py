@@ -11,8 +11,8 @@ carries on.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from captioning import config
 from captioning.errors import CaptioningError

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from captioning import bundle, config
@@ -213,7 +213,7 @@ def set_default(path: str | Path, chosen_by: str) -> Path | None:
         models_dir.mkdir(parents=True, exist_ok=True)
         return write_json_atomic(pointer, {
             "model": stored, "chosen_by": chosen_by,
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+            "date": datetime.now(UTC).isoformat(timespec="seconds")})
     except OSError as error:
         raise CaptioningError(f"cannot write {pointer}: {error.strerror or error}; check that "
                               f"{models_dir} is writable") from None

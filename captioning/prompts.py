@@ -8,8 +8,8 @@ input and Ctrl-C mean (exit cleanly / go back), so a prompt deep inside a step b
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 QUIT_WORDS = ("q", "quit")
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -37,7 +37,7 @@ class TrainOptions:
     progress: bool = False  # per-batch progress bars (terminals)
 
     @classmethod
-    def from_args(cls, args) -> "TrainOptions":
+    def from_args(cls, args) -> TrainOptions:
         """Options from the parsed ``train`` arguments.
 
         Args:

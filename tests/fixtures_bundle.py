@@ -11,8 +11,8 @@ Import the fixture into a test module with ``from tests.fixtures_bundle import t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import pytest
 

@@ -40,14 +40,13 @@ class ColourDecoder:
 
 
 def fake_captioner(encoded: list | None = None) -> Captioner:
-    def encode_pixels(pixels):
+    def encode(pixels, kind):
         if encoded is not None:
             encoded.append(len(pixels))
         return pixels.reshape(len(pixels), -1, 3).mean(axis=1)  # (B, 3) mean RGB
 
-    encoder = SimpleNamespace(input_size=16)
-    return Captioner(encoder, ColourDecoder(), Vocabulary(WORDS), max_length=5,
-                     encode_pixels=encode_pixels)
+    encoder = SimpleNamespace(input_size=16, encode=encode)
+    return Captioner(encoder, ColourDecoder(), Vocabulary(WORDS), max_length=5)
 
 
 def save(path: Path, colour: str, size=(40, 30)) -> Path:
@@ -153,8 +152,8 @@ def test_bundle_settings_reads_encoder_decoder_and_length():
 
 # ------------------------------------------------------------------ with a real (tiny) bundle
 
-from tests.fixtures_bundle import WORDS as BUNDLE_WORDS  # noqa: E402,F401 - fixture
-from tests.fixtures_bundle import tiny_bundle
+from tests.fixtures_bundle import WORDS as BUNDLE_WORDS  # noqa: E402
+from tests.fixtures_bundle import tiny_bundle  # noqa: E402,F401 - the fixture
 
 
 @pytest.fixture(scope="module")

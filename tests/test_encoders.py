@@ -126,11 +126,13 @@ def test_keras_encoders_random_weights_shapes_and_pooling(tmp_path, module, dim)
     assert (encoder.name, encoder.weights_id, encoder.random_weights) == (module.NAME, "none", True)
     assert (encoder.input_size, encoder.grid_size, encoder.feature_dim) == (224, 7, dim)
     batch = _photos(tmp_path, 2)
-    grid = encoder.grid(batch)
-    pooled = encoder.pooled(batch)
-    assert grid.shape == (2, 7, 7, dim) and grid.dtype == np.float32
-    assert pooled.shape == (2, dim) and pooled.dtype == np.float32
-    np.testing.assert_allclose(pooled, grid.mean(axis=(1, 2)), rtol=1e-4, atol=1e-5)
+    grid = encoder.encode(batch, "grid")
+    pooled = encoder.encode(batch, "pooled")
+    assert grid.shape == (2, 7, 7, dim) and grid.dtype == np.float16
+    assert pooled.shape == (2, dim) and pooled.dtype == np.float16
+    assert encoder.feature_shape("grid") == (7, 7, dim) and encoder.feature_shape("pooled") == (dim,)
+    # float16 features: the mean of rounded cells is within float16's precision of the rounded mean
+    np.testing.assert_allclose(pooled, grid.astype(np.float32).mean(axis=(1, 2)), rtol=1e-2, atol=1e-2)
     assert encoder.pooled_model is encoder.pooled_model
 
 
@@ -172,7 +174,7 @@ def test_keras_encoder_loads_a_verified_h5_weights_file(tmp_path, monkeypatch, m
     assert encoder.weights_id == "imagenet" and not encoder.random_weights  # verified = official
     batch = _photos(tmp_path, 1).astype(np.float32)
     expected = np.asarray(source(getattr(module, preprocess)()(batch)))
-    np.testing.assert_allclose(encoder.grid(batch), expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(encoder.model(batch), expected, rtol=1e-4, atol=1e-4)
 
 
 # --- the torch-free checkpoint reader --------------------------------------------------------
@@ -420,10 +422,11 @@ def test_lite_encoder_is_the_classifier_body(tmp_path, lite_classifier):
     assert (encoder.name, encoder.weights_id, encoder.random_weights) == (name, "imagenet", False)
     assert (encoder.input_size, encoder.grid_size, encoder.feature_dim) == (size, grid_size, 1280)
     batch = _photos(tmp_path, 2, size)
-    grid = encoder.grid(batch)
-    pooled = encoder.pooled(batch.astype(np.float32), batch_size=1)  # float input, in 2 chunks
+    grid = encoder.encode(batch, "grid")
+    pooled = np.asarray(encoder.pooled_model.predict_on_batch(batch.astype(np.float32)))  # (2, 1280)
     assert grid.shape == (2, grid_size, grid_size, 1280) and pooled.shape == (2, 1280)
-    np.testing.assert_allclose(pooled, grid.mean(axis=(1, 2)), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(pooled, grid.astype(np.float32).mean(axis=(1, 2)), rtol=1e-2, atol=1e-2)
+    np.testing.assert_allclose(encoder.encode(batch, "pooled"), pooled, rtol=1e-3, atol=1e-3)  # float16
     weights, bias = classifier.get_layer("_fc").get_weights()
     logits = np.asarray(classifier.predict_on_batch(batch.astype(np.float32)))
     np.testing.assert_allclose(pooled @ weights + bias, logits, rtol=1e-3, atol=1e-3)
@@ -437,8 +440,10 @@ def test_lite_grid_follows_the_input_size(name):
     assert (encoder.input_size, encoder.grid_size) == (size, grid_size)
     assert tuple(encoder.model.output_shape) == (None, grid_size, grid_size, 1280)
     assert grid_size == -(-size // 32)
-    with pytest.raises(ValueError, match=rf"expects images of shape \(B, {size}, {size}, 3\)"):
-        encoder.pooled(np.zeros((1, 224 if size != 224 else 240, 224, 3), dtype=np.uint8))
+    with pytest.raises(ValueError, match=rf"expects uint8 images of shape \(B, {size}, {size}, 3\)"):
+        encoder.encode(np.zeros((1, 224 if size != 224 else 240, 224, 3), dtype=np.uint8), "pooled")
+    with pytest.raises(ValueError, match="expects uint8 images"):
+        encoder.encode(np.zeros((1, size, size, 3), dtype=np.float32), "pooled")
 
 
 def test_an_encoder_whose_sizes_disagree_with_its_model_is_refused():

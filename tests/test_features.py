@@ -14,7 +14,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +22,7 @@ from PIL import Image
 
 from captioning import config
 from captioning.data.datasets import load_dataset
+from captioning.encoders.base import Encoder
 from captioning.errors import FeatureCacheError
 from captioning.features import cache as feature_cache
 from captioning.features import extraction as features
@@ -34,21 +34,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 TINY_SIZE = 28
 
 
-@dataclass
-class TinyEncoder:
-    """Test-only encoder with the ``encoders.Encoder`` fields: 28x28 pixels -> (7, 7, 8) grid."""
-
-    model: object
-    pooled_model: object
-    name: str = "tiny"
-    weights_id: str = "seed1"
-    input_size: int = TINY_SIZE
-    feature_dim: int = 8
-    grid_size: int = 7
-    random_weights: bool = True
-
-
-def tiny_encoder(grid_size: int = 7, name: str = "tiny") -> TinyEncoder:
+def tiny_encoder(grid_size: int = 7, name: str = "tiny") -> Encoder:
     """Same weights in every process (seeded initialisers), so separate runs are comparable.
 
     ``4 * grid_size`` pixels -> ``(grid_size, grid_size, 8)``: 7 like ResNet50 and Lite0, 9 like Lite2.
@@ -61,9 +47,8 @@ def tiny_encoder(grid_size: int = 7, name: str = "tiny") -> TinyEncoder:
     grid = keras.layers.Conv2D(8, 4, strides=4, activation="relu",
                                kernel_initializer=keras.initializers.RandomNormal(seed=1),
                                bias_initializer=keras.initializers.Constant(0.1))(scaled)  # (B, g, g, 8)
-    pooled = keras.layers.GlobalAveragePooling2D()(grid)  # (B, 8)
-    return TinyEncoder(model=keras.Model(pixels, grid), pooled_model=keras.Model(pixels, pooled),
-                       name=name, input_size=size, grid_size=grid_size)
+    return Encoder(name=name, input_size=size, feature_dim=8, grid_size=grid_size, weights_id="seed1",
+                   model=keras.Model(pixels, grid), random_weights=True)
 
 
 def write_photos(root: Path, names, seed: int = 0) -> list[Path]:

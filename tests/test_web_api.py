@@ -13,7 +13,6 @@ import re
 import threading
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -116,7 +115,9 @@ class HeldEncoder:
         self.entered = threading.Event()
         self.fail_next = False
 
-    def __call__(self, pixels):
+    input_size = 16
+
+    def encode(self, pixels, kind):
         self.entered.set()
         self.gate.wait(30)
         if self.fail_next:
@@ -127,8 +128,7 @@ class HeldEncoder:
 
 
 def colour_captioner(encoder: HeldEncoder) -> Captioner:
-    return Captioner(SimpleNamespace(input_size=16), ColourDecoder(), Vocabulary(COLOUR_WORDS),
-                     max_length=5, encode_pixels=encoder)
+    return Captioner(encoder, ColourDecoder(), Vocabulary(COLOUR_WORDS), max_length=5)
 
 
 # ---------------------------------------------------------------------------- the page and docs

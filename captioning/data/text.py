@@ -112,7 +112,7 @@ class Vocabulary:
         self._ids = {word: index for index, word in enumerate(words)}
 
     @classmethod
-    def build(cls, captions: Iterable[str], min_count: int = 5, max_size: int | None = None) -> "Vocabulary":
+    def build(cls, captions: Iterable[str], min_count: int = 5, max_size: int | None = None) -> Vocabulary:
         """Build the vocabulary from TRAINING captions only (never validation or test).
 
         Args:
@@ -201,7 +201,7 @@ class Vocabulary:
         write_text_atomic(path, json.dumps(data, ensure_ascii=False, indent=0) + "\n")
 
     @classmethod
-    def load(cls, path: str | Path) -> "Vocabulary":
+    def load(cls, path: str | Path) -> Vocabulary:
         """Read a vocabulary written by ``save``.
 
         Args:

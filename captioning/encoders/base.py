@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from captioning import config
+
 
 @dataclass(kw_only=True)
 class Encoder:
@@ -34,6 +36,7 @@ class Encoder:
     model: Any  # keras.Model; typed loosely so importing this module does not import TensorFlow
     random_weights: bool = False
     _pooled_model: Any = field(default=None, init=False, repr=False, compare=False)
+    _compiled_calls: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         # The sizes are declared separately from the model; a wrong one would mislabel every
@@ -49,8 +52,7 @@ class Encoder:
     def pooled_model(self):
         """keras Model: the same input -> ``(B, feature_dim)`` mean over the grid; built once.
 
-        Global average pooling equals Keras ``pooling="avg"``; callers may use it inside tf.data
-        or with ``predict_on_batch``.
+        Global average pooling equals Keras ``pooling="avg"``.
         """
         if self._pooled_model is None:
             import keras
@@ -60,39 +62,53 @@ class Encoder:
                                              name=f"{self.model.name}_pooled")
         return self._pooled_model
 
-    def grid(self, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
-        """Spatial features of a batch of images.
+    def feature_shape(self, kind: str) -> tuple[int, ...]:
+        """One image's features of ``kind``: ``(feature_dim,)`` pooled, ``(g, g, feature_dim)`` grid."""
+        return config.EncoderShape(self.input_size, self.grid_size, self.feature_dim).feature_shape(kind)
+
+    def encode(self, pixels: Any, kind: str) -> np.ndarray:
+        """Features of a batch of images: the one way the tool runs the CNN.
+
+        Feature extraction (inside its tf.data pipeline) and captioning both call this, so a
+        caption model sees at inference exactly the numbers it was trained on: the same graph, and
+        float16 as the feature cache stores them.
 
         Args:
-            images: ``(B, input_size, input_size, 3)`` RGB, uint8 or float in 0..255.
-            batch_size: images per forward pass (bounds memory for large B).
+            pixels: uint8 ``(B, input_size, input_size, 3)`` RGB, a numpy array or a tensor (as
+                ``data.images.load_image`` gives them).
+            kind: ``"pooled"`` or ``"grid"``.
 
         Returns:
-            float32 ``(B, grid_size, grid_size, feature_dim)``.
+            float16 ``(B, *feature_shape(kind))``.
+
+        Raises:
+            ValueError: pixels of another shape or type, or an unknown kind.
         """
-        return self._run(self.model, images, batch_size)
-
-    def pooled(self, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
-        """Pooled features (mean over the grid) of a batch of images.
-
-        Args:
-            images: ``(B, input_size, input_size, 3)`` RGB, uint8 or float in 0..255.
-            batch_size: images per forward pass.
-
-        Returns:
-            float32 ``(B, feature_dim)``.
-        """
-        return self._run(self.pooled_model, images, batch_size)
-
-    def _run(self, model, images: np.ndarray, batch_size: int) -> np.ndarray:
-        images = np.asarray(images)
+        shape, dtype = tuple(pixels.shape), getattr(pixels.dtype, "name", str(pixels.dtype))
         expected = (self.input_size, self.input_size, 3)
-        if images.ndim != 4 or images.shape[1:] != expected:
-            raise ValueError(f"{self.name} expects images of shape (B, {expected[0]}, "
-                             f"{expected[1]}, 3), got {images.shape}")
-        outputs = [np.asarray(model.predict_on_batch(
-                       images[start:start + batch_size].astype(np.float32)), dtype=np.float32)
-                   for start in range(0, len(images), batch_size)]
-        if not outputs:
-            return np.zeros((0,) + tuple(model.outputs[0].shape[1:]), dtype=np.float32)
-        return np.concatenate(outputs)
+        if len(shape) != 4 or shape[1:] != expected or dtype != "uint8":
+            raise ValueError(f"{self.name} expects uint8 images of shape (B, {expected[0]}, {expected[1]}, 3), "
+                             f"got {dtype} {shape}")
+        # float16 on the numpy side: a float16 cast inside the graph makes oneDNN log an error
+        # line on CPUs without AVX-512 FP16.
+        return np.asarray(self._compiled(kind)(pixels)).astype(np.float16)
+
+    def _compiled(self, kind: str) -> Any:
+        """The graph-compiled ``uint8 pixels -> float32 features`` call for ``kind``, traced once.
+
+        The batch axis is left open, so a short last batch or a single image costs neither a
+        retrace nor padding.
+        """
+        if kind not in self._compiled_calls:
+            import tensorflow as tf
+
+            self.feature_shape(kind)  # refuses an unknown kind
+            network = self.pooled_model if kind == "pooled" else self.model
+            size = self.input_size
+
+            @tf.function(input_signature=[tf.TensorSpec((None, size, size, 3), tf.uint8)])
+            def infer(pixels):
+                return network(tf.cast(pixels, tf.float32), training=False)
+
+            self._compiled_calls[kind] = infer
+        return self._compiled_calls[kind]

@@ -13,14 +13,11 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from weakref import WeakKeyDictionary
 
 import numpy as np
 
-from captioning.errors import FeatureCacheError
 from captioning.features.cache import FEATURE_DTYPE, CacheState, FeatureCache, Signature, Todo
 
-_COMPILED: WeakKeyDictionary = WeakKeyDictionary()  # keras model -> its compiled inference
 _DECODE_THREADS = max(2, os.cpu_count() or 1)  # parallel image decodes in the tf.data pipeline
 _BATCHES_IN_FLIGHT = 2  # decoded batches waiting for the CNN
 
@@ -82,7 +79,7 @@ def extract_features(dataset, encoder, kind: str = "pooled", image_paths: Sequen
     paths = _unique(image_paths if image_paths is not None else [item.path for item in dataset.images])
     cache = FeatureCache.of(dataset, encoder.name, encoder.weights_id, kind)
     with cache.locked():
-        state = cache.read_state_for(row_shape(encoder, kind))
+        state = cache.read_state_for(encoder.feature_shape(kind))
         todo, reused = cache.plan(state, dataset, paths)
         computed, speed = 0, 0.0
         if todo:
@@ -115,8 +112,7 @@ def encode_paths(encoder, paths: Sequence[Path], kind: str = "pooled",
     for batch in _run_pipeline(encoder, kind, paths, batch_size):
         chunks.append(batch.features)
         failures.extend((paths[i], reason) for i, reason in batch.failures)
-    shape = row_shape(encoder, kind)
-    features = np.concatenate(chunks) if chunks else np.zeros((0, *shape), FEATURE_DTYPE)
+    features = np.concatenate(chunks) if chunks else np.zeros((0, *encoder.feature_shape(kind)), FEATURE_DTYPE)
     return features, failures
 
 
@@ -147,15 +143,11 @@ def _run_pipeline(encoder, kind: str, paths: list[Path], batch_size: int) -> Ite
     """Yield encoded batches in input order: parallel decode + resize, batch, prefetch, CNN."""
     if not paths:
         return
-    model = encoder.pooled_model if kind == "pooled" else encoder.model
-    infer = _compiled_inference(model, encoder.input_size)
     dataset = image_batches(paths, encoder.input_size, batch_size)
     position = 0
     for pixels, ok, reasons in dataset:  # (batch, size, size, 3) uint8, (batch,), (batch,)
         count = int(pixels.shape[0])
-        # float16 on the numpy side: a float16 cast inside the graph makes oneDNN log an error
-        # line on CPUs without AVX-512 FP16.
-        features = infer(pixels).numpy().astype(FEATURE_DTYPE)
+        features = encoder.encode(pixels, kind)  # (batch, *row_shape) float16
         ok = ok.numpy()
         indices = np.arange(position, position + count)
         failures = [(int(i), reasons[j].numpy().decode("utf-8", "replace"))
@@ -208,38 +200,6 @@ def image_batches(paths: Sequence[Path], size: int, batch_size: int):
             .batch(batch_size)
             .prefetch(_BATCHES_IN_FLIGHT)
             .with_options(options))
-
-
-def _compiled_inference(model, size: int):
-    """A graph-compiled ``uint8 pixels (B, size, size, 3) -> float32 features`` call.
-
-    Traced once for any batch size (the batch axis is left open), so a short last batch or the
-    Captioner's single image costs neither a retrace nor padding; kept per model, so repeated calls
-    do not trace again.
-    """
-    import tensorflow as tf
-
-    infer = _COMPILED.get(model)
-    if infer is None:
-        @tf.function(input_signature=[tf.TensorSpec((None, size, size, 3), tf.uint8)])
-        def infer(pixels):
-            return model(tf.cast(pixels, tf.float32), training=False)
-
-        _COMPILED[model] = infer
-    return infer
-
-
-def row_shape(encoder, kind: str) -> tuple[int, ...]:
-    """One image's features from ``encoder``: ``(D,)`` pooled or ``(g, g, D)`` grid.
-
-    Raises:
-        FeatureCacheError: unknown kind.
-    """
-    if kind == "pooled":
-        return (encoder.feature_dim,)
-    if kind == "grid":
-        return (encoder.grid_size, encoder.grid_size, encoder.feature_dim)
-    raise FeatureCacheError(f"unknown feature kind {kind!r}: use 'pooled' or 'grid'")
 
 
 def _unique(paths) -> list[Path]:

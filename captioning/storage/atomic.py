@@ -20,8 +20,9 @@ import json
 import os
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 # mkstemp makes files private (0600); what this tool writes is ordinary user data.
 FILE_MODE = 0o644

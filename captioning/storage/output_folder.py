@@ -35,9 +35,9 @@ import shutil
 import stat
 import sys
 import time
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Callable, Iterator
 
 from captioning import config as settings
 from captioning.errors import CaptioningError, InputFileError

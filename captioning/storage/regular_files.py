@@ -13,8 +13,9 @@ import contextlib
 import errno
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 from captioning.errors import InputFileError
 from captioning.storage.disk_space import format_bytes

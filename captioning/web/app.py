@@ -9,10 +9,11 @@ applies: empty, not an image, truncated, decompression bomb) and hand the pixels
 
 import asyncio
 import re
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Callable, Literal
+from typing import Annotated, Literal
 
 from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
@@ -362,7 +363,7 @@ async def _caption(state: ServerState, pixels: list, beam_size: int):
 async def _wait(state: ServerState, future):
     try:
         return await asyncio.wait_for(asyncio.wrap_future(future), state.settings.request_timeout_s)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise ServerBusy(f"captioning took longer than {state.settings.request_timeout_s:g} s; "
                          "the server is overloaded, try again later") from None
 

@@ -9,8 +9,8 @@ Matplotlib is not thread-safe, so figures are drawn one at a time.
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 

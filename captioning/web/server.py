@@ -10,8 +10,8 @@ from __future__ import annotations
 import dataclasses
 import errno
 import socket
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from captioning import config
 from captioning.errors import CaptioningError
