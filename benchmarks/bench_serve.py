@@ -31,7 +31,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))
 
 from captioning.data.images import find_images  # noqa: E402
-from tests.serve_process import running_server  # noqa: E402
+from tests.support.serve_process import running_server  # noqa: E402
 
 DEFAULT_PHOTOS = PROJECT_ROOT.parent / "shared" / "datasets" / "coco-mini" / "Images"
 BEAM = 3

@@ -1,4 +1,4 @@
-"""Shared fixtures: paths to the real datasets beside the project, and an isolated data folder."""
+"""Shared fixtures: the real datasets beside the project, an isolated data folder, a tiny bundle."""
 
 from __future__ import annotations
 
@@ -62,3 +62,11 @@ def kaggle_home(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(home / ".kaggle"))
     monkeypatch.setenv("KAGGLEHUB_CACHE", str(home / "kagglehub-cache"))
     return home
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory) -> Path:
+    """A session-wide tiny merge bundle: real files and graphs, random weights (tests/support/bundles.py)."""
+    from tests.support.bundles import make_tiny_bundle
+
+    return make_tiny_bundle(tmp_path_factory.mktemp("bundles") / "tiny-merge")

@@ -218,7 +218,7 @@ def test_attention_model_trained_by_the_pipeline_captions_unseen_shapes(tmp_path
     from captioning.features.extraction import encode_paths
     from captioning.models import make_step_decoder
     from captioning.train_pipeline import TrainOptions, train_model
-    from tests.shapes_dataset import write_shapes_dataset
+    from tests.support.shapes_dataset import write_shapes_dataset
 
     options = TrainOptions(
         dataset=str(write_shapes_dataset(tmp_path / "train", n_images=216, seed=1)),

@@ -19,7 +19,7 @@ from PIL import Image
 
 from captioning import cli, config
 from captioning.commands.caption import unique_png_names
-from tests.fixtures_bundle import WORDS, tiny_bundle  # noqa: F401 - the fixture
+from tests.support.bundles import WORDS
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -207,7 +207,7 @@ def test_unique_png_names():
 
 @pytest.mark.parametrize("encoder", ["efficientnet_lite0", "efficientnet_lite2"])  # 7x7, 9x9 grid
 def test_attention_map_for_an_attention_model(tmp_path, monkeypatch, capsys, encoder):
-    from tests.fixtures_bundle import make_tiny_bundle
+    from tests.support.bundles import make_tiny_bundle
 
     model = make_tiny_bundle(tmp_path / "tiny-attention", kind="attention", encoder=encoder)
     image = photo(tmp_path / "cat.png", size=(120, 90))

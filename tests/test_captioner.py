@@ -12,6 +12,7 @@ from PIL import Image
 from captioning.captioner import Captioner, CaptionResult, bundle_settings, expand_paths
 from captioning.data.text import Vocabulary
 from captioning.errors import BundleError
+from tests.support.bundles import WORDS as BUNDLE_WORDS
 
 WORDS = ["<pad>", "<unk>", "<start>", "<end>", "red", "blue", "green"]
 COLORS = {"red": (220, 20, 20), "blue": (20, 20, 220), "green": (20, 200, 20)}
@@ -152,9 +153,6 @@ def test_bundle_settings_reads_encoder_decoder_and_length():
 
 # ------------------------------------------------------------------ with a real (tiny) bundle
 
-from tests.fixtures_bundle import WORDS as BUNDLE_WORDS  # noqa: E402
-from tests.fixtures_bundle import tiny_bundle  # noqa: E402,F401 - the fixture
-
 
 @pytest.fixture(scope="module")
 def real_captioner(tiny_bundle):
@@ -199,7 +197,7 @@ def test_a_bundle_whose_grid_is_not_its_encoders_is_refused(tmp_path):
     grid size, so nothing else would notice)."""
     import json
 
-    from tests.fixtures_bundle import make_tiny_bundle
+    from tests.support.bundles import make_tiny_bundle
 
     path = make_tiny_bundle(tmp_path / "grid", kind="attention", encoder="efficientnet_lite2")
     settings = json.loads((path / "config.json").read_text())

@@ -13,7 +13,7 @@ from captioning.captioner import Captioner
 from captioning.cli import main
 from captioning.ensemble import EnsembleStepDecoder, combine_bundles
 from captioning.errors import BundleError
-from tests.fixtures_bundle import WORDS, make_tiny_bundle
+from tests.support.bundles import WORDS, make_tiny_bundle
 
 GRID = (7, 7, 1280)
 

@@ -394,7 +394,7 @@ def test_evaluate_a_model_trained_on_shapes(tmp_path, monkeypatch, capsys):
     # the bundle's own dataset, its recorded split, only the test images. The captions follow
     # from the pixels, so a model that learnt scores high on images it never saw. (~60 s on CPU)
     from captioning.train_pipeline import TrainOptions, train_model
-    from tests.shapes_dataset import write_shapes_dataset
+    from tests.support.shapes_dataset import write_shapes_dataset
 
     monkeypatch.setattr(metrics, "java_available", lambda: False)  # METEOR's jar: tested elsewhere
     split_config = config.SplitConfig(seed=3, val_fraction=0.2, test_fraction=0.2)

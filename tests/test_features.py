@@ -22,33 +22,16 @@ from PIL import Image
 
 from captioning import config
 from captioning.data.datasets import load_dataset
-from captioning.encoders.base import Encoder
 from captioning.errors import FeatureCacheError
 from captioning.features import cache as feature_cache
 from captioning.features import extraction as features
 from captioning.features.cache import load_features
 from captioning.features.extraction import encode_paths, extract_features
 from captioning.storage import disk_space
+from tests.support.encoders import tiny_encoder
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 TINY_SIZE = 28
-
-
-def tiny_encoder(grid_size: int = 7, name: str = "tiny") -> Encoder:
-    """Same weights in every process (seeded initialisers), so separate runs are comparable.
-
-    ``4 * grid_size`` pixels -> ``(grid_size, grid_size, 8)``: 7 like ResNet50 and Lite0, 9 like Lite2.
-    """
-    import keras
-
-    size = 4 * grid_size
-    pixels = keras.Input((size, size, 3))
-    scaled = keras.layers.Rescaling(1 / 255)(pixels)
-    grid = keras.layers.Conv2D(8, 4, strides=4, activation="relu",
-                               kernel_initializer=keras.initializers.RandomNormal(seed=1),
-                               bias_initializer=keras.initializers.Constant(0.1))(scaled)  # (B, g, g, 8)
-    return Encoder(name=name, input_size=size, feature_dim=8, grid_size=grid_size, weights_id="seed1",
-                   model=keras.Model(pixels, grid), random_weights=True)
 
 
 def write_photos(root: Path, names, seed: int = 0) -> list[Path]:
@@ -282,7 +265,7 @@ DRIVER = textwrap.dedent("""
     from captioning.data import images
     from captioning.data.datasets import load_dataset
     from captioning.features.extraction import extract_features
-    from tests.test_features import tiny_encoder
+    from tests.support.encoders import tiny_encoder
 
     config.FEATURE_CACHE_DIR = Path(sys.argv[2])
     delay, real_load = float(sys.argv[3]), images.load_image

@@ -25,7 +25,6 @@ from captioning.data.datasets import load_dataset
 from captioning.data.text import RESERVED_TOKENS, Vocabulary, choose_max_length
 from captioning.errors import BundleError, DatasetError, FeatureCacheError, InputFileError
 from captioning.storage import safe_json, safe_text
-from tests.fixtures_bundle import tiny_bundle  # noqa: F401 - the fixture
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # A subprocess that blocks on a FIFO never ends; this bounds it (generous: a busy 2-core host).

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_datasets import make_flickr_csv, make_images
+from tests.support.datasets import make_flickr_csv, make_images
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 

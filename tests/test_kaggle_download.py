@@ -1,6 +1,6 @@
 """``--dataset mini-coco`` for real: kagglehub's own client against a Kaggle stand-in on loopback.
 
-The stand-in (tests/kaggle_stand_in.py) serves a small Mini-COCO-layout zip built from the real
+The stand-in (tests/support/kaggle_stand_in.py) serves a small Mini-COCO-layout zip built from the real
 COCO photos in ../shared/datasets/coco-mini. Every test runs in its own HOME, kagglehub cache and
 credentials (``kaggle_home``), never the user's.
 """
@@ -26,7 +26,7 @@ from captioning.data.datasets import load_dataset
 from captioning.data.mini_coco import download_failure
 from captioning.errors import DatasetError
 from tests.conftest import COCO_MINI, PROJECT_ROOT, require_dataset
-from tests.kaggle_stand_in import KaggleStandIn
+from tests.support.kaggle_stand_in import KaggleStandIn
 
 OWNER, SLUG = config.MINI_COCO_HANDLE.split("/")
 VERSION = 3

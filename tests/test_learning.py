@@ -11,7 +11,7 @@ pytest.importorskip("tensorflow")
 
 from captioning import config  # noqa: E402
 from captioning.data.text import normalize_caption  # noqa: E402
-from tests.shapes_dataset import write_shapes_dataset  # noqa: E402
+from tests.support.shapes_dataset import write_shapes_dataset  # noqa: E402
 
 
 @pytest.mark.slow  # ~1 min: real encoder, ~25 epochs

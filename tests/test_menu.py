@@ -5,79 +5,32 @@ The fast tests never reach a step that needs TensorFlow; the train-then-caption 
 
 from __future__ import annotations
 
-import io
-import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pexpect
 import pytest
 
 from captioning import config, menu, prompts
-from tests.fixtures_bundle import tiny_bundle  # noqa: F401 - the fixture
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-ENTRY = str(PROJECT_ROOT / "image_captioning.py")
-MENU_PROMPT = "Choose: "
-MODEL_LIST = "Which model? (the default first, then newest first)"
-QUIT = str(len(menu.STEPS))  # the last entry, whatever entries are added before it
-
-
-def _env(workdir: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        CAPTIONING_MODELS_DIR=str(workdir / "saved_models"),
-        CAPTIONING_DATA_DIR=str(workdir / "data"),
-        TF_CPP_MIN_LOG_LEVEL="2",
-        TERM="dumb",  # no readline escape sequences between us and the prompts
-        PYTHONUNBUFFERED="1",
-    )
-    return env
+from tests.support.menu_session import (
+    ENTRY,
+    MENU_PROMPT,
+    MODEL_LIST,
+    PROJECT_ROOT,
+    QUIT,
+    answer,
+    expect_exit_ok,
+    interrupt,
+    menu_env,
+    spawn_menu,
+)
 
 
 @pytest.fixture
 def workdir(tmp_path) -> Path:
     return tmp_path
-
-
-def spawn_menu(workdir: Path, timeout: float = 30) -> pexpect.spawn:
-    """Start ``python image_captioning.py`` in a pseudo-terminal, in ``workdir``."""
-    child = pexpect.spawn(sys.executable, [ENTRY], cwd=str(workdir), env=_env(workdir),
-                          encoding="utf-8", timeout=timeout, dimensions=(50, 200))
-    child.logfile_read = io.StringIO()  # the whole session, for the no-traceback check
-    child.expect_exact("What would you like to do?")
-    child.expect_exact(MENU_PROMPT)
-    return child
-
-
-def expect_exit_ok(child: pexpect.spawn) -> None:
-    """The menu ends (after its goodbye) with status 0, without a traceback."""
-    child.expect(pexpect.EOF)
-    child.close()
-    assert "Traceback" not in child.logfile_read.getvalue()
-    assert child.exitstatus == 0, (child.exitstatus, child.signalstatus)
-
-
-def interrupt(child: pexpect.spawn, expected: str) -> None:
-    """Press Ctrl-C at the prompt just shown and wait for ``expected``.
-
-    A SIGINT landing between the prompt being written and the read starting is lost by CPython's
-    ``input()`` (a window no person can hit, but a test can); only then is Ctrl-C pressed again.
-    """
-    time.sleep(0.2)
-    child.sendintr()
-    if child.expect_exact([expected, pexpect.TIMEOUT], timeout=5) == 1:
-        child.sendintr()
-        child.expect_exact(expected)
-
-
-def answer(child: pexpect.spawn, text: str, then: str) -> None:
-    """Type ``text`` + Enter and wait for ``then`` to appear."""
-    child.sendline(text)
-    child.expect_exact(then)
 
 
 # ---------------------------------------------------------------- start-up and exits
@@ -90,7 +43,7 @@ def test_menu_import_does_not_import_tensorflow():
 
 @pytest.mark.parametrize("stdin", [f"{QUIT}\n", ""])
 def test_piped_stdin_exits_cleanly(workdir, stdin):
-    done = subprocess.run([sys.executable, ENTRY], cwd=workdir, env=_env(workdir), input=stdin,
+    done = subprocess.run([sys.executable, ENTRY], cwd=workdir, env=menu_env(workdir), input=stdin,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stdout + done.stderr
@@ -98,7 +51,7 @@ def test_piped_stdin_exits_cleanly(workdir, stdin):
 
 
 def test_piped_stdin_running_dry_inside_a_step_exits_cleanly(workdir):
-    done = subprocess.run([sys.executable, ENTRY], cwd=workdir, env=_env(workdir),
+    done = subprocess.run([sys.executable, ENTRY], cwd=workdir, env=menu_env(workdir),
                           input="1\n2\n", capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stdout + done.stderr
@@ -420,7 +373,7 @@ def _train_through_menu(child: pexpect.spawn, dataset: Path, epochs: int, resume
 
 @pytest.mark.slow
 def test_train_interrupt_resume_then_caption(workdir):
-    from tests.shapes_dataset import write_shapes_dataset
+    from tests.support.shapes_dataset import write_shapes_dataset
 
     dataset = write_shapes_dataset(workdir / "shapes", n_images=48, seed=3)
     child = spawn_menu(workdir, timeout=300)

@@ -101,7 +101,7 @@ def test_anything_else_is_refused_in_one_line_and_left_alone(tmp_path, make, exp
 
 
 def test_the_dataset_folder_the_current_folder_and_home_are_refused(tmp_path, monkeypatch):
-    from tests.shapes_dataset import write_shapes_dataset
+    from tests.support.shapes_dataset import write_shapes_dataset
 
     dataset = write_shapes_dataset(tmp_path / "shapes", n_images=2, seed=0)
     with pytest.raises(OutputFolderError, match=r"\(Images/, captions.txt\)"):
@@ -147,7 +147,7 @@ def _run_cli(argv: list[str], env: dict, cwd: Path) -> subprocess.CompletedProce
     ["ensemble", "{dataset}/a", "{dataset}/b", "--output", "{out}"],
 ])
 def test_train_and_ensemble_refuse_a_folder_with_a_file_before_tensorflow_loads(tmp_path, command):
-    from tests.shapes_dataset import write_shapes_dataset
+    from tests.support.shapes_dataset import write_shapes_dataset
 
     dataset = write_shapes_dataset(tmp_path / "shapes", n_images=4, seed=0)
     out = _folder_with_a_file_and_photos(tmp_path / "mine")
@@ -179,7 +179,7 @@ def test_the_must_show_command_leaves_the_file_and_fails(tmp_path, coco_mini):
 
 def test_the_default_output_holding_user_files_is_refused_too(tmp_path, capsys):
     from captioning.cli import main
-    from tests.shapes_dataset import write_shapes_dataset
+    from tests.support.shapes_dataset import write_shapes_dataset
 
     dataset = write_shapes_dataset(tmp_path / "shapes", n_images=4, seed=0)
     default = config.MODELS_DIR / "shapes-efficientnet_lite0-merge"
@@ -364,7 +364,7 @@ def test_a_second_writer_is_refused_naming_the_first_and_a_killed_ones_lock_is_f
 
 
 def test_a_bundle_too_big_for_the_disk_is_refused_before_writing(tmp_path, monkeypatch):
-    from tests.fixtures_bundle import make_tiny_bundle
+    from tests.support.bundles import make_tiny_bundle
 
     target = make_tiny_bundle(tmp_path / "m", seed=0)
     before = _snapshot(target)
@@ -377,7 +377,7 @@ def test_a_bundle_too_big_for_the_disk_is_refused_before_writing(tmp_path, monke
 
 
 def test_a_disk_that_fills_during_the_bundle_write_is_one_line_and_leaves_nothing(tmp_path, monkeypatch):
-    from tests.fixtures_bundle import make_tiny_bundle
+    from tests.support.bundles import make_tiny_bundle
 
     target = make_tiny_bundle(tmp_path / "m", seed=0)
     before = _snapshot(target)
@@ -398,10 +398,10 @@ def test_a_checkpoint_without_room_is_one_line_and_the_previous_one_stays(tmp_pa
     from dataclasses import replace
 
     from captioning import training
-    from tests.test_training import CONFIG, FINGERPRINT, _data, _model
+    from tests.support.toy_training import CONFIG, FINGERPRINT, toy_data, toy_model
 
-    data = _data()
-    training.fit(_model(seed=1), data, replace(CONFIG, epochs=1), tmp_path, FINGERPRINT, log=lambda line: None)
+    data = toy_data()
+    training.fit(toy_model(seed=1), data, replace(CONFIG, epochs=1), tmp_path, FINGERPRINT, log=lambda line: None)
     checkpoint = tmp_path / ".checkpoint"
     before = _snapshot(checkpoint)
     real_disk_usage = disk_space.shutil.disk_usage
@@ -410,7 +410,7 @@ def test_a_checkpoint_without_room_is_one_line_and_the_previous_one_stays(tmp_pa
     with pytest.raises(OutputFolderError, match=r"^not enough disk space for the checkpoint of epoch 2 in .*: needs "
                                                 r"about .* free; free some space; then run the same command with "
                                                 r"--resume \(it continues after epoch 1\)$"):
-        training.fit(_model(seed=1), data, replace(CONFIG, epochs=2), tmp_path, FINGERPRINT, resume=True,
+        training.fit(toy_model(seed=1), data, replace(CONFIG, epochs=2), tmp_path, FINGERPRINT, resume=True,
                      log=lambda line: None)
     assert _snapshot(checkpoint) == before  # epoch 1's checkpoint, and no partial epoch-0002 folder
 
@@ -423,12 +423,12 @@ def test_a_checkpoint_without_room_is_one_line_and_the_previous_one_stays(tmp_pa
     monkeypatch.setattr(disk_space.shutil, "disk_usage", real_disk_usage)
     monkeypatch.setattr(training, "write_bytes_atomic", fills_up)
     with pytest.raises(OutputFolderError, match=r"could not write the checkpoint of epoch 2 in .* \(the disk is full\)"):
-        training.fit(_model(seed=1), data, replace(CONFIG, epochs=2), tmp_path, FINGERPRINT, resume=True,
+        training.fit(toy_model(seed=1), data, replace(CONFIG, epochs=2), tmp_path, FINGERPRINT, resume=True,
                      log=lambda line: None)
     assert _snapshot(checkpoint) == before
     fresh = tmp_path / "fresh"  # a first checkpoint that fails leaves no folder behind
     with pytest.raises(OutputFolderError, match=r"epoch 1 .*\(the disk is full\); then run the same command again$"):
-        training.fit(_model(seed=1), data, replace(CONFIG, epochs=1), fresh, FINGERPRINT, log=lambda line: None)
+        training.fit(toy_model(seed=1), data, replace(CONFIG, epochs=1), fresh, FINGERPRINT, log=lambda line: None)
     assert not fresh.exists()
 
 
@@ -458,8 +458,8 @@ FULL_DISK_DRIVER = textwrap.dedent("""
     from pathlib import Path
     from captioning import training
     from captioning.errors import CaptioningError
-    from tests.fixtures_bundle import make_tiny_bundle
-    from tests.test_training import CONFIG, FINGERPRINT, _data, _model
+    from tests.support.bundles import make_tiny_bundle
+    from tests.support.toy_training import CONFIG, FINGERPRINT, toy_data, toy_model
 
     # No free-space check: the writes themselves must meet the full disk and fail cleanly.
     training.ensure_free_space = lambda *args, **kwargs: None
@@ -467,7 +467,7 @@ FULL_DISK_DRIVER = textwrap.dedent("""
     captioning.bundle.ensure_free_space = training.ensure_free_space
     errors = {{}}
     for name, write in (("bundle", lambda: make_tiny_bundle(Path(sys.argv[1]) / "m", seed=1)),
-                        ("checkpoint", lambda: training.fit(_model(seed=1), _data(), replace(CONFIG, epochs=1),
+                        ("checkpoint", lambda: training.fit(toy_model(seed=1), toy_data(), replace(CONFIG, epochs=1),
                                                             Path(sys.argv[1]) / "run", FINGERPRINT))):
         try:
             write()
@@ -479,7 +479,7 @@ FULL_DISK_DRIVER = textwrap.dedent("""
 
 @pytest.mark.slow  # a fresh TensorFlow process
 def test_a_really_full_disk_is_one_line_never_a_crash(tmp_path, small_disk):
-    from tests.fixtures_bundle import make_tiny_bundle
+    from tests.support.bundles import make_tiny_bundle
 
     target = make_tiny_bundle(small_disk / "m", seed=0)
     before = _snapshot(target)
@@ -512,7 +512,7 @@ def _wait_for(condition, process: subprocess.Popen, what: str, timeout: float = 
 @pytest.mark.slow  # two training runs on 30 images, one of them a fresh TensorFlow process
 def test_a_run_killed_during_its_final_save_is_finished_by_resume_without_training(tmp_path, capsys, monkeypatch):
     from captioning.cli import main
-    from tests.shapes_dataset import write_shapes_dataset
+    from tests.support.shapes_dataset import write_shapes_dataset
 
     dataset = write_shapes_dataset(tmp_path / "shapes", n_images=30, seed=4)
     output = tmp_path / "models" / "run"
@@ -556,7 +556,7 @@ def test_a_run_killed_during_its_final_save_is_finished_by_resume_without_traini
 def test_a_disk_that_fills_at_the_final_save_is_one_line_and_resume_writes_the_bundle(tmp_path, small_disk,
                                                                                          capsys, monkeypatch):
     from captioning.cli import main
-    from tests.shapes_dataset import write_shapes_dataset
+    from tests.support.shapes_dataset import write_shapes_dataset
 
     dataset = write_shapes_dataset(tmp_path / "shapes", n_images=30, seed=4)
     output = small_disk / "run"

@@ -12,8 +12,7 @@ import pytest
 
 from captioning import cli, config
 from captioning.errors import CaptioningError
-from tests.fixtures_bundle import tiny_bundle  # noqa: F401 - the fixture
-from tests.serve_process import PROJECT_ROOT, running_server
+from tests.support.serve_process import PROJECT_ROOT, running_server
 
 pytest.importorskip("fastapi", reason="the web server's libraries are not installed")
 
@@ -116,7 +115,7 @@ def test_menu_entry_serves_until_ctrl_c_then_returns_to_the_menu(tmp_path, tiny_
     import httpx2
 
     from captioning import menu
-    from tests.test_menu import MENU_PROMPT, MODEL_LIST, QUIT, answer, expect_exit_ok, spawn_menu
+    from tests.support.menu_session import MENU_PROMPT, MODEL_LIST, QUIT, answer, expect_exit_ok, spawn_menu
 
     serve_entry = [label for label, _ in menu.STEPS].index("Serve the captioning web page") + 1
     shutil.copytree(tiny_bundle, tmp_path / "saved_models" / "tiny")

@@ -16,38 +16,14 @@ import pytest
 keras = pytest.importorskip("keras")
 
 from captioning import training  # noqa: E402
-from captioning.config import DecoderConfig, TrainConfig  # noqa: E402
-from captioning.models import build_decoder  # noqa: E402
+from captioning.config import DecoderConfig  # noqa: E402
+from tests.support.toy_training import CONFIG, FEATURE_DIM, FINGERPRINT, MAX_LENGTH, toy_data, toy_model  # noqa: E402
 
-VOCAB, MAX_LENGTH, FEATURE_DIM = 15, 7, 8
-DECODER = DecoderConfig(embedding_dim=8, units=8, dropout=0.3)
-CONFIG = TrainConfig(epochs=4, batch_size=16, learning_rate=0.01, early_stopping_patience=10,
-                     reduce_lr_patience=1, reduce_lr_factor=0.5, seed=7)
-FINGERPRINT = {"dataset": "toy", "batch_size": 16, "epochs": 4}
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
-def _data(images=20, captions_per_image=3, seed=0) -> training.TrainingData:
-    rng = np.random.default_rng(seed)
-    features = rng.normal(size=(images, FEATURE_DIM)).astype(np.float16)
-    rows = np.repeat(np.arange(images), captions_per_image)
-    lengths = rng.integers(1, MAX_LENGTH - 1, size=len(rows))
-    tokens = np.zeros((len(rows), MAX_LENGTH), dtype=np.int32)
-    for i, n in enumerate(lengths):
-        tokens[i, : n + 2] = [2, *rng.integers(4, VOCAB, size=n), 3]
-    split = len(rows) * 3 // 4
-    return training.TrainingData(features, rows[:split], tokens[:split], rows[split:], tokens[split:])
-
-
-def _model(seed):
-    keras.utils.set_random_seed(seed)
-    model = build_decoder(VOCAB, MAX_LENGTH, (FEATURE_DIM,), DECODER)
-    training.compile_model(model, CONFIG.learning_rate)
-    return model
-
-
 def test_batches_gather_feature_rows_and_shift_tokens():
-    data = _data()
+    data = toy_data()
     batches = list(training.make_dataset(data.features, data.train_rows, data.train_tokens, batch_size=16))
     inputs, targets = batches[0]
     assert inputs["features"].shape == (16, FEATURE_DIM) and inputs["features"].dtype.name == "float32"
@@ -64,7 +40,7 @@ def test_batches_gather_feature_rows_and_shift_tokens():
 
 
 def test_trimmed_batches_group_similar_lengths_and_keep_every_caption():
-    data = _data(images=200)
+    data = toy_data(images=200)
     lengths = (data.train_tokens != 0).sum(axis=1)
     batches = list(training.make_dataset(data.features, data.train_rows, data.train_tokens, 16,
                                          shuffle_seed=[1, 0], trim=True))
@@ -93,7 +69,7 @@ class _RowsOnly:
 
 
 def test_batches_read_only_their_own_feature_rows_from_a_memmap(tmp_path):
-    data = _data(images=30)
+    data = toy_data(images=30)
     np.save(tmp_path / "features.npy", data.features)
     memmap = np.load(tmp_path / "features.npy", mmap_mode="r", allow_pickle=False)
     features = _RowsOnly(memmap)
@@ -134,19 +110,19 @@ def _interrupt_after(epochs_done):
 
 
 def test_resumed_run_gives_the_same_weights_as_an_uninterrupted_one(tmp_path):
-    data = _data()
-    straight = _model(seed=1)
+    data = toy_data()
+    straight = toy_model(seed=1)
     full = training.fit(straight, data, CONFIG, tmp_path / "a", FINGERPRINT, log=lambda line: None)
     assert full.epochs_run == 4 and not full.interrupted
 
     log, lines = _interrupt_after(2)
-    first = training.fit(_model(seed=1), data, CONFIG, tmp_path / "b", FINGERPRINT, log=log)
+    first = training.fit(toy_model(seed=1), data, CONFIG, tmp_path / "b", FINGERPRINT, log=log)
     assert first.interrupted and first.epochs_run == 2
     assert (tmp_path / "b" / ".checkpoint" / "state.json").is_file()
 
     # A fresh process would rebuild the model with fresh weights: use another seed to prove
     # that weights, optimizer and schedule all come from the checkpoint.
-    resumed_model = _model(seed=99)
+    resumed_model = toy_model(seed=99)
     resumed = training.fit(resumed_model, data, CONFIG, tmp_path / "b", FINGERPRINT, resume=True,
                            log=lines.append)
     assert any(line.startswith("resuming after epoch 2") for line in lines)
@@ -162,8 +138,8 @@ def _without_seconds(history, reference):
 
 
 def test_interrupt_keeps_best_weights_and_checkpoint(tmp_path):
-    data = _data()
-    model = _model(seed=2)
+    data = toy_data()
+    model = toy_model(seed=2)
     log, _ = _interrupt_after(1)
     result = training.fit(model, data, CONFIG, tmp_path, FINGERPRINT, log=log)
     assert result.interrupted and result.epochs_run == 1 and result.best_epoch == 1
@@ -175,28 +151,28 @@ def test_interrupt_keeps_best_weights_and_checkpoint(tmp_path):
 
 
 def test_resume_refuses_missing_checkpoint_and_changed_options(tmp_path):
-    data = _data()
+    data = toy_data()
     with pytest.raises(training.ResumeError, match="no interrupted training run"):
-        training.fit(_model(seed=3), data, CONFIG, tmp_path, FINGERPRINT, resume=True)
+        training.fit(toy_model(seed=3), data, CONFIG, tmp_path, FINGERPRINT, resume=True)
     log, _ = _interrupt_after(1)
-    training.fit(_model(seed=3), data, CONFIG, tmp_path, FINGERPRINT, log=log)
+    training.fit(toy_model(seed=3), data, CONFIG, tmp_path, FINGERPRINT, log=log)
     with pytest.raises(training.ResumeError, match="options differ.*batch_size: 16 then, 32 now"):
-        training.fit(_model(seed=3), data, CONFIG, tmp_path, {**FINGERPRINT, "batch_size": 32}, resume=True)
+        training.fit(toy_model(seed=3), data, CONFIG, tmp_path, {**FINGERPRINT, "batch_size": 32}, resume=True)
     # More epochs than first asked for is a normal way to continue a run.
-    more = training.fit(_model(seed=3), data, replace(CONFIG, epochs=2), tmp_path,
+    more = training.fit(toy_model(seed=3), data, replace(CONFIG, epochs=2), tmp_path,
                         {**FINGERPRINT, "epochs": 2}, resume=True, log=lambda line: None)
     assert more.epochs_run == 2
 
 
 def test_resuming_a_run_with_no_epoch_left_trains_nothing_and_gives_its_best_weights(tmp_path):
     """A kill during the final save leaves a checkpoint whose epochs are all done: --resume ends it."""
-    data = _data()
-    done_model = _model(seed=4)
+    data = toy_data()
+    done_model = toy_model(seed=4)
     done = training.fit(done_model, data, replace(CONFIG, epochs=2), tmp_path, FINGERPRINT, log=lambda line: None)
     assert done.epochs_run == 2 and (tmp_path / ".checkpoint" / "state.json").is_file()
 
     lines = []
-    finished_model = _model(seed=98)  # other weights: everything must come from the checkpoint
+    finished_model = toy_model(seed=98)  # other weights: everything must come from the checkpoint
     finished = training.fit(finished_model, data, replace(CONFIG, epochs=2), tmp_path, FINGERPRINT, resume=True,
                             log=lines.append)
     assert lines == [f"that run finished 2 of 2 epochs: nothing left to train, writing its model from the "
@@ -208,12 +184,12 @@ def test_resuming_a_run_with_no_epoch_left_trains_nothing_and_gives_its_best_wei
 
 
 def test_resuming_a_run_that_stopped_early_trains_nothing(tmp_path):
-    data = _data()
+    data = toy_data()
     config = replace(CONFIG, epochs=30, early_stopping_patience=1, learning_rate=0.5)  # overshoots, so it stops
-    stopped = training.fit(_model(seed=5), data, config, tmp_path, FINGERPRINT, log=lambda line: None)
+    stopped = training.fit(toy_model(seed=5), data, config, tmp_path, FINGERPRINT, log=lambda line: None)
     assert stopped.stopped_early and stopped.epochs_run < 30
     lines = []
-    again = training.fit(_model(seed=97), data, config, tmp_path, FINGERPRINT, resume=True, log=lines.append)
+    again = training.fit(toy_model(seed=97), data, config, tmp_path, FINGERPRINT, resume=True, log=lines.append)
     assert len(lines) == 1 and lines[0].startswith(f"that run stopped early after epoch {stopped.epochs_run}: "
                                                    "nothing left to train")
     assert again.epochs_run == stopped.epochs_run and again.history == stopped.history
@@ -258,17 +234,18 @@ def test_gains_smaller_than_min_delta_halve_the_rate_but_still_count_as_best():
 def test_mirrored_strategy_over_two_logical_cpus_trains_an_epoch(tmp_path):
     script = textwrap.dedent(f"""
         import os, sys
-        sys.path.insert(0, {str(PROJECT_ROOT)!r}); sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from dataclasses import replace
+        sys.path.insert(0, {str(PROJECT_ROOT)!r})
         import tensorflow as tf
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-        import test_training as t
+        from tests.support import toy_training as t
         from captioning import training
         strategy = training.make_strategy("mirrored")
         assert strategy.num_replicas_in_sync == 2, strategy.num_replicas_in_sync
         with strategy.scope():
-            model = t._model(seed=5)
-        result = training.fit(model, t._data(images=40), t.replace(t.CONFIG, epochs=1), {str(tmp_path)!r},
+            model = t.toy_model(seed=5)
+        result = training.fit(model, t.toy_data(images=40), replace(t.CONFIG, epochs=1), {str(tmp_path)!r},
                               t.FINGERPRINT)
         print("REPLICAS", strategy.num_replicas_in_sync, "EPOCHS", result.epochs_run,
               "LOSS", result.history["loss"][0])
@@ -286,7 +263,7 @@ def test_train_command_interrupt_resume_and_bundle_config(tmp_path, capsys):
     from captioning import config
     from captioning.cli import main
     from captioning.train_pipeline import TrainOptions, train_model
-    from tests.shapes_dataset import write_shapes_dataset
+    from tests.support.shapes_dataset import write_shapes_dataset
 
     folder = write_shapes_dataset(tmp_path / "shapes", n_images=30, seed=4)
     argv = ["train", "--dataset", str(folder), "--encoder", "efficientnet_lite0", "--encoder-weights", "none",

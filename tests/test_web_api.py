@@ -1,6 +1,6 @@
 """The web server's HTTP API through FastAPI's TestClient: photos in, ``caption --json`` entries out.
 
-Most tests run the real stack on the tiny bundle (tests/fixtures_bundle.py). Batching and dispatch
+Most tests run the real stack on the tiny bundle (tests/support/bundles.py). Batching and dispatch
 are checked with a captioner whose decoder names each photo's colour (a wrong slice of a batch would
 give a photo another's colour) and whose encoder can be held, so that requests pile up behind it.
 """
@@ -22,7 +22,7 @@ from captioning import config
 from captioning.captioner import Captioner
 from captioning.data import images
 from captioning.data.text import Vocabulary
-from tests.fixtures_bundle import WORDS, make_tiny_bundle, tiny_bundle  # noqa: F401 - the fixture
+from tests.support.bundles import WORDS, make_tiny_bundle
 
 pytest.importorskip("fastapi", reason="the web server's libraries are not installed")
 from fastapi.testclient import TestClient  # noqa: E402

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.serve_process import PROJECT_ROOT, running_server
+from tests.support.serve_process import PROJECT_ROOT, running_server
 
 pytestmark = pytest.mark.slow
 

@@ -1,20 +1,18 @@
-"""A tiny real model bundle for captioning tests, built once per test session.
+"""Tiny real model bundles for captioning tests.
 
-``tiny_bundle`` saves an untrained merge decoder (small layers, random weights) over the
+``make_tiny_bundle`` saves an untrained merge decoder (small layers, random weights) over the
 efficientnet_lite0 encoder with random weights through ``bundle.save_bundle``: every file a real
 bundle has, the real encoder graph and step decoder, built in seconds. Captions from it are
 arbitrary words from its vocabulary, which is all the CLI and Captioner plumbing tests need;
 learning itself is tested by training on the shapes dataset (tests of the training pipeline).
 
-Import the fixture into a test module with ``from tests.fixtures_bundle import tiny_bundle``.
+The session-wide ``tiny_bundle`` fixture (tests/conftest.py) is one of these.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-
-import pytest
 
 WORDS = ["a", "red", "blue", "green", "circle", "square", "triangle", "on", "white", "background"]
 MAX_LENGTH = 8
@@ -56,9 +54,3 @@ def make_tiny_bundle(target: Path, kind: str = "merge", seed: int = 0, words: Se
     settings = {"decoder": dict(decoder.__dict__), "vocab_size": len(vocab), "max_length": MAX_LENGTH,
                 "feature_shape": list(feature_shape), "encoder": {**ENCODER, "name": encoder}}
     return bundle.save_bundle(target, model, vocab, settings, {"loss": [3.0], "val_loss": [3.1]})
-
-
-@pytest.fixture(scope="session")
-def tiny_bundle(tmp_path_factory) -> Path:
-    """A session-wide tiny merge bundle (see module docstring)."""
-    return make_tiny_bundle(tmp_path_factory.mktemp("bundles") / "tiny-merge")
