@@ -62,7 +62,7 @@ def build_timing_bundle(target: Path, vocab_size: int) -> Path:
     """An untrained default-size merge decoder over efficientnet_lite0 (ImageNet weights)."""
     import keras
 
-    from captioning import bundle
+    from captioning.bundles import store as bundle
     from captioning.config import DecoderConfig
     from captioning.data.text import RESERVED_TOKENS, Vocabulary
     from captioning.models import build_decoder

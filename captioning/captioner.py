@@ -77,7 +77,7 @@ class Captioner:
         """Load a bundle and build its encoder and step decoder.
 
         Args:
-            path: a bundle folder; default ``bundle.find_default_bundle()``.
+            path: a bundle folder; default the default model (``bundles.default_model``).
 
         Returns:
             A ready Captioner.
@@ -86,12 +86,13 @@ class Captioner:
             BundleError: no bundle, or one that cannot be loaded.
             EncoderError: the bundle's encoder cannot be built.
         """
-        from captioning import bundle as bundles
+        from captioning.bundles import store as bundles
+        from captioning.bundles.default_model import default_model
         from captioning.encoders import build_encoder
-        from captioning.ensemble import make_ensemble_step_decoder
+        from captioning.inference.ensemble import make_ensemble_step_decoder
         from captioning.models import make_step_decoder
 
-        loaded = bundles.load_bundle(Path(path) if path is not None else bundles.find_default_bundle())
+        loaded = bundles.load_bundle(Path(path) if path is not None else default_model().path)
         settings = bundle_settings(loaded.config, loaded.path)
         encoder = build_encoder(settings["encoder"], weights=settings["encoder_weights"])
         if settings["weights_id"] and encoder.weights_id != settings["weights_id"]:
@@ -99,7 +100,7 @@ class Captioner:
             raise BundleError(f"{loaded.path}: the model was trained on {settings['encoder']} weights "
                               f"{settings['weights_id']} but {encoder.weights_id} were loaded; "
                               "restore those weights or retrain the model")
-        # An ensemble bundle has several members; they caption together (captioning.ensemble).
+        # An ensemble bundle has several members; they caption together (captioning.inference.ensemble).
         step_decoder = make_ensemble_step_decoder(
             [make_step_decoder(member, settings["decoder_config"]) for member in loaded.members])
         return cls(encoder, step_decoder, loaded.vocab, settings["max_length"],
@@ -269,7 +270,7 @@ def bundle_settings(bundle_config: dict, path: Path | str = "") -> dict:
     Raises:
         BundleError: a required field is missing.
     """
-    from captioning.bundle import decoder_config_from_dict
+    from captioning.bundles.store import decoder_config_from_dict
 
     encoder = bundle_config.get("encoder")
     if isinstance(encoder, str):

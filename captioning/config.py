@@ -16,7 +16,7 @@ DATA_DIR = Path(os.environ.get("CAPTIONING_DATA_DIR", PROJECT_ROOT / "data"))
 MODELS_DIR = Path(os.environ.get("CAPTIONING_MODELS_DIR", PROJECT_ROOT / "saved_models"))
 FEATURE_CACHE_DIR = DATA_DIR / "features"
 DEFAULT_BUNDLE_DIR = PROJECT_ROOT / "saved_models" / "default"
-# The user's choice of default model: a pointer file in MODELS_DIR naming a bundle (captioning.model_choice).
+# The user's choice of default model: a pointer file in MODELS_DIR naming a bundle (captioning.bundles.default_model).
 # Absent, the shipped DEFAULT_BUNDLE_DIR is the default; training never changes it unasked.
 DEFAULT_MODEL_POINTER = "default-model.json"
 # Evaluation results go to DATA_DIR / EVALUATIONS_FOLDER / <model> / <dataset>-<split>[-firstN]-beamK/.

@@ -328,7 +328,8 @@ def prepare(model: str | Path | None, dataset_source: str | Path | None, split: 
     Raises:
         BundleError, DatasetError, CaptioningError: as the steps above, one line each.
     """
-    from captioning import bundle, model_choice
+    from captioning.bundles import default_model as model_choice
+    from captioning.bundles import store as bundle
 
     model_path = model_choice.choose_model(model).path
     bundle_config = bundle.read_bundle_config(model_path)  # fails before any dataset is loaded

@@ -27,7 +27,8 @@ CAPTIONED_FOLDER = "captioned_images"
 def bundle_label(path: Path, default: bool = False) -> str:
     """One line naming a bundle for the model list: folder, encoder/decoder, creation time, and
     whether it is the default model."""
-    from captioning import bundle, model_choice
+    from captioning.bundles import default_model as model_choice
+    from captioning.bundles import store as bundle
 
     try:
         data = bundle.read_bundle_config(path)
@@ -44,7 +45,8 @@ def choose_bundle() -> Path | None:
     Returns:
         The bundle folder, or None (with the reason printed) when there is none.
     """
-    from captioning import bundle, model_choice
+    from captioning.bundles import default_model as model_choice
+    from captioning.bundles import store as bundle
 
     bundles, default = model_choice.ordered_bundles()
     if not bundles:
@@ -134,7 +136,7 @@ def train_step() -> None:
 
 def _ask_make_default(bundle_dir: Path) -> None:
     """Offer a finished model as the default; the default changes only on a yes."""
-    from captioning import model_choice
+    from captioning.bundles import default_model as model_choice
 
     if model_choice.is_default(bundle_dir):
         say("It is the default model already (captioning and evaluation use it).")
@@ -190,7 +192,7 @@ def caption_step() -> None:
     bundle_dir = choose_bundle()
     if bundle_dir is None:
         return
-    from captioning import model_choice
+    from captioning.bundles import default_model as model_choice
 
     say(model_choice.model_line(bundle_dir))
     import_tensorflow()

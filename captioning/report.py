@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 
 from captioning import config
+from captioning.bundles.default_model import shown
 from captioning.errors import CaptioningError
 from captioning.evaluation import EvaluationResult, EvaluationSet, ImageOutcome
 from captioning.metrics import SCALE
-from captioning.model_choice import shown
 from captioning.storage import atomic
 from captioning.storage.safe_text import escape
 

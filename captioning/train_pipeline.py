@@ -131,7 +131,7 @@ def _train_into(output: Path, options: TrainOptions, log: Callable[[str], None])
     import keras
 
     from captioning import training
-    from captioning.bundle import save_bundle
+    from captioning.bundles.store import save_bundle
     from captioning.models import build_decoder
     from captioning.storage.output_folder import OutputFolderError
 

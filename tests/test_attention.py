@@ -211,7 +211,7 @@ def test_attention_map_of_a_model_without_attention_says_so():
 @pytest.mark.slow  # ~1-2 min: real EfficientNet-Lite0 grid features, train_model, bundle
 def test_attention_model_trained_by_the_pipeline_captions_unseen_shapes(tmp_path):
     from captioning import config
-    from captioning.bundle import load_bundle
+    from captioning.bundles.store import load_bundle
     from captioning.data.datasets import load_dataset
     from captioning.data.text import normalize_caption
     from captioning.encoders import build_encoder

@@ -11,7 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from captioning import bundle, cli, config, model_choice
+from captioning import cli, config
+from captioning.bundles import default_model as model_choice
+from captioning.bundles import store as bundle
 from captioning.data.text import Vocabulary
 from captioning.errors import BundleError
 from captioning.storage.output_folder import OutputFolderError
@@ -81,7 +83,7 @@ def test_saved_weights_leave_out_the_optimizer(tmp_path):
 
 
 def test_bundle_module_does_not_import_tensorflow():
-    code = "import sys, captioning.bundle; sys.exit('tensorflow' in sys.modules or 'keras' in sys.modules)"
+    code = "import sys, captioning.bundles.store; sys.exit('tensorflow' in sys.modules or 'keras' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parent.parent).returncode == 0
 
 
@@ -195,7 +197,7 @@ def test_a_newer_trained_bundle_does_not_become_the_default(tmp_path, shipped):
     newer, _ = _save(config.MODELS_DIR / "trial-2-epochs")
     _edit_config(older, created="2020-01-01T00:00:00+00:00")
     (config.MODELS_DIR / "not-a-bundle").mkdir()
-    assert bundle.find_default_bundle() == shipped
+    assert model_choice.default_model().path == shipped
     assert model_choice.default_model() == model_choice.ModelChoice(shipped, None)
     assert bundle.list_bundles() == [newer, older, shipped]
     assert model_choice.ordered_bundles() == ([shipped, newer, older], model_choice.ModelChoice(shipped))
@@ -210,7 +212,7 @@ def test_the_chosen_default_is_used_listed_first_and_named(tmp_path, shipped, mo
     assert pointer == config.MODELS_DIR / config.DEFAULT_MODEL_POINTER
     stored = json.loads(pointer.read_text())
     assert stored["model"] == "mine" and stored["chosen_by"] == "test"  # by name: the folder may move
-    assert bundle.find_default_bundle() == chosen
+    assert model_choice.default_model().path == chosen
     assert model_choice.ordered_bundles()[0] == [chosen, newer, shipped]
     assert model_choice.model_line(chosen) == "model: saved_models/mine (efficientnet_lite0 + merge, your default)"
     assert model_choice.model_line(newer) == "model: saved_models/newer (efficientnet_lite0 + merge)"
@@ -235,7 +237,7 @@ def test_a_chosen_default_that_is_gone_falls_back_to_the_shipped_one_with_a_note
     (gone / "config.json").unlink()
     gone.rmdir()
     choice = model_choice.default_model()
-    assert choice.path == shipped and bundle.find_default_bundle() == shipped
+    assert choice.path == shipped and model_choice.default_model().path == shipped
     assert "deleted-later" in choice.note and "is gone" in choice.note and "\n" not in choice.note
     assert "image_captioning.py default MODEL_DIR" in choice.note
     assert model_choice.pointer_path().exists()  # kept: the folder may only be unmounted for now
@@ -268,12 +270,12 @@ def test_a_fifo_as_pointer_is_not_read(shipped):
 def test_no_default_says_what_to_do(tmp_path, monkeypatch):
     monkeypatch.setattr(config, "DEFAULT_BUNDLE_DIR", tmp_path / "shipped-deleted")
     with pytest.raises(BundleError, match="no model bundle .*image_captioning.py train"):
-        bundle.find_default_bundle()
+        model_choice.default_model().path
     _config_only_bundle(config.MODELS_DIR / "mine")
     with pytest.raises(BundleError, match="no default was chosen.*default MODEL_DIR.*found: mine"):
         model_choice.default_model()
     model_choice.set_default(config.MODELS_DIR / "mine", chosen_by="test")
-    assert bundle.find_default_bundle() == config.MODELS_DIR / "mine"
+    assert model_choice.default_model().path == config.MODELS_DIR / "mine"
     assert model_choice.ordered_bundles() == ([config.MODELS_DIR / "mine"],
                                               model_choice.ModelChoice(config.MODELS_DIR / "mine"))
 
@@ -311,14 +313,14 @@ def test_train_make_default_sets_the_default_only_when_asked_and_finished(tmp_pa
         trained, 2.5, 2, {}, interrupted=outcome["interrupted"]))
     argv = ["train", "--dataset", str(tmp_path), "--output", str(trained)]
     assert cli.main(argv) == 0  # without --make-default the default stays the shipped one
-    assert bundle.find_default_bundle() == shipped and "default" not in capsys.readouterr().out
+    assert model_choice.default_model().path == shipped and "default" not in capsys.readouterr().out
     outcome["interrupted"] = True
     assert cli.main([*argv, "--make-default"]) == cli.EXIT_INTERRUPTED
-    assert bundle.find_default_bundle() == shipped
+    assert model_choice.default_model().path == shipped
     assert "not made the default model" in capsys.readouterr().out
     outcome["interrupted"] = False
     assert cli.main([*argv, "--make-default"]) == 0
-    assert bundle.find_default_bundle() == trained
+    assert model_choice.default_model().path == trained
     assert "is now the default model" in capsys.readouterr().out
 
 
@@ -330,7 +332,7 @@ def test_info_model_alone_describes_the_default_and_names_it_first(shipped, caps
 
 
 def test_choosing_a_model_does_not_import_tensorflow():
-    code = ("import sys, captioning.model_choice, captioning.commands.default; "
+    code = ("import sys, captioning.bundles.default_model, captioning.commands.default; "
             "sys.exit('tensorflow' in sys.modules or 'keras' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parent.parent).returncode == 0
 

@@ -8,11 +8,12 @@ import shutil
 import numpy as np
 import pytest
 
-from captioning import bundle as bundles
+from captioning.bundles import store as bundles
+from captioning.bundles.combine import combine_bundles
 from captioning.captioner import Captioner
 from captioning.cli import main
-from captioning.ensemble import EnsembleStepDecoder, combine_bundles
 from captioning.errors import BundleError
+from captioning.inference.ensemble import EnsembleStepDecoder
 from tests.support.bundles import WORDS, make_tiny_bundle
 
 GRID = (7, 7, 1280)

@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from captioning import bundle, cli, config, evaluation, metrics, report
-from captioning.bundle_config import BundleConfig
+from captioning import cli, config, evaluation, metrics, report
+from captioning.bundles import store as bundle
+from captioning.bundles.schema import BundleConfig
 from captioning.data.datasets import load_dataset
 from captioning.data.text import RESERVED_TOKENS, Vocabulary, choose_max_length
 from captioning.errors import BundleError, DatasetError, FeatureCacheError, InputFileError

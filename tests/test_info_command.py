@@ -68,7 +68,7 @@ def test_info_does_not_import_tensorflow(tmp_path):
 def test_describe_model_uses_the_bundle_module(monkeypatch):
     from captioning.commands import info
 
-    bundle = pytest.importorskip("captioning.bundle")
+    bundle = pytest.importorskip("captioning.bundles.store")
     monkeypatch.setattr(bundle, "describe_bundle", lambda path: f"bundle at {path}", raising=False)
     assert info._describe_model("some/dir") == "bundle at some/dir"
 
@@ -77,6 +77,6 @@ def test_describe_model_without_bundle_support_is_a_clear_error(monkeypatch):
     from captioning.commands import info
     from captioning.errors import CaptioningError
 
-    monkeypatch.setitem(sys.modules, "captioning.bundle", None)  # as if bundle.py were absent
+    monkeypatch.setitem(sys.modules, "captioning.bundles.store", None)  # as if bundle.py were absent
     with pytest.raises(CaptioningError, match="model bundle support"):
         info._describe_model("some/dir")

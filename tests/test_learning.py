@@ -16,7 +16,7 @@ from tests.support.shapes_dataset import write_shapes_dataset  # noqa: E402
 
 @pytest.mark.slow  # ~1 min: real encoder, ~25 epochs
 def test_trained_model_captions_unseen_shapes(tmp_path, capsys):
-    from captioning.bundle import load_bundle
+    from captioning.bundles.store import load_bundle
     from captioning.data.datasets import load_dataset
     from captioning.decoding import greedy_search
     from captioning.encoders import build_encoder

@@ -14,6 +14,7 @@ import pexpect
 import pytest
 
 from captioning import config, menu, prompts
+from captioning.bundles import default_model
 from tests.support.menu_session import (
     ENTRY,
     MENU_PROMPT,
@@ -322,16 +323,16 @@ def test_training_asks_before_making_the_model_the_default(monkeypatch, capsys, 
                                                            reply, becomes_default):
     # In-process, with training itself stood in for (the slow walk below trains for real): the
     # question, its default (no) and what each answer does to the default model.
-    from captioning import bundle, config, menu
+    from captioning import config, menu
 
     trained = shutil.copytree(tiny_bundle, config.MODELS_DIR / "trial-2-epochs")
     _stand_in_training(monkeypatch, trained)
-    shipped = bundle.find_default_bundle()
+    shipped = default_model.default_model().path
     asked = _answer_prompts(monkeypatch, ["2", str(tmp_path), *DEFAULT_TRAIN_ANSWERS, reply])
     menu.train_step()
     out = capsys.readouterr().out
     assert asked[-1] == QUESTION
-    assert bundle.find_default_bundle() == (trained if becomes_default else shipped)
+    assert default_model.default_model().path == (trained if becomes_default else shipped)
     assert ("now use" in out) == becomes_default and ("unchanged" in out) != becomes_default
 
     if becomes_default:  # training it again does not ask what is already so

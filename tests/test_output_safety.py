@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from captioning import bundle, config
+from captioning import config
+from captioning.bundles import store as bundle
 from captioning.errors import BundleError
 from captioning.storage import disk_space, output_folder
 from captioning.storage.output_folder import OutputFolderError, check_output_folder, claim
@@ -223,7 +224,7 @@ SWAP_DRIVER = textwrap.dedent("""
     import os, signal, sys
     sys.path.insert(0, {root!r})
     from pathlib import Path
-    from captioning import bundle
+    from captioning.bundles import store as bundle
     from captioning.storage import atomic
     target, moment = Path(sys.argv[1]), sys.argv[2]
 
@@ -463,8 +464,8 @@ FULL_DISK_DRIVER = textwrap.dedent("""
 
     # No free-space check: the writes themselves must meet the full disk and fail cleanly.
     training.ensure_free_space = lambda *args, **kwargs: None
-    import captioning.bundle
-    captioning.bundle.ensure_free_space = training.ensure_free_space
+    import captioning.bundles.store
+    captioning.bundles.store.ensure_free_space = training.ensure_free_space
     errors = {{}}
     for name, write in (("bundle", lambda: make_tiny_bundle(Path(sys.argv[1]) / "m", seed=1)),
                         ("checkpoint", lambda: training.fit(toy_model(seed=1), toy_data(), replace(CONFIG, epochs=1),

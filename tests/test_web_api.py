@@ -273,7 +273,7 @@ def test_a_body_without_a_length_is_cut_off_at_the_limit(tiny_captioner, tiny_bu
 
 
 def test_model_endpoint_says_what_info_says(client, tiny_bundle):
-    from captioning.bundle import describe_bundle, read_bundle_config
+    from captioning.bundles.store import describe_bundle, read_bundle_config
 
     text = client.get("/api/model", params={"format": "text"})
     assert text.status_code == 200 and text.headers["content-type"].startswith("text/plain")

@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
         0 when every image was captioned, 1 when any input failed. A missing or broken model
         raises ``BundleError`` (one line, exit 1 through ``cli.run_command``).
     """
-    from captioning import model_choice
+    from captioning.bundles import default_model as model_choice
     from captioning.captioner import Captioner, CaptionResult, expand_paths
 
     # Cheap checks first: a missing model or no usable input is reported before TensorFlow loads.

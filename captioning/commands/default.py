@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from captioning import model_choice
+from captioning.bundles import default_model as model_choice
 
 EXIT_OK = 0
 

@@ -23,8 +23,8 @@ def run(args: argparse.Namespace) -> int:
     from captioning.tf_runtime import import_tensorflow
 
     import_tensorflow()
-    from captioning import bundle as bundles
-    from captioning.ensemble import combine_bundles  # loads each member
+    from captioning.bundles import store as bundles
+    from captioning.bundles.combine import combine_bundles  # loads each member
 
     target = combine_bundles(args.models, args.output)
     print(f"ensemble of {len(args.models)} models saved to {target}")

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import argparse
 
-from captioning import evaluation, model_choice, report
+from captioning import evaluation, report
+from captioning.bundles import default_model as model_choice
 
 EXIT_OK = 0
 

@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     model = None
     if args.model is not None:  # the model line first, as every command that uses a model prints it
-        from captioning import model_choice
+        from captioning.bundles import default_model as model_choice
 
         choice = model_choice.choose_model(args.model)
         model = choice.path
@@ -121,7 +121,7 @@ def _inside(dataset: Dataset, path) -> str:
 
 
 def _describe_model(path: str | Path) -> str:
-    """Describe a model bundle with ``captioning.bundle.describe_bundle`` (imported lazily).
+    """Describe a model bundle with ``captioning.bundles.store.describe_bundle`` (imported lazily).
 
     Args:
         path: A model bundle folder.
@@ -133,10 +133,10 @@ def _describe_model(path: str | Path) -> str:
         CaptioningError: When this build has no bundle support yet.
     """
     try:
-        from captioning.bundle import describe_bundle
+        from captioning.bundles.store import describe_bundle
     except ImportError as error:  # the module, or describe_bundle in it, is missing
-        if error.name != "captioning.bundle":
+        if error.name != "captioning.bundles.store":
             raise
-        raise CaptioningError(f"cannot describe {path}: model bundle support (captioning/bundle.py) "
+        raise CaptioningError(f"cannot describe {path}: model bundle support (captioning/bundles/store.py) "
                               "is not part of this build; use info --dataset for datasets") from None
     return describe_bundle(path)

@@ -94,7 +94,7 @@ class ServerState:
     """What the handlers share: the worker, the store of uploads, and facts about the model."""
 
     def __init__(self, captioner, model_dir: Path, settings: config.ServeConfig):
-        from captioning.bundle import describe_bundle, ensemble_members, read_bundle_config
+        from captioning.bundles.store import describe_bundle, ensemble_members, read_bundle_config
 
         self.captioner = captioner
         self.settings = settings

@@ -36,7 +36,7 @@ def serve(model_dir: str | Path | None = None, host: str = config.ServeConfig.ho
     Raises:
         CaptioningError: no usable model, a missing web library, or an address that cannot be used.
     """
-    from captioning import model_choice
+    from captioning.bundles import default_model as model_choice
 
     settings = dataclasses.replace(settings or config.ServeConfig(), host=host, port=port)
     choice = model_choice.choose_model(model_dir)  # --model, else the default model

@@ -40,7 +40,7 @@ def make_tiny_bundle(target: Path, kind: str = "merge", seed: int = 0, words: Se
     """
     import keras
 
-    from captioning import bundle
+    from captioning.bundles import store as bundle
     from captioning.config import DecoderConfig
     from captioning.data.text import RESERVED_TOKENS, Vocabulary
     from captioning.models import build_decoder

@@ -9,7 +9,7 @@ A bundle is a folder::
     history.json       per-epoch loss / val_loss / learning rate
     loss_curve.png     training and validation loss by epoch
 
-An ensemble (``captioning.ensemble``) is the same folder with one more weights file per extra
+An ensemble (``captioning.inference.ensemble``) is the same folder with one more weights file per extra
 member (``model-2.weights.h5``, ...) and an ``ensemble`` entry in config.json describing every
 member; the members share the architecture, vocabulary and encoder. A tool that predates
 ensembles reads such a bundle as its first member alone.
@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from captioning import config as settings
-from captioning.bundle_config import FORMAT_VERSION, BundleConfig
+from captioning.bundles.schema import FORMAT_VERSION, BundleConfig
 from captioning.data.text import Vocabulary
 from captioning.errors import BundleError, InputFileError
 from captioning.storage import atomic
@@ -377,23 +377,6 @@ def list_bundles() -> list[Path]:
     return found
 
 
-def find_default_bundle() -> Path:
-    """The bundle to use when none is named: the one the user chose as default, else the shipped one.
-
-    See ``model_choice.default_model`` (training never changes the default unasked). Commands call
-    that instead, to print its note when a chosen default is gone.
-
-    Returns:
-        A bundle folder.
-
-    Raises:
-        BundleError: When there is none, saying how to train or choose one.
-    """
-    from captioning.model_choice import default_model  # it imports this module
-
-    return default_model().path
-
-
 def describe_bundle(path: str | Path) -> str:
     """A readable multi-line summary of a bundle for ``info --model`` (no TensorFlow needed).
 
@@ -466,6 +449,6 @@ def _training_summary(training: dict, val_losses: list) -> str:
 
 
 __all__ = [
-    "Bundle", "FORMAT_VERSION", "describe_bundle", "ensemble_members", "find_default_bundle", "is_bundle",
+    "Bundle", "FORMAT_VERSION", "describe_bundle", "ensemble_members", "is_bundle",
     "list_bundles", "load_bundle", "read_bundle_config", "save_bundle", "weights_files", "write_bundle_folder",
 ]

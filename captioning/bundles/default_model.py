@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from captioning import bundle, config
+from captioning import config
+from captioning.bundles import store as bundle
 from captioning.errors import BundleError, CaptioningError
 from captioning.storage.atomic import write_json_atomic
 

@@ -1,0 +1,1 @@
+"""Captioning with a trained bundle: beam search, ensembles, the Captioner, attention weights."""
