@@ -98,7 +98,8 @@ def time_training(kind: str, features, rows, tokens, vocab_size: int, max_length
 
 def time_captioning(model, decoder_config, features, max_length: int, args) -> float:
     """Median seconds to beam-search one image's caption (decoder only)."""
-    from captioning import decoding, models
+    from captioning import models
+    from captioning.inference import search as decoding
 
     step_decoder = models.make_step_decoder(model, decoder_config)
     decoding.beam_search(step_decoder, features[:1], args.beam_size, max_length)  # warm-up

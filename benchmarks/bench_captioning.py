@@ -38,9 +38,9 @@ sys.path.insert(0, str(PROJECT_ROOT))
 
 import numpy as np  # noqa: E402
 
-from captioning import decoding  # noqa: E402
-from captioning.captioner import Captioner  # noqa: E402
 from captioning.data.images import find_images  # noqa: E402
+from captioning.inference import search as decoding  # noqa: E402
+from captioning.inference.captioner import Captioner  # noqa: E402
 
 DEFAULT_IMAGES = PROJECT_ROOT.parent / "shared" / "datasets" / "flickr8k" / "Images"
 BATCH = 32

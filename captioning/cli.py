@@ -159,7 +159,7 @@ def _caption_parser(sub) -> None:
                    help="beam width; 1 is greedy (default: %(default)s)")
     p.add_argument("--output", metavar="PNG",
                    help=f"annotated PNG for a single image (default: {config.DEFAULT_CAPTION_PNG})")
-    p.add_argument("--output-dir", metavar="DIR", default="captioned_images",
+    p.add_argument("--output-dir", metavar="DIR", default=config.DEFAULT_CAPTION_FOLDER,
                    help="folder for the annotated PNGs when captioning several images "
                         "(default: %(default)s)")
     p.add_argument("--no-png", action="store_true", help="print captions only")

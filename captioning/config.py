@@ -86,7 +86,8 @@ MAX_DECODER_WIDTH = 4096  # embedding, LSTM, attention widths
 MAX_DECODER_PARAMETERS = 300_000_000  # 1.2 GB as float32
 MAX_ENSEMBLE_MEMBERS = 16
 
-DEFAULT_CAPTION_PNG = "captioned_image.png"
+DEFAULT_CAPTION_PNG = "captioned_image.png"  # caption one image, and the menu
+DEFAULT_CAPTION_FOLDER = "captioned_images"  # caption several, or a folder: one PNG per photo
 DEFAULT_BEAM_SIZE = 3
 
 

@@ -18,9 +18,6 @@ from captioning import config
 from captioning.errors import CaptioningError
 from captioning.prompts import ask_choice, ask_int, ask_path, ask_yes_no, enable_line_editing, say
 
-CAPTIONED_FOLDER = "captioned_images"
-
-
 # ---------------------------------------------------------------- choosing a model bundle
 
 
@@ -151,24 +148,6 @@ def _ask_make_default(bundle_dir: Path) -> None:
 # ---------------------------------------------------------------- 2) caption
 
 
-def png_targets(results, folder_given: bool) -> list[Path]:
-    """Where each result's annotated PNG goes, in the current folder, named as ``caption`` names them.
-
-    Args:
-        results: the ``CaptionResult`` list for one typed path.
-        folder_given: whether the user typed a folder (else a single image).
-
-    Returns:
-        ``captioned_image.png`` for a single image; for a folder, one ``captioned_images/<stem>.png``
-        per image (``<stem>-2.png`` when stems repeat).
-    """
-    if not folder_given:
-        return [Path.cwd() / config.DEFAULT_CAPTION_PNG]
-    from captioning.commands.caption import unique_png_names
-
-    return [Path.cwd() / CAPTIONED_FOLDER / name for name in unique_png_names([r.path for r in results])]
-
-
 def caption_typed_path(captioner, path: Path) -> None:
     """Caption an image or every image in a folder: print each caption and write its PNG.
 
@@ -177,14 +156,17 @@ def caption_typed_path(captioner, path: Path) -> None:
         path: an existing image file or folder.
     """
     from captioning.annotate import write_captioned_image
+    from captioning.inference.inputs import png_targets
 
     results = captioner.caption_paths([path], config.DEFAULT_BEAM_SIZE)
-    for result, png in zip(results, png_targets(results, path.is_dir())):
+    pngs = png_targets(results, single=not path.is_dir(), output=Path.cwd() / config.DEFAULT_CAPTION_PNG,
+                       output_dir=Path.cwd() / config.DEFAULT_CAPTION_FOLDER)
+    for index, result in enumerate(results):
         if result.error:
             say(f"error: {result.error}")
             continue
         say(f"{result.path}: {result.caption}")
-        say(f"  saved {write_captioned_image(result.path, result.caption, png)}")
+        say(f"  saved {write_captioned_image(result.path, result.caption, pngs[index])}")
 
 
 def caption_step() -> None:
@@ -196,7 +178,7 @@ def caption_step() -> None:
 
     say(model_choice.model_line(bundle_dir))
     import_tensorflow()
-    from captioning.captioner import Captioner
+    from captioning.inference.captioner import Captioner
 
     say(f"Loading {bundle_dir} ...")
     captioner = Captioner.from_bundle(bundle_dir)

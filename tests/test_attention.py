@@ -9,10 +9,13 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from captioning import attention_maps, decoding, models  # noqa: E402
+from captioning import models  # noqa: E402
 from captioning.config import DecoderConfig  # noqa: E402
 from captioning.errors import BundleError, ImageError  # noqa: E402
+from captioning.inference import attention_weights  # noqa: E402
+from captioning.inference import search as decoding  # noqa: E402
 from captioning.models import attention  # noqa: E402
+from captioning.render import attention_map  # noqa: E402
 
 VOCAB, MAX_LENGTH, CHANNELS = 19, 8, 12
 CONFIG = DecoderConfig(kind="attention", embedding_dim=10, units=16, attention_dim=8,
@@ -156,7 +159,7 @@ def test_attention_decoder_learns_to_say_where_the_object_is(side):
     assert np.mean([b == e for b, e in zip(beamed, expected[:20])]) >= 0.9
     # Naming the place (row and column words), the decoder looks at the object's cell.
     for i in range(5):
-        alphas = attention_maps.attention_for_tokens(step_decoder, test_features[i:i + 1], expected[i])
+        alphas = attention_weights.attention_for_tokens(step_decoder, test_features[i:i + 1], expected[i])
         object_cell = int(np.argmax(test_features[i, ..., :3].max(axis=-1)))
         assert alphas.shape == (3, side * side)
         assert np.argmax(alphas[1:3], axis=-1).tolist() == [object_cell, object_cell]
@@ -165,7 +168,7 @@ def test_attention_decoder_learns_to_say_where_the_object_is(side):
 def test_attention_for_tokens_gives_one_row_per_word_from_a_fresh_start():
     model, features = _model_and_features()
     step_decoder = attention.AttentionStepDecoder(model, CONFIG)
-    alphas = attention_maps.attention_for_tokens(step_decoder, features[:1], [5, 9, 4])
+    alphas = attention_weights.attention_for_tokens(step_decoder, features[:1], [5, 9, 4])
     assert alphas.shape == (3, 49)
     full = _attention_over_steps(model, features[:1], TOKENS[:1, :-1])
     np.testing.assert_allclose(alphas, full[0, :3], atol=1e-5)
@@ -179,14 +182,14 @@ def test_attention_map_has_one_panel_per_word(tmp_path, side):
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (120, 160, 3), dtype=np.uint8)).save(photo)
     words = ["a", "dog", "runs", "on", "the", "grass", "today"]
     alphas = np.random.default_rng(1).dirichlet(np.ones(side * side), size=len(words))
-    figure = attention_maps._draw_panels(attention_maps._load_photo(photo), words,
+    figure = attention_map._draw_panels(attention_map._load_photo(photo), words,
                                          alphas.reshape(-1, side, side))
     assert [axes.get_title() for axes in figure.axes] == words
-    output = attention_maps.write_attention_map(photo, words, alphas, tmp_path / "out" / "map.png")
+    output = attention_map.write_attention_map(photo, words, alphas, tmp_path / "out" / "map.png")
     with Image.open(output) as image:
         width, height = image.size
-    assert width == pytest.approx(attention_maps.COLUMNS * attention_maps.PANEL_INCHES * 100, abs=2)
-    assert height > width / attention_maps.COLUMNS * 1.5  # two rows of panels
+    assert width == pytest.approx(attention_map.COLUMNS * attention_map.PANEL_INCHES * 100, abs=2)
+    assert height > width / attention_map.COLUMNS * 1.5  # two rows of panels
     assert [p.name for p in output.parent.iterdir()] == ["map.png"]  # no temp file left
 
 
@@ -194,9 +197,9 @@ def test_attention_map_rejects_mismatched_input_and_unreadable_photos(tmp_path):
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"not an image")
     with pytest.raises(ImageError, match="broken.jpg"):
-        attention_maps.write_attention_map(bad, ["a"], np.full((1, 49), 1 / 49), tmp_path / "m.png")
+        attention_map.write_attention_map(bad, ["a"], np.full((1, 49), 1 / 49), tmp_path / "m.png")
     with pytest.raises(ValueError):
-        attention_maps.write_attention_map(bad, ["a", "b"], np.full((1, 49), 1 / 49), tmp_path / "m.png")
+        attention_map.write_attention_map(bad, ["a", "b"], np.full((1, 49), 1 / 49), tmp_path / "m.png")
 
 
 def test_attention_map_of_a_model_without_attention_says_so():
@@ -205,7 +208,7 @@ def test_attention_map_of_a_model_without_attention_says_so():
             return (features,)
 
     with pytest.raises(BundleError, match="--decoder attention"):
-        attention_maps.attention_for_tokens(MergeLike(), np.zeros((1, 4)), [5])
+        attention_weights.attention_for_tokens(MergeLike(), np.zeros((1, 4)), [5])
 
 
 @pytest.mark.slow  # ~1-2 min: real EfficientNet-Lite0 grid features, train_model, bundle

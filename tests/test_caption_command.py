@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from captioning import cli, config
-from captioning.commands.caption import unique_png_names
+from captioning.inference.inputs import unique_png_names
 from tests.support.bundles import WORDS
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from captioning.captioner import Captioner, CaptionResult, bundle_settings, expand_paths
 from captioning.data.text import Vocabulary
 from captioning.errors import BundleError
+from captioning.inference.captioner import Captioner, CaptionResult, bundle_settings
+from captioning.inference.inputs import expand_paths
 from tests.support.bundles import WORDS as BUNDLE_WORDS
 
 WORDS = ["<pad>", "<unk>", "<start>", "<end>", "red", "blue", "green"]

@@ -7,8 +7,8 @@ import itertools
 import numpy as np
 import pytest
 
-from captioning import decoding
-from captioning.decoding import END_ID, PAD_ID, START_ID, UNK_ID
+from captioning.inference import search as decoding
+from captioning.inference.search import END_ID, PAD_ID, START_ID, UNK_ID
 
 VOCAB = 6  # PAD, UNK, START, END and two words (4, 5)
 WORDS = (4, 5)

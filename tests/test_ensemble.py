@@ -10,9 +10,9 @@ import pytest
 
 from captioning.bundles import store as bundles
 from captioning.bundles.combine import combine_bundles
-from captioning.captioner import Captioner
 from captioning.cli import main
 from captioning.errors import BundleError
+from captioning.inference.captioner import Captioner
 from captioning.inference.ensemble import EnsembleStepDecoder
 from tests.support.bundles import WORDS, make_tiny_bundle
 

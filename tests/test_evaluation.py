@@ -45,7 +45,7 @@ class FakeCaptioner:
         self.batches: list[int] = []
 
     def caption_paths(self, paths, beam_size):
-        from captioning.captioner import CaptionResult
+        from captioning.inference.captioner import CaptionResult
 
         self.batches.append(len(paths))
         return [CaptionResult(Path(p), None, f"{p}: cannot read image") if Path(p).name in self.fail_names
@@ -95,7 +95,7 @@ def evaluation_root() -> Path:
 def fake_captioner(monkeypatch) -> list:
     """Evaluate without TensorFlow models: ``Captioner.from_bundle`` gives a FakeCaptioner that
     repeats each image's first reference; returns the list of bundles it was asked to load."""
-    from captioning import captioner
+    from captioning.inference import captioner
 
     loaded = []
 

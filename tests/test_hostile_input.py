@@ -203,7 +203,7 @@ def test_caption_names_a_fifo_or_a_device_for_what_it_is(tmp_path):
 def test_a_fifo_inside_a_folder_is_reported_not_read(tmp_path):
     photo(tmp_path / "photos" / "ok.png")
     os.mkfifo(tmp_path / "photos" / "pipe.jpg")
-    code = ("from captioning.captioner import expand_paths\n"
+    code = ("from captioning.inference.inputs import expand_paths\n"
             "from captioning.data.images import load_image\n"
             "from captioning.errors import ImageError\n"
             f"entries = expand_paths([{str(tmp_path / 'photos')!r}])\n"
@@ -422,8 +422,8 @@ def test_escape_shows_undecodable_bytes_and_leaves_text_alone():
 
 
 def test_caption_report_prints_escaped_names_to_a_strict_utf8_stream(capsys):
-    from captioning.captioner import CaptionResult
     from captioning.commands.caption import _report
+    from captioning.inference.captioner import CaptionResult
 
     bad = Path(os.fsdecode(NOT_UTF8 + b".jpg"))
     failed = _report([CaptionResult(bad, "a red square"), CaptionResult(bad, None, f"{bad}: cannot read")], {})
@@ -460,7 +460,7 @@ def test_metrics_json_and_sample_grid_with_names_that_are_not_utf8(tmp_path, mon
 
     class Captioner:
         def caption_paths(self, paths, beam_size):
-            from captioning.captioner import CaptionResult
+            from captioning.inference.captioner import CaptionResult
 
             return [CaptionResult(Path(p), "a red square") if Path(p).name == "a.png"
                     else CaptionResult(Path(p), None, f"{p}: cannot read image") for p in paths]

@@ -18,9 +18,9 @@ from tests.support.shapes_dataset import write_shapes_dataset  # noqa: E402
 def test_trained_model_captions_unseen_shapes(tmp_path, capsys):
     from captioning.bundles.store import load_bundle
     from captioning.data.datasets import load_dataset
-    from captioning.decoding import greedy_search
     from captioning.encoders import build_encoder
     from captioning.features.extraction import encode_paths
+    from captioning.inference.search import greedy_search
     from captioning.models import make_step_decoder
     from captioning.train_pipeline import TrainOptions, train_model
 

@@ -25,7 +25,7 @@ PEOPLE = {"man", "woman", "person", "girl", "boy", "people", "lady", "men", "wom
 
 @pytest.fixture(scope="module")
 def example_captions() -> dict[str, str]:
-    from captioning.captioner import Captioner
+    from captioning.inference.captioner import Captioner
 
     captioner = Captioner.from_bundle(config.DEFAULT_BUNDLE_DIR)
     photos = sorted(EXAMPLES.glob("*.jpg"))

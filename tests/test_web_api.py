@@ -19,9 +19,9 @@ import pytest
 from PIL import Image
 
 from captioning import config
-from captioning.captioner import Captioner
 from captioning.data import images
 from captioning.data.text import Vocabulary
+from captioning.inference.captioner import Captioner
 from tests.support.bundles import WORDS, make_tiny_bundle
 
 pytest.importorskip("fastapi", reason="the web server's libraries are not installed")

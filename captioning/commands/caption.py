@@ -13,8 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from captioning import config
 from captioning.errors import CaptioningError
+from captioning.inference.inputs import expand_paths, names_one_image, png_targets
 from captioning.storage.atomic import write_json_atomic
 from captioning.storage.safe_text import escape, json_text
 
@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
         raises ``BundleError`` (one line, exit 1 through ``cli.run_command``).
     """
     from captioning.bundles import default_model as model_choice
-    from captioning.captioner import Captioner, CaptionResult, expand_paths
+    from captioning.inference.captioner import Captioner, CaptionResult
 
     # Cheap checks first: a missing model or no usable input is reported before TensorFlow loads.
     choice = model_choice.choose_model(args.model)
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         import_tensorflow()  # only now: the checks above need no TensorFlow
         captioner = Captioner.from_bundle(model_dir)
         results = captioner.caption_entries(entries, beam_size=args.beam_size)
-    pngs = _png_targets(args, results, single=_is_single(args.paths, entries))
+    pngs = _png_targets(args, results, single=names_one_image(args.paths, entries))
     failed = _report(results, pngs)
     if args.attention_map and captioner is not None:
         failed |= _attention_maps(captioner, results, pngs)
@@ -61,44 +61,14 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_FAILURE if failed else EXIT_OK
 
 
-def _is_single(paths: list[str], entries) -> bool:
-    """One image file named on the command line (not a folder that happens to hold one)."""
-    return len(paths) == 1 and len(entries) == 1 and not Path(paths[0]).is_dir()
-
-
 def _png_targets(args: argparse.Namespace, results, single: bool) -> dict[int, Path]:
-    """Where each captioned image's annotated PNG goes, by result index."""
+    """Where each captioned image's annotated PNG goes, by result index (``--no-png``: nowhere)."""
     if args.no_png:
         return {}
-    if single:
-        return {0: Path(args.output or config.DEFAULT_CAPTION_PNG)} if results[0].ok else {}
-    if args.output:
+    if args.output and not single:
         print(f"note: --output is for a single image; writing one PNG per image into {args.output_dir}/",
               file=sys.stderr)
-    names = unique_png_names([r.path for r in results])
-    return {i: Path(args.output_dir) / names[i] for i, r in enumerate(results) if r.ok}
-
-
-def unique_png_names(paths: list[Path]) -> list[str]:
-    """``<stem>.png`` per image; images sharing a stem get ``<stem>-2.png``, ``<stem>-3.png``...
-
-    Args:
-        paths: image paths in input order.
-
-    Returns:
-        One file name per path, all distinct (case-insensitively, for macOS and Windows disks).
-    """
-    taken: set[str] = set()
-    names = []
-    for path in paths:
-        stem, number = path.stem or "image", 1
-        name = f"{stem}.png"
-        while name.lower() in taken:
-            number += 1
-            name = f"{stem}-{number}.png"
-        taken.add(name.lower())
-        names.append(name)
-    return names
+    return png_targets(results, single, args.output, args.output_dir)
 
 
 def _report(results, pngs: dict[int, Path]) -> bool:
@@ -137,12 +107,9 @@ def _attention_maps(captioner, results, pngs: dict[int, Path]) -> bool:
         print(f"note: --attention-map needs an attention model; {where} uses the "
               f"{captioner.decoder_kind} decoder (train one with --decoder attention)", file=sys.stderr)
         return False
-    try:  # optional module: the captions are still useful without the maps
-        from captioning.attention_maps import attention_for_tokens, write_attention_map
-    except ImportError:
-        print("note: attention maps are not available in this version of the tool", file=sys.stderr)
-        return False
     from captioning.data.images import load_image
+    from captioning.inference.attention_weights import attention_for_tokens
+    from captioning.render.attention_map import write_attention_map
 
     failed = False
     for index, result in enumerate(results):

@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from captioning.tf_runtime import import_tensorflow
 
     import_tensorflow()  # only now: every check above is answered without it
-    from captioning.captioner import Captioner
+    from captioning.inference.captioner import Captioner
 
     result = evaluation.evaluate_images(Captioner.from_bundle(model_path), evaluation_set,
                                         args.beam_size, model_path)

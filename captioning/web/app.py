@@ -169,7 +169,7 @@ def create_app(captioner, model_dir: str | Path, settings: config.ServeConfig = 
     """The web app around a loaded captioner.
 
     Args:
-        captioner: a loaded ``captioning.captioner.Captioner``.
+        captioner: a loaded ``captioning.inference.captioner.Captioner``.
         model_dir: the bundle it was loaded from (for ``/api/model``).
         settings: limits and batching.
         on_ready: called once the worker is warm and the app takes requests.

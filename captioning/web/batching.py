@@ -76,7 +76,7 @@ class CaptionBatcher:
     """Collects caption requests into batches and runs them on one worker thread.
 
     Args:
-        captioner: a ``captioning.captioner.Captioner`` (``encode``, ``decode_features``,
+        captioner: a ``captioning.inference.captioner.Captioner`` (``encode``, ``decode_features``,
             ``vocab``, ``step_decoder``).
         max_images: most images captioned in one encode + beam search; 1 turns batching off.
         wait_s: how long the worker waits after the first request for others to join.
@@ -162,7 +162,7 @@ class CaptionBatcher:
 
         Returns:
             A future of ``(len(tokens), P)`` float32 attention weights
-            (``attention_maps.attention_for_tokens``).
+            (``inference.attention_weights.attention_for_tokens``).
         """
         job = _AttentionJob(pixels, tuple(tokens))
         self._enqueue(job, 1)
@@ -264,7 +264,7 @@ class CaptionBatcher:
         if not job.future.set_running_or_notify_cancel():
             return
         try:
-            from captioning.attention_maps import attention_for_tokens
+            from captioning.inference.attention_weights import attention_for_tokens
 
             features = self.captioner.encode(job.pixels[None])  # (1, 7, 7, C)
             job.future.set_result(attention_for_tokens(self.captioner.step_decoder, features, job.tokens))

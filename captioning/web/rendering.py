@@ -34,7 +34,7 @@ def captioned_png(store: ResultStore, entry: StoredUpload) -> Path:
 def attention_png(store: ResultStore, entry: StoredUpload, words: Sequence[str],
                   alphas: np.ndarray) -> Path:
     """One panel per word showing where the decoder looked, as ``caption --attention-map`` writes it."""
-    from captioning.attention_maps import write_attention_map
+    from captioning.render.attention_map import write_attention_map
 
     return _render(store, entry, "attention",
                    lambda target: write_attention_map(entry.path, words, alphas, target))

@@ -47,7 +47,7 @@ def serve(model_dir: str | Path | None = None, host: str = config.ServeConfig.ho
     uvicorn = _web_libraries()
     sock = bind(host, port)
     try:
-        from captioning.captioner import Captioner
+        from captioning.inference.captioner import Captioner
         from captioning.tf_runtime import import_tensorflow
         from captioning.web.app import create_app
 

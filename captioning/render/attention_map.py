@@ -1,8 +1,7 @@
 """Where an attention decoder looked for each word: a grid of heat maps over the photo.
 
-The caption is decoded as usual (same beam as the printed caption); the chosen word sequence is then
-re-run one step at a time with ``step_with_attention``, teacher-forced, to collect the attention
-weights that produced each word. That is exact for any search and needs nothing from the search.
+The weights come from ``inference.attention_weights``; this module only draws them, one panel per
+word, with Matplotlib's Agg canvas (no display, no pyplot state).
 """
 
 from __future__ import annotations
@@ -14,63 +13,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from captioning import config
-from captioning.errors import BundleError, CaptioningError, ImageError
+from captioning.errors import CaptioningError, ImageError
 from captioning.storage.atomic import atomic_output
 
-START_ID = 2  # text.START
 COLUMNS = 5
 PANEL_INCHES = 2.4
 DISPLAY_SIZE = 320  # longest side of the photo in a panel; enough to read, small PNG
-
-
-def attention_for_tokens(step_decoder, features: np.ndarray, token_ids: Sequence[int]) -> np.ndarray:
-    """Attention weights behind each word of a given caption, for one image.
-
-    Args:
-        step_decoder: an attention step decoder (``initial_state``, ``step_with_attention``).
-        features: one image's features with a batch axis of 1, e.g. ``(1, 9, 9, C)``.
-        token_ids: the caption's word ids (no START/END), e.g. from ``beam_search``.
-
-    Returns:
-        ``(len(token_ids), P)`` float32; row ``t`` is the attention used while predicting word ``t``.
-    """
-    if not hasattr(step_decoder, "step_with_attention"):
-        raise BundleError("--attention-map needs a model trained with --decoder attention; "
-                              "this model has no attention")
-    state = step_decoder.initial_state(features)
-    previous = np.array([START_ID], dtype=np.int32)
-    rows = []
-    for token in token_ids:
-        _, state, alpha = step_decoder.step_with_attention(previous, state)
-        rows.append(alpha[0])
-        previous = np.array([token], dtype=np.int32)
-    pixels = int(np.asarray(state[0]).shape[1])
-    return np.asarray(rows, dtype=np.float32).reshape(len(rows), pixels)
-
-
-def caption_with_attention(step_decoder, vocab, features: np.ndarray, max_length: int,
-                           beam_size: int = config.DEFAULT_BEAM_SIZE) -> tuple[list[str], np.ndarray]:
-    """Caption one image and return its words with the attention behind each.
-
-    Args:
-        step_decoder: an attention step decoder.
-        vocab: the bundle's ``Vocabulary`` (``words`` list).
-        features: ``(1, g, g, C)`` features of one image.
-        max_length: caption length with START and END (the bundle's).
-        beam_size: the beam the printed caption used (1 = greedy).
-
-    Returns:
-        ``(words, alphas (len(words), P))``.
-    """
-    from captioning.decoding import beam_search, greedy_search
-
-    if beam_size <= 1:
-        token_ids = greedy_search(step_decoder, features, max_length)[0]
-    else:
-        token_ids = beam_search(step_decoder, features, beam_size, max_length)[0]
-    words = [vocab.words[i] for i in token_ids]
-    return words, attention_for_tokens(step_decoder, features, token_ids)
 
 
 def write_attention_map(image_path: str | Path, words: Sequence[str], alphas: np.ndarray,

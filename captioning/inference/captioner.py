@@ -15,8 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from captioning import config, decoding
+from captioning import config
 from captioning.errors import BundleError, CaptioningError
+from captioning.inference import search
+from captioning.inference.inputs import expand_paths
 
 DEFAULT_BATCH_SIZE = 32
 
@@ -167,9 +169,9 @@ class Captioner:
         return [self.vocab.decode(h.tokens) for h in self.decode_features(features, beam_size)]
 
     def decode_features(self, features: np.ndarray,
-                        beam_size: int = config.DEFAULT_BEAM_SIZE) -> list[decoding.Hypothesis]:
+                        beam_size: int = config.DEFAULT_BEAM_SIZE) -> list[search.Hypothesis]:
         """The best hypothesis per image for already-encoded features ``(B, ...)``."""
-        ranked = decoding.beam_search_hypotheses(self.step_decoder, features, beam_size, self.max_length)
+        ranked = search.beam_search_hypotheses(self.step_decoder, features, beam_size, self.max_length)
         return [hypotheses[0] for hypotheses in ranked]
 
     # -------------------------------------------------------------------------------- internals
@@ -224,34 +226,6 @@ class Captioner:
         resized = Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR,
                                                 reducing_gap=REDUCING_GAP)
         return np.asarray(resized, dtype=np.uint8)
-
-
-def expand_paths(paths: Sequence[str | Path]) -> list[tuple[Path, str | None]]:
-    """Turn the user's files and folders into ``(image path, error or None)`` in input order.
-
-    Args:
-        paths: files and/or folders.
-
-    Returns:
-        A folder contributes its images (recursively, sorted); a missing path or a folder without
-        images contributes one entry with the error. Files are kept whatever their extension, so
-        a wrong one is reported by the loader rather than silently skipped.
-    """
-    from captioning.data.images import find_images
-
-    entries: list[tuple[Path, str | None]] = []
-    for raw in paths:
-        path = Path(raw)
-        try:
-            found = find_images(path)
-        except CaptioningError as error:
-            entries.append((path, str(error)))
-            continue
-        if not found:
-            extensions = ", ".join(config.IMAGE_EXTENSIONS)
-            entries.append((path, f"{path}: no images in this folder (looked recursively for {extensions})"))
-        entries.extend((image, None) for image in found)
-    return entries
 
 
 def bundle_settings(bundle_config: dict, path: Path | str = "") -> dict:
