@@ -84,11 +84,12 @@ def cached_or_random(dataset, train, encoder_name: str, kind: str, shape: tuple[
 def time_training(kind: str, features, rows, tokens, vocab_size: int, max_length: int,
                   decoder_config, args) -> tuple[float, object]:
     """Seconds per training step (after warm-up) and the trained-for-a-bit model."""
-    from captioning import models, training
+    from captioning import models
+    from captioning.training import fit
 
     model = models.build_decoder(vocab_size, max_length, features.shape[1:], decoder_config)
-    training.compile_model(model, config.TrainConfig.learning_rate)
-    data = training.make_dataset(features, rows, tokens, args.batch_size, shuffle_seed=0)
+    fit.compile_model(model, config.TrainConfig.learning_rate)
+    data = fit.make_dataset(features, rows, tokens, args.batch_size, shuffle_seed=0)
     warmup = 3
     model.fit(data.take(warmup), epochs=1, verbose=0)  # traces the graph
     started = time.perf_counter()

@@ -48,8 +48,8 @@ def prepare(dataset_path: str):
     from captioning.data.datasets import load_dataset, split_dataset
     from captioning.data.text import Vocabulary, choose_max_length, tokenize
     from captioning.features.cache import load_features
-    from captioning.train_pipeline import _caption_rows
-    from captioning.training import TrainingData
+    from captioning.training.fit import TrainingData
+    from captioning.training.pipeline import _caption_rows
 
     dataset = load_dataset(dataset_path)
     split = split_dataset(dataset.images, config.SplitConfig())
@@ -69,18 +69,19 @@ def run_ours(dataset_path: str, epochs: int) -> dict:
 
     import keras
 
-    from captioning import config, training
+    from captioning import config
     from captioning.models import build_decoder
+    from captioning.training import fit
 
     data, vocab, max_length = prepare(dataset_path)
     # Training time only, as on the tutorial side: no validation pass.
     data = dataclasses.replace(data, val_rows=data.val_rows[:0], val_tokens=data.val_tokens[:0])
     keras.utils.set_random_seed(1)
     model = build_decoder(len(vocab), max_length, data.features.shape[1:], config.DecoderConfig())
-    training.compile_model(model, 1e-3)
+    fit.compile_model(model, 1e-3)
     train_config = config.TrainConfig(epochs=epochs, early_stopping_patience=epochs + 1)
     with tempfile.TemporaryDirectory() as folder:
-        result = training.fit(model, data, train_config, Path(folder), {}, log=lambda line: None)
+        result = fit.fit(model, data, train_config, Path(folder), {}, log=lambda line: None)
     return {"epoch_seconds": result.history["seconds"], "captions": len(data.train_rows),
             "loss": result.history["loss"], "vocab": len(vocab), "max_length": max_length}
 

@@ -19,6 +19,9 @@ DEFAULT_BUNDLE_DIR = PROJECT_ROOT / "saved_models" / "default"
 # The user's choice of default model: a pointer file in MODELS_DIR naming a bundle (captioning.bundles.default_model).
 # Absent, the shipped DEFAULT_BUNDLE_DIR is the default; training never changes it unasked.
 DEFAULT_MODEL_POINTER = "default-model.json"
+# Names in a bundle folder that the storage layer, which replaces bundle folders whole, knows too.
+BUNDLE_CONFIG_FILE = "config.json"
+CHECKPOINT_FOLDER = ".checkpoint"  # an interrupted training run's checkpoints, inside its bundle folder
 # Evaluation results go to DATA_DIR / EVALUATIONS_FOLDER / <model> / <dataset>-<split>[-firstN]-beamK/.
 EVALUATIONS_FOLDER = "evaluations"
 

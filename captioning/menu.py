@@ -83,12 +83,12 @@ def interrupted_run(dataset: str, encoder: str, decoder: str) -> Path | None:
     An interrupted run is also one whose epochs were all done but whose bundle was not written
     (killed during the final save): resuming it writes the bundle.
     """
-    from captioning.train_pipeline import TrainOptions, output_folder  # numpy only, no TensorFlow
+    from captioning.training.checkpoint_layout import has_checkpoint
+    from captioning.training.pipeline import TrainOptions, output_folder  # numpy only, no TensorFlow
 
     output = output_folder(TrainOptions(dataset=dataset, encoder=encoder,
                                         decoder=config.DecoderConfig(kind=decoder)))
-    # training.CHECKPOINT_DIR / STATE_FILE; importing training would pull in TensorFlow here.
-    return output if (output / ".checkpoint" / "state.json").is_file() else None
+    return output if has_checkpoint(output) else None
 
 
 def _ask_resume(dataset: str, encoder: str, decoder: str) -> bool:
@@ -108,7 +108,7 @@ def train_step() -> None:
     epochs = ask_int("epochs", config.TrainConfig.epochs)
     batch_size = ask_int("batch size", config.TrainConfig.batch_size)
     resume = _ask_resume(dataset, encoder, decoder)
-    from captioning.train_pipeline import (  # imports TensorFlow once the output is claimed
+    from captioning.training.pipeline import (  # imports TensorFlow once the output is claimed
         TrainOptions,
         train_model,
     )

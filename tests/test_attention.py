@@ -220,7 +220,7 @@ def test_attention_model_trained_by_the_pipeline_captions_unseen_shapes(tmp_path
     from captioning.encoders import build_encoder
     from captioning.features.extraction import encode_paths
     from captioning.models import make_step_decoder
-    from captioning.train_pipeline import TrainOptions, train_model
+    from captioning.training.pipeline import TrainOptions, train_model
     from tests.support.shapes_dataset import write_shapes_dataset
 
     options = TrainOptions(

@@ -70,7 +70,7 @@ def test_round_trip_gives_the_same_model(tmp_path):
 def test_saved_weights_leave_out_the_optimizer(tmp_path):
     import h5py
 
-    from captioning.training import compile_model
+    from captioning.training.fit import compile_model
 
     path, model = _save(tmp_path / "plain")
     compile_model(model, 1e-3)
@@ -305,7 +305,7 @@ def test_default_command_shows_sets_and_resets(tmp_path, shipped, capsys):
 
 def test_train_make_default_sets_the_default_only_when_asked_and_finished(tmp_path, shipped, monkeypatch,
                                                                           capsys):
-    from captioning import train_pipeline
+    from captioning.training import pipeline as train_pipeline
 
     trained = _config_only_bundle(config.MODELS_DIR / "trial")
     outcome = {"interrupted": False}

@@ -393,7 +393,7 @@ def test_evaluate_a_model_trained_on_shapes(tmp_path, monkeypatch, capsys):
     # End to end: train a small model on the shapes dataset, then `evaluate` with no --dataset:
     # the bundle's own dataset, its recorded split, only the test images. The captions follow
     # from the pixels, so a model that learnt scores high on images it never saw. (~60 s on CPU)
-    from captioning.train_pipeline import TrainOptions, train_model
+    from captioning.training.pipeline import TrainOptions, train_model
     from tests.support.shapes_dataset import write_shapes_dataset
 
     monkeypatch.setattr(metrics, "java_available", lambda: False)  # METEOR's jar: tested elsewhere

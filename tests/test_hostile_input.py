@@ -238,7 +238,7 @@ def test_fifo_checkpoint_state_is_one_line(tmp_path):
     checkpoints.mkdir()
     os.mkfifo(checkpoints / "state.json")
     code = ("from pathlib import Path\n"
-            "from captioning.training import ResumeError, read_checkpoint_state\n"
+            "from captioning.training.checkpoint_layout import ResumeError, read_checkpoint_state\n"
             "try:\n"
             f"    read_checkpoint_state(Path({str(checkpoints)!r}))\n"
             "except ResumeError as error:\n"
@@ -485,7 +485,7 @@ def test_metrics_json_and_sample_grid_with_names_that_are_not_utf8(tmp_path, mon
     ('{"version": 1, "folder": "epoch-0001", "fit": [1]}', "'fit' and 'fingerprint' must be objects"),
 ])
 def test_a_hostile_checkpoint_state_is_one_line(tmp_path, text, reason):
-    from captioning.training import ResumeError, read_checkpoint_state
+    from captioning.training.checkpoint_layout import ResumeError, read_checkpoint_state
 
     checkpoints = tmp_path / ".checkpoint"
     (checkpoints / "epoch-0001").mkdir(parents=True)

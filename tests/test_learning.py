@@ -22,7 +22,7 @@ def test_trained_model_captions_unseen_shapes(tmp_path, capsys):
     from captioning.features.extraction import encode_paths
     from captioning.inference.search import greedy_search
     from captioning.models import make_step_decoder
-    from captioning.train_pipeline import TrainOptions, train_model
+    from captioning.training.pipeline import TrainOptions, train_model
 
     started = time.time()
     options = TrainOptions(

@@ -311,7 +311,8 @@ def _answer_prompts(monkeypatch, answers) -> list[str]:
 
 
 def _stand_in_training(monkeypatch, trained: Path, interrupted: bool = False) -> None:
-    from captioning import menu, train_pipeline
+    from captioning import menu
+    from captioning.training import pipeline as train_pipeline
 
     monkeypatch.setattr(menu, "import_tensorflow", lambda: None)
     monkeypatch.setattr(train_pipeline, "train_model", lambda options, log: train_pipeline.TrainResult(

@@ -398,11 +398,11 @@ def test_a_disk_that_fills_during_the_bundle_write_is_one_line_and_leaves_nothin
 def test_a_checkpoint_without_room_is_one_line_and_the_previous_one_stays(tmp_path, monkeypatch):
     from dataclasses import replace
 
-    from captioning import training
+    from captioning.training import checkpoints, fit
     from tests.support.toy_training import CONFIG, FINGERPRINT, toy_data, toy_model
 
     data = toy_data()
-    training.fit(toy_model(seed=1), data, replace(CONFIG, epochs=1), tmp_path, FINGERPRINT, log=lambda line: None)
+    fit.fit(toy_model(seed=1), data, replace(CONFIG, epochs=1), tmp_path, FINGERPRINT, log=lambda line: None)
     checkpoint = tmp_path / ".checkpoint"
     before = _snapshot(checkpoint)
     real_disk_usage = disk_space.shutil.disk_usage
@@ -411,25 +411,25 @@ def test_a_checkpoint_without_room_is_one_line_and_the_previous_one_stays(tmp_pa
     with pytest.raises(OutputFolderError, match=r"^not enough disk space for the checkpoint of epoch 2 in .*: needs "
                                                 r"about .* free; free some space; then run the same command with "
                                                 r"--resume \(it continues after epoch 1\)$"):
-        training.fit(toy_model(seed=1), data, replace(CONFIG, epochs=2), tmp_path, FINGERPRINT, resume=True,
+        fit.fit(toy_model(seed=1), data, replace(CONFIG, epochs=2), tmp_path, FINGERPRINT, resume=True,
                      log=lambda line: None)
     assert _snapshot(checkpoint) == before  # epoch 1's checkpoint, and no partial epoch-0002 folder
 
-    real = training.write_bytes_atomic
+    real = checkpoints.write_bytes_atomic
 
     def fills_up(path, data):
         real(path, data[:100])
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
     monkeypatch.setattr(disk_space.shutil, "disk_usage", real_disk_usage)
-    monkeypatch.setattr(training, "write_bytes_atomic", fills_up)
+    monkeypatch.setattr(checkpoints, "write_bytes_atomic", fills_up)
     with pytest.raises(OutputFolderError, match=r"could not write the checkpoint of epoch 2 in .* \(the disk is full\)"):
-        training.fit(toy_model(seed=1), data, replace(CONFIG, epochs=2), tmp_path, FINGERPRINT, resume=True,
+        fit.fit(toy_model(seed=1), data, replace(CONFIG, epochs=2), tmp_path, FINGERPRINT, resume=True,
                      log=lambda line: None)
     assert _snapshot(checkpoint) == before
     fresh = tmp_path / "fresh"  # a first checkpoint that fails leaves no folder behind
     with pytest.raises(OutputFolderError, match=r"epoch 1 .*\(the disk is full\); then run the same command again$"):
-        training.fit(toy_model(seed=1), data, replace(CONFIG, epochs=1), fresh, FINGERPRINT, log=lambda line: None)
+        fit.fit(toy_model(seed=1), data, replace(CONFIG, epochs=1), fresh, FINGERPRINT, log=lambda line: None)
     assert not fresh.exists()
 
 
@@ -457,18 +457,18 @@ FULL_DISK_DRIVER = textwrap.dedent("""
     from dataclasses import replace
     sys.path.insert(0, {root!r})
     from pathlib import Path
-    from captioning import training
+    from captioning.training import checkpoints, fit
     from captioning.errors import CaptioningError
     from tests.support.bundles import make_tiny_bundle
     from tests.support.toy_training import CONFIG, FINGERPRINT, toy_data, toy_model
 
     # No free-space check: the writes themselves must meet the full disk and fail cleanly.
-    training.ensure_free_space = lambda *args, **kwargs: None
+    checkpoints.ensure_free_space = lambda *args, **kwargs: None
     import captioning.bundles.store
-    captioning.bundles.store.ensure_free_space = training.ensure_free_space
+    captioning.bundles.store.ensure_free_space = checkpoints.ensure_free_space
     errors = {{}}
     for name, write in (("bundle", lambda: make_tiny_bundle(Path(sys.argv[1]) / "m", seed=1)),
-                        ("checkpoint", lambda: training.fit(toy_model(seed=1), toy_data(), replace(CONFIG, epochs=1),
+                        ("checkpoint", lambda: fit.fit(toy_model(seed=1), toy_data(), replace(CONFIG, epochs=1),
                                                             Path(sys.argv[1]) / "run", FINGERPRINT))):
         try:
             write()

@@ -15,8 +15,9 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from captioning import training  # noqa: E402
 from captioning.config import DecoderConfig  # noqa: E402
+from captioning.training import fit  # noqa: E402
+from captioning.training.checkpoint_layout import FitState, ResumeError  # noqa: E402
 from tests.support.toy_training import CONFIG, FEATURE_DIM, FINGERPRINT, MAX_LENGTH, toy_data, toy_model  # noqa: E402
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -24,16 +25,16 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 def test_batches_gather_feature_rows_and_shift_tokens():
     data = toy_data()
-    batches = list(training.make_dataset(data.features, data.train_rows, data.train_tokens, batch_size=16))
+    batches = list(fit.make_dataset(data.features, data.train_rows, data.train_tokens, batch_size=16))
     inputs, targets = batches[0]
     assert inputs["features"].shape == (16, FEATURE_DIM) and inputs["features"].dtype.name == "float32"
     assert np.array_equal(inputs["features"].numpy(), data.features[data.train_rows[:16]].astype(np.float32))
     assert np.array_equal(inputs["tokens"].numpy(), data.train_tokens[:16, :-1])
     assert np.array_equal(targets.numpy(), data.train_tokens[:16, 1:])
     assert sum(len(t) for _, t in batches) == len(data.train_rows)
-    shuffled = [t.numpy() for _, t in training.make_dataset(data.features, data.train_rows,
+    shuffled = [t.numpy() for _, t in fit.make_dataset(data.features, data.train_rows,
                                                              data.train_tokens, 16, shuffle_seed=3)]
-    again = [t.numpy() for _, t in training.make_dataset(data.features, data.train_rows,
+    again = [t.numpy() for _, t in fit.make_dataset(data.features, data.train_rows,
                                                           data.train_tokens, 16, shuffle_seed=3)]
     assert all(np.array_equal(a, b) for a, b in zip(shuffled, again))
     assert not np.array_equal(shuffled[0], targets.numpy())
@@ -42,7 +43,7 @@ def test_batches_gather_feature_rows_and_shift_tokens():
 def test_trimmed_batches_group_similar_lengths_and_keep_every_caption():
     data = toy_data(images=200)
     lengths = (data.train_tokens != 0).sum(axis=1)
-    batches = list(training.make_dataset(data.features, data.train_rows, data.train_tokens, 16,
+    batches = list(fit.make_dataset(data.features, data.train_rows, data.train_tokens, 16,
                                          shuffle_seed=[1, 0], trim=True))
     seen = []
     for inputs, targets in batches:
@@ -73,8 +74,8 @@ def test_batches_read_only_their_own_feature_rows_from_a_memmap(tmp_path):
     np.save(tmp_path / "features.npy", data.features)
     memmap = np.load(tmp_path / "features.npy", mmap_mode="r", allow_pickle=False)
     features = _RowsOnly(memmap)
-    batches = list(training.make_dataset(features, data.train_rows, data.train_tokens, 16, shuffle_seed=[1, 0]))
-    order = training._batch_order(data.train_tokens, 16, [1, 0], by_length=False)
+    batches = list(fit.make_dataset(features, data.train_rows, data.train_tokens, 16, shuffle_seed=[1, 0]))
+    order = fit._batch_order(data.train_tokens, 16, [1, 0], by_length=False)
     expected = data.features[data.train_rows[order]].astype(np.float32)
     got = np.concatenate([inputs["features"].numpy() for inputs, _ in batches])
     assert got.dtype == np.float32 and np.array_equal(got, expected)
@@ -84,7 +85,7 @@ def test_batches_read_only_their_own_feature_rows_from_a_memmap(tmp_path):
 
 def test_train_options_take_the_attention_regularization_from_the_command_line():
     from captioning.cli import build_parser
-    from captioning.train_pipeline import TrainOptions
+    from captioning.training.pipeline import TrainOptions
 
     parser = build_parser()
     options = TrainOptions.from_args(parser.parse_args(["train", "--decoder", "attention",
@@ -112,18 +113,18 @@ def _interrupt_after(epochs_done):
 def test_resumed_run_gives_the_same_weights_as_an_uninterrupted_one(tmp_path):
     data = toy_data()
     straight = toy_model(seed=1)
-    full = training.fit(straight, data, CONFIG, tmp_path / "a", FINGERPRINT, log=lambda line: None)
+    full = fit.fit(straight, data, CONFIG, tmp_path / "a", FINGERPRINT, log=lambda line: None)
     assert full.epochs_run == 4 and not full.interrupted
 
     log, lines = _interrupt_after(2)
-    first = training.fit(toy_model(seed=1), data, CONFIG, tmp_path / "b", FINGERPRINT, log=log)
+    first = fit.fit(toy_model(seed=1), data, CONFIG, tmp_path / "b", FINGERPRINT, log=log)
     assert first.interrupted and first.epochs_run == 2
     assert (tmp_path / "b" / ".checkpoint" / "state.json").is_file()
 
     # A fresh process would rebuild the model with fresh weights: use another seed to prove
     # that weights, optimizer and schedule all come from the checkpoint.
     resumed_model = toy_model(seed=99)
-    resumed = training.fit(resumed_model, data, CONFIG, tmp_path / "b", FINGERPRINT, resume=True,
+    resumed = fit.fit(resumed_model, data, CONFIG, tmp_path / "b", FINGERPRINT, resume=True,
                            log=lines.append)
     assert any(line.startswith("resuming after epoch 2") for line in lines)
     assert resumed.epochs_run == 4 and resumed.history == _without_seconds(resumed.history, full.history)
@@ -141,25 +142,25 @@ def test_interrupt_keeps_best_weights_and_checkpoint(tmp_path):
     data = toy_data()
     model = toy_model(seed=2)
     log, _ = _interrupt_after(1)
-    result = training.fit(model, data, CONFIG, tmp_path, FINGERPRINT, log=log)
+    result = fit.fit(model, data, CONFIG, tmp_path, FINGERPRINT, log=log)
     assert result.interrupted and result.epochs_run == 1 and result.best_epoch == 1
     state = json.loads((tmp_path / ".checkpoint" / "state.json").read_text())
     assert state["fit"]["epoch"] == 1 and (tmp_path / ".checkpoint" / state["folder"] / "model.keras").is_file()
     assert result.best_val_loss == pytest.approx(
-        model.evaluate(training.make_dataset(data.features, data.val_rows, data.val_tokens, 16), verbose=0),
+        model.evaluate(fit.make_dataset(data.features, data.val_rows, data.val_tokens, 16), verbose=0),
         rel=1e-5)
 
 
 def test_resume_refuses_missing_checkpoint_and_changed_options(tmp_path):
     data = toy_data()
-    with pytest.raises(training.ResumeError, match="no interrupted training run"):
-        training.fit(toy_model(seed=3), data, CONFIG, tmp_path, FINGERPRINT, resume=True)
+    with pytest.raises(ResumeError, match="no interrupted training run"):
+        fit.fit(toy_model(seed=3), data, CONFIG, tmp_path, FINGERPRINT, resume=True)
     log, _ = _interrupt_after(1)
-    training.fit(toy_model(seed=3), data, CONFIG, tmp_path, FINGERPRINT, log=log)
-    with pytest.raises(training.ResumeError, match="options differ.*batch_size: 16 then, 32 now"):
-        training.fit(toy_model(seed=3), data, CONFIG, tmp_path, {**FINGERPRINT, "batch_size": 32}, resume=True)
+    fit.fit(toy_model(seed=3), data, CONFIG, tmp_path, FINGERPRINT, log=log)
+    with pytest.raises(ResumeError, match="options differ.*batch_size: 16 then, 32 now"):
+        fit.fit(toy_model(seed=3), data, CONFIG, tmp_path, {**FINGERPRINT, "batch_size": 32}, resume=True)
     # More epochs than first asked for is a normal way to continue a run.
-    more = training.fit(toy_model(seed=3), data, replace(CONFIG, epochs=2), tmp_path,
+    more = fit.fit(toy_model(seed=3), data, replace(CONFIG, epochs=2), tmp_path,
                         {**FINGERPRINT, "epochs": 2}, resume=True, log=lambda line: None)
     assert more.epochs_run == 2
 
@@ -168,12 +169,12 @@ def test_resuming_a_run_with_no_epoch_left_trains_nothing_and_gives_its_best_wei
     """A kill during the final save leaves a checkpoint whose epochs are all done: --resume ends it."""
     data = toy_data()
     done_model = toy_model(seed=4)
-    done = training.fit(done_model, data, replace(CONFIG, epochs=2), tmp_path, FINGERPRINT, log=lambda line: None)
+    done = fit.fit(done_model, data, replace(CONFIG, epochs=2), tmp_path, FINGERPRINT, log=lambda line: None)
     assert done.epochs_run == 2 and (tmp_path / ".checkpoint" / "state.json").is_file()
 
     lines = []
     finished_model = toy_model(seed=98)  # other weights: everything must come from the checkpoint
-    finished = training.fit(finished_model, data, replace(CONFIG, epochs=2), tmp_path, FINGERPRINT, resume=True,
+    finished = fit.fit(finished_model, data, replace(CONFIG, epochs=2), tmp_path, FINGERPRINT, resume=True,
                             log=lines.append)
     assert lines == [f"that run finished 2 of 2 epochs: nothing left to train, writing its model from the "
                      f"checkpoint in {tmp_path / '.checkpoint'}"]  # no "epoch k/2" line: nothing retrained
@@ -186,10 +187,10 @@ def test_resuming_a_run_with_no_epoch_left_trains_nothing_and_gives_its_best_wei
 def test_resuming_a_run_that_stopped_early_trains_nothing(tmp_path):
     data = toy_data()
     config = replace(CONFIG, epochs=30, early_stopping_patience=1, learning_rate=0.5)  # overshoots, so it stops
-    stopped = training.fit(toy_model(seed=5), data, config, tmp_path, FINGERPRINT, log=lambda line: None)
+    stopped = fit.fit(toy_model(seed=5), data, config, tmp_path, FINGERPRINT, log=lambda line: None)
     assert stopped.stopped_early and stopped.epochs_run < 30
     lines = []
-    again = training.fit(toy_model(seed=97), data, config, tmp_path, FINGERPRINT, resume=True, log=lines.append)
+    again = fit.fit(toy_model(seed=97), data, config, tmp_path, FINGERPRINT, resume=True, log=lines.append)
     assert len(lines) == 1 and lines[0].startswith(f"that run stopped early after epoch {stopped.epochs_run}: "
                                                    "nothing left to train")
     assert again.epochs_run == stopped.epochs_run and again.history == stopped.history
@@ -209,10 +210,10 @@ class _FakeModel:
 
 def test_early_stopping_and_plateau_follow_keras_rules():
     config = replace(CONFIG, early_stopping_patience=2, reduce_lr_patience=1, reduce_lr_factor=0.5)
-    model, state = _FakeModel(0.01), training.FitState(learning_rate=0.01)
+    model, state = _FakeModel(0.01), FitState(learning_rate=0.01)
     verdicts = []
     for val in (3.0, 2.0, 2.5, 1.9, 2.2, 2.3):
-        improved = training._record_epoch(model, state, {"loss": [1.0], "val_loss": [val]}, "val_loss", 1.0, config)
+        improved = fit._record_epoch(model, state, {"loss": [1.0], "val_loss": [val]}, "val_loss", 1.0, config)
         verdicts.append((improved, round(state.learning_rate, 6), state.stopped_early))
     assert verdicts == [(True, 0.01, False), (True, 0.01, False), (False, 0.005, False),
                         (True, 0.005, False), (False, 0.0025, False), (False, 0.00125, True)]
@@ -223,9 +224,9 @@ def test_early_stopping_and_plateau_follow_keras_rules():
 def test_gains_smaller_than_min_delta_halve_the_rate_but_still_count_as_best():
     config = replace(CONFIG, early_stopping_patience=3, reduce_lr_patience=1, reduce_lr_factor=0.5,
                      reduce_lr_min_delta=0.01)
-    model, state = _FakeModel(0.001), training.FitState(learning_rate=0.001)
+    model, state = _FakeModel(0.001), FitState(learning_rate=0.001)
     for val in (5.30, 5.25, 5.248):  # the last gain (0.002) is a plateau for the learning rate
-        improved = training._record_epoch(model, state, {"loss": [1.0], "val_loss": [val]}, "val_loss", 1.0, config)
+        improved = fit._record_epoch(model, state, {"loss": [1.0], "val_loss": [val]}, "val_loss", 1.0, config)
     assert improved and state.best_epoch == 3
     assert state.learning_rate == pytest.approx(0.0005)
 
@@ -240,12 +241,12 @@ def test_mirrored_strategy_over_two_logical_cpus_trains_an_epoch(tmp_path):
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
         from tests.support import toy_training as t
-        from captioning import training
-        strategy = training.make_strategy("mirrored")
+        from captioning.training import fit
+        strategy = fit.make_strategy("mirrored")
         assert strategy.num_replicas_in_sync == 2, strategy.num_replicas_in_sync
         with strategy.scope():
             model = t.toy_model(seed=5)
-        result = training.fit(model, t.toy_data(images=40), replace(t.CONFIG, epochs=1), {str(tmp_path)!r},
+        result = fit.fit(model, t.toy_data(images=40), replace(t.CONFIG, epochs=1), {str(tmp_path)!r},
                               t.FINGERPRINT)
         print("REPLICAS", strategy.num_replicas_in_sync, "EPOCHS", result.epochs_run,
               "LOSS", result.history["loss"][0])
@@ -262,7 +263,7 @@ def test_mirrored_strategy_over_two_logical_cpus_trains_an_epoch(tmp_path):
 def test_train_command_interrupt_resume_and_bundle_config(tmp_path, capsys):
     from captioning import config
     from captioning.cli import main
-    from captioning.train_pipeline import TrainOptions, train_model
+    from captioning.training.pipeline import TrainOptions, train_model
     from tests.support.shapes_dataset import write_shapes_dataset
 
     folder = write_shapes_dataset(tmp_path / "shapes", n_images=30, seed=4)

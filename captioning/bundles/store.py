@@ -50,12 +50,12 @@ from captioning.storage.safe_json import read_json_file
 
 WEIGHTS_FILE = "model.weights.h5"
 VOCAB_FILE = "vocab.json"
-CONFIG_FILE = "config.json"
+CONFIG_FILE = settings.BUNDLE_CONFIG_FILE
 HISTORY_FILE = "history.json"
 LOSS_CURVE_FILE = "loss_curve.png"
 REQUIRED_FILES = (CONFIG_FILE, VOCAB_FILE, WEIGHTS_FILE, HISTORY_FILE)
 # Folders inside a bundle that belong to a training run, not to the bundle; kept across saves.
-KEPT_FOLDERS = (".checkpoint",)
+KEPT_FOLDERS = (settings.CHECKPOINT_FOLDER,)
 TRAIN_HINT = "train one with `python image_captioning.py train`"
 ENSEMBLE_KEY = "ensemble"
 

@@ -19,7 +19,7 @@ def run(args: argparse.Namespace) -> int:
         0 when training finished, 130 when Ctrl-C stopped it (after saving what it could).
     """
     # TensorFlow is imported inside train_model, once the output folder is checked and locked.
-    from captioning.train_pipeline import TrainOptions, train_model
+    from captioning.training.pipeline import TrainOptions, train_model
 
     result = train_model(TrainOptions.from_args(args))
     if result.interrupted:

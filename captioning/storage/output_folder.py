@@ -44,10 +44,8 @@ from captioning.errors import CaptioningError, InputFileError
 from captioning.storage.safe_json import read_json_file
 from captioning.storage.safe_text import escape
 
-# The names below are facts of bundle.py and training.py; importing them here would pull in
-# TensorFlow (training) or make an import cycle (bundle imports this module).
-CHECKPOINT_DIR = ".checkpoint"
-BUNDLE_CONFIG = "config.json"
+CHECKPOINT_DIR = settings.CHECKPOINT_FOLDER
+BUNDLE_CONFIG = settings.BUNDLE_CONFIG_FILE
 STAGING_INFIX = ".new-"
 BACKUP_INFIX = ".old-"
 LOCK_SUFFIX = ".lock"

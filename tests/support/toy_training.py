@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from captioning import training
 from captioning.config import DecoderConfig, TrainConfig
 from captioning.models import build_decoder
+from captioning.training.fit import TrainingData, compile_model
 
 VOCAB, MAX_LENGTH, FEATURE_DIM = 15, 7, 8
 DECODER = DecoderConfig(embedding_dim=8, units=8, dropout=0.3)
@@ -15,7 +15,7 @@ CONFIG = TrainConfig(epochs=4, batch_size=16, learning_rate=0.01, early_stopping
 FINGERPRINT = {"dataset": "toy", "batch_size": 16, "epochs": 4}
 
 
-def toy_data(images=20, captions_per_image=3, seed=0) -> training.TrainingData:
+def toy_data(images=20, captions_per_image=3, seed=0) -> TrainingData:
     rng = np.random.default_rng(seed)
     features = rng.normal(size=(images, FEATURE_DIM)).astype(np.float16)
     rows = np.repeat(np.arange(images), captions_per_image)
@@ -24,7 +24,7 @@ def toy_data(images=20, captions_per_image=3, seed=0) -> training.TrainingData:
     for i, n in enumerate(lengths):
         tokens[i, : n + 2] = [2, *rng.integers(4, VOCAB, size=n), 3]
     split = len(rows) * 3 // 4
-    return training.TrainingData(features, rows[:split], tokens[:split], rows[split:], tokens[split:])
+    return TrainingData(features, rows[:split], tokens[:split], rows[split:], tokens[split:])
 
 
 def toy_model(seed):
@@ -32,5 +32,5 @@ def toy_model(seed):
 
     keras.utils.set_random_seed(seed)
     model = build_decoder(VOCAB, MAX_LENGTH, (FEATURE_DIM,), DECODER)
-    training.compile_model(model, CONFIG.learning_rate)
+    compile_model(model, CONFIG.learning_rate)
     return model

@@ -1,4 +1,4 @@
-"""The fit loop: tf.data from cached features, Adam, early stopping, LR plateau, resumable checkpoints.
+"""The fit loop: tf.data from cached features, Adam, early stopping, LR plateau, a checkpoint per epoch.
 
 Training runs one ``model.fit`` call per epoch so that everything random in an epoch (the shuffle
 order, the dropout masks) is derived from ``(seed, epoch)``: a run resumed at epoch k then sees
@@ -7,55 +7,32 @@ plateau are tracked here (same rules as Keras's ``EarlyStopping(restore_best_wei
 ``ReduceLROnPlateau``) because their state must go into the checkpoint, which Keras callbacks
 reset at every ``fit``.
 
-Checkpoint layout (``<bundle>/.checkpoint/``)::
-
-    state.json         epoch, history, early-stopping/plateau state, option fingerprint and the
-                       name of the folder below; replaced atomically, so it always names a
-                       complete folder
-    epoch-0003/model.keras         full model with optimizer state (architecture kept only for
-                                   inspection: resuming rebuilds the model and loads into it)
-    epoch-0003/best.weights.h5     the best weights so far (restored at the end)
+Checkpoints (``checkpoints.py``) hold that state with the weights, so a resumed run continues exactly.
 """
 
 from __future__ import annotations
 
-import contextlib
-import math
-import os
-import re
-import shutil
-import signal
 import sys
-import tempfile
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from captioning.config import MAX_BUNDLE_JSON_BYTES, TrainConfig
-from captioning.errors import CaptioningError, InputFileError
+from captioning.config import TrainConfig
 from captioning.models import caption_loss
-from captioning.storage.atomic import write_bytes_atomic, write_json_atomic
-from captioning.storage.disk_space import ensure_free_space
-from captioning.storage.model_files import model_file_bytes, weights_file_bytes
-from captioning.storage.output_folder import OutputFolderError, write_failure
-from captioning.storage.safe_json import read_json_file
+from captioning.training.checkpoint_layout import FitState, checkpoint_dir
+from captioning.training.checkpoints import (
+    interrupts_deferred,
+    load_best_weights,
+    save_checkpoint,
+    start_state,
+)
 
-CHECKPOINT_DIR = ".checkpoint"
-STATE_FILE = "state.json"
-STATE_VERSION = 1
-# Options that may change between an interrupted run and its resumption.
-RESUMABLE_CHANGES = ("epochs",)
 MIN_LEARNING_RATE = 1e-6
-
-
-class ResumeError(CaptioningError):
-    """There is no interrupted run to resume, or it was started with other options."""
 
 
 @dataclass
@@ -71,22 +48,6 @@ class TrainingData:
     train_tokens: np.ndarray  # (train captions, max_length) int32
     val_rows: np.ndarray  # (val captions,) int64
     val_tokens: np.ndarray  # (val captions, max_length) int32
-
-
-@dataclass
-class FitState:
-    """What a checkpoint remembers besides the weights and the optimizer."""
-
-    epoch: int = 0  # finished epochs
-    history: dict = field(default_factory=lambda: {"loss": [], "val_loss": [], "learning_rate": [],
-                                                   "seconds": []})
-    best: float = math.inf  # early stopping: best monitored loss so far
-    best_epoch: int = 0  # 1-based epoch of ``best``; 0 before any
-    wait: int = 0  # early stopping: epochs since the best
-    plateau_best: float = math.inf
-    plateau_wait: int = 0
-    learning_rate: float = 0.0
-    stopped_early: bool = False
 
 
 @dataclass
@@ -242,9 +203,9 @@ def fit(model: keras.Model, data: TrainingData, train_config: TrainConfig, check
         ResumeError: ``resume`` with no usable checkpoint or with different options.
         OutputFolderError: a checkpoint could not be written (a full disk); the previous one stays.
     """
-    checkpoints = Path(checkpoint_root) / CHECKPOINT_DIR
-    state = _start_state(model, checkpoints, fingerprint, resume, train_config, log)
-    best_weights = _load_best_weights(model, checkpoints, state) if state.epoch else None
+    checkpoints = checkpoint_dir(checkpoint_root)
+    state = start_state(model, checkpoints, fingerprint, resume, train_config, log)
+    best_weights = load_best_weights(model, checkpoints, state) if state.epoch else None
     monitor = "val_loss" if len(data.val_rows) >= model.distribute_strategy.num_replicas_in_sync else "loss"
     if monitor == "loss":
         log("no validation captions: early stopping and the learning-rate plateau watch the training loss")
@@ -272,8 +233,8 @@ def fit(model: keras.Model, data: TrainingData, train_config: TrainConfig, check
             improved = _record_epoch(model, state, metrics, monitor, time.time() - epoch_start, train_config)
             if improved:
                 best_weights = model.get_weights()
-            with _interrupts_deferred():
-                _save_checkpoint(model, best_weights, checkpoints, state, fingerprint)
+            with interrupts_deferred():
+                save_checkpoint(model, best_weights, checkpoints, state, fingerprint)
             log(_epoch_line(state, train_config.epochs, improved))
     except KeyboardInterrupt:
         interrupted = True
@@ -360,203 +321,3 @@ class _BatchProgress(keras.callbacks.Callback):
         self._bar.close()
 
 
-# --- checkpoints -------------------------------------------------------------------------------
-
-def _start_state(model, checkpoints: Path, fingerprint: dict, resume: bool, config: TrainConfig,
-                 log: Callable[[str], None]) -> FitState:
-    """A fresh state, or the checkpoint's (weights and optimizer loaded) when resuming."""
-    if not resume:
-        if checkpoints.exists():
-            log(f"starting over: discarding the interrupted run's checkpoint in {checkpoints}")
-            shutil.rmtree(checkpoints)
-        return FitState(learning_rate=config.learning_rate)
-    saved = read_checkpoint_state(checkpoints)
-    _check_fingerprint(checkpoints, saved.get("fingerprint", {}), fingerprint)
-    state = FitState(**{k: v for k, v in saved["fit"].items() if k in FitState.__dataclass_fields__})
-    _restore_model(model, checkpoints / saved["folder"] / "model.keras")
-    model.optimizer.learning_rate.assign(state.learning_rate)
-    # A run with nothing left to train still has a checkpoint only when its bundle was not written
-    # (killed or out of disk during the final save): resuming it writes that bundle.
-    if state.stopped_early:
-        log(f"that run stopped early after epoch {state.epoch}: nothing left to train, writing its model "
-            f"from the checkpoint in {checkpoints}")
-    elif state.epoch >= config.epochs:
-        log(f"that run finished {state.epoch} of {config.epochs} epochs: nothing left to train, writing its "
-            f"model from the checkpoint in {checkpoints}")
-    else:
-        log(f"resuming after epoch {state.epoch} from {checkpoints}")
-    return state
-
-
-def read_checkpoint_state(checkpoints: Path) -> dict:
-    """The checkpoint's state.json, checked.
-
-    Args:
-        checkpoints: The ``.checkpoint`` folder.
-
-    Returns:
-        The parsed state.
-
-    Raises:
-        ResumeError: When there is no (readable) checkpoint.
-    """
-    path = checkpoints / STATE_FILE
-    if not path.exists():  # anything else there (a FIFO, say) is reported by the reader
-        raise ResumeError(f"no interrupted training run to resume in {checkpoints.parent} "
-                          f"(no {CHECKPOINT_DIR}/{STATE_FILE}); train without --resume")
-    try:
-        # Infinity is allowed: a fresh early-stopping state records its best loss as infinite.
-        saved = read_json_file(path, MAX_BUNDLE_JSON_BYTES, allow_nan=True)
-        _check_state(saved)
-        folder = checkpoints / saved["folder"]
-        if not (folder / "model.keras").is_file():
-            raise ValueError("incomplete checkpoint")
-    except InputFileError as error:
-        raise ResumeError(f"{path}: unusable checkpoint ({error.reason}); train without --resume to "
-                          "start over") from None
-    except (OSError, ValueError) as error:
-        raise ResumeError(f"{path}: unusable checkpoint ({error}); train without --resume to start over") from None
-    return saved
-
-
-def _check_state(saved) -> None:
-    """Check what ``_save_checkpoint`` writes, before anything is built from it.
-
-    Raises:
-        ValueError: a one-line reason.
-    """
-    if not isinstance(saved, dict) or saved.get("version") != STATE_VERSION:
-        raise ValueError(f"not a version-{STATE_VERSION} checkpoint state")
-    if not isinstance(saved.get("folder"), str) or not re.fullmatch(r"epoch-\d{1,9}", saved["folder"]):
-        raise ValueError("no epoch folder named")
-    fit, fingerprint = saved.get("fit"), saved.get("fingerprint", {})
-    if not isinstance(fit, dict) or not isinstance(fingerprint, dict):
-        raise ValueError("'fit' and 'fingerprint' must be objects")
-    for name, kind in _FIT_FIELDS.items():
-        if not _valid(fit.get(name, getattr(FitState(), name)), kind):
-            raise ValueError(f"fit.{name} is not a valid {kind}")
-    history = fit.get("history", {})
-    if not all(isinstance(v, list) for v in history.values()):
-        raise ValueError("fit.history must hold lists")
-
-
-# What each FitState field must be: a count (int >= 0), a number (inf allowed, NaN not), a flag,
-# or a record (an object).
-_FIT_FIELDS = {"epoch": "count", "best_epoch": "count", "wait": "count", "plateau_wait": "count",
-               "best": "number", "plateau_best": "number", "learning_rate": "number",
-               "stopped_early": "flag", "history": "record"}
-
-
-def _valid(value, kind: str) -> bool:
-    if kind == "flag":
-        return isinstance(value, bool)
-    if kind == "record":
-        return isinstance(value, dict)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False
-    return value >= 0 and isinstance(value, int) if kind == "count" else not math.isnan(value)
-
-
-def _check_fingerprint(checkpoints: Path, saved: dict, current: dict) -> None:
-    keys = sorted((set(saved) | set(current)) - set(RESUMABLE_CHANGES))
-    differing = [k for k in keys if saved.get(k) != current.get(k)]
-    if differing:
-        details = ", ".join(f"{k}: {saved.get(k)!r} then, {current.get(k)!r} now" for k in differing[:4])
-        raise ResumeError(f"cannot resume the run in {checkpoints.parent}: options differ ({details}); "
-                          "use the same options, or train without --resume to start over")
-
-
-def _restore_model(model: keras.Model, path: Path) -> None:
-    """Load weights and optimizer state from a checkpoint into the rebuilt, compiled model."""
-    # The optimizer's slots must exist before loading, or Keras skips them with a warning.
-    model.optimizer.build(model.trainable_variables)
-    try:
-        model.load_weights(str(path))
-    except (ValueError, OSError, KeyError) as error:
-        raise ResumeError(f"{path}: checkpoint does not fit this model ({str(error).splitlines()[0]}); "
-                          "train without --resume to start over") from None
-
-
-def _load_best_weights(model: keras.Model, checkpoints: Path, state: FitState) -> list | None:
-    saved = read_checkpoint_state(checkpoints)
-    current = model.get_weights()
-    model.load_weights(str(checkpoints / saved["folder"] / "best.weights.h5"))
-    best = model.get_weights()
-    model.set_weights(current)
-    return best
-
-
-def _save_checkpoint(model: keras.Model, best_weights: list | None, checkpoints: Path, state: FitState,
-                     fingerprint: dict) -> None:
-    """Write this epoch's folder, then point state.json at it, then drop older folders.
-
-    Both files are built in memory first, so the free space is checked against their real size and
-    a disk that fills anyway fails a plain write (one line, the folder removed), never HDF5, which
-    crashes the process. The previous epoch's checkpoint stays usable throughout.
-
-    Raises:
-        OutputFolderError: not enough space, or the write failed.
-    """
-    model_bytes = model_file_bytes(model)
-    current = model.get_weights()
-    if best_weights is not None:
-        model.set_weights(best_weights)
-    try:
-        best_bytes = weights_file_bytes(model)
-    finally:
-        model.set_weights(current)
-    folder = f"epoch-{state.epoch:04d}"
-    then = (f"; then run the same command with --resume (it continues after epoch {state.epoch - 1})"
-            if state.epoch > 1 else "; then run the same command again")
-    ensure_free_space(checkpoints, len(model_bytes) + len(best_bytes), f"the checkpoint of epoch {state.epoch}", then,
-                      error=OutputFolderError)
-    created = [path for path in (checkpoints.parent, checkpoints) if not path.exists()]
-    try:
-        checkpoints.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{folder}-", dir=checkpoints))
-        try:
-            write_bytes_atomic(staging / "model.keras", model_bytes)
-            write_bytes_atomic(staging / "best.weights.h5", best_bytes)
-            if (checkpoints / folder).exists():
-                shutil.rmtree(checkpoints / folder)
-            os.replace(staging, checkpoints / folder)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        saved = {"version": STATE_VERSION, "folder": folder, "fingerprint": fingerprint,
-                 "fit": state.__dict__}
-        try:
-            write_json_atomic(checkpoints / STATE_FILE, saved, sort_keys=True)
-        except BaseException:
-            shutil.rmtree(checkpoints / folder, ignore_errors=True)  # state.json still names the last one
-            raise
-    except OSError as error:
-        for path in reversed(created):  # a first checkpoint that failed leaves no empty folders
-            with contextlib.suppress(OSError):
-                path.rmdir()
-        raise OutputFolderError(f"could not write the checkpoint of epoch {state.epoch} in {checkpoints} "
-                                f"({write_failure(error)}){then}") from None
-    for old in checkpoints.iterdir():
-        if old.is_dir() and old.name != folder:
-            shutil.rmtree(old, ignore_errors=True)
-
-
-def remove_checkpoint(checkpoint_root: Path) -> None:
-    """Delete ``<bundle>/.checkpoint`` once a run has finished (nothing left to resume)."""
-    shutil.rmtree(Path(checkpoint_root) / CHECKPOINT_DIR, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def _interrupts_deferred():
-    """Hold Ctrl-C until the block ends, so a checkpoint is never left half-written by it."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        if received:
-            raise KeyboardInterrupt

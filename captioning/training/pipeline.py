@@ -78,7 +78,7 @@ class _Prepared:
     vocab: object
     max_length: int
     encoder: object
-    data: object  # training.TrainingData
+    data: object  # fit.TrainingData
     feature_shape: tuple
     counts: dict
 
@@ -130,24 +130,25 @@ def _train_into(output: Path, options: TrainOptions, log: Callable[[str], None])
     import_tensorflow()  # only now, after the cheap checks
     import keras
 
-    from captioning import training
     from captioning.bundles.store import save_bundle
     from captioning.models import build_decoder
     from captioning.storage.output_folder import OutputFolderError
+    from captioning.training import fit
+    from captioning.training.checkpoints import remove_checkpoint
 
     started = time.time()
     prepared = _prepare(options, log)
-    strategy = training.make_strategy(options.strategy)
+    strategy = fit.make_strategy(options.strategy)
     keras.utils.set_random_seed(options.train.seed)
     with strategy.scope():
         model = build_decoder(len(prepared.vocab), prepared.max_length, prepared.feature_shape,
                                      options.decoder)
-        training.compile_model(model, options.train.learning_rate)
+        fit.compile_model(model, options.train.learning_rate)
     if strategy.num_replicas_in_sync > 1:
         log(f"training on {strategy.num_replicas_in_sync} devices ({type(strategy).__name__})")
     log(f"training {options.decoder.kind} decoder: {len(prepared.data.train_rows)} train / "
         f"{len(prepared.data.val_rows)} val captions, up to {options.train.epochs} epochs -> {output}")
-    result = training.fit(model, prepared.data, options.train, output, _fingerprint(options, prepared),
+    result = fit.fit(model, prepared.data, options.train, output, _fingerprint(options, prepared),
                           resume=options.resume, log=log, progress=options.progress)
     if result.epochs_run == 0:
         log("interrupted before the first epoch finished: nothing saved")
@@ -163,18 +164,18 @@ def _train_into(output: Path, options: TrainOptions, log: Callable[[str], None])
         log(f"interrupted after epoch {result.epochs_run}: the best weights so far are saved in {output}; "
             "run the same command with --resume to continue")
     else:
-        training.remove_checkpoint(output)  # finished: nothing left to resume
+        remove_checkpoint(output)  # finished: nothing left to resume
         log(f"saved model bundle to {output}")
     return TrainResult(output, result.best_val_loss, result.epochs_run, result.history, result.interrupted)
 
 
 def _prepare(options: TrainOptions, log: Callable[[str], None]) -> _Prepared:
-    from captioning import training
     from captioning.data.datasets import load_dataset, split_dataset
     from captioning.data.text import Vocabulary, choose_max_length, tokenize
     from captioning.encoders import build_encoder
     from captioning.features.cache import open_features
     from captioning.features.extraction import extract_features
+    from captioning.training.fit import TrainingData
 
     dataset = load_dataset(options.dataset)
     for note in dataset.notes:
@@ -209,7 +210,7 @@ def _prepare(options: TrainOptions, log: Callable[[str], None]) -> _Prepared:
                                          [i.path for i in train + val])  # image_rows: (images,)
     train_rows, train_tokens = _caption_rows(train, vocab, max_length, offset=0)
     val_rows, val_tokens = _caption_rows(val, vocab, max_length, offset=len(train))
-    data = training.TrainingData(features, image_rows[train_rows], train_tokens, image_rows[val_rows], val_tokens)
+    data = TrainingData(features, image_rows[train_rows], train_tokens, image_rows[val_rows], val_tokens)
     counts = {"train_images": len(train), "val_images": len(val), "test_images": len(split.test),
               "train_captions": len(train_rows), "val_captions": len(val_rows)}
     return _Prepared(dataset, vocab, max_length, encoder, data, tuple(features.shape[1:]), counts)
