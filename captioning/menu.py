@@ -155,8 +155,8 @@ def caption_typed_path(captioner, path: Path) -> None:
         captioner: a loaded ``captioner.Captioner``.
         path: an existing image file or folder.
     """
-    from captioning.annotate import write_captioned_image
     from captioning.inference.inputs import png_targets
+    from captioning.render.captioned_image import write_captioned_image
 
     results = captioner.caption_paths([path], config.DEFAULT_BEAM_SIZE)
     pngs = png_targets(results, single=not path.is_dir(), output=Path.cwd() / config.DEFAULT_CAPTION_PNG,

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from captioning import annotate
 from captioning.errors import ImageError
+from captioning.render import captioned_image
 
 
 def make_photo(path, size=(300, 200), color=(30, 120, 200)):
@@ -28,7 +28,7 @@ def figure_texts(figure):
 
 def test_png_is_the_photo_with_the_caption_beneath_it(tmp_path):
     photo = make_photo(tmp_path / "photo.jpg", size=(640, 400))
-    out = annotate.write_captioned_image(photo, "a dog runs on the grass", tmp_path / "out.png")
+    out = captioned_image.write_captioned_image(photo, "a dog runs on the grass", tmp_path / "out.png")
     assert out == tmp_path / "out.png"
     with Image.open(out) as image:
         image.load()
@@ -45,20 +45,20 @@ def test_png_is_the_photo_with_the_caption_beneath_it(tmp_path):
 
 def test_figure_carries_the_caption_text():
     photo = np.zeros((200, 500, 3), dtype=np.uint8)
-    figure = annotate.build_caption_figure(photo, "two cats sleep on a red sofa")
+    figure = captioned_image.build_caption_figure(photo, "two cats sleep on a red sofa")
     assert figure_texts(figure) == ["two cats sleep on a red sofa"]
 
 
 def test_long_captions_wrap_onto_several_lines_and_grow_the_band(tmp_path):
     photo = make_photo(tmp_path / "p.png", size=(480, 300))
     long_caption = " ".join(["a very long caption about a crowded street market"] * 6)
-    figure = annotate.build_caption_figure(annotate.display_image(photo), long_caption)
+    figure = captioned_image.build_caption_figure(captioned_image.display_image(photo), long_caption)
     (text,) = figure_texts(figure)
     lines = text.split("\n")
     assert len(lines) >= 3
     assert " ".join(lines) == long_caption
-    short = annotate.write_captioned_image(photo, "a street", tmp_path / "short.png")
-    tall = annotate.write_captioned_image(photo, long_caption, tmp_path / "long.png")
+    short = captioned_image.write_captioned_image(photo, "a street", tmp_path / "short.png")
+    tall = captioned_image.write_captioned_image(photo, long_caption, tmp_path / "long.png")
     with Image.open(short) as a, Image.open(tall) as b:
         assert b.height > a.height > 300
         assert a.width == b.width == 480
@@ -73,9 +73,9 @@ def test_non_ascii_caption_and_paths(tmp_path):
     photo = make_photo(folder / "café ☕.png")
     caption = "un café crème sur une table — кофе на столе"
     with _no_glyph_warnings():
-        out = annotate.write_captioned_image(photo, caption, folder / "résultat.png")
+        out = captioned_image.write_captioned_image(photo, caption, folder / "résultat.png")
     assert out.exists()
-    figure = annotate.build_caption_figure(annotate.display_image(photo), caption)
+    figure = captioned_image.build_caption_figure(captioned_image.display_image(photo), caption)
     assert [text.replace("\n", " ") for text in figure_texts(figure)] == [caption]
 
 
@@ -99,17 +99,17 @@ class _no_glyph_warnings:
 
 def test_small_photos_are_enlarged_so_the_caption_fits(tmp_path):
     photo = make_photo(tmp_path / "tiny.png", size=(40, 30))
-    out = annotate.write_captioned_image(photo, "a tiny picture", tmp_path / "out.png")
+    out = captioned_image.write_captioned_image(photo, "a tiny picture", tmp_path / "out.png")
     with Image.open(out) as image:
-        assert image.width == annotate.MIN_WIDTH_PX
+        assert image.width == captioned_image.MIN_WIDTH_PX
         assert image.height > 360  # 30 * 480 / 40 of photo, plus the band
 
 
 def test_huge_photos_are_shrunk_for_display(tmp_path):
     photo = make_photo(tmp_path / "big.jpg", size=(3000, 1500))
-    out = annotate.write_captioned_image(photo, "a panorama", tmp_path / "out.png")
+    out = captioned_image.write_captioned_image(photo, "a panorama", tmp_path / "out.png")
     with Image.open(out) as image:
-        assert image.width == annotate.MAX_SIDE_PX
+        assert image.width == captioned_image.MAX_SIDE_PX
 
 
 def test_exif_rotation_is_applied(tmp_path):
@@ -118,25 +118,25 @@ def test_exif_rotation_is_applied(tmp_path):
     exif = image.getexif()
     exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
     image.save(path, exif=exif)
-    assert annotate.display_image(path).shape[:2] == (annotate.MIN_WIDTH_PX * 300 // 200, 480)
+    assert captioned_image.display_image(path).shape[:2] == (captioned_image.MIN_WIDTH_PX * 300 // 200, 480)
 
 
 def test_unreadable_image_and_unwritable_output(tmp_path):
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"not an image at all")
     with pytest.raises(ImageError, match="broken.jpg"):
-        annotate.write_captioned_image(bad, "x", tmp_path / "out.png")
+        captioned_image.write_captioned_image(bad, "x", tmp_path / "out.png")
     photo = make_photo(tmp_path / "ok.png")
     blocker = tmp_path / "file"
     blocker.write_text("a file where a folder should be")
     from captioning.errors import CaptioningError
 
     with pytest.raises(CaptioningError, match="cannot write"):
-        annotate.write_captioned_image(photo, "x", blocker / "out.png")
+        captioned_image.write_captioned_image(photo, "x", blocker / "out.png")
 
 
 def test_write_is_atomic_and_leaves_no_temp_files(tmp_path):
     photo = make_photo(tmp_path / "ok.png")
-    annotate.write_captioned_image(photo, "first", tmp_path / "out" / "a.png")
-    annotate.write_captioned_image(photo, "second", tmp_path / "out" / "a.png")
+    captioned_image.write_captioned_image(photo, "first", tmp_path / "out" / "a.png")
+    captioned_image.write_captioned_image(photo, "second", tmp_path / "out" / "a.png")
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png"]

@@ -16,6 +16,7 @@ from captioning.inference import attention_weights  # noqa: E402
 from captioning.inference import search as decoding  # noqa: E402
 from captioning.models import attention  # noqa: E402
 from captioning.render import attention_map  # noqa: E402
+from captioning.render.photo import load_photo  # noqa: E402
 
 VOCAB, MAX_LENGTH, CHANNELS = 19, 8, 12
 CONFIG = DecoderConfig(kind="attention", embedding_dim=10, units=16, attention_dim=8,
@@ -182,7 +183,7 @@ def test_attention_map_has_one_panel_per_word(tmp_path, side):
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (120, 160, 3), dtype=np.uint8)).save(photo)
     words = ["a", "dog", "runs", "on", "the", "grass", "today"]
     alphas = np.random.default_rng(1).dirichlet(np.ones(side * side), size=len(words))
-    figure = attention_map._draw_panels(attention_map._load_photo(photo), words,
+    figure = attention_map._draw_panels(load_photo(photo, attention_map.DISPLAY_SIZE), words,
                                          alphas.reshape(-1, side, side))
     assert [axes.get_title() for axes in figure.axes] == words
     output = attention_map.write_attention_map(photo, words, alphas, tmp_path / "out" / "map.png")

@@ -93,12 +93,12 @@ def test_failed_save_leaves_the_previous_bundle_intact(tmp_path, monkeypatch):
     (path / ".checkpoint" / "state.json").write_text("{}")
     before = {p.name: p.read_bytes() for p in path.iterdir() if p.is_file()}
 
-    import captioning.plots
+    import captioning.render.loss_curve
 
     def broken(*args, **kwargs):
         raise OSError("disk full (simulated)")
 
-    monkeypatch.setattr(captioning.plots, "save_loss_curve", broken)
+    monkeypatch.setattr(captioning.render.loss_curve, "save_loss_curve", broken)
     with pytest.raises(OutputFolderError, match=r"could not write the model bundle .*m \(disk full \(simulated\)\); "
                                                 r"what was there is unchanged$"):
         _save(tmp_path / "m", seed=1)

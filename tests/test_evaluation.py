@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from captioning import cli, config, evaluation, metrics, report
+from captioning import cli, config
 from captioning.data.datasets import load_dataset, split_dataset
 from captioning.errors import BundleError, CaptioningError
+from captioning.evaluation import evaluate as evaluation
+from captioning.evaluation import ptb_tokenizer, report
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 180, 60), "blue": (40, 60, 220), "yellow": (230, 210, 40)}
 SHAPES = ("square", "circle", "stripe", "dot", "blob")
@@ -103,7 +105,7 @@ def fake_captioner(monkeypatch) -> list:
         loaded.append(Path(path))
         return FakeCaptioner(caption_for=_reference_caption)
 
-    monkeypatch.setattr(metrics.shutil, "which", lambda name: None)  # quick: no Java, no METEOR
+    monkeypatch.setattr(ptb_tokenizer, "java_available", lambda: False)  # quick: no Java, no METEOR
     monkeypatch.setattr(captioner.Captioner, "from_bundle", classmethod(from_bundle))
     return loaded
 
@@ -167,7 +169,7 @@ def test_bundle_without_recorded_dataset_needs_dataset_option(model_dir):
 # -------------------------------------------------------------------------------- captioning, scores
 
 def test_captions_in_batches_and_scores_against_all_references(model_dir, dataset_dir, monkeypatch):
-    monkeypatch.setattr(metrics.shutil, "which", lambda name: None)  # quick: no Java, no METEOR
+    monkeypatch.setattr(ptb_tokenizer, "java_available", lambda: False)  # quick: no Java, no METEOR
     dataset = load_dataset(dataset_dir)
     chosen = evaluation.choose_images({"format_version": 1}, dataset, "test")  # unseen: all 40
     fake = FakeCaptioner(caption_for=_reference_caption)
@@ -178,7 +180,7 @@ def test_captions_in_batches_and_scores_against_all_references(model_dir, datase
 
 
 def test_unreadable_images_are_listed_not_scored(model_dir, dataset_dir, monkeypatch):
-    monkeypatch.setattr(metrics.shutil, "which", lambda name: None)
+    monkeypatch.setattr(ptb_tokenizer, "java_available", lambda: False)
     chosen = evaluation.choose_images({"format_version": 1}, load_dataset(dataset_dir), "test", limit=6)
     fake = FakeCaptioner(fail_names={"img001.png"})
     result = evaluation.evaluate_images(fake, chosen, beam_size=1, model_path=model_dir, progress=False)
@@ -194,7 +196,7 @@ def test_nothing_captioned_is_one_clear_error(model_dir, dataset_dir):
 
 
 def test_same_caption_everywhere_warns_in_the_table(model_dir, dataset_dir, monkeypatch):
-    monkeypatch.setattr(metrics.shutil, "which", lambda name: None)
+    monkeypatch.setattr(ptb_tokenizer, "java_available", lambda: False)
     chosen = evaluation.choose_images({"format_version": 1}, load_dataset(dataset_dir), "test")
     result = evaluation.evaluate_images(FakeCaptioner(), chosen, beam_size=1, model_path=model_dir,
                                         progress=False)
@@ -207,7 +209,7 @@ def test_same_caption_everywhere_warns_in_the_table(model_dir, dataset_dir, monk
 # -------------------------------------------------------------------------------- report files
 
 def test_reports_metrics_json_png_into_their_own_folder(model_dir, dataset_dir, tmp_path, monkeypatch):
-    monkeypatch.setattr(metrics.shutil, "which", lambda name: None)
+    monkeypatch.setattr(ptb_tokenizer, "java_available", lambda: False)
     before = _files(model_dir)
     dataset = load_dataset(dataset_dir)
     chosen = evaluation.choose_images(_config(model_dir), dataset, "val", model_path=model_dir)
@@ -242,7 +244,7 @@ def test_reports_metrics_json_png_into_their_own_folder(model_dir, dataset_dir, 
 
 def test_full_test_split_at_the_default_beam_also_replaces_the_bundles_record(model_dir, dataset_dir,
                                                                               monkeypatch):
-    monkeypatch.setattr(metrics.shutil, "which", lambda name: None)
+    monkeypatch.setattr(ptb_tokenizer, "java_available", lambda: False)
     before = _files(model_dir)
     chosen = evaluation.choose_images(_config(model_dir), load_dataset(dataset_dir), "test")
     result = evaluation.evaluate_images(FakeCaptioner(), chosen, beam_size=config.DEFAULT_BEAM_SIZE,
@@ -396,7 +398,7 @@ def test_evaluate_a_model_trained_on_shapes(tmp_path, monkeypatch, capsys):
     from captioning.training.pipeline import TrainOptions, train_model
     from tests.support.shapes_dataset import write_shapes_dataset
 
-    monkeypatch.setattr(metrics, "java_available", lambda: False)  # METEOR's jar: tested elsewhere
+    monkeypatch.setattr(ptb_tokenizer, "java_available", lambda: False)  # METEOR's jar: tested elsewhere
     split_config = config.SplitConfig(seed=3, val_fraction=0.2, test_fraction=0.2)
     dataset_dir = write_shapes_dataset(tmp_path / "shapes", 144, seed=0)
     options = TrainOptions(

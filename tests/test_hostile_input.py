@@ -19,12 +19,14 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from captioning import cli, config, evaluation, metrics, report
+from captioning import cli, config
 from captioning.bundles import store as bundle
 from captioning.bundles.schema import BundleConfig
 from captioning.data.datasets import load_dataset
 from captioning.data.text import RESERVED_TOKENS, Vocabulary, choose_max_length
 from captioning.errors import BundleError, DatasetError, FeatureCacheError, InputFileError
+from captioning.evaluation import evaluate as evaluation
+from captioning.evaluation import ptb_tokenizer, report
 from captioning.storage import safe_json, safe_text
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -450,7 +452,7 @@ def test_caption_json_and_terminal_with_names_that_are_not_utf8(tiny_bundle, tmp
 
 
 def test_metrics_json_and_sample_grid_with_names_that_are_not_utf8(tmp_path, monkeypatch):
-    monkeypatch.setattr(metrics.shutil, "which", lambda name: None)  # no Java: no METEOR
+    monkeypatch.setattr(ptb_tokenizer, "java_available", lambda: False)  # no Java: no METEOR
     root = coco_dataset(fsname(tmp_path, b"donn\xe9es"), [{"image": "a.png", "caption": "a red square"},
                                                           {"image": "b.png", "caption": "a blue square"}])
     model = fsname(tmp_path, b"mod\xe8le")

@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from captioning import metrics
+from captioning.evaluation import metrics, ptb_tokenizer
 
 HAS_JAVA = shutil.which("java") is not None
 needs_java = pytest.mark.skipif(not HAS_JAVA, reason="Java is not installed (the COCO jars need it)")
@@ -39,7 +39,7 @@ FIXTURE_REFERENCES = [
 
 def _no_java(monkeypatch):
     """Make the code believe Java is missing, as on a machine without it."""
-    monkeypatch.setattr(metrics.shutil, "which", lambda name: None)
+    monkeypatch.setattr(ptb_tokenizer.shutil, "which", lambda name: None)
 
 
 # --------------------------------------------------------------------------------------------
@@ -58,7 +58,7 @@ def _no_java(monkeypatch):
 ])
 def test_python_tokenizer_known_cases(raw, expected):
     # Expected strings are what the Stanford jar + the toolkit's punctuation list produce.
-    assert metrics.coco_tokenize_python(raw) == expected
+    assert ptb_tokenizer.coco_tokenize_python(raw) == expected
 
 
 @needs_java
@@ -67,15 +67,15 @@ def test_our_java_call_matches_the_toolkits_ptbtokenizer():
 
     captions = FIXTURE_CANDIDATES + [ref for refs in FIXTURE_REFERENCES for ref in refs]
     toolkit = PTBTokenizer().tokenize({i: [{"caption": c}] for i, c in enumerate(captions)})
-    ours = metrics.coco_tokenize_java(captions)
+    ours = ptb_tokenizer.coco_tokenize_java(captions)
     assert [line.split() for line in ours] == [toolkit[i][0].split() for i in range(len(captions))]
 
 
 @needs_java
 def test_python_and_java_tokenizers_agree_on_fixture():
     captions = FIXTURE_CANDIDATES + [ref for refs in FIXTURE_REFERENCES for ref in refs]
-    java = metrics.coco_tokenize_java(captions)
-    python = [metrics.coco_tokenize_python(caption) for caption in captions]
+    java = ptb_tokenizer.coco_tokenize_java(captions)
+    python = [ptb_tokenizer.coco_tokenize_python(caption) for caption in captions]
     assert python == java
 
 
@@ -86,8 +86,8 @@ def test_python_and_java_tokenizers_agree_on_real_captions(flickr8k, coco_mini):
         captions = [row["caption"] for row in csv.DictReader(handle)]
     annotations = json.loads((coco_mini / "captions.json").read_text(encoding="utf-8"))["annotations"]
     captions += [item["caption"] for item in annotations]
-    java = metrics.coco_tokenize_java(captions)
-    python = [metrics.coco_tokenize_python(caption) for caption in captions]
+    java = ptb_tokenizer.coco_tokenize_java(captions)
+    python = [ptb_tokenizer.coco_tokenize_python(caption) for caption in captions]
     differing = [c for c, j, p in zip(captions, java, python) if j.split() != p.split()]
     # Measured: 2 of 37,682 differ ("ant 's-eye-view", a curly-quote "'tis"); allow a few more.
     assert len(differing) <= len(captions) // 5000, differing[:10]
@@ -97,10 +97,10 @@ def test_java_tokenizer_failure_falls_back_to_python(monkeypatch):
     def broken(texts):
         raise RuntimeError("java exited with 1: boom")
 
-    monkeypatch.setattr(metrics, "coco_tokenize_java", broken)
-    tokens, tokenizer, notes = metrics.tokenize_all(["A Dog ."], use_java=True)
+    monkeypatch.setattr(ptb_tokenizer, "coco_tokenize_java", broken)
+    tokens, tokenizer, notes = ptb_tokenizer.tokenize_all(["A Dog ."], use_java=True)
     assert tokens == ["a dog"]
-    assert tokenizer == metrics.PYTHON_TOKENIZER
+    assert tokenizer == ptb_tokenizer.PYTHON_TOKENIZER
     assert "boom" in notes[0] and "pure-Python" in notes[0]
 
 
@@ -141,7 +141,7 @@ def test_nltk_bleu_matches_coco_bleu_on_fixture():
     # clipped counts over the corpus; COCO adds 1e-15/1e-9 to each precision. With matches at every
     # order and no caption under 4 words (see the next test) they agree to ~1e-9 relative:
     # 1e-6 on the x100 scale is generous, and far below the 0.01 the table prints.
-    tokens, _, _ = metrics.tokenize_all(
+    tokens, _, _ = ptb_tokenizer.tokenize_all(
         FIXTURE_CANDIDATES + [r for refs in FIXTURE_REFERENCES for r in refs], use_java=False)
     candidates = tokens[:len(FIXTURE_CANDIDATES)]
     references = metrics._regroup(tokens[len(FIXTURE_CANDIDATES):], [len(r) for r in FIXTURE_REFERENCES])
@@ -203,7 +203,7 @@ def test_cider_and_rouge_equal_toolkit_on_toolkit_tokens(monkeypatch):
         {k: [" ".join(r.split()) for r in v] for k, v in res_tok.items()})[0]
 
     report = metrics.score_captions(FIXTURE_CANDIDATES, FIXTURE_REFERENCES, meteor=False)
-    assert report.tokenizer == metrics.JAVA_TOKENIZER
+    assert report.tokenizer == ptb_tokenizer.JAVA_TOKENIZER
     assert report.scores["CIDEr-D"] == pytest.approx(toolkit_cider, rel=1e-12)
     assert report.scores["ROUGE-L"] == pytest.approx(toolkit_rouge, rel=1e-12)
 
@@ -218,7 +218,7 @@ def test_without_java_meteor_is_skipped_plainly_and_the_rest_computed(monkeypatc
     assert "METEOR" not in report.scores
     assert "Java is not installed" in report.skipped["METEOR"]
     assert "METEOR" not in report.implementations
-    assert report.tokenizer == metrics.PYTHON_TOKENIZER
+    assert report.tokenizer == ptb_tokenizer.PYTHON_TOKENIZER
     for name in ("BLEU-1", "BLEU-4", "COCO-BLEU-4", "ROUGE-L", "CIDEr-D"):
         assert 0.0 < report.scores[name] <= 1000.0
     assert report.to_dict()["skipped"]["METEOR"] == report.skipped["METEOR"]
@@ -237,7 +237,7 @@ def test_meteor_jar_failure_becomes_a_skip(monkeypatch):
         def compute_score(self, gts, res):
             raise ValueError("could not convert string to float: ''")
 
-    monkeypatch.setattr(metrics, "java_available", lambda: True)
+    monkeypatch.setattr(ptb_tokenizer, "java_available", lambda: True)
     monkeypatch.setattr(meteor_module, "Meteor", BrokenMeteor)
     report = metrics.score_captions(FIXTURE_CANDIDATES, FIXTURE_REFERENCES, use_java=False)
     assert "METEOR" not in report.scores
@@ -248,7 +248,7 @@ def test_meteor_jar_failure_becomes_a_skip(monkeypatch):
 @needs_java
 def test_java_path_computes_meteor():
     report = metrics.score_captions(FIXTURE_CANDIDATES, FIXTURE_REFERENCES)
-    assert report.tokenizer == metrics.JAVA_TOKENIZER
+    assert report.tokenizer == ptb_tokenizer.JAVA_TOKENIZER
     assert 10.0 < report.scores["METEOR"] < 100.0  # partial matches: well above 0, below perfect
     assert not report.skipped
 

@@ -142,7 +142,7 @@ def save_bundle(target: str | Path, model, vocab: Vocabulary, bundle_config: dic
     Raises:
         OutputFolderError: as ``write_bundle_folder``.
     """
-    from captioning.plots import save_loss_curve
+    from captioning.render.loss_curve import save_loss_curve
     from captioning.storage.model_files import weights_as_float16, weights_file_bytes
 
     def fill(staging: Path, full_config: dict) -> None:

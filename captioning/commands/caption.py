@@ -73,7 +73,7 @@ def _png_targets(args: argparse.Namespace, results, single: bool) -> dict[int, P
 
 def _report(results, pngs: dict[int, Path]) -> bool:
     """Print each caption (writing its PNG) or its error; True when anything failed."""
-    from captioning.annotate import write_captioned_image
+    from captioning.render.captioned_image import write_captioned_image
 
     failed = False
     for index, result in enumerate(results):

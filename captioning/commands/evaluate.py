@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import argparse
 
-from captioning import evaluation, report
 from captioning.bundles import default_model as model_choice
+from captioning.evaluation import evaluate as evaluation
+from captioning.evaluation import report
 
 EXIT_OK = 0
 

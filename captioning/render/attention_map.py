@@ -11,9 +11,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
-from captioning.errors import CaptioningError, ImageError
+from captioning.errors import CaptioningError
+from captioning.render.photo import load_photo
 from captioning.storage.atomic import atomic_output
 
 COLUMNS = 5
@@ -44,7 +45,7 @@ def write_attention_map(image_path: str | Path, words: Sequence[str], alphas: np
     side = math.isqrt(alphas.shape[1])
     if side * side != alphas.shape[1]:
         raise ValueError(f"attention grid of {alphas.shape[1]} cells is not square")
-    photo = _load_photo(Path(image_path))
+    photo = load_photo(image_path, DISPLAY_SIZE)
     figure = _draw_panels(photo, words, alphas.reshape(-1, side, side))
     output_png = Path(output_png)
     try:
@@ -55,22 +56,6 @@ def write_attention_map(image_path: str | Path, words: Sequence[str], alphas: np
         raise CaptioningError(f"cannot write {output_png}: {error.strerror or error}; "
                               "choose a writable output folder") from None
     return output_png
-
-
-def _load_photo(path: Path) -> np.ndarray:
-    """The photo upright (EXIF), RGB, longest side at most ``DISPLAY_SIZE``: ``(H, W, 3)`` uint8."""
-    from captioning.errors import InputFileError
-    from captioning.storage.regular_files import open_regular_file
-
-    try:
-        with open_regular_file(path) as handle, Image.open(handle) as image:  # never blocks on a FIFO
-            image = ImageOps.exif_transpose(image).convert("RGB")
-            image.thumbnail((DISPLAY_SIZE, DISPLAY_SIZE), Image.Resampling.BILINEAR)
-            return np.asarray(image)
-    except InputFileError as error:
-        raise ImageError(f"cannot read image {path}: {error.reason}") from None
-    except (OSError, UnidentifiedImageError, ValueError) as error:
-        raise ImageError(f"cannot read image {path}: {error}; give a JPEG/PNG photo") from error
 
 
 def _heat(alpha: np.ndarray, height: int, width: int) -> np.ndarray:

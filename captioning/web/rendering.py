@@ -25,7 +25,7 @@ def captioned_png(store: ResultStore, entry: StoredUpload) -> Path:
     Raises:
         CaptioningError: the upload can no longer be read or the PNG not written.
     """
-    from captioning.annotate import write_captioned_image
+    from captioning.render.captioned_image import write_captioned_image
 
     return _render(store, entry, "captioned",
                    lambda target: write_captioned_image(entry.path, entry.caption or "", target))

@@ -9,8 +9,8 @@ are replaced only by a full evaluation of that split at the default beam, and fo
 decides this before anything is captioned.
 
 Every file is written to a temp file beside its target and renamed over it, so an interrupted run
-never leaves half a file and no other bundle file is touched. The grid is drawn on Matplotlib's Agg
-canvas (no display needed).
+never leaves half a file and no other bundle file is touched. The grid is drawn by
+``render.sample_grid``.
 """
 
 from __future__ import annotations
@@ -18,27 +18,21 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import textwrap
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
 
 from captioning import config
 from captioning.bundles.default_model import shown
 from captioning.errors import CaptioningError
-from captioning.evaluation import EvaluationResult, EvaluationSet, ImageOutcome
-from captioning.metrics import SCALE
+from captioning.evaluation.evaluate import EvaluationResult, EvaluationSet, ImageOutcome
+from captioning.evaluation.metrics import SCALE
+from captioning.render.sample_grid import write_sample_grid
 from captioning.storage import atomic
 from captioning.storage.safe_text import escape
 
 METRICS_FILE = "metrics.json"
 SAMPLES_FILE = "evaluation_samples.png"
 SAMPLE_COUNT = 12
-GRID_COLUMNS = 4
-THUMB_PX = 256
-TEXT_COLUMNS = 34  # characters per caption line under a 2.9-inch photo at 9 pt
-TEXT_LINES = 3  # per caption, so the model's and the reference's fit the space under the photo
 
 # Display order and the short note printed beside each metric family.
 _FAMILY_NOTES = {
@@ -131,91 +125,6 @@ def choose_samples(outcomes: list[ImageOutcome], count: int = SAMPLE_COUNT) -> l
     if len(scored) <= count:
         return scored
     return [scored[index * len(scored) // count] for index in range(count)]
-
-
-def _thumbnail(path: Path) -> np.ndarray:
-    """The photo, upright and RGB, fitted into a THUMB_PX square (aspect kept); grey if unreadable."""
-    from PIL import Image, ImageOps
-
-    from captioning.errors import InputFileError
-    from captioning.storage.regular_files import open_regular_file
-
-    try:
-        with open_regular_file(path) as handle, Image.open(handle) as image:  # never blocks on a FIFO
-            image.draft("RGB", (THUMB_PX, THUMB_PX))  # JPEG: decode at reduced size
-            image = ImageOps.exif_transpose(image).convert("RGB")
-            image.thumbnail((THUMB_PX, THUMB_PX), Image.Resampling.LANCZOS)
-            return np.asarray(image, dtype=np.uint8)
-    except (InputFileError, OSError, ValueError, Image.DecompressionBombError):
-        return np.full((THUMB_PX, THUMB_PX, 3), 200, dtype=np.uint8)
-
-
-def _wrapped(text: str) -> list[str]:
-    """At most TEXT_LINES lines of TEXT_COLUMNS characters (an ellipsis marks a cut)."""
-    lines = textwrap.wrap(text, TEXT_COLUMNS) or [""]
-    if len(lines) > TEXT_LINES:
-        lines = lines[:TEXT_LINES]
-        lines[-1] = lines[-1][:TEXT_COLUMNS - 1] + "\u2026"
-    return lines
-
-
-def _draw_captions(axes, outcome: ImageOutcome, photo_in: float) -> None:
-    """The generated caption (bold, blue) and the first reference (black) under a photo."""
-    line_step = 9 * 1.25 / 72 / photo_in  # one 9-pt line in axes units
-    generated = _wrapped(f"model: {outcome.caption}")
-    axes.text(0.0, -0.03, "\n".join(generated), transform=axes.transAxes, fontsize=9, va="top",
-              ha="left", color="#1f3f8f", fontweight="bold")
-    if outcome.references:
-        reference = "\n".join(_wrapped(f"ref: {outcome.references[0]}"))
-        axes.text(0.0, -0.03 - line_step * len(generated), reference, transform=axes.transAxes,
-                  fontsize=9, va="top", ha="left")
-
-
-def write_sample_grid(samples: list[ImageOutcome], png_path: str | Path, title: str = "") -> Path:
-    """Draw sample images with their generated caption and one reference each, as a PNG.
-
-    Args:
-        samples: the images to show (e.g. from ``choose_samples``).
-        png_path: the output file (written atomically).
-        title: a line above the grid.
-
-    Returns:
-        The path written.
-
-    Raises:
-        CaptioningError: no samples, or the file cannot be written.
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    if not samples:
-        raise CaptioningError(f"{png_path}: no captioned images to draw")
-    columns = min(GRID_COLUMNS, len(samples))
-    rows = -(-len(samples) // columns)
-    # Fixed geometry in inches, so text never collides with the next row: name, square photo, text.
-    name_h, photo, text_h, cell_w, top = 0.25, 2.9, 1.25, 3.2, 0.5
-    cell_h = name_h + photo + text_h
-    width, height = cell_w * columns, top + cell_h * rows
-    figure = Figure(figsize=(width, height), dpi=100)
-    FigureCanvasAgg(figure)
-    for index, outcome in enumerate(samples):
-        row, column = divmod(index, columns)
-        bottom = height - top - row * cell_h - name_h - photo
-        axes = figure.add_axes(((column * cell_w + (cell_w - photo) / 2) / width, bottom / height,
-                                photo / width, photo / height))
-        axes.imshow(_thumbnail(outcome.path))
-        axes.set_axis_off()
-        axes.set_title(escape(outcome.path.name), fontsize=8, color="0.4")  # names need not be UTF-8
-        _draw_captions(axes, outcome, photo)
-    if title:
-        figure.text(0.5, 1 - 0.2 / height, title, fontsize=11, ha="center", va="top")
-    png_path = Path(png_path)
-    try:
-        with atomic.atomic_output(png_path, suffix=".png") as temp:
-            figure.savefig(temp, format="png")
-    except OSError as error:
-        raise _write_error(png_path, error) from None
-    return png_path
 
 
 @dataclass(frozen=True)

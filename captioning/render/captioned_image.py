@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from captioning.errors import CaptioningError, ImageError
+from captioning.errors import CaptioningError
+from captioning.render.photo import load_photo
 from captioning.storage.atomic import atomic_output
 
 # The photo is shown at its own pixel size, scaled into this range so thumbnails stay legible and
@@ -44,35 +45,13 @@ def wrap_caption(caption: str, width_px: int, font_size_pt: float = FONT_SIZE_PT
 
 
 def display_image(image_path: str | Path) -> np.ndarray:
-    """The photo as the annotated PNG shows it: upright (EXIF), RGB, resized into the display range.
-
-    Args:
-        image_path: an image file.
-
-    Returns:
-        ``(height, width, 3)`` uint8.
+    """The photo as the annotated PNG shows it: upright, RGB, its width between ``MIN_WIDTH_PX`` and
+    its longest side ``MAX_SIDE_PX``, ``(height, width, 3)`` uint8.
 
     Raises:
         ImageError: the file cannot be read as an image.
     """
-    from PIL import Image, ImageOps
-
-    from captioning.errors import InputFileError
-    from captioning.storage.regular_files import open_regular_file
-
-    try:
-        with open_regular_file(image_path) as handle, Image.open(handle) as image:
-            image.draft("RGB", (MAX_SIDE_PX, MAX_SIDE_PX))  # JPEG: decode at reduced size, cheaply
-            image = ImageOps.exif_transpose(image).convert("RGB")
-            image.thumbnail((MAX_SIDE_PX, MAX_SIDE_PX), Image.Resampling.LANCZOS)
-            if image.width < MIN_WIDTH_PX:
-                height = max(1, round(image.height * MIN_WIDTH_PX / image.width))
-                image = image.resize((MIN_WIDTH_PX, min(height, MAX_SIDE_PX)), Image.Resampling.LANCZOS)
-            return np.asarray(image, dtype=np.uint8)
-    except InputFileError as error:
-        raise ImageError(f"cannot read image {image_path}: {error.reason}") from None
-    except (OSError, ValueError, Image.DecompressionBombError) as error:
-        raise ImageError(f"cannot read image {image_path}: {error}") from None
+    return load_photo(image_path, MAX_SIDE_PX, MIN_WIDTH_PX)
 
 
 def build_caption_figure(photo: np.ndarray, caption: str):

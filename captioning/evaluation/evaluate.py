@@ -19,9 +19,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
-from captioning import config, metrics
+from captioning import config
 from captioning.data.datasets import CaptionedImage, Dataset, load_dataset, split_dataset
 from captioning.errors import BundleError, CaptioningError, DatasetError
+from captioning.evaluation import metrics
 from captioning.storage.safe_text import json_text
 
 SPLITS = ("test", "val")

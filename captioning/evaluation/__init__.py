@@ -1,0 +1,1 @@
+"""Scoring a bundle on images it never trained on: choosing them, captioning, metrics, the report."""
