@@ -3,7 +3,7 @@
 
 import sys
 
-from captioning.cli import main
+from captioning.cli.main import main
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

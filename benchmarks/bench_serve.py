@@ -77,8 +77,8 @@ class InProcess:
     """A Captioner in this process: one photo per call, and all photos in one call."""
 
     def __init__(self, model: Path, photos: list[Path]):
+        from captioning.cli.runtime import import_tensorflow
         from captioning.inference.captioner import Captioner
-        from captioning.tf_runtime import import_tensorflow
 
         import_tensorflow().get_logger().setLevel("ERROR")
         self.captioner = Captioner.from_bundle(model)

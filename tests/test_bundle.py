@@ -11,9 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from captioning import cli, config
+from captioning import config
 from captioning.bundles import default_model as model_choice
 from captioning.bundles import store as bundle
+from captioning.cli import main as cli
+from captioning.cli import runtime
 from captioning.data.text import Vocabulary
 from captioning.errors import BundleError
 from captioning.storage.output_folder import OutputFolderError
@@ -309,13 +311,13 @@ def test_train_make_default_sets_the_default_only_when_asked_and_finished(tmp_pa
 
     trained = _config_only_bundle(config.MODELS_DIR / "trial")
     outcome = {"interrupted": False}
-    monkeypatch.setattr(train_pipeline, "train_model", lambda options: train_pipeline.TrainResult(
+    monkeypatch.setattr(train_pipeline, "train_model", lambda options, **_: train_pipeline.TrainResult(
         trained, 2.5, 2, {}, interrupted=outcome["interrupted"]))
     argv = ["train", "--dataset", str(tmp_path), "--output", str(trained)]
     assert cli.main(argv) == 0  # without --make-default the default stays the shipped one
     assert model_choice.default_model().path == shipped and "default" not in capsys.readouterr().out
     outcome["interrupted"] = True
-    assert cli.main([*argv, "--make-default"]) == cli.EXIT_INTERRUPTED
+    assert cli.main([*argv, "--make-default"]) == runtime.EXIT_INTERRUPTED
     assert model_choice.default_model().path == shipped
     assert "not made the default model" in capsys.readouterr().out
     outcome["interrupted"] = False
@@ -332,7 +334,7 @@ def test_info_model_alone_describes_the_default_and_names_it_first(shipped, caps
 
 
 def test_choosing_a_model_does_not_import_tensorflow():
-    code = ("import sys, captioning.bundles.default_model, captioning.commands.default; "
+    code = ("import sys, captioning.bundles.default_model, captioning.cli.commands.default; "
             "sys.exit('tensorflow' in sys.modules or 'keras' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parent.parent).returncode == 0
 

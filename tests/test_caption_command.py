@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from captioning import cli, config
+from captioning import config
+from captioning.cli import main as cli
 from captioning.inference.inputs import unique_png_names
 from tests.support.bundles import WORDS
 

@@ -10,7 +10,7 @@ import pytest
 
 from captioning.bundles import store as bundles
 from captioning.bundles.combine import combine_bundles
-from captioning.cli import main
+from captioning.cli.main import main
 from captioning.errors import BundleError
 from captioning.inference.captioner import Captioner
 from captioning.inference.ensemble import EnsembleStepDecoder
@@ -138,7 +138,7 @@ def test_ensemble_command_writes_the_bundle_and_reports_errors_in_one_line(membe
 
 
 def test_menu_model_list_says_it_is_an_ensemble(ensemble, members):
-    from captioning.menu import bundle_label
+    from captioning.cli.menu import bundle_label
 
     assert "2 x attention ensemble" in bundle_label(ensemble)
     assert "ensemble" not in bundle_label(members[0])
@@ -154,6 +154,6 @@ def test_an_ensemble_entry_without_members_is_a_clear_error(ensemble, tmp_path):
     # config.json is checked as a whole now: info says what is wrong, the menu lists it as unreadable.
     with pytest.raises(BundleError, match="no list of members"):
         bundles.describe_bundle(broken)
-    from captioning.menu import bundle_label
+    from captioning.cli.menu import bundle_label
 
     assert "unreadable" in bundle_label(broken) and "no list of members" in bundle_label(broken)

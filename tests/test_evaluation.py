@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from captioning import cli, config
+from captioning import config
+from captioning.cli import main as cli
 from captioning.data.datasets import load_dataset, split_dataset
 from captioning.errors import BundleError, CaptioningError
 from captioning.evaluation import evaluate as evaluation

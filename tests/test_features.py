@@ -334,7 +334,7 @@ def next_shard_dir(cache: Path, victim: subprocess.Popen) -> Path:
 
 
 def test_extract_command_with_efficientnet_lite0(photos, capsys):
-    from captioning.cli import main
+    from captioning.cli.main import main
 
     assert main(["extract", "--dataset", str(photos), "--encoder", "efficientnet_lite0",
                  "--limit", "6", "--batch-size", "4"]) == 0

@@ -19,9 +19,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from captioning import cli, config
+from captioning import config
 from captioning.bundles import store as bundle
 from captioning.bundles.schema import BundleConfig
+from captioning.cli import main as cli
 from captioning.data.datasets import load_dataset
 from captioning.data.text import RESERVED_TOKENS, Vocabulary, choose_max_length
 from captioning.errors import BundleError, DatasetError, FeatureCacheError, InputFileError
@@ -424,7 +425,7 @@ def test_escape_shows_undecodable_bytes_and_leaves_text_alone():
 
 
 def test_caption_report_prints_escaped_names_to_a_strict_utf8_stream(capsys):
-    from captioning.commands.caption import _report
+    from captioning.cli.commands.caption import _report
     from captioning.inference.captioner import CaptionResult
 
     bad = Path(os.fsdecode(NOT_UTF8 + b".jpg"))

@@ -56,7 +56,7 @@ def test_info_without_options_is_a_usage_error():
 
 def test_info_does_not_import_tensorflow(tmp_path):
     root = make_flickr_csv(tmp_path / "flickr")
-    code = ("import sys; from captioning.cli import main; "
+    code = ("import sys; from captioning.cli.main import main; "
             f"status = main(['info', '--dataset', {str(root)!r}]); "
             "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'TF imported'; "
             "sys.exit(status)")
@@ -66,7 +66,7 @@ def test_info_does_not_import_tensorflow(tmp_path):
 
 
 def test_describe_model_uses_the_bundle_module(monkeypatch):
-    from captioning.commands import info
+    from captioning.cli.commands import info
 
     bundle = pytest.importorskip("captioning.bundles.store")
     monkeypatch.setattr(bundle, "describe_bundle", lambda path: f"bundle at {path}", raising=False)
@@ -74,7 +74,7 @@ def test_describe_model_uses_the_bundle_module(monkeypatch):
 
 
 def test_describe_model_without_bundle_support_is_a_clear_error(monkeypatch):
-    from captioning.commands import info
+    from captioning.cli.commands import info
     from captioning.errors import CaptioningError
 
     monkeypatch.setitem(sys.modules, "captioning.bundles.store", None)  # as if bundle.py were absent

@@ -13,8 +13,9 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from captioning import config, menu, prompts
+from captioning import config
 from captioning.bundles import default_model
+from captioning.cli import menu, prompts
 from tests.support.menu_session import (
     ENTRY,
     MENU_PROMPT,
@@ -38,7 +39,7 @@ def workdir(tmp_path) -> Path:
 
 
 def test_menu_import_does_not_import_tensorflow():
-    code = "import captioning.menu, sys; assert 'tensorflow' not in sys.modules, 'tensorflow imported'"
+    code = "import captioning.cli.menu, sys; assert 'tensorflow' not in sys.modules, 'tensorflow imported'"
     subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, check=True)
 
 
@@ -311,11 +312,11 @@ def _answer_prompts(monkeypatch, answers) -> list[str]:
 
 
 def _stand_in_training(monkeypatch, trained: Path, interrupted: bool = False) -> None:
-    from captioning import menu
+    from captioning.cli import menu
     from captioning.training import pipeline as train_pipeline
 
     monkeypatch.setattr(menu, "import_tensorflow", lambda: None)
-    monkeypatch.setattr(train_pipeline, "train_model", lambda options, log: train_pipeline.TrainResult(
+    monkeypatch.setattr(train_pipeline, "train_model", lambda options, log, **_: train_pipeline.TrainResult(
         trained, 2.5, 2, {}, interrupted=interrupted))
 
 
@@ -324,7 +325,8 @@ def test_training_asks_before_making_the_model_the_default(monkeypatch, capsys, 
                                                            reply, becomes_default):
     # In-process, with training itself stood in for (the slow walk below trains for real): the
     # question, its default (no) and what each answer does to the default model.
-    from captioning import config, menu
+    from captioning import config
+    from captioning.cli import menu
 
     trained = shutil.copytree(tiny_bundle, config.MODELS_DIR / "trial-2-epochs")
     _stand_in_training(monkeypatch, trained)
@@ -343,7 +345,8 @@ def test_training_asks_before_making_the_model_the_default(monkeypatch, capsys, 
 
 
 def test_an_interrupted_training_does_not_ask(monkeypatch, capsys, tmp_path, tiny_bundle):
-    from captioning import config, menu
+    from captioning import config
+    from captioning.cli import menu
 
     _stand_in_training(monkeypatch, shutil.copytree(tiny_bundle, config.MODELS_DIR / "stopped"),
                        interrupted=True)

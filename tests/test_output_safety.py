@@ -134,7 +134,7 @@ def _run_cli(argv: list[str], env: dict, cwd: Path) -> subprocess.CompletedProce
     code = textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {str(PROJECT_ROOT)!r})
-        from captioning.cli import main
+        from captioning.cli.main import main
         status = main({argv!r})
         print("tensorflow imported:", "tensorflow" in sys.modules)
         sys.exit(status)
@@ -179,7 +179,7 @@ def test_the_must_show_command_leaves_the_file_and_fails(tmp_path, coco_mini):
 
 
 def test_the_default_output_holding_user_files_is_refused_too(tmp_path, capsys):
-    from captioning.cli import main
+    from captioning.cli.main import main
     from tests.support.shapes_dataset import write_shapes_dataset
 
     dataset = write_shapes_dataset(tmp_path / "shapes", n_images=4, seed=0)
@@ -344,7 +344,7 @@ class _lock_held_elsewhere:
 
 
 def test_a_second_writer_is_refused_naming_the_first_and_a_killed_ones_lock_is_free(tmp_path, capsys):
-    from captioning.cli import main
+    from captioning.cli.main import main
 
     target = tmp_path / "run"
     with _lock_held_elsewhere(target) as holder:
@@ -512,7 +512,7 @@ def _wait_for(condition, process: subprocess.Popen, what: str, timeout: float = 
 
 @pytest.mark.slow  # two training runs on 30 images, one of them a fresh TensorFlow process
 def test_a_run_killed_during_its_final_save_is_finished_by_resume_without_training(tmp_path, capsys, monkeypatch):
-    from captioning.cli import main
+    from captioning.cli.main import main
     from tests.support.shapes_dataset import write_shapes_dataset
 
     dataset = write_shapes_dataset(tmp_path / "shapes", n_images=30, seed=4)
@@ -556,7 +556,7 @@ def test_a_run_killed_during_its_final_save_is_finished_by_resume_without_traini
 @pytest.mark.slow  # two training runs, one of them a fresh TensorFlow process
 def test_a_disk_that_fills_at_the_final_save_is_one_line_and_resume_writes_the_bundle(tmp_path, small_disk,
                                                                                          capsys, monkeypatch):
-    from captioning.cli import main
+    from captioning.cli.main import main
     from tests.support.shapes_dataset import write_shapes_dataset
 
     dataset = write_shapes_dataset(tmp_path / "shapes", n_images=30, seed=4)

@@ -10,7 +10,8 @@ import sys
 
 import pytest
 
-from captioning import cli, config
+from captioning import config
+from captioning.cli import main as cli
 from captioning.errors import CaptioningError
 from tests.support.serve_process import PROJECT_ROOT, running_server
 
@@ -19,7 +20,7 @@ pytest.importorskip("fastapi", reason="the web server's libraries are not instal
 from captioning.web.server import bind, page_url  # noqa: E402
 
 # Runs the CLI in a fresh interpreter and reports whether TensorFlow was imported.
-NO_TENSORFLOW_RUN = ("import sys; from captioning.cli import main; status = main(sys.argv[1:]); "
+NO_TENSORFLOW_RUN = ("import sys; from captioning.cli.main import main; status = main(sys.argv[1:]); "
                      "print('tensorflow imported' if 'tensorflow' in sys.modules else 'no tensorflow'); "
                      "sys.exit(status)")
 
@@ -114,7 +115,7 @@ def _free_port() -> int:
 def test_menu_entry_serves_until_ctrl_c_then_returns_to_the_menu(tmp_path, tiny_bundle):
     import httpx2
 
-    from captioning import menu
+    from captioning.cli import menu
     from tests.support.menu_session import MENU_PROMPT, MODEL_LIST, QUIT, answer, expect_exit_ok, spawn_menu
 
     serve_entry = [label for label, _ in menu.STEPS].index("Serve the captioning web page") + 1

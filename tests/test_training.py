@@ -84,7 +84,7 @@ def test_batches_read_only_their_own_feature_rows_from_a_memmap(tmp_path):
 
 
 def test_train_options_take_the_attention_regularization_from_the_command_line():
-    from captioning.cli import build_parser
+    from captioning.cli.main import build_parser
     from captioning.training.pipeline import TrainOptions
 
     parser = build_parser()
@@ -262,7 +262,7 @@ def test_mirrored_strategy_over_two_logical_cpus_trains_an_epoch(tmp_path):
 @pytest.mark.slow  # runs the random-weight encoder over 30 images and trains three times
 def test_train_command_interrupt_resume_and_bundle_config(tmp_path, capsys):
     from captioning import config
-    from captioning.cli import main
+    from captioning.cli.main import main
     from captioning.training.pipeline import TrainOptions, train_model
     from tests.support.shapes_dataset import write_shapes_dataset
 
@@ -272,7 +272,7 @@ def test_train_command_interrupt_resume_and_bundle_config(tmp_path, capsys):
     assert main(argv + ["--resume"]) == 1
     assert "no interrupted training run to resume" in capsys.readouterr().err
 
-    from captioning.cli import build_parser
+    from captioning.cli.main import build_parser
 
     log, lines = _interrupt_after(1)
     interrupted = train_model(TrainOptions.from_args(build_parser().parse_args(argv)), log=log)

@@ -73,7 +73,7 @@ def example_files() -> list[tuple[str, bytes]]:
 
 @pytest.fixture(scope="module")
 def tiny_captioner(tiny_bundle):
-    from captioning.tf_runtime import import_tensorflow
+    from captioning.cli.runtime import import_tensorflow
 
     import_tensorflow()
     return Captioner.from_bundle(tiny_bundle)
@@ -295,7 +295,7 @@ def test_merge_models_have_no_attention_map(client):
 
 
 def test_attention_models_link_their_attention_map(tmp_path):
-    from captioning.tf_runtime import import_tensorflow
+    from captioning.cli.runtime import import_tensorflow
 
     import_tensorflow()
     bundle_dir = make_tiny_bundle(tmp_path / "tiny-attention", kind="attention")

@@ -101,12 +101,15 @@ def output_folder(options: TrainOptions) -> Path:
     return default_output(name, options.encoder, options.decoder.kind)
 
 
-def train_model(options: TrainOptions, log: Callable[[str], None] = print) -> TrainResult:
+def train_model(options: TrainOptions, log: Callable[[str], None] = print,
+                before_tensorflow: Callable[[], object] | None = None) -> TrainResult:
     """Train a caption model and write its bundle.
 
     Args:
         options: The run's settings.
         log: Receives progress lines (per step and per epoch).
+        before_tensorflow: called once the output folder is claimed, before TensorFlow is first
+            imported (the CLI imports it quietly there: ``cli.runtime.import_tensorflow``).
 
     Returns:
         The TrainResult. On Ctrl-C after at least one finished epoch, the bundle holds the best
@@ -120,14 +123,13 @@ def train_model(options: TrainOptions, log: Callable[[str], None] = print) -> Tr
     from captioning.storage.output_folder import claim
 
     with claim(output_folder(options), log, default=not options.output) as output:
+        if before_tensorflow is not None:
+            before_tensorflow()  # only now, after the cheap checks
         return _train_into(output, options, log)
 
 
 def _train_into(output: Path, options: TrainOptions, log: Callable[[str], None]) -> TrainResult:
     """``train_model`` once ``output`` is claimed."""
-    from captioning.tf_runtime import import_tensorflow
-
-    import_tensorflow()  # only now, after the cheap checks
     import keras
 
     from captioning.bundles.store import save_bundle

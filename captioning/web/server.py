@@ -47,8 +47,8 @@ def serve(model_dir: str | Path | None = None, host: str = config.ServeConfig.ho
     uvicorn = _web_libraries()
     sock = bind(host, port)
     try:
+        from captioning.cli.runtime import import_tensorflow
         from captioning.inference.captioner import Captioner
-        from captioning.tf_runtime import import_tensorflow
         from captioning.web.app import create_app
 
         tf = import_tensorflow()  # only now: everything above answers without it

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pexpect
 
-from captioning import menu
+from captioning.cli import menu
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 ENTRY = str(PROJECT_ROOT / "image_captioning.py")

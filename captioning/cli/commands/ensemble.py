@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-EXIT_OK = 0
+from captioning.cli.runtime import EXIT_OK
 
 
 def run(args: argparse.Namespace) -> int:
@@ -15,12 +15,12 @@ def run(args: argparse.Namespace) -> int:
 
     Returns:
         0. Members that do not fit together raise a ``BundleError``, an output folder that is not
-        the tool's to replace an ``OutputFolderError`` (exit 1 through ``cli.run_command``).
+        the tool's to replace an ``OutputFolderError`` (exit 1 through ``cli.main.run_command``).
     """
     from captioning.storage.output_folder import check_output_folder
 
     check_output_folder(args.output)  # before TensorFlow loads: a refusal comes at once
-    from captioning.tf_runtime import import_tensorflow
+    from captioning.cli.runtime import import_tensorflow
 
     import_tensorflow()
     from captioning.bundles import store as bundles

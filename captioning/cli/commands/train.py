@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from captioning.bundles import default_model as model_choice
-from captioning.cli import EXIT_INTERRUPTED, EXIT_OK
+from captioning.cli.runtime import EXIT_INTERRUPTED, EXIT_OK, import_tensorflow
 
 
 def run(args: argparse.Namespace) -> int:
@@ -18,10 +18,10 @@ def run(args: argparse.Namespace) -> int:
     Returns:
         0 when training finished, 130 when Ctrl-C stopped it (after saving what it could).
     """
-    # TensorFlow is imported inside train_model, once the output folder is checked and locked.
     from captioning.training.pipeline import TrainOptions, train_model
 
-    result = train_model(TrainOptions.from_args(args))
+    # TensorFlow is imported once the output folder is checked and locked.
+    result = train_model(TrainOptions.from_args(args), before_tensorflow=import_tensorflow)
     if result.interrupted:
         if args.make_default and result.bundle_dir is not None:
             print("note: not made the default model, as training did not finish; resume it with "

@@ -13,12 +13,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from captioning.cli.runtime import EXIT_FAILURE, EXIT_OK
 from captioning.errors import CaptioningError
 from captioning.inference.inputs import expand_paths, names_one_image, png_targets
 from captioning.storage.atomic import write_json_atomic
 from captioning.storage.safe_text import escape, json_text
-
-EXIT_OK, EXIT_FAILURE = 0, 1
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     if all(error for _, error in entries):
         results = [CaptionResult(path, None, error) for path, error in entries]
     else:
-        from captioning.tf_runtime import import_tensorflow
+        from captioning.cli.runtime import import_tensorflow
 
         import_tensorflow()  # only now: the checks above need no TensorFlow
         captioner = Captioner.from_bundle(model_dir)

@@ -1,6 +1,6 @@
 """Command-line surface: argument parsing and dispatch only.
 
-Each subcommand's work lives in ``captioning.commands.<name>.run(args) -> int``, imported only when
+Each subcommand's work lives in ``captioning.cli.commands.<name>.run(args) -> int``, imported only when
 that subcommand runs, so ``--help`` and the menu start without importing TensorFlow.
 """
 
@@ -8,24 +8,15 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
 
 from captioning import config
+from captioning.cli import runtime
 from captioning.errors import CaptioningError
 from captioning.storage.safe_text import escape, protect_streams
 
-# TensorFlow's C++ start-up chatter (CUDA probing, oneDNN notices) is noise for a CLI user.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# Subcommands that need TensorFlow from their first step. ``caption``, ``evaluate``, ``train`` and
-# ``ensemble`` import it themselves after their cheap checks (a missing model or path, an output
-# folder that is not theirs to replace), so those are reported at once (and the model line comes
-# first); ``info`` and ``default`` never need it.
-EAGER_TENSORFLOW_COMMANDS = {"extract"}
 MODEL_HELP = ("model bundle (default: the one chosen with `default DIR` or `train --make-default`, "
               "else the shipped saved_models/default)")
-
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 def positive_int(text: str) -> int:
@@ -241,18 +232,16 @@ def build_parser() -> argparse.ArgumentParser:
 def run_command(args: argparse.Namespace) -> int:
     """Run one parsed subcommand, turning expected failures into one line on stderr."""
     try:
-        if args.command in EAGER_TENSORFLOW_COMMANDS:
-            from captioning.tf_runtime import import_tensorflow
-
-            import_tensorflow()
-        module = importlib.import_module(f"captioning.commands.{args.command}")
+        if args.command in runtime.EAGER_TENSORFLOW_COMMANDS:
+            runtime.import_tensorflow()
+        module = importlib.import_module(f"captioning.cli.commands.{args.command}")
         return module.run(args)
     except CaptioningError as error:
         print(f"error: {escape(error)}", file=sys.stderr)  # it may name a file that is not UTF-8
-        return EXIT_FAILURE
+        return runtime.EXIT_FAILURE
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return runtime.EXIT_INTERRUPTED
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -262,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     protect_streams()
     args = build_parser().parse_args(argv)
     if args.command is None:
-        from captioning import menu
+        from captioning.cli import menu
 
         return menu.run()
     return run_command(args)

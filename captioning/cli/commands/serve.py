@@ -6,8 +6,7 @@ import argparse
 import dataclasses
 
 from captioning import config
-
-EXIT_OK = 0
+from captioning.cli.runtime import EXIT_OK
 
 
 def run(args: argparse.Namespace) -> int:

@@ -11,10 +11,9 @@ from __future__ import annotations
 import argparse
 
 from captioning.bundles import default_model as model_choice
+from captioning.cli.runtime import EXIT_OK
 from captioning.evaluation import evaluate as evaluation
 from captioning.evaluation import report
-
-EXIT_OK = 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -26,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
 
     Returns:
         0. Missing bundles, datasets or splits, and ``--update-bundle`` for an evaluation that is
-        not the bundle's record, raise a ``CaptioningError`` (exit 1 through ``cli.run_command``)
+        not the bundle's record, raise a ``CaptioningError`` (exit 1 through ``cli.main.run_command``)
         before anything is captioned.
     """
     choice = model_choice.choose_model(args.model)
@@ -36,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     model_path, evaluation_set = evaluation.prepare(choice.path, args.dataset, args.split, args.limit)
     plan = report.plan_reports(model_path, evaluation_set, args.beam_size, args.update_bundle)
 
-    from captioning.tf_runtime import import_tensorflow
+    from captioning.cli.runtime import import_tensorflow
 
     import_tensorflow()  # only now: every check above is answered without it
     from captioning.inference.captioner import Captioner

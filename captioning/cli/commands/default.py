@@ -8,8 +8,7 @@ from __future__ import annotations
 import argparse
 
 from captioning.bundles import default_model as model_choice
-
-EXIT_OK = 0
+from captioning.cli.runtime import EXIT_OK
 
 
 def run(args: argparse.Namespace) -> int:
@@ -20,7 +19,7 @@ def run(args: argparse.Namespace) -> int:
 
     Returns:
         0. A folder that is not a readable bundle, or a pointer that cannot be written, raises a
-        ``CaptioningError`` (exit 1 through ``cli.run_command``).
+        ``CaptioningError`` (exit 1 through ``cli.main.run_command``).
     """
     changed, pointer = bool(args.shipped or args.model), None
     if args.shipped:

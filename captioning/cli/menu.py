@@ -15,8 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from captioning import config
+from captioning.cli.prompts import ask_choice, ask_int, ask_path, ask_yes_no, enable_line_editing, say
 from captioning.errors import CaptioningError
-from captioning.prompts import ask_choice, ask_int, ask_path, ask_yes_no, enable_line_editing, say
 
 # ---------------------------------------------------------------- choosing a model bundle
 
@@ -118,7 +118,7 @@ def train_step() -> None:
         train=config.TrainConfig(epochs=epochs, batch_size=batch_size), resume=resume,
         progress=sys.stderr.isatty())
     say("Training; Ctrl-C stops it and keeps the best epoch so far.")
-    result = train_model(options, log=say)
+    result = train_model(options, log=say, before_tensorflow=import_tensorflow)
     if result.bundle_dir is None:
         say("Stopped before the first epoch finished: nothing was saved.")
         return
@@ -194,7 +194,7 @@ def caption_step() -> None:
 
 def import_tensorflow() -> None:
     """Import TensorFlow quietly, only when a step needs it (keeps the menu instant)."""
-    from captioning.tf_runtime import import_tensorflow as quiet_import
+    from captioning.cli.runtime import import_tensorflow as quiet_import
 
     quiet_import()
 
@@ -206,12 +206,13 @@ def _run_subcommand(argv: list[str]) -> None:
     """Run a subcommand's handler with arguments parsed exactly as on the command line."""
     import importlib
 
-    from captioning.cli import EAGER_TENSORFLOW_COMMANDS, build_parser
+    from captioning.cli.main import build_parser
+    from captioning.cli.runtime import EAGER_TENSORFLOW_COMMANDS
 
     args = build_parser().parse_args(argv)
     if args.command in EAGER_TENSORFLOW_COMMANDS:
         import_tensorflow()
-    importlib.import_module(f"captioning.commands.{args.command}").run(args)
+    importlib.import_module(f"captioning.cli.commands.{args.command}").run(args)
 
 
 def evaluate_step() -> None:

@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 
 from captioning import config
+from captioning.cli.runtime import EXIT_OK, EXIT_USAGE
 from captioning.data.datasets import Dataset, load_dataset, split_dataset
 from captioning.data.text import Vocabulary, choose_max_length, tokenize
 from captioning.errors import CaptioningError
 
-EXIT_OK, EXIT_USAGE = 0, 2
 WORD_PERCENTILES = (50, 90, 95, 99)
 
 
@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
 
     Returns:
         0 when everything asked for was described, 2 when neither option was given. Unusable
-        datasets raise ``DatasetError`` (exit 1 through ``cli.run_command``).
+        datasets raise ``DatasetError`` (exit 1 through ``cli.main.run_command``).
     """
     if not args.dataset and args.model is None:
         print("usage: image_captioning.py info --dataset mini-coco|PATH  and/or  --model [DIR]",

@@ -1,0 +1,54 @@
+"""How the command line runs: exit statuses, which commands need TensorFlow, and its quiet import.
+
+TensorFlow is imported only once a command's cheap checks have passed (a missing model or path, an
+output folder that is not the tool's to replace), so those are answered at once; ``extract`` needs
+it from its first step. TensorFlow 2.21 prints absl/CUDA probing lines on stderr while importing
+and on first device use, whatever TF_CPP_MIN_LOG_LEVEL says. They are noise to a CLI user (and look
+like errors on a machine without a GPU), so ``import_tensorflow`` points file descriptor 2 at
+/dev/null for exactly that window.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+
+# TensorFlow's C++ start-up chatter (CUDA probing, oneDNN notices) is noise for a CLI user.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+# Subcommands that need TensorFlow from their first step. ``caption``, ``evaluate``, ``train`` and
+# ``ensemble`` import it themselves after their cheap checks, so those are reported at once (and the
+# model line comes first); ``info`` and ``default`` never need it.
+EAGER_TENSORFLOW_COMMANDS = frozenset({"extract"})
+
+
+@contextlib.contextmanager
+def _stderr_silenced():
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def import_tensorflow():
+    """Return the ``tensorflow`` module, imported and its devices initialised quietly.
+
+    Returns:
+        The tensorflow module (also cached in ``sys.modules`` as usual).
+    """
+    if "tensorflow" in sys.modules and getattr(import_tensorflow, "_done", False):
+        return sys.modules["tensorflow"]
+    with _stderr_silenced():
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()  # the CUDA probe (cuInit) happens here, still silenced
+    import_tensorflow._done = True
+    return tf

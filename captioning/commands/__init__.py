@@ -1,1 +1,0 @@
-"""Subcommand handlers: each module has run(args) -> exit status."""
