@@ -63,6 +63,7 @@ def build_timing_bundle(target: Path, vocab_size: int) -> Path:
     import keras
 
     from captioning.bundles import store as bundle
+    from captioning.bundles.schema import BundleConfig, EncoderSpec
     from captioning.config import DecoderConfig
     from captioning.data.text import RESERVED_TOKENS, Vocabulary
     from captioning.models import build_decoder
@@ -71,8 +72,8 @@ def build_timing_bundle(target: Path, vocab_size: int) -> Path:
     decoder = DecoderConfig()
     keras.utils.set_random_seed(0)
     model = build_decoder(len(vocab), 20, (1280,), decoder)
-    settings = {"decoder": dict(decoder.__dict__), "vocab_size": len(vocab), "max_length": 20,
-                "feature_shape": [1280], "encoder": {"name": "efficientnet_lite0", "weights_id": "imagenet"}}
+    settings = BundleConfig(encoder=EncoderSpec(name="efficientnet_lite0", weights_id="imagenet"), decoder=decoder,
+                            vocab_size=len(vocab), max_length=20, feature_shape=(1280,))
     return bundle.save_bundle(target, model, vocab, settings, {"loss": [0.0], "val_loss": [0.0]})
 
 

@@ -235,13 +235,13 @@ def test_attention_model_trained_by_the_pipeline_captions_unseen_shapes(tmp_path
     )
     result = train_model(options, log=lambda line: None)
     bundle = load_bundle(result.bundle_dir)
-    assert bundle.decoder_config.kind == "attention"
+    assert bundle.config.decoder.kind == "attention"
     unseen = load_dataset(write_shapes_dataset(tmp_path / "unseen", n_images=72, seed=2))
-    encoder = build_encoder(bundle.config["encoder"]["name"])
+    encoder = build_encoder(bundle.config.encoder.name)
     features, failures = encode_paths(encoder, [image.path for image in unseen.images], kind="grid")
     assert not failures
-    step_decoder = make_step_decoder(bundle.model, bundle.decoder_config)
-    decoded = decoding.greedy_search(step_decoder, features, bundle.max_length)
+    step_decoder = make_step_decoder(bundle.model, bundle.config.decoder)
+    decoded = decoding.greedy_search(step_decoder, features, bundle.config.max_length)
     right = sum(bundle.vocab.decode(ids) in {normalize_caption(c) for c in image.captions}
                 for ids, image in zip(decoded, unseen.images))
     assert right / len(unseen.images) >= 0.9, f"{right}/{len(unseen.images)} unseen images right"

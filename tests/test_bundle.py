@@ -14,6 +14,7 @@ import pytest
 from captioning import config
 from captioning.bundles import default_model as model_choice
 from captioning.bundles import store as bundle
+from captioning.bundles.schema import FORMAT_VERSION, BundleConfig, EncoderSpec
 from captioning.cli import main as cli
 from captioning.cli import runtime
 from captioning.data.text import Vocabulary
@@ -42,9 +43,8 @@ def _save(target, vocab=None, seed=0, history=None):
     vocab = vocab or _vocab()
     keras.utils.set_random_seed(seed)
     model = build_decoder(len(vocab), 6, (FEATURE_DIM,), DECODER)
-    settings = {"decoder": {**DECODER.__dict__}, "vocab_size": len(vocab), "max_length": 6,
-                "feature_shape": [FEATURE_DIM], "encoder": {"name": "efficientnet_lite0", "weights_id": "none",
-                                                  "random_weights": True}}
+    settings = BundleConfig(encoder=EncoderSpec(name="efficientnet_lite0", weights_id="none", random_weights=True),
+                            decoder=DECODER, vocab_size=len(vocab), max_length=6, feature_shape=(FEATURE_DIM,))
     history = history or {"loss": [2.0, 1.5], "val_loss": [2.1, 1.8]}
     return bundle.save_bundle(target, model, vocab, settings, history), model
 
@@ -58,14 +58,15 @@ def test_round_trip_gives_the_same_model(tmp_path):
     assert sorted(p.name for p in path.iterdir()) == sorted(
         ["config.json", "history.json", "loss_curve.png", "model.weights.h5", "vocab.json"])
     loaded = bundle.load_bundle(path)
-    assert loaded.vocab == _vocab() and loaded.config["format_version"] == bundle.FORMAT_VERSION
-    assert loaded.history["val_loss"] == [2.1, 1.8] and loaded.decoder_config == DECODER
+    assert loaded.vocab == _vocab() and loaded.config.format_version == FORMAT_VERSION
+    assert loaded.history["val_loss"] == [2.1, 1.8] and loaded.config.decoder == DECODER
     # Weights are stored as float16: exactly the originals rounded to float16, and the same outputs
     # to within that rounding.
     for stored, original in zip(loaded.model.get_weights(), model.get_weights()):
         np.testing.assert_array_equal(stored, original.astype(np.float16).astype(np.float32))
     assert np.allclose(_predict(loaded.model), _predict(model), atol=FLOAT16_ATOL)
-    assert loaded.config["weights_dtype"] == "float16"
+    assert loaded.config.weights_dtype == "float16"
+    assert loaded.config.to_json() == json.loads((path / "config.json").read_text())  # one schema, both ways
     assert (path / "loss_curve.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -77,8 +78,8 @@ def test_saved_weights_leave_out_the_optimizer(tmp_path):
     path, model = _save(tmp_path / "plain")
     compile_model(model, 1e-3)
     model.fit({"features": FEATURES, "tokens": TOKENS}, TOKENS, verbose=0)
-    trained = bundle.save_bundle(tmp_path / "trained", model, _vocab(), json.loads(
-        (path / "config.json").read_text()), {"loss": [1.0], "val_loss": [1.0]})
+    trained = bundle.save_bundle(tmp_path / "trained", model, _vocab(), bundle.read_bundle_config(path),
+                                 {"loss": [1.0], "val_loss": [1.0]})
     with h5py.File(trained / "model.weights.h5") as weights:
         assert "optimizer" not in weights
     assert np.allclose(_predict(bundle.load_bundle(trained).model), _predict(model), atol=FLOAT16_ATOL)
@@ -247,12 +248,12 @@ def test_a_chosen_default_that_is_gone_falls_back_to_the_shipped_one_with_a_note
 
 @pytest.mark.parametrize("content, reason", [
     (b"{not json", "Expecting property name"),
-    (b"[" * 30_000 + b"]" * 30_000, "recursion"),  # deep nesting: a one-line note, no traceback
+    (b"[" * 30_000 + b"]" * 30_000, "nested more than 64 levels"),  # a one-line note, no traceback
     (b"[\"saved_models/x\"]", 'no "model" path'),
     (b'{"model": 12}', 'no "model" path'),
     (b'{"model": ""}', 'no "model" path'),
-    (b"\xff\xfe", "codec can't decode"),
-    (b" " * (model_choice.POINTER_MAX_BYTES + 1), "larger than 64 KiB"),
+    (b"\xff\xfe", "not UTF-8 text"),
+    (b" " * (model_choice.POINTER_MAX_BYTES + 1), "over the 65.5 KB this tool reads"),
 ])
 def test_an_unreadable_pointer_falls_back_with_a_one_line_note(shipped, content, reason):
     config.MODELS_DIR.mkdir(parents=True)

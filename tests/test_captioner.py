@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from captioning.bundles.schema import EncoderSpec
 from captioning.data.text import Vocabulary
 from captioning.errors import BundleError
-from captioning.inference.captioner import Captioner, CaptionResult, bundle_settings
+from captioning.inference.captioner import Captioner, CaptionResult
 from captioning.inference.inputs import expand_paths
 from tests.support.bundles import WORDS as BUNDLE_WORDS
 
@@ -131,25 +132,14 @@ def test_caption_result_fields():
     assert not result.ok and result.tokens == ()
 
 
-def test_bundle_settings_reads_encoder_decoder_and_length():
-    settings = bundle_settings({"encoder": {"name": "efficientnet_lite0", "weights_id": "imagenet"},
-                                "decoder": {"kind": "attention", "units": 64}, "max_length": 12})
-    assert (settings["encoder"], settings["encoder_weights"]) == ("efficientnet_lite0", "imagenet")
-    assert settings["feature_kind"] == "grid" and settings["decoder_config"].units == 64
-    assert settings["max_length"] == 12 and settings["feature_shape"] is None
-    shaped = bundle_settings({"encoder": "efficientnet_lite2", "max_length": 9,
-                              "feature_shape": [9, 9, 1280]})
-    assert shaped["feature_shape"] == (9, 9, 1280)
-    with pytest.raises(BundleError, match="malformed feature_shape"):
-        bundle_settings({"encoder": "resnet50", "max_length": 9, "feature_shape": ["x"]}, "m")
-    plain = bundle_settings({"encoder": {"name": "resnet50", "weights_id": "none"}, "max_length": 9})
-    assert plain["feature_kind"] == "pooled" and plain["encoder_weights"] == "none"
-    custom = {"name": "resnet50", "weights_id": "md5-abc", "weights": "/w/resnet.h5"}
-    assert bundle_settings({"encoder": custom, "max_length": 9})["encoder_weights"] == "/w/resnet.h5"
-    with pytest.raises(BundleError, match="md5-abc"):
-        bundle_settings({"encoder": {"name": "resnet50", "weights_id": "md5-abc"}, "max_length": 9}, "m")
-    with pytest.raises(BundleError, match="max_length"):
-        bundle_settings({"encoder": {"name": "resnet50"}}, "saved_models/x")
+def test_the_bundles_encoder_weights_are_what_build_encoder_takes():
+    assert EncoderSpec("efficientnet_lite0", weights_id="imagenet").weights_to_load("m") == "imagenet"
+    assert EncoderSpec("resnet50", weights_id="none").weights_to_load("m") == "none"
+    assert EncoderSpec("resnet50").weights_to_load("m") == "imagenet"
+    custom = EncoderSpec("resnet50", weights_id="md5-abc", weights="/w/resnet.h5")
+    assert custom.weights_to_load("m") == "/w/resnet.h5"
+    with pytest.raises(BundleError, match="md5-abc but config.json does not say where that file is"):
+        EncoderSpec("resnet50", weights_id="md5-abc").weights_to_load("m")
 
 
 # ------------------------------------------------------------------ with a real (tiny) bundle

@@ -49,9 +49,10 @@ def _steps(step_decoder, grids, tokens_per_step):
 def test_ensemble_bundle_holds_every_member_and_describes_them(members, ensemble):
     config = json.loads((ensemble / bundles.CONFIG_FILE).read_text())
     assert [m["source"] for m in config["ensemble"]["members"]] == [p.name for p in members]
-    assert bundles.weights_files(config) == ["model.weights.h5", "model-2.weights.h5"]
-    for name, member in zip(bundles.weights_files(config), members):
-        assert (ensemble / name).read_bytes() == (member / bundles.WEIGHTS_FILE).read_bytes()
+    weights = bundles.read_bundle_config(ensemble).weights_files
+    assert weights == ["model.weights.h5", "model-2.weights.h5"]
+    for name, member in zip(weights, members, strict=True):
+        assert (ensemble / name).read_bytes() == (member / "model.weights.h5").read_bytes()
     assert "ensemble of 2 decoders" in bundles.describe_bundle(ensemble)
     assert len(bundles.load_bundle(ensemble).members) == 2
 

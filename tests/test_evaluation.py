@@ -3,6 +3,7 @@ end-to-end ``evaluate`` run through the CLI with a real (tiny) bundle."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -13,11 +14,14 @@ import pytest
 from PIL import Image
 
 from captioning import config
+from captioning.bundles.schema import BundleConfig
+from captioning.bundles.store import read_bundle_config
 from captioning.cli import main as cli
 from captioning.data.datasets import load_dataset, split_dataset
 from captioning.errors import BundleError, CaptioningError
 from captioning.evaluation import evaluate as evaluation
 from captioning.evaluation import ptb_tokenizer, report
+from tests.support.bundles import config_without_dataset
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 180, 60), "blue": (40, 60, 220), "yellow": (230, 210, 40)}
 SHAPES = ("square", "circle", "stripe", "dot", "blob")
@@ -69,17 +73,16 @@ def model_dir(tmp_path, dataset_dir):
     # A complete config.json (read_bundle_config checks every field), for a model never built here.
     bundle_config = {"format_version": 1, "encoder": {"name": "efficientnet_lite0", "weights_id": "none"},
                      "decoder": {"kind": "merge"}, "vocab_size": 10, "max_length": 8,
-                     "feature_shape": [1280], "dataset": {
-        "source": str(dataset_dir), "key": dataset.key,
-        "split": {"seed": 7, "val_fraction": 0.25, "test_fraction": 0.25}}}
+                     "feature_shape": [1280], "dataset": {"source": str(dataset_dir), "key": dataset.key},
+                     "split": {"seed": 7, "val_fraction": 0.25, "test_fraction": 0.25}}
     (folder / "config.json").write_text(json.dumps(bundle_config), encoding="utf-8")
     (folder / "vocab.json").write_text('{"tokens": []}', encoding="utf-8")
     (folder / "model.weights.h5").write_bytes(b"weights stand-in")
     return folder
 
 
-def _config(model_dir: Path) -> dict:
-    return json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+def _config(model_dir: Path) -> BundleConfig:
+    return read_bundle_config(model_dir)
 
 
 def _files(folder: Path) -> dict[str, bytes]:
@@ -153,14 +156,13 @@ def test_limit_keeps_the_first_held_out_images(model_dir, dataset_dir):
 
 
 def test_bundle_without_recorded_split_is_refused(model_dir, dataset_dir):
-    bundle_config = _config(model_dir)
-    del bundle_config["dataset"]["split"]
+    bundle_config = dataclasses.replace(_config(model_dir), split=None)
     with pytest.raises(BundleError, match="does not record the train/val/test split"):
         evaluation.choose_images(bundle_config, load_dataset(dataset_dir), "test", model_path=model_dir)
 
 
 def test_bundle_without_recorded_dataset_needs_dataset_option(model_dir):
-    bundle_config = _config(model_dir)
+    bundle_config = json.loads((model_dir / "config.json").read_text())
     del bundle_config["dataset"]
     (model_dir / "config.json").write_text(json.dumps(bundle_config), encoding="utf-8")
     with pytest.raises(BundleError, match="pass --dataset PATH"):
@@ -172,7 +174,7 @@ def test_bundle_without_recorded_dataset_needs_dataset_option(model_dir):
 def test_captions_in_batches_and_scores_against_all_references(model_dir, dataset_dir, monkeypatch):
     monkeypatch.setattr(ptb_tokenizer, "java_available", lambda: False)  # quick: no Java, no METEOR
     dataset = load_dataset(dataset_dir)
-    chosen = evaluation.choose_images({"format_version": 1}, dataset, "test")  # unseen: all 40
+    chosen = evaluation.choose_images(config_without_dataset(), dataset, "test")  # unseen: all 40
     fake = FakeCaptioner(caption_for=_reference_caption)
     result = evaluation.evaluate_images(fake, chosen, beam_size=2, model_path=model_dir, progress=False)
     assert fake.batches == [32, 8]  # batched, never per image
@@ -182,7 +184,7 @@ def test_captions_in_batches_and_scores_against_all_references(model_dir, datase
 
 def test_unreadable_images_are_listed_not_scored(model_dir, dataset_dir, monkeypatch):
     monkeypatch.setattr(ptb_tokenizer, "java_available", lambda: False)
-    chosen = evaluation.choose_images({"format_version": 1}, load_dataset(dataset_dir), "test", limit=6)
+    chosen = evaluation.choose_images(config_without_dataset(), load_dataset(dataset_dir), "test", limit=6)
     fake = FakeCaptioner(fail_names={"img001.png"})
     result = evaluation.evaluate_images(fake, chosen, beam_size=1, model_path=model_dir, progress=False)
     assert len(result.scored) == 5 and [o.path.name for o in result.failed] == ["img001.png"]
@@ -190,7 +192,7 @@ def test_unreadable_images_are_listed_not_scored(model_dir, dataset_dir, monkeyp
 
 
 def test_nothing_captioned_is_one_clear_error(model_dir, dataset_dir):
-    chosen = evaluation.choose_images({"format_version": 1}, load_dataset(dataset_dir), "test", limit=2)
+    chosen = evaluation.choose_images(config_without_dataset(), load_dataset(dataset_dir), "test", limit=2)
     fake = FakeCaptioner(fail_names={"img000.png", "img001.png"})
     with pytest.raises(CaptioningError, match="none of the 2 images could be captioned"):
         evaluation.evaluate_images(fake, chosen, beam_size=1, model_path=model_dir, progress=False)
@@ -198,7 +200,7 @@ def test_nothing_captioned_is_one_clear_error(model_dir, dataset_dir):
 
 def test_same_caption_everywhere_warns_in_the_table(model_dir, dataset_dir, monkeypatch):
     monkeypatch.setattr(ptb_tokenizer, "java_available", lambda: False)
-    chosen = evaluation.choose_images({"format_version": 1}, load_dataset(dataset_dir), "test")
+    chosen = evaluation.choose_images(config_without_dataset(), load_dataset(dataset_dir), "test")
     result = evaluation.evaluate_images(FakeCaptioner(), chosen, beam_size=1, model_path=model_dir,
                                         progress=False)
     table = report.format_table(result)
@@ -286,7 +288,7 @@ def test_bundles_are_told_apart_by_name_inside_the_models_folder_else_by_name_an
 
 
 def test_samples_are_deterministic_and_spread(model_dir, dataset_dir):
-    chosen = evaluation.choose_images({"format_version": 1}, load_dataset(dataset_dir), "test")
+    chosen = evaluation.choose_images(config_without_dataset(), load_dataset(dataset_dir), "test")
     outcomes = [evaluation.ImageOutcome(i.path, i.captions, "x") for i in chosen.images]
     picked = report.choose_samples(outcomes)
     assert [o.path.name for o in picked] == [f"img{i * 40 // 12:03d}.png" for i in range(12)]

@@ -29,6 +29,7 @@ from captioning.errors import BundleError, DatasetError, FeatureCacheError, Inpu
 from captioning.evaluation import evaluate as evaluation
 from captioning.evaluation import ptb_tokenizer, report
 from captioning.storage import safe_json, safe_text
+from tests.support.bundles import config_without_dataset
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # A subprocess that blocks on a FIFO never ends; this bounds it (generous: a busy 2-core host).
@@ -260,7 +261,8 @@ def test_the_shipped_config_loads_unchanged():
     assert settings.member_count == 3 and settings.ensemble[1].decoder.attention_regularization == 1.0
     assert settings.split == config.SplitConfig() and settings.dataset.train_images == 5690
     assert settings.training.epochs_run == 9 and settings.weights_dtype == "float16"
-    assert bundle.read_bundle_config(PROJECT_ROOT / "saved_models" / "default") == data
+    assert bundle.read_bundle_config(PROJECT_ROOT / "saved_models" / "default") == settings
+    assert settings.to_json() == data  # written back, it is the same file
 
 
 @pytest.mark.parametrize(("changes", "message"), [
@@ -308,7 +310,7 @@ def test_nan_where_a_number_matters_is_refused_but_a_nan_loss_is_kept(tmp_path):
         bundle.read_bundle_config(write_config(tmp_path / "nan-dropout", text=text))
     diverged = json.dumps({**VALID_CONFIG, "training": {"best_val_loss": float("nan")}})
     assert "NaN" in diverged
-    assert bundle.read_bundle_config(write_config(tmp_path / "nan-loss", text=diverged))["training"]
+    assert bundle.read_bundle_config(write_config(tmp_path / "nan-loss", text=diverged)).training
 
 
 @pytest.mark.parametrize("changes", [
@@ -459,7 +461,7 @@ def test_metrics_json_and_sample_grid_with_names_that_are_not_utf8(tmp_path, mon
     model = fsname(tmp_path, b"mod\xe8le")
     model.mkdir()
     dataset = load_dataset(root)
-    chosen = evaluation.choose_images({"format_version": 1}, dataset, "test")  # unseen: all test
+    chosen = evaluation.choose_images(config_without_dataset(), dataset, "test")  # unseen: all test
 
     class Captioner:
         def caption_paths(self, paths, beam_size):

@@ -39,10 +39,10 @@ def test_trained_model_captions_unseen_shapes(tmp_path, capsys):
 
     bundle = load_bundle(result.bundle_dir)
     unseen = load_dataset(write_shapes_dataset(tmp_path / "unseen", n_images=72, seed=2))
-    encoder = build_encoder(bundle.config["encoder"]["name"])
+    encoder = build_encoder(bundle.config.encoder.name)
     features, failures = encode_paths(encoder, [image.path for image in unseen.images])
     assert not failures
-    decoded = greedy_search(make_step_decoder(bundle.model, bundle.decoder_config), features, bundle.max_length)
+    decoded = greedy_search(make_step_decoder(bundle.model, bundle.config.decoder), features, bundle.config.max_length)
     right = sum(bundle.vocab.decode(ids) in {normalize_caption(c) for c in image.captions}
                 for ids, image in zip(decoded, unseen.images))
     accuracy = right / len(unseen.images)

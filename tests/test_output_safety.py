@@ -22,14 +22,15 @@ import pytest
 
 from captioning import config
 from captioning.bundles import store as bundle
+from captioning.bundles.schema import BundleConfig
 from captioning.errors import BundleError
 from captioning.storage import disk_space, output_folder
 from captioning.storage.output_folder import OutputFolderError, check_output_folder, claim
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ENTRY = str(PROJECT_ROOT / "image_captioning.py")
-# config.json of a small merge bundle (valid for bundle_config.BundleConfig); its weights are fake.
-BUNDLE_SETTINGS = {"vocab_size": 14, "max_length": 8, "feature_shape": [1280],
+# config.json of a small merge bundle; its weights are fake.
+BUNDLE_SETTINGS = {"vocab_size": 14, "max_length": 8, "feature_shape": [1280], "format_version": 1,
                    "encoder": {"name": "efficientnet_lite0", "weights_id": "none", "random_weights": True},
                    "decoder": {"kind": "merge", "embedding_dim": 16, "units": 16}}
 # A quick training run: random encoder weights, tiny decoder.
@@ -40,10 +41,10 @@ TINY_TRAIN = ["--encoder", "efficientnet_lite0", "--encoder-weights", "none", "-
 def _fake_bundle(folder: Path, marker: str = "old") -> Path:
     """A folder that passes for a bundle (this tool's config.json), written the way bundles are."""
 
-    def fill(staging: Path, full_config: dict) -> None:
+    def fill(staging: Path) -> None:
         (staging / "model.weights.h5").write_text(marker)
 
-    return bundle.write_bundle_folder(folder, BUNDLE_SETTINGS, fill)
+    return bundle.write_bundle_folder(folder, BundleConfig.from_json(BUNDLE_SETTINGS, "test"), fill)
 
 
 def _marker(folder: Path) -> str:
@@ -244,7 +245,9 @@ SWAP_DRIVER = textwrap.dedent("""
             if Path(source) == target:
                 die()
         os.rename = rename
-    bundle.write_bundle_folder(target, {settings!r}, lambda staging, config: (staging / "model.weights.h5").write_text("new"))
+    from captioning.bundles.schema import BundleConfig
+    bundle.write_bundle_folder(target, BundleConfig.from_json({settings!r}, "test"),
+                               lambda staging: (staging / "model.weights.h5").write_text("new"))
 """)
 
 
@@ -274,7 +277,7 @@ def test_without_an_atomic_exchange_a_reader_puts_back_the_bundle_a_kill_moved_a
     _kill_during_swap(tmp_path, target, "between-renames")
     assert not target.exists()  # the moment a kill between two renames hits
     assert sorted(p.name.split("-")[0] for p in output_folder.leftovers(target)) == [".m.new", ".m.old"]
-    assert bundle.read_bundle_config(target)["vocab_size"] == 14  # the reader put it back
+    assert bundle.read_bundle_config(target).vocab_size == 14  # the reader put it back
     assert _marker(target) == "old"
     _fake_bundle(target, "newer")  # the next writer removes the unfinished save
     assert _marker(target) == "newer" and sorted(p.name for p in tmp_path.iterdir()) == ["driver.py", "m"]
@@ -548,7 +551,7 @@ def test_a_run_killed_during_its_final_save_is_finished_by_resume_without_traini
     assert "epoch 1/2" not in out and "epoch 2/2" not in out  # no epoch retrained
     assert f"removed 1 unfinished save folder(s) a killed run left beside {output}" in out
     loaded = bundle.load_bundle(output)
-    assert len(loaded.history["loss"]) == 2 and loaded.config["training"]["epochs_run"] == 2
+    assert len(loaded.history["loss"]) == 2 and loaded.config.training.epochs_run == 2
     assert sorted(p.name for p in output.parent.iterdir()) == ["run"]  # no staging, no lock
     assert not (output / ".checkpoint").exists()
 

@@ -8,11 +8,14 @@ them; ``inference.ensemble`` makes them caption together.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
 from captioning.bundles import store as bundles
+from captioning.bundles.schema import WEIGHTS_FILE, BundleConfig, EnsembleMember
+from captioning.config import DecoderConfig
 from captioning.errors import BundleError
 from captioning.storage.disk_space import ensure_free_space
 from captioning.storage.output_folder import OutputFolderError, resolve
@@ -20,7 +23,7 @@ from captioning.storage.output_folder import OutputFolderError, resolve
 # Decoder settings that shape only training; members may differ in them. Every other decoder
 # setting (sizes, kind) must match, as the ensemble is rebuilt from one decoder config.
 TRAINING_ONLY_DECODER_SETTINGS = ("dropout", "attention_regularization")
-# Parts of config.json that must be equal: the same features in, the same words out, and the same
+# Settings that must be equal: the same features in, the same words out, and the same
 # held-out split (a member trained on another split would have seen the test photos).
 SHARED_SETTINGS = ("encoder", "feature_shape", "max_length", "vocab_size", "split")
 
@@ -56,48 +59,50 @@ def combine_bundles(member_paths: Sequence[str | Path], target: str | Path) -> P
     for member in loaded[1:]:
         _check_compatible(first, member)
 
-    def fill(staging: Path, full_config: dict) -> None:
-        weights = [member.path / bundles.WEIGHTS_FILE for member in loaded]
+    def fill(staging: Path) -> None:
+        weights = [member.path / WEIGHTS_FILE for member in loaded]
         extras = [first.path / name for name in (bundles.VOCAB_FILE, bundles.HISTORY_FILE, bundles.LOSS_CURVE_FILE)
                   if (first.path / name).is_file()]
         ensure_free_space(staging.parent, sum(path.stat().st_size for path in weights + extras), "the ensemble bundle",
                           error=OutputFolderError)
-        for source, name in zip(weights, bundles.weights_files(full_config)):
+        for source, name in zip(weights, ensemble_config.weights_files, strict=True):
             shutil.copyfile(source, staging / name)
         for source in extras:
             shutil.copyfile(source, staging / source.name)
 
-    ensemble_config = {key: value for key, value in first.config.items()
-                       if key not in ("format_version", "created")}
-    ensemble_config[bundles.ENSEMBLE_KEY] = {"members": [_member_summary(member) for member in loaded]}
+    members = tuple(EnsembleMember(source=member.path.name, created=member.config.created,
+                                   decoder=member.config.decoder, training=member.config.training)
+                    for member in loaded)
+    ensemble_config = dataclasses.replace(first.config, ensemble=members)
     return bundles.write_bundle_folder(target, ensemble_config, fill)
-
-
-def _member_summary(member: bundles.Bundle) -> dict:
-    return {"source": member.path.name, "created": member.config.get("created"),
-            "decoder": member.config.get("decoder"), "training": member.config.get("training")}
 
 
 def _check_compatible(first: bundles.Bundle, other: bundles.Bundle) -> None:
     """Raise a one-line BundleError naming the first setting in which ``other`` differs."""
     for key in SHARED_SETTINGS:
-        if first.config.get(key) != other.config.get(key):
-            raise BundleError(f"{other.path}: its {key} differs from {first.path}'s "
-                              f"({other.config.get(key)} vs {first.config.get(key)}); an ensemble's "
-                              "members must be trained on the same features, split and vocabulary")
+        mine, theirs = getattr(first.config, key), getattr(other.config, key)
+        if mine != theirs:
+            raise BundleError(f"{other.path}: its {key} differs from {first.path}'s ({theirs} vs {mine}); an "
+                              "ensemble's members must be trained on the same features, split and vocabulary")
     if first.vocab.words != other.vocab.words:
         raise BundleError(f"{other.path}: its vocabulary differs from {first.path}'s; train the members "
                           "with the same dataset, split and --min-count")
-    if first.config.get("dataset", {}).get("name") != other.config.get("dataset", {}).get("name"):
+    if _dataset_name(first.config) != _dataset_name(other.config):
         raise BundleError(f"{other.path}: trained on another dataset than {first.path}")
-    first_decoder, other_decoder = (_architecture(b.config.get("decoder", {})) for b in (first, other))
+    first_decoder, other_decoder = (_architecture(b.config.decoder) for b in (first, other))
     if first_decoder != other_decoder:
         raise BundleError(f"{other.path}: decoder {other_decoder} differs from {first.path}'s "
                           f"{first_decoder}; an ensemble's members share one architecture")
 
 
-def _architecture(decoder: dict) -> dict:
-    return {key: value for key, value in decoder.items() if key not in TRAINING_ONLY_DECODER_SETTINGS}
+def _dataset_name(bundle_config: BundleConfig) -> str | None:
+    return bundle_config.dataset.name if bundle_config.dataset is not None else None
+
+
+def _architecture(decoder: DecoderConfig) -> dict[str, object]:
+    """The decoder's settings that shape the model (what members must share)."""
+    return {key: value for key, value in dataclasses.asdict(decoder).items()
+            if key not in TRAINING_ONLY_DECODER_SETTINGS}
 
 
 __all__ = ["combine_bundles"]

@@ -14,7 +14,6 @@ Only ``config.json`` is read, so nothing here needs TensorFlow.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,8 +21,10 @@ from pathlib import Path
 
 from captioning import config
 from captioning.bundles import store as bundle
-from captioning.errors import BundleError, CaptioningError
+from captioning.bundles.schema import BundleConfig
+from captioning.errors import BundleError, CaptioningError, InputFileError
 from captioning.storage.atomic import write_json_atomic
+from captioning.storage.safe_json import read_json_file
 
 # A pointer holds one path; anything larger is not one of ours (and is never read whole).
 POINTER_MAX_BYTES = 64 * 1024
@@ -75,19 +76,12 @@ def _read_pointer() -> tuple[Path | None, str | None]:
     if not os.path.lexists(pointer):
         return None, None
     try:
-        if not pointer.is_file():  # a FIFO or device would block or never end
-            raise ValueError("not a regular file")
-        with open(pointer, "rb") as handle:
-            raw = handle.read(POINTER_MAX_BYTES + 1)
-        if len(raw) > POINTER_MAX_BYTES:
-            raise ValueError(f"larger than {POINTER_MAX_BYTES // 1024} KiB")
-        data = json.loads(raw.decode("utf-8"))
-        model = data.get("model") if isinstance(data, dict) else None
-        if not isinstance(model, str) or not model or "\x00" in model:
-            raise ValueError('no "model" path in it')
-    except (OSError, ValueError, RecursionError) as error:  # decode and JSON errors are ValueErrors
-        reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
-        return None, f"{shown(pointer)} is unreadable ({reason.splitlines()[0]})"
+        data = read_json_file(pointer, POINTER_MAX_BYTES)
+    except InputFileError as error:
+        return None, f"{shown(pointer)} is unreadable ({error.reason})"
+    model = data.get("model") if isinstance(data, dict) else None
+    if not isinstance(model, str) or not model or "\x00" in model:
+        return None, f'{shown(pointer)} is unreadable (no "model" path in it)'
     target = Path(model)
     return (target if target.is_absolute() else pointer.parent / target), None
 
@@ -143,17 +137,12 @@ def is_default(path: str | Path) -> bool:
         return False
 
 
-def architecture(bundle_config: dict) -> str:
+def architecture(bundle_config: BundleConfig) -> str:
     """``efficientnet_lite0 + merge`` or ``efficientnet_lite0 + 3 x attention ensemble``."""
-    encoder = bundle_config.get("encoder")
-    decoder = bundle_config.get("decoder")
-    encoder_name = encoder.get("name") if isinstance(encoder, dict) else None
-    kind = decoder.get("kind") if isinstance(decoder, dict) else None
-    kind = kind if isinstance(kind, str) else "?"
-    members = len(bundle.ensemble_members(bundle_config))
-    if members:
-        kind = f"{members} x {kind} ensemble"
-    return f"{encoder_name if isinstance(encoder_name, str) else '?'} + {kind}"
+    kind = bundle_config.decoder.kind
+    if bundle_config.members:
+        kind = f"{len(bundle_config.members)} x {kind} ensemble"
+    return f"{bundle_config.encoder.name} + {kind}"
 
 
 def role(path: str | Path) -> str | None:

@@ -1,6 +1,6 @@
-"""The typed schema of a bundle's ``config.json``, checked before anything is built from it.
+"""The typed schema of a bundle's ``config.json``: its only reader and its only writer.
 
-``BundleConfig.from_json(data, source)`` checks every field's type and plausible size (vocabulary,
+``read_config(path)`` reads the file within limits and ``BundleConfig.from_json(data, source)`` checks every field's type and plausible size (vocabulary,
 caption length, layer widths, feature shape against the encoder) and raises a one-line
 ``BundleError`` naming the file and the field. A model is built from these numbers, so an
 implausible one would otherwise allocate gigabytes (a 10-million-word vocabulary), loop for hours
@@ -8,26 +8,28 @@ implausible one would otherwise allocate gigabytes (a 10-million-word vocabulary
 
 Keys this version does not know are ignored (a newer tool may add some; an incompatible change
 raises ``FORMAT_VERSION``). Optional records (dataset, split, training, ...) may be absent or null.
-The limits come from ``captioning.config``. TensorFlow-free.
+``BundleConfig.to_json()`` gives back what this tool writes (``write_config``): a bundle read and
+written again is the same file. The limits come from ``captioning.config``. TensorFlow-free.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from captioning import config
+from captioning.bundles.config_fields import HINT, Fields, describe_value
 from captioning.data.text import RESERVED_TOKENS
-from captioning.errors import BundleError
+from captioning.errors import BundleError, InputFileError
+from captioning.storage.atomic import write_json_atomic
+from captioning.storage.safe_json import read_json_file
 from captioning.storage.safe_text import escape
 
 FORMAT_VERSION = 1
 WEIGHTS_DTYPES = ("float16", "float32")
-_HINT = "the bundle is damaged or was not written by this tool; retrain the model or re-copy the bundle"
-_MISSING = object()
+WEIGHTS_FILE = "model.weights.h5"  # the first (or only) decoder's weights; ensembles add model-2...
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,19 @@ class EncoderSpec:
     weights: str | None = None  # the local weights file, when weights_id is an md5
     random_weights: bool = False
     note: str | None = None
+
+    def weights_to_load(self, source: str | Path) -> str:
+        """What ``encoders.build_encoder`` takes to rebuild this encoder: ``imagenet``, ``none`` or a file.
+
+        Raises:
+            BundleError: the weights were a local file that config.json does not name.
+        """
+        if self.weights is not None:
+            return self.weights
+        if self.weights_id not in (None, "imagenet", "none"):
+            raise BundleError(f"{escape(source)}: the model was trained with encoder weights {self.weights_id} "
+                              "but config.json does not say where that file is; retrain the model")
+        return self.weights_id or "imagenet"
 
     @property
     def feature_dim(self) -> int:
@@ -66,7 +81,6 @@ class DatasetRecord:
     test_images: int | None = None
     train_captions: int | None = None
     val_captions: int | None = None
-    split: config.SplitConfig | None = None  # some bundles record the split here
 
 
 @dataclass(frozen=True)
@@ -101,14 +115,17 @@ class EnsembleMember:
 
 @dataclass(frozen=True)
 class BundleConfig:
-    """A bundle's ``config.json``, every field checked."""
+    """A bundle's ``config.json``, every field checked.
 
-    format_version: int
+    ``format_version`` and ``created`` are set when the bundle is written (``store``).
+    """
+
     encoder: EncoderSpec
     decoder: config.DecoderConfig
     vocab_size: int  # word ids, reserved tokens included
     max_length: int  # caption tokens counting START and END
     feature_shape: tuple[int, ...]  # (D,) pooled or (G, G, D) grid
+    format_version: int = FORMAT_VERSION
     created: str | None = None
     dataset: DatasetRecord | None = None
     split: config.SplitConfig | None = None
@@ -134,8 +151,8 @@ class BundleConfig:
         """
         if not isinstance(data, dict):
             raise BundleError(f"{escape(source)}: not a bundle config (expected a JSON object, got "
-                              f"{_kind(data)}); retrain the model")
-        fields = _Fields(data, source)
+                              f"{describe_value(data)}); retrain the model")
+        fields = Fields(data, source)
         version = data.get("format_version")
         if not isinstance(version, int) or isinstance(version, bool):
             raise BundleError(f"{escape(source)}: no format_version; not a bundle written by this tool")
@@ -166,7 +183,7 @@ class BundleConfig:
         if parameters > config.MAX_DECODER_PARAMETERS:
             raise BundleError(f"{escape(source)}: vocab_size {settings.vocab_size} with these decoder widths "
                               f"makes about {parameters:,} weights, over the {config.MAX_DECODER_PARAMETERS:,} "
-                              f"this tool loads; {_HINT}")
+                              f"this tool loads; {HINT}")
         return settings
 
     @property
@@ -175,9 +192,40 @@ class BundleConfig:
         return self.decoder.feature_kind
 
     @property
+    def members(self) -> tuple[EnsembleMember, ...]:
+        """An ensemble's members (source, decoder, training); empty for a single decoder."""
+        return self.ensemble or ()
+
+    @property
     def member_count(self) -> int:
         """Weights files in the bundle: one per ensemble member, else one."""
         return len(self.ensemble) if self.ensemble else 1
+
+    @property
+    def weights_files(self) -> list[str]:
+        """The bundle's weights files, one per member: ``model.weights.h5``, then ``model-2.weights.h5``..."""
+        return [WEIGHTS_FILE] + [f"model-{n}.weights.h5" for n in range(2, self.member_count + 1)]
+
+    def to_json(self) -> dict[str, Any]:
+        """config.json's content: what ``from_json`` reads back as this same BundleConfig.
+
+        Unset values are left out, but for ``dataset.limit`` and ``vocab_config.max_size``, where
+        null means "none" and is written as such.
+        """
+        data: dict[str, Any] = {
+            "format_version": self.format_version, "created": self.created,
+            "encoder": _fields(self.encoder, drop_false=("random_weights",)),
+            "decoder": dataclasses.asdict(self.decoder),
+            "vocab_size": self.vocab_size, "max_length": self.max_length,
+            "feature_shape": list(self.feature_shape),
+            "dataset": None if self.dataset is None else _fields(self.dataset, keep_none=("limit",)),
+            "split": None if self.split is None else dataclasses.asdict(self.split),
+            "vocab_config": None if self.vocab_config is None else dataclasses.asdict(self.vocab_config),
+            "training": None if self.training is None else _fields(self.training),
+            "ensemble": None if self.ensemble is None else {"members": [_member(m) for m in self.ensemble]},
+            "weights_dtype": self.weights_dtype,
+        }
+        return {key: value for key, value in data.items() if value is not None}
 
     def estimated_parameters(self) -> int:
         """About how many weights one decoder of these sizes has (the largest layers only).
@@ -194,78 +242,7 @@ class BundleConfig:
         return words + lstm + image + attention + d.units * d.units
 
 
-class _Fields:
-    """Typed access to one JSON object's fields, failing with the file and the field's full name."""
-
-    def __init__(self, data: dict, source: str | Path, prefix: str = ""):
-        self.data, self.source, self.prefix = data, source, prefix
-
-    def fail(self, key: str, problem: str):
-        raise BundleError(f"{escape(self.source)}: {self.prefix}{key} {problem}; {_HINT}")
-
-    def _get(self, key: str, required: bool) -> Any:
-        value = self.data.get(key, _MISSING)
-        if value is _MISSING or value is None:
-            if required:
-                self.fail(key, "is missing" if value is _MISSING else "must be set, got null")
-            return None
-        return value
-
-    def record(self, key: str, required: bool = False) -> _Fields | None:
-        value = self._get(key, required)
-        if value is None:
-            return None
-        if not isinstance(value, dict):
-            self.fail(key, f"must be an object, got {_kind(value)}")
-        return _Fields(value, self.source, f"{self.prefix}{key}.")
-
-    def integer(self, key: str, low: int | None = None, high: int | None = None, required: bool = False):
-        value = self._get(key, required)
-        if value is None:
-            return None
-        if not isinstance(value, int) or isinstance(value, bool):
-            self.fail(key, f"must be a whole number, got {_kind(value)}")
-        if (low is not None and value < low) or (high is not None and value > high):
-            self.fail(key, f"must be {_range(low, high)}, got {value}")
-        return value
-
-    def number(self, key: str, low: float | None = None, high: float | None = None, required: bool = False,
-               below_high: bool = False, allow_nan: bool = False):
-        value = self._get(key, required)
-        if value is None:
-            return None
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
-            self.fail(key, f"must be a number, got {_kind(value)}")
-        value = float(value)
-        if math.isnan(value) and allow_nan:
-            return value
-        if not math.isfinite(value):
-            self.fail(key, f"must be a finite number, got {value}")
-        too_high = high is not None and (value >= high if below_high else value > high)
-        if (low is not None and value < low) or too_high:
-            self.fail(key, f"must be {_range(low, high, below_high)}, got {value}")
-        return value
-
-    def text(self, key: str, required: bool = False) -> str | None:
-        value = self._get(key, required)
-        if value is not None and not isinstance(value, str):
-            self.fail(key, f"must be text, got {_kind(value)}")
-        return value
-
-    def flag(self, key: str) -> bool | None:
-        value = self._get(key, False)
-        if value is not None and not isinstance(value, bool):
-            self.fail(key, f"must be true or false, got {_kind(value)}")
-        return value
-
-    def choice(self, key: str, choices: tuple[str, ...], required: bool = False) -> str | None:
-        value = self.text(key, required)
-        if value is not None and value not in choices:
-            self.fail(key, f"must be one of {', '.join(choices)}, got {escape(repr(value)[:40])}")
-        return value
-
-
-def _encoder(fields: _Fields) -> EncoderSpec:
+def _encoder(fields: Fields) -> EncoderSpec:
     return EncoderSpec(
         name=fields.choice("name", config.ENCODER_NAMES, required=True),
         weights_id=fields.text("weights_id"),
@@ -277,7 +254,7 @@ def _encoder(fields: _Fields) -> EncoderSpec:
     )
 
 
-def _decoder(fields: _Fields) -> config.DecoderConfig:
+def _decoder(fields: Fields) -> config.DecoderConfig:
     """The decoder's settings; absent ones take ``DecoderConfig``'s defaults, as old bundles need."""
     defaults = config.DecoderConfig()
     width = {"low": 1, "high": config.MAX_DECODER_WIDTH}
@@ -293,11 +270,11 @@ def _decoder(fields: _Fields) -> config.DecoderConfig:
     return dataclasses.replace(defaults, **{k: v for k, v in values.items() if v is not None})
 
 
-def _feature_shape(fields: _Fields, encoder: EncoderSpec, decoder: config.DecoderConfig) -> tuple[int, ...]:
+def _feature_shape(fields: Fields, encoder: EncoderSpec, decoder: config.DecoderConfig) -> tuple[int, ...]:
     """``feature_shape``, which must be what the encoder gives the decoder's kind."""
-    value = fields._get("feature_shape", True)
+    value = fields.get("feature_shape", True)
     if not isinstance(value, list) or not all(isinstance(n, int) and not isinstance(n, bool) for n in value):
-        fields.fail("feature_shape", f"must be a list of whole numbers, got {_kind(value)}")
+        fields.fail("feature_shape", f"must be a list of whole numbers, got {describe_value(value)}")
     kind = decoder.feature_kind
     expected = list(config.ENCODER_SHAPES[encoder.name].feature_shape(kind))
     if value != expected:
@@ -309,7 +286,7 @@ def _feature_shape(fields: _Fields, encoder: EncoderSpec, decoder: config.Decode
     return tuple(value)
 
 
-def _split(fields: _Fields | None) -> config.SplitConfig | None:
+def _split(fields: Fields | None) -> config.SplitConfig | None:
     if fields is None:
         return None
     defaults = config.SplitConfig()
@@ -324,7 +301,7 @@ def _split(fields: _Fields | None) -> config.SplitConfig | None:
     return split
 
 
-def _vocab_config(fields: _Fields | None) -> config.VocabConfig | None:
+def _vocab_config(fields: Fields | None) -> config.VocabConfig | None:
     if fields is None:
         return None
     defaults = config.VocabConfig()
@@ -335,16 +312,16 @@ def _vocab_config(fields: _Fields | None) -> config.VocabConfig | None:
     )
 
 
-def _dataset(fields: _Fields | None) -> DatasetRecord | None:
+def _dataset(fields: Fields | None) -> DatasetRecord | None:
     if fields is None:
         return None
     counts = {name: fields.integer(name, 0) for name in
               ("train_images", "val_images", "test_images", "train_captions", "val_captions")}
     return DatasetRecord(source=fields.text("source"), key=fields.text("key"), name=fields.text("name"),
-                         limit=fields.integer("limit", 1), split=_split(fields.record("split")), **counts)
+                         limit=fields.integer("limit", 1), **counts)
 
 
-def _training(fields: _Fields | None) -> TrainingRecord | None:
+def _training(fields: Fields | None) -> TrainingRecord | None:
     if fields is None:
         return None
     return TrainingRecord(
@@ -362,7 +339,7 @@ def _training(fields: _Fields | None) -> TrainingRecord | None:
     )
 
 
-def _ensemble(fields: _Fields | None) -> tuple[EnsembleMember, ...] | None:
+def _ensemble(fields: Fields | None) -> tuple[EnsembleMember, ...] | None:
     if fields is None:
         return None
     members = fields.data.get("members")
@@ -375,8 +352,8 @@ def _ensemble(fields: _Fields | None) -> tuple[EnsembleMember, ...] | None:
     parsed = []
     for index, member in enumerate(members):
         if not isinstance(member, dict):
-            fields.fail(f"members[{index}]", f"must be an object, got {_kind(member)}")
-        entry = _Fields(member, fields.source, f"{fields.prefix}members[{index}].")
+            fields.fail(f"members[{index}]", f"must be an object, got {describe_value(member)}")
+        entry = Fields(member, fields.source, f"{fields.prefix}members[{index}].")
         decoder = entry.record("decoder")
         parsed.append(EnsembleMember(source=entry.text("source"), created=entry.text("created"),
                                      decoder=_decoder(decoder) if decoder else None,
@@ -384,33 +361,61 @@ def _ensemble(fields: _Fields | None) -> tuple[EnsembleMember, ...] | None:
     return tuple(parsed)
 
 
+def _fields(record: Any, keep_none: tuple[str, ...] = (), drop_false: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A flat record as JSON: its set fields (``keep_none`` ones even when None)."""
+    values = dataclasses.asdict(record)
+    return {key: value for key, value in values.items()
+            if (value is not None or key in keep_none) and not (key in drop_false and value is False)}
+
+
+def _member(member: EnsembleMember) -> dict[str, Any]:
+    data = {"source": member.source, "created": member.created,
+            "decoder": None if member.decoder is None else dataclasses.asdict(member.decoder),
+            "training": None if member.training is None else _fields(member.training)}
+    return {key: value for key, value in data.items() if value is not None}
+
+
+def read_bundle_json(path: Path, allow_nan: bool = False) -> Any:
+    """One of a bundle's JSON files, read within limits (``safe_json``); any problem is one BundleError."""
+    try:
+        return read_json_file(path, config.MAX_BUNDLE_JSON_BYTES, allow_nan=allow_nan)
+    except InputFileError as error:
+        if error.missing:
+            raise BundleError(f"{path}: file missing; the model bundle is incomplete, retrain or "
+                              "re-copy it") from None
+        raise BundleError(f"{path}: unreadable ({error.reason}); retrain or re-copy the model bundle") from None
+
+
+def read_config(path: str | Path) -> BundleConfig:
+    """Read and check a config.json file.
+
+    Args:
+        path: the file (``<bundle>/config.json``).
+
+    Returns:
+        The BundleConfig, every field checked.
+
+    Raises:
+        BundleError: the file is missing or unreadable, from a newer tool, or has a field that is
+            missing, of the wrong type or implausible.
+    """
+    # NaN is allowed while parsing: a diverged run records a NaN loss; the schema refuses it
+    # wherever a number is built from.
+    return BundleConfig.from_json(read_bundle_json(Path(path), allow_nan=True), path)
+
+
+def write_config(path: str | Path, bundle_config: BundleConfig) -> None:
+    """Write ``bundle_config`` as config.json at ``path``, atomically, keys sorted.
+
+    Raises:
+        OSError: the file cannot be written (the caller turns it into one line).
+    """
+    write_json_atomic(path, bundle_config.to_json(), sort_keys=True)
+
+
 def _or(value, default):
     return default if value is None else value
 
 
-def _range(low, high, below_high: bool = False) -> str:
-    """``between 3 and 100``, ``at least 0``, ``at least 0.0 and below 1.0``."""
-    if low is not None and high is not None and not below_high:
-        return f"between {low} and {high}"
-    bounds = [f"at least {low}"] if low is not None else []
-    if high is not None:
-        bounds.append(f"below {high}" if below_high else f"at most {high}")
-    return " and ".join(bounds)
-
-
-def _kind(value: Any) -> str:
-    """A JSON value described for a message: ``null``, ``a list``, ``the text 'abc'``, ``1.5``."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, dict):
-        return "an object"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, str):
-        return f"the text {escape(repr(value[:30]))}"
-    return escape(repr(value))[:40]
-
-
-__all__ = ["BundleConfig", "DatasetRecord", "EncoderSpec", "EnsembleMember", "FORMAT_VERSION", "TrainingRecord"]
+__all__ = ["FORMAT_VERSION", "WEIGHTS_FILE", "BundleConfig", "DatasetRecord", "EncoderSpec", "EnsembleMember",
+           "TrainingRecord", "read_bundle_json", "read_config", "write_config"]

@@ -28,12 +28,12 @@ def bundle_label(path: Path, default: bool = False) -> str:
     from captioning.bundles import store as bundle
 
     try:
-        data = bundle.read_bundle_config(path)
+        bundle_config = bundle.read_bundle_config(path)
     except CaptioningError as error:  # still listed, so the user sees why it cannot be used
         return f"{path.name} (unreadable: {error})"
-    created = str(data.get("created", "?"))[:16].replace("T", " ")
+    created = (bundle_config.created or "?")[:16].replace("T", " ")
     mark = " - default" if default else ""
-    return f"{path.name} ({model_choice.architecture(data)}, {created}){mark}"
+    return f"{path.name} ({model_choice.architecture(bundle_config)}, {created}){mark}"
 
 
 def choose_bundle() -> Path | None:

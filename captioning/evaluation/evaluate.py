@@ -20,6 +20,9 @@ from pathlib import Path
 from typing import Protocol
 
 from captioning import config
+from captioning.bundles.default_model import choose_model
+from captioning.bundles.schema import BundleConfig, DatasetRecord
+from captioning.bundles.store import read_bundle_config
 from captioning.data.datasets import CaptionedImage, Dataset, load_dataset, split_dataset
 from captioning.errors import BundleError, CaptioningError, DatasetError
 from captioning.evaluation import metrics
@@ -142,64 +145,42 @@ def _relative(dataset: Dataset, path: Path) -> str:
 
 # ------------------------------------------------------------------------------ choosing images
 
-def training_dataset(bundle_config: dict, model_path: Path | str = "") -> tuple[str, str | None]:
-    """The source and key of the dataset a bundle was trained on, from its ``config.json``.
+def training_dataset(bundle_config: BundleConfig, model_path: Path | str = "") -> str:
+    """The source of the dataset a bundle was trained on (as given to ``load_dataset``).
 
     Args:
-        bundle_config: the bundle's config dict (``dataset``: ``{"source", "key", ...}``).
+        bundle_config: the bundle's config.
         model_path: the bundle folder, for messages.
-
-    Returns:
-        (source as given to ``load_dataset``, dataset key or None when not recorded).
 
     Raises:
         BundleError: the config does not say which dataset the model was trained on.
     """
-    recorded = bundle_config.get("dataset") or {}
-    source = recorded.get("source") if isinstance(recorded, dict) else None
+    source = bundle_config.dataset.source if bundle_config.dataset is not None else None
     if not source:
         raise BundleError(f"{model_path}: config.json does not record the training dataset; "
                           "pass --dataset PATH to evaluate on a dataset")
-    return str(source), recorded.get("key")
+    return source
 
 
-def recorded_split_config(bundle_config: dict, model_path: Path | str = "") -> config.SplitConfig:
+def recorded_split_config(bundle_config: BundleConfig, model_path: Path | str = "") -> config.SplitConfig:
     """The train/val/test split settings a bundle was trained with.
-
-    Args:
-        bundle_config: the bundle's config dict; the split is read from ``dataset.split`` or
-            ``split`` (``{"seed", "val_fraction", "test_fraction"}``).
-        model_path: the bundle folder, for messages.
-
-    Returns:
-        The SplitConfig.
 
     Raises:
         BundleError: no split recorded; guessing could score the model on its training images.
     """
-    dataset = bundle_config.get("dataset") or {}
-    recorded = (dataset.get("split") if isinstance(dataset, dict) else None) or bundle_config.get("split")
-    if not isinstance(recorded, dict):
+    if bundle_config.split is None:
         raise BundleError(f"{model_path}: config.json does not record the train/val/test split, so "
                           "held-out images cannot be told apart; evaluate on another dataset with "
                           "--dataset PATH or retrain the model")
-    defaults = config.SplitConfig()
-    try:
-        return config.SplitConfig(
-            seed=int(recorded.get("seed", defaults.seed)),
-            val_fraction=float(recorded.get("val_fraction", defaults.val_fraction)),
-            test_fraction=float(recorded.get("test_fraction", defaults.test_fraction)))
-    except (TypeError, ValueError):
-        raise BundleError(f"{model_path}: config.json has an unreadable split {recorded!r}; "
-                          "retrain the model") from None
+    return bundle_config.split
 
 
-def choose_images(bundle_config: dict, dataset: Dataset, split: str = "test", limit: int | None = None,
+def choose_images(bundle_config: BundleConfig, dataset: Dataset, split: str = "test", limit: int | None = None,
                   model_path: Path | str = "") -> EvaluationSet:
     """The images of ``dataset`` the bundle was not trained on.
 
     Args:
-        bundle_config: the bundle's config dict.
+        bundle_config: the bundle's config.
         dataset: the loaded dataset to evaluate on.
         split: ``"test"`` or ``"val"``.
         limit: keep only the first N held-out images.
@@ -214,8 +195,7 @@ def choose_images(bundle_config: dict, dataset: Dataset, split: str = "test", li
     """
     if split not in SPLITS:
         raise CaptioningError(f"--split {split}: expected one of {', '.join(SPLITS)}")
-    recorded = bundle_config.get("dataset") or {}
-    seen = isinstance(recorded, dict) and _same_dataset(recorded, dataset)
+    seen = bundle_config.dataset is not None and _same_dataset(bundle_config.dataset, dataset)
     if seen:
         split_config = recorded_split_config(bundle_config, model_path)
         held_out = getattr(split_dataset(dataset.images, split_config), split)
@@ -301,7 +281,7 @@ def evaluate_images(captioner: CaptionsPaths, evaluation_set: EvaluationSet, bea
                             seconds=time.perf_counter() - started, caption_seconds=caption_seconds)
 
 
-def _same_dataset(recorded: dict, dataset: Dataset) -> bool:
+def _same_dataset(recorded: DatasetRecord, dataset: Dataset) -> bool:
     """Whether the bundle was trained on ``dataset``, also after the folder moved.
 
     The key hashes the folder's location, which differs on another machine (a clone with the data
@@ -309,8 +289,7 @@ def _same_dataset(recorded: dict, dataset: Dataset) -> bool:
     hold out the same images. Holding out by name errs on the safe side: at worst a different
     dataset of the same name is scored on its test split only.
     """
-    return recorded.get("key") == dataset.key or (
-        bool(recorded.get("name")) and recorded.get("name") == dataset.name)
+    return recorded.key == dataset.key or (bool(recorded.name) and recorded.name == dataset.name)
 
 
 def prepare(model: str | Path | None, dataset_source: str | Path | None, split: str = "test",
@@ -318,7 +297,7 @@ def prepare(model: str | Path | None, dataset_source: str | Path | None, split: 
     """Find the bundle and choose its held-out images, before any model is loaded (fast failure).
 
     Args:
-        model: bundle folder, or None for the default bundle (``model_choice.default_model``).
+        model: bundle folder, or None for the default bundle (``bundles.default_model``).
         dataset_source: ``"mini-coco"`` or a dataset folder; None: the bundle's training dataset.
         split: ``"test"`` or ``"val"``.
         limit: keep only the first N held-out images.
@@ -329,12 +308,9 @@ def prepare(model: str | Path | None, dataset_source: str | Path | None, split: 
     Raises:
         BundleError, DatasetError, CaptioningError: as the steps above, one line each.
     """
-    from captioning.bundles import default_model as model_choice
-    from captioning.bundles import store as bundle
-
-    model_path = model_choice.choose_model(model).path
-    bundle_config = bundle.read_bundle_config(model_path)  # fails before any dataset is loaded
+    model_path = choose_model(model).path
+    bundle_config = read_bundle_config(model_path)  # fails before any dataset is loaded
     if dataset_source is None:
-        dataset_source, _ = training_dataset(bundle_config, model_path)
+        dataset_source = training_dataset(bundle_config, model_path)
     dataset = load_dataset(dataset_source)
     return model_path, choose_images(bundle_config, dataset, split, limit, model_path)

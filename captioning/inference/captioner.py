@@ -74,6 +74,11 @@ class Captioner:
         self.decoder_kind = decoder_kind
         self.bundle = bundle
 
+    @property
+    def has_attention(self) -> bool:
+        """Whether the decoder attends over a grid, so ``--attention-map`` can show where it looked."""
+        return hasattr(self.step_decoder, "step_with_attention")
+
     @classmethod
     def from_bundle(cls, path: str | Path | None = None) -> Captioner:
         """Load a bundle and build its encoder and step decoder.
@@ -95,19 +100,19 @@ class Captioner:
         from captioning.models import make_step_decoder
 
         loaded = bundles.load_bundle(Path(path) if path is not None else default_model().path)
-        settings = bundle_settings(loaded.config, loaded.path)
-        encoder = build_encoder(settings["encoder"], weights=settings["encoder_weights"])
-        if settings["weights_id"] and encoder.weights_id != settings["weights_id"]:
+        settings = loaded.config
+        wanted = settings.encoder
+        encoder = build_encoder(wanted.name, weights=wanted.weights_to_load(loaded.path / bundles.CONFIG_FILE))
+        if wanted.weights_id and encoder.weights_id != wanted.weights_id:
             # Other weights give other features: the decoder would caption noise.
-            raise BundleError(f"{loaded.path}: the model was trained on {settings['encoder']} weights "
-                              f"{settings['weights_id']} but {encoder.weights_id} were loaded; "
+            raise BundleError(f"{loaded.path}: the model was trained on {wanted.name} weights "
+                              f"{wanted.weights_id} but {encoder.weights_id} were loaded; "
                               "restore those weights or retrain the model")
-        # An ensemble bundle has several members; they caption together (captioning.inference.ensemble).
+        # An ensemble bundle has several members; they caption together (inference.ensemble).
         step_decoder = make_ensemble_step_decoder(
-            [make_step_decoder(member, settings["decoder_config"]) for member in loaded.members])
-        return cls(encoder, step_decoder, loaded.vocab, settings["max_length"],
-                   feature_kind=settings["feature_kind"], decoder_kind=settings["decoder_kind"],
-                   bundle=loaded)
+            [make_step_decoder(member, settings.decoder) for member in loaded.members])
+        return cls(encoder, step_decoder, loaded.vocab, settings.max_length, feature_kind=settings.feature_kind,
+                   decoder_kind=settings.decoder.kind, bundle=loaded)
 
     # ------------------------------------------------------------------------------ captioning
 
@@ -226,60 +231,6 @@ class Captioner:
         resized = Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR,
                                                 reducing_gap=REDUCING_GAP)
         return np.asarray(resized, dtype=np.uint8)
-
-
-def bundle_settings(bundle_config: dict, path: Path | str = "") -> dict:
-    """What captioning needs from a bundle's ``config.json``.
-
-    Args:
-        bundle_config: the bundle's config dict (``encoder``: ``{"name", "weights_id"[, "weights"]}``,
-            ``decoder``: DecoderConfig fields, ``max_length``).
-        path: the bundle folder, for error messages.
-
-    Returns:
-        ``encoder``, ``encoder_weights`` (what ``build_encoder`` takes), ``weights_id`` (or None),
-        ``decoder_kind``, ``decoder_config``, ``feature_kind``, ``feature_shape`` (a tuple, or
-        None when config.json does not record it) and ``max_length``.
-
-    Raises:
-        BundleError: a required field is missing.
-    """
-    from captioning.bundles.store import decoder_config_from_dict
-
-    encoder = bundle_config.get("encoder")
-    if isinstance(encoder, str):
-        encoder = {"name": encoder}
-    if not isinstance(encoder, dict) or not encoder.get("name") or not bundle_config.get("max_length"):
-        raise BundleError(f"{path}: config.json lacks the encoder or max_length; retrain the model")
-    weights_id = encoder.get("weights_id")
-    weights = encoder.get("weights")
-    if weights is None:
-        if weights_id not in (None, "imagenet", "none"):
-            raise BundleError(f"{path}: the model was trained with encoder weights {weights_id} but "
-                              "config.json does not say where that file is; retrain the model")
-        weights = weights_id or "imagenet"
-    decoder_config = decoder_config_from_dict(bundle_config.get("decoder") or {})
-    return {
-        "encoder": encoder["name"],
-        "encoder_weights": weights,
-        "weights_id": weights_id,
-        "decoder_kind": decoder_config.kind,
-        "decoder_config": decoder_config,
-        "feature_kind": decoder_config.feature_kind,
-        "max_length": int(bundle_config["max_length"]),
-        "feature_shape": _feature_shape(bundle_config.get("feature_shape"), path),
-    }
-
-
-def _feature_shape(value, path) -> tuple[int, ...] | None:
-    """``config.json``'s ``feature_shape`` as a tuple of ints (None if absent)."""
-    if value is None:
-        return None
-    try:
-        return tuple(int(n) for n in value)
-    except (TypeError, ValueError):
-        raise BundleError(f"{path}: config.json has a malformed feature_shape {value!r}; "
-                          "retrain the model") from None
 
 
 def _name_file(path: Path, reason: str) -> str:

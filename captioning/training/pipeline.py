@@ -12,11 +12,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from captioning import config
+from captioning.bundles.schema import BundleConfig, DatasetRecord, EncoderSpec, TrainingRecord
 from captioning.errors import DatasetError
+
+if TYPE_CHECKING:
+    from captioning.training.fit import FitResult
 
 
 @dataclass(frozen=True)
@@ -238,28 +243,24 @@ def _fingerprint(options: TrainOptions, prepared: _Prepared) -> dict:
     }
 
 
-def _bundle_config(options: TrainOptions, prepared: _Prepared, result, seconds: float) -> dict:
-    encoder = {"name": prepared.encoder.name, "weights_id": prepared.encoder.weights_id,
-               "input_size": prepared.encoder.input_size, "feature_kind":
-               options.decoder.feature_kind}
-    if options.encoder_weights not in ("imagenet", "none"):
-        encoder["weights"] = str(Path(options.encoder_weights).resolve())  # the captioner rebuilds from it
-    if options.encoder_weights == "none":
-        encoder["random_weights"] = True
-        encoder["note"] = "random encoder weights: for tests and benchmarks only, not for real use"
-    return {
-        "dataset": {"source": prepared.dataset.source or str(prepared.dataset.root),
-                    "key": prepared.dataset.key, "name": prepared.dataset.name, "limit": options.limit,
-                    **prepared.counts},
-        "split": dataclasses.asdict(options.split),
-        "vocab_config": dataclasses.asdict(options.vocab),
-        "encoder": encoder,
-        "decoder": dataclasses.asdict(options.decoder),
-        "vocab_size": len(prepared.vocab),
-        "max_length": prepared.max_length,
-        "feature_shape": list(prepared.feature_shape),
-        "training": {**dataclasses.asdict(options.train), "epochs_run": result.epochs_run,
-                     "best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
-                     "stopped_early": result.stopped_early, "interrupted": result.interrupted,
-                     "seconds": round(seconds, 1)},
-    }
+def _bundle_config(options: TrainOptions, prepared: _Prepared, result: FitResult,
+                   seconds: float) -> BundleConfig:
+    """What the run's bundle records: the encoder and its weights, the decoder, the data, the run."""
+    weights = options.encoder_weights
+    random = weights == "none"
+    encoder = EncoderSpec(
+        name=prepared.encoder.name, weights_id=prepared.encoder.weights_id,
+        input_size=prepared.encoder.input_size, feature_kind=options.decoder.feature_kind,
+        # A local weights file: the captioner rebuilds the encoder from it.
+        weights=None if weights in ("imagenet", "none") else str(Path(weights).resolve()),
+        random_weights=random,
+        note="random encoder weights: for tests and benchmarks only, not for real use" if random else None)
+    dataset = DatasetRecord(source=prepared.dataset.source or str(prepared.dataset.root), key=prepared.dataset.key,
+                            name=prepared.dataset.name, limit=options.limit, **prepared.counts)
+    training = TrainingRecord(**dataclasses.asdict(options.train), epochs_run=result.epochs_run,
+                              best_epoch=result.best_epoch, best_val_loss=result.best_val_loss,
+                              stopped_early=result.stopped_early, interrupted=result.interrupted,
+                              seconds=round(seconds, 1))
+    return BundleConfig(encoder=encoder, decoder=options.decoder, vocab_size=len(prepared.vocab),
+                        max_length=prepared.max_length, feature_shape=tuple(prepared.feature_shape),
+                        dataset=dataset, split=options.split, vocab_config=options.vocab, training=training)

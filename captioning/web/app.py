@@ -94,7 +94,7 @@ class ServerState:
     """What the handlers share: the worker, the store of uploads, and facts about the model."""
 
     def __init__(self, captioner, model_dir: Path, settings: config.ServeConfig):
-        from captioning.bundles.store import describe_bundle, ensemble_members, read_bundle_config
+        from captioning.bundles.store import describe_bundle, read_bundle_config
 
         self.captioner = captioner
         self.settings = settings
@@ -103,8 +103,8 @@ class ServerState:
         bundle = getattr(captioner, "bundle", None)
         self.bundle_config = bundle.config if bundle is not None else read_bundle_config(model_dir)
         self.description = describe_bundle(model_dir)
-        self.ensemble_members = len(ensemble_members(self.bundle_config))
-        self.attention = captioner.decoder_kind == "attention"
+        self.ensemble_members = len(self.bundle_config.members)
+        self.attention = captioner.has_attention
         self.image_size = captioner.encoder.input_size
         self.batcher = CaptionBatcher(captioner, max_images=settings.batch_max_images,
                                       wait_s=settings.batch_wait_ms / 1000.0,
@@ -244,10 +244,9 @@ def _add_api_routes(app: FastAPI, state: ServerState) -> None:
         if format == "text":
             return PlainTextResponse(state.description + "\n")
         return {"name": state.model_name, "path": str(state.model_dir),
-                "encoder": (state.bundle_config.get("encoder") or {}).get("name"),
-                "decoder": (state.bundle_config.get("decoder") or {}).get("kind"),
+                "encoder": state.bundle_config.encoder.name, "decoder": state.bundle_config.decoder.kind,
                 "ensemble_members": state.ensemble_members, "attention_maps": state.attention,
-                "description": state.description, "config": state.bundle_config}
+                "description": state.description, "config": state.bundle_config.to_json()}
 
     @app.get("/api/limits", response_model=Limits, summary="Upload limits and options", tags=["model"])
     def limits():

@@ -16,10 +16,18 @@ from pathlib import Path
 
 WORDS = ["a", "red", "blue", "green", "circle", "square", "triangle", "on", "white", "background"]
 MAX_LENGTH = 8
-ENCODER = {"name": "efficientnet_lite0", "weights_id": "none", "random_weights": True}
 FEATURE_DIM = 1280  # the EfficientNet-Lite pooled width
 # Grid side of each EfficientNet-Lite variant (input 224, 240, 260).
 LITE_GRID = {"efficientnet_lite0": 7, "efficientnet_lite1": 8, "efficientnet_lite2": 9}
+
+
+def config_without_dataset():
+    """A valid BundleConfig that records no training dataset: every dataset is unseen by it."""
+    from captioning.bundles.schema import BundleConfig, EncoderSpec
+    from captioning.config import DecoderConfig
+
+    return BundleConfig(encoder=EncoderSpec(name="efficientnet_lite0"), decoder=DecoderConfig(), vocab_size=10,
+                        max_length=MAX_LENGTH, feature_shape=(FEATURE_DIM,))
 
 
 def make_tiny_bundle(target: Path, kind: str = "merge", seed: int = 0, words: Sequence[str] = WORDS,
@@ -41,6 +49,7 @@ def make_tiny_bundle(target: Path, kind: str = "merge", seed: int = 0, words: Se
     import keras
 
     from captioning.bundles import store as bundle
+    from captioning.bundles.schema import BundleConfig, EncoderSpec
     from captioning.config import DecoderConfig
     from captioning.data.text import RESERVED_TOKENS, Vocabulary
     from captioning.models import build_decoder
@@ -51,6 +60,6 @@ def make_tiny_bundle(target: Path, kind: str = "merge", seed: int = 0, words: Se
     feature_shape = (FEATURE_DIM,) if kind == "merge" else (grid, grid, FEATURE_DIM)
     keras.utils.set_random_seed(seed)
     model = build_decoder(len(vocab), MAX_LENGTH, feature_shape, decoder)
-    settings = {"decoder": dict(decoder.__dict__), "vocab_size": len(vocab), "max_length": MAX_LENGTH,
-                "feature_shape": list(feature_shape), "encoder": {**ENCODER, "name": encoder}}
+    settings = BundleConfig(encoder=EncoderSpec(name=encoder, weights_id="none", random_weights=True), decoder=decoder,
+                            vocab_size=len(vocab), max_length=MAX_LENGTH, feature_shape=feature_shape)
     return bundle.save_bundle(target, model, vocab, settings, {"loss": [3.0], "val_loss": [3.1]})

@@ -101,7 +101,7 @@ def _attention_maps(captioner, results, pngs: dict[int, Path]) -> bool:
     Returns:
         True when a map could not be written.
     """
-    if captioner.decoder_kind != "attention":
+    if not captioner.has_attention:
         where = captioner.bundle.path if captioner.bundle is not None else "this model"
         print(f"note: --attention-map needs an attention model; {where} uses the "
               f"{captioner.decoder_kind} decoder (train one with --decoder attention)", file=sys.stderr)
