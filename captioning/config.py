@@ -69,6 +69,7 @@ ENCODER_SHAPES = {
     "densenet201": EncoderShape(224, 7, 1920),
 }
 DEFAULT_ENCODER = "resnet50"
+DEFAULT_ENCODER_WEIGHTS = "imagenet"  # or "none" (random, tests only) or a local weights file
 # Decoder kind -> the features it reads: attention looks at the grid's cells, merge at their mean.
 DECODER_FEATURES = {"merge": "pooled", "attention": "grid"}
 DECODER_KINDS = tuple(DECODER_FEATURES)
@@ -88,6 +89,12 @@ MAX_CAPTION_LENGTH = 100  # tokens with START and END; captions are ~10 words, t
 MAX_DECODER_WIDTH = 4096  # embedding, LSTM, attention widths
 MAX_DECODER_PARAMETERS = 300_000_000  # 1.2 GB as float32
 MAX_ENSEMBLE_MEMBERS = 16
+
+# Images per batch: through the CNN and into one committed cache shard (extract, train); through
+# the encoder and one batched beam search (caption); per captioner call, one progress step (evaluate).
+EXTRACT_BATCH_SIZE = 32
+CAPTION_BATCH_SIZE = 32
+EVALUATE_BATCH_SIZE = 32
 
 DEFAULT_CAPTION_PNG = "captioned_image.png"  # caption one image, and the menu
 DEFAULT_CAPTION_FOLDER = "captioned_images"  # caption several, or a folder: one PNG per photo
@@ -133,6 +140,13 @@ class DecoderConfig:
         return DECODER_FEATURES[self.kind]
 
 
+# tf.distribute strategies for training: auto is MirroredStrategy when several GPUs are visible.
+TRAINING_STRATEGIES = ("auto", "default", "mirrored")
+DEFAULT_STRATEGY = "auto"
+# Held-out splits an evaluation may score; the first is the default.
+EVALUATION_SPLITS = ("test", "val")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Optimisation settings for ``train``."""
@@ -148,13 +162,6 @@ class TrainConfig:
     # decoder had already begun to overfit.
     reduce_lr_min_delta: float = 0.01
     seed: int = 1234
-
-
-@dataclass(frozen=True)
-class ExtractConfig:
-    """Batching of feature extraction."""
-
-    batch_size: int = 32
 
 
 @dataclass(frozen=True)

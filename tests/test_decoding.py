@@ -7,8 +7,8 @@ import itertools
 import numpy as np
 import pytest
 
+from captioning.data.text import END, PAD, START, UNK
 from captioning.inference import search as decoding
-from captioning.inference.search import END_ID, PAD_ID, START_ID, UNK_ID
 
 VOCAB = 6  # PAD, UNK, START, END and two words (4, 5)
 WORDS = (4, 5)
@@ -35,7 +35,7 @@ class TableDecoder:
 
     def initial_state(self, features):
         features = np.asarray(features, dtype=np.float64)
-        return (features, np.full((len(features), 1), START_ID))
+        return (features, np.full((len(features), 1), START))
 
     def step(self, tokens, state):
         bias, before = state
@@ -46,7 +46,7 @@ class TableDecoder:
 
     def log_prob(self, bias: np.ndarray, sequence: tuple[int, ...]) -> float:
         """Summed log-probability of ``sequence`` (generated tokens) for one image."""
-        total, before, last = 0.0, START_ID, START_ID
+        total, before, last = 0.0, START, START
         for token in sequence:
             total += log_softmax(self.table[last] + self.second[before] + bias)[token]
             before, last = last, token
@@ -58,11 +58,11 @@ def brute_force_best(decoder: TableDecoder, bias: np.ndarray, max_length: int):
     steps = max_length - 1
     candidates = []
     for words in range(steps):  # words then END
-        candidates += [seq + (END_ID,) for seq in itertools.product(WORDS, repeat=words)]
+        candidates += [seq + (END,) for seq in itertools.product(WORDS, repeat=words)]
     candidates += list(itertools.product(WORDS, repeat=steps))  # cut off at the limit, no END
     scored = [(decoder.log_prob(bias, seq) / len(seq), seq) for seq in candidates]
     score, best = max(scored)
-    return [t for t in best if t != END_ID], score
+    return [t for t in best if t != END], score
 
 
 def random_decoder(seed: int, sharpness: float = 2.0) -> TableDecoder:
@@ -87,9 +87,9 @@ def test_beam_of_three_escapes_the_garden_path_that_greedy_takes():
     # After START, word 4 looks best (0.6) but every continuation of it is poor; word 5 (0.4)
     # leads to END with certainty. Greedy takes 4; beam 3 finds [5] with the better average.
     probs = np.full((VOCAB, VOCAB), 1e-9)
-    probs[START_ID, [4, 5]] = [0.6, 0.4]
-    probs[4, [4, 5, END_ID]] = [1 / 3, 1 / 3, 1 / 3]
-    probs[5, END_ID] = 1.0
+    probs[START, [4, 5]] = [0.6, 0.4]
+    probs[4, [4, 5, END]] = [1 / 3, 1 / 3, 1 / 3]
+    probs[5, END] = 1.0
     decoder = TableDecoder(np.log(probs))
     features = np.zeros((1, VOCAB))
     assert decoding.greedy_search(decoder, features, max_length=4)[0][0] == 4
@@ -102,9 +102,9 @@ def test_length_normalisation_prefers_the_better_average_over_the_shorter_captio
     # [END] right away has log p = log 0.3 (average -1.20); [4, END] has log 0.7 + log 0.9
     # (sum -0.46, average -0.23): unnormalised, a longer caption could never win this.
     probs = np.full((VOCAB, VOCAB), 1e-9)
-    probs[START_ID, [END_ID, 4]] = [0.3, 0.7]
-    probs[4, [END_ID, 5]] = [0.9, 0.1]
-    probs[5, END_ID] = 1.0
+    probs[START, [END, 4]] = [0.3, 0.7]
+    probs[4, [END, 5]] = [0.9, 0.1]
+    probs[5, END] = 1.0
     decoder = TableDecoder(np.log(probs))
     best = decoding.beam_search_hypotheses(decoder, np.zeros((1, VOCAB)), beam_size=3, max_length=5)[0]
     assert list(best[0].tokens) == [4]
@@ -123,16 +123,16 @@ def test_beam_of_one_equals_greedy(seed):
 
 def test_special_tokens_never_generated_even_when_the_model_favours_them():
     table = np.zeros((VOCAB, VOCAB))
-    table[:, [PAD_ID, UNK_ID, START_ID]] = 50.0  # nearly all probability on the banned ids
+    table[:, [PAD, UNK, START]] = 50.0  # nearly all probability on the banned ids
     table[:, 4] = 1.0
-    table[4, END_ID] = 2.0
+    table[4, END] = 2.0
     decoder = TableDecoder(table)
     features = np.zeros((2, VOCAB))
     for beam_size in (1, 2, 3, 5):
         results = decoding.beam_search_hypotheses(decoder, features, beam_size, max_length=6)
         for ranked in results:
             for hypothesis in ranked:
-                assert not {PAD_ID, UNK_ID, START_ID, END_ID} & set(hypothesis.tokens)
+                assert not {PAD, UNK, START, END} & set(hypothesis.tokens)
     greedy = decoding.greedy_search(decoder, features, max_length=6)
     assert greedy == [[4], [4]]
 
@@ -152,8 +152,8 @@ def test_batched_results_equal_one_image_at_a_time(beam_size):
 
 def test_all_beams_go_through_one_step_call_and_search_stops_when_all_images_end():
     probs = np.full((VOCAB, VOCAB), 1e-9)
-    probs[START_ID, [4, 5, END_ID]] = [0.5, 0.3, 0.2]
-    probs[4, END_ID] = probs[5, END_ID] = 1.0
+    probs[START, [4, 5, END]] = [0.5, 0.3, 0.2]
+    probs[4, END] = probs[5, END] = 1.0
     decoder = TableDecoder(np.log(probs))
     decoding.beam_search(decoder, np.zeros((4, VOCAB)), beam_size=3, max_length=30)
     assert decoder.batch_sizes == [12, 12]  # 4 images x 3 beams per call, done after two steps

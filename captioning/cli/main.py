@@ -73,7 +73,7 @@ def _add_dataset_arg(parser: argparse.ArgumentParser, default: str | None, help_
 def _add_encoder_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--encoder", choices=config.ENCODER_NAMES, default=config.DEFAULT_ENCODER,
                         help="image encoder (default: %(default)s)")
-    parser.add_argument("--encoder-weights", default="imagenet", metavar="imagenet|none|FILE",
+    parser.add_argument("--encoder-weights", default=config.DEFAULT_ENCODER_WEIGHTS, metavar="imagenet|none|FILE",
                         help="ImageNet weights (default), a local copy of Keras's .h5 file "
                              "(resnet50, densenet201; md5-checked) or a .pth state dict "
                              "(EfficientNet-Lite), or 'none' (random, for tests and benchmarks only)")
@@ -95,7 +95,7 @@ def _extract_parser(sub) -> None:
     _add_dataset_arg(p, config.MINI_COCO_SOURCE, " (default: %(default)s)")
     _add_encoder_args(p)
     p.add_argument("--limit", type=positive_int, metavar="N", help="only the first N images")
-    p.add_argument("--batch-size", type=positive_int, default=config.ExtractConfig.batch_size,
+    p.add_argument("--batch-size", type=positive_int, default=config.EXTRACT_BATCH_SIZE,
                    metavar="N", help="images per batch (default: %(default)s)")
     p.add_argument("--grid", action="store_true",
                    help="cache the spatial feature grid (for attention models) instead of pooled vectors")
@@ -135,7 +135,7 @@ def _train_parser(sub) -> None:
     p.add_argument("--make-default", action="store_true",
                    help="when training finishes, make this model the default for caption, evaluate "
                         "and the menu (otherwise the default stays as it is)")
-    p.add_argument("--strategy", choices=("auto", "default", "mirrored"), default="auto",
+    p.add_argument("--strategy", choices=config.TRAINING_STRATEGIES, default=config.DEFAULT_STRATEGY,
                    help="tf.distribute strategy: auto = MirroredStrategy when several GPUs are "
                         "visible, else the default (default: %(default)s)")
 
@@ -165,7 +165,7 @@ def _evaluate_parser(sub) -> None:
                                    "(BLEU-1..4, METEOR, ROUGE-L, CIDEr-D).")
     p.add_argument("--model", metavar="DIR", help=MODEL_HELP)
     _add_dataset_arg(p, None, " (default: the dataset the model was trained on)")
-    p.add_argument("--split", choices=("test", "val"), default="test",
+    p.add_argument("--split", choices=config.EVALUATION_SPLITS, default=config.EVALUATION_SPLITS[0],
                    help="which held-out split (default: %(default)s)")
     p.add_argument("--beam-size", type=positive_int, default=config.DEFAULT_BEAM_SIZE, metavar="N")
     p.add_argument("--limit", type=positive_int, metavar="N", help="only the first N images")

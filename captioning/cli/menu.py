@@ -223,7 +223,7 @@ def evaluate_step() -> None:
     argv = ["evaluate", "--model", str(bundle_dir)]
     if ask_choice("Evaluate on:", ["the dataset it was trained on", "another dataset"], 1) == 1:
         argv += ["--dataset", _ask_dataset()]
-    split = ("test", "val")[ask_choice("Which held-out images?", ["test split", "validation split"], 1)]
+    split = config.EVALUATION_SPLITS[ask_choice("Which held-out images?", ["test split", "validation split"], 1)]
     _run_subcommand(argv + ["--split", split])
 
 

@@ -29,7 +29,7 @@ def module_name(name: str) -> str:
     return _MODULES[name]
 
 
-def build_encoder(name: str, weights: str = "imagenet") -> Encoder:
+def build_encoder(name: str, weights: str = config.DEFAULT_ENCODER_WEIGHTS) -> Encoder:
     """Build an image encoder.
 
     Args:

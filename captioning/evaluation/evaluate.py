@@ -28,9 +28,6 @@ from captioning.errors import BundleError, CaptioningError, DatasetError
 from captioning.evaluation import metrics
 from captioning.storage.safe_text import json_text
 
-SPLITS = ("test", "val")
-CAPTION_BATCH_SIZE = 32  # images per captioner call: one encoder batch and one batched beam search
-
 
 class CaptionsPaths(Protocol):
     """What evaluation needs from a captioner (``captioner.Captioner`` or a test double)."""
@@ -193,8 +190,8 @@ def choose_images(bundle_config: BundleConfig, dataset: Dataset, split: str = "t
         CaptioningError: an unknown split, ``val`` asked of a dataset the model never saw, or an
             empty split.
     """
-    if split not in SPLITS:
-        raise CaptioningError(f"--split {split}: expected one of {', '.join(SPLITS)}")
+    if split not in config.EVALUATION_SPLITS:
+        raise CaptioningError(f"--split {split}: expected one of {', '.join(config.EVALUATION_SPLITS)}")
     seen = bundle_config.dataset is not None and _same_dataset(bundle_config.dataset, dataset)
     if seen:
         split_config = recorded_split_config(bundle_config, model_path)
@@ -215,7 +212,7 @@ def choose_images(bundle_config: BundleConfig, dataset: Dataset, split: str = "t
 # ------------------------------------------------------------------------------ captioning, scoring
 
 def caption_in_batches(captioner: CaptionsPaths, paths: list[Path], beam_size: int,
-                       batch_size: int = CAPTION_BATCH_SIZE, progress: bool = True) -> list:
+                       batch_size: int = config.EVALUATE_BATCH_SIZE, progress: bool = True) -> list:
     """Caption images a batch at a time (the captioner encodes and decodes each batch at once),
     with a tqdm progress bar.
 

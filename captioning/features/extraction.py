@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from captioning import config
 from captioning.features.cache import FEATURE_DTYPE, CacheState, FeatureCache, Signature, Todo
 
 _DECODE_THREADS = max(2, os.cpu_count() or 1)  # parallel image decodes in the tf.data pipeline
@@ -51,7 +52,7 @@ class _Batch:
 
 
 def extract_features(dataset, encoder, kind: str = "pooled", image_paths: Sequence[Path] | None = None,
-                     batch_size: int = 32, progress: bool = True) -> ExtractionReport:
+                     batch_size: int = config.EXTRACT_BATCH_SIZE, progress: bool = True) -> ExtractionReport:
     """Encode a dataset's images into the feature cache, computing only what is missing.
 
     Each finished batch is committed to disk on its own, so an interrupted run (Ctrl-C, kill, full
@@ -91,7 +92,7 @@ def extract_features(dataset, encoder, kind: str = "pooled", image_paths: Sequen
 
 
 def encode_paths(encoder, paths: Sequence[Path], kind: str = "pooled",
-                 batch_size: int = 32) -> tuple[np.ndarray, list[tuple[Path, str]]]:
+                 batch_size: int = config.EXTRACT_BATCH_SIZE) -> tuple[np.ndarray, list[tuple[Path, str]]]:
     """Encode images in memory (no cache) through the same loader and pipeline as extraction.
 
     The features are float16, exactly as the cache stores them, so a caption model sees at

@@ -20,8 +20,6 @@ from captioning.errors import BundleError, CaptioningError
 from captioning.inference import search
 from captioning.inference.inputs import expand_paths
 
-DEFAULT_BATCH_SIZE = 32
-
 
 @dataclass(frozen=True)
 class CaptionResult:
@@ -117,7 +115,7 @@ class Captioner:
     # ------------------------------------------------------------------------------ captioning
 
     def caption_paths(self, paths: Sequence[str | Path], beam_size: int = config.DEFAULT_BEAM_SIZE,
-                      batch_size: int = DEFAULT_BATCH_SIZE) -> list[CaptionResult]:
+                      batch_size: int = config.CAPTION_BATCH_SIZE) -> list[CaptionResult]:
         """Caption image files and folders (searched recursively, image files only).
 
         Args:
@@ -133,7 +131,7 @@ class Captioner:
 
     def caption_entries(self, entries: Sequence[tuple[Path, str | None]],
                         beam_size: int = config.DEFAULT_BEAM_SIZE,
-                        batch_size: int = DEFAULT_BATCH_SIZE) -> list[CaptionResult]:
+                        batch_size: int = config.CAPTION_BATCH_SIZE) -> list[CaptionResult]:
         """Caption the output of ``expand_paths``: entries with an error are passed through.
 
         Args:

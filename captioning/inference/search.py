@@ -2,8 +2,8 @@
 
 Both searches call ``step_decoder.step(tokens (B,), state) -> (log_probs (B, V), new_state)`` once
 per generated word for the whole batch (with beam search, every image's beams are stacked into that
-one batch), so the decoder never re-reads the caption prefix. The vocabulary's special ids (PAD=0,
-UNK=1, START=2, END=3) are fixed by ``text.Vocabulary``; PAD, UNK and START are masked to ``-inf``
+one batch), so the decoder never re-reads the caption prefix. The vocabulary's special ids (PAD,
+UNK, START, END) come from ``data.text``; PAD, UNK and START are masked to ``-inf``
 at every step so they can never be generated, however much the model favours them.
 
 ``max_length`` is the caption length the bundle was trained with, counted with START and END (as
@@ -19,17 +19,16 @@ from typing import Protocol
 
 import numpy as np
 
-from captioning import config
+from captioning.data.text import END, PAD, START, UNK
 
-PAD_ID, UNK_ID, START_ID, END_ID = 0, 1, 2, 3
 # Ids that must never reach the text: masked out of every step's distribution.
-BANNED_IDS = (PAD_ID, UNK_ID, START_ID)
+BANNED_IDS = (PAD, UNK, START)
 
 State = tuple[np.ndarray, ...]
 
 
 class StepDecoder(Protocol):
-    """What the searches need from ``decoder.StepDecoder`` (see docs/ARCHITECTURE.md)."""
+    """What the searches need from a step decoder (``models.make_step_decoder``, ``inference.ensemble``)."""
 
     def initial_state(self, features: np.ndarray) -> State:
         """Decoder state for a batch of image features; every array is batch-first."""
@@ -100,7 +99,7 @@ def _check_batch(features: np.ndarray) -> int:
 
 
 def greedy_search(step_decoder: StepDecoder, features: np.ndarray, max_length: int,
-                  end_id: int = END_ID) -> list[list[int]]:
+                  end_id: int = END) -> list[list[int]]:
     """The most likely next word at every step, for a batch of images.
 
     Args:
@@ -114,7 +113,7 @@ def greedy_search(step_decoder: StepDecoder, features: np.ndarray, max_length: i
     """
     batch = _check_batch(features)
     state = step_decoder.initial_state(features)
-    tokens = np.full((batch,), START_ID, dtype=np.int32)
+    tokens = np.full((batch,), START, dtype=np.int32)
     done = np.zeros((batch,), dtype=bool)
     captions: list[list[int]] = [[] for _ in range(batch)]
     for _ in range(max_steps(max_length)):
@@ -130,9 +129,8 @@ def greedy_search(step_decoder: StepDecoder, features: np.ndarray, max_length: i
     return captions
 
 
-def beam_search(step_decoder: StepDecoder, features: np.ndarray,
-                beam_size: int = config.DEFAULT_BEAM_SIZE, max_length: int = 20,
-                end_id: int = END_ID) -> list[list[int]]:
+def beam_search(step_decoder: StepDecoder, features: np.ndarray, beam_size: int, max_length: int,
+                end_id: int = END) -> list[list[int]]:
     """Length-normalised beam search, batched over images; the best caption per image.
 
     Args:
@@ -149,9 +147,8 @@ def beam_search(step_decoder: StepDecoder, features: np.ndarray,
             beam_search_hypotheses(step_decoder, features, beam_size, max_length, end_id)]
 
 
-def beam_search_hypotheses(step_decoder: StepDecoder, features: np.ndarray,
-                           beam_size: int = config.DEFAULT_BEAM_SIZE, max_length: int = 20,
-                           end_id: int = END_ID) -> list[list[Hypothesis]]:
+def beam_search_hypotheses(step_decoder: StepDecoder, features: np.ndarray, beam_size: int, max_length: int,
+                           end_id: int = END) -> list[list[Hypothesis]]:
     """Beam search returning every finished hypothesis per image, best first.
 
     Each step, every live beam is extended by every allowed token; per image the ``k`` best
@@ -183,7 +180,7 @@ def beam_search_hypotheses(step_decoder: StepDecoder, features: np.ndarray,
     scores[:, 0] = 0.0
     sequences: list[list[tuple[int, ...]]] = [[()] * k for _ in range(batch)]
     finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
-    tokens = np.full((batch * k,), START_ID, dtype=np.int32)
+    tokens = np.full((batch * k,), START, dtype=np.int32)
     steps = max_steps(max_length)
     for step in range(steps):
         log_probs, state = step_decoder.step(tokens, state)

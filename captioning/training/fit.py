@@ -22,7 +22,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from captioning.config import TrainConfig
+from captioning.config import DEFAULT_STRATEGY, TrainConfig
 from captioning.models import caption_loss
 from captioning.training.checkpoint_layout import FitState, checkpoint_dir
 from captioning.training.checkpoints import (
@@ -63,7 +63,7 @@ class FitResult:
     seconds: float
 
 
-def make_strategy(name: str = "auto") -> tf.distribute.Strategy:
+def make_strategy(name: str = DEFAULT_STRATEGY) -> tf.distribute.Strategy:
     """The tf.distribute strategy for ``--strategy``.
 
     Args:

@@ -30,7 +30,7 @@ class TrainOptions:
 
     dataset: str = config.MINI_COCO_SOURCE
     encoder: str = config.DEFAULT_ENCODER
-    encoder_weights: str = "imagenet"
+    encoder_weights: str = config.DEFAULT_ENCODER_WEIGHTS
     decoder: config.DecoderConfig = field(default_factory=config.DecoderConfig)
     train: config.TrainConfig = field(default_factory=config.TrainConfig)
     vocab: config.VocabConfig = field(default_factory=config.VocabConfig)
@@ -38,7 +38,7 @@ class TrainOptions:
     limit: int | None = None
     output: Path | None = None
     resume: bool = False
-    strategy: str = "auto"
+    strategy: str = config.DEFAULT_STRATEGY
     progress: bool = False  # per-batch progress bars (terminals)
 
     @classmethod
@@ -204,7 +204,7 @@ def _prepare(options: TrainOptions, log: Callable[[str], None]) -> _Prepared:
     kind = options.decoder.feature_kind
     wanted = [image.path for image in split.train + split.val]
     report = extract_features(dataset, encoder, kind=kind, image_paths=wanted,
-                              batch_size=config.ExtractConfig.batch_size, progress=options.progress)
+                              batch_size=config.EXTRACT_BATCH_SIZE, progress=options.progress)
     failed = {Path(path) for path, _ in report.failed}
     if failed:
         log(f"skipping {len(failed)} unreadable images (first: {sorted(failed)[0]})")

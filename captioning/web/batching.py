@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from captioning import config
 from captioning.errors import CaptioningError
 
 log = logging.getLogger(__name__)
@@ -83,8 +84,9 @@ class CaptionBatcher:
         max_queued_images: images allowed to wait; ``submit`` raises ``ServerBusy`` beyond.
     """
 
-    def __init__(self, captioner, max_images: int = 32, wait_s: float = 0.01,
-                 max_queued_images: int = 256):
+    def __init__(self, captioner, max_images: int = config.ServeConfig.batch_max_images,
+                 wait_s: float = config.ServeConfig.batch_wait_ms / 1000,
+                 max_queued_images: int = config.ServeConfig.max_queued_images):
         if max_images < 1:
             raise ValueError(f"max_images must be >= 1, got {max_images}")
         self.captioner = captioner
