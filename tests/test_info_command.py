@@ -6,8 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from tests.support.datasets import make_flickr_csv, make_images
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -63,20 +61,3 @@ def test_info_does_not_import_tensorflow(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-
-
-def test_describe_model_uses_the_bundle_module(monkeypatch):
-    from captioning.cli.commands import info
-
-    bundle = pytest.importorskip("captioning.bundles.store")
-    monkeypatch.setattr(bundle, "describe_bundle", lambda path: f"bundle at {path}", raising=False)
-    assert info._describe_model("some/dir") == "bundle at some/dir"
-
-
-def test_describe_model_without_bundle_support_is_a_clear_error(monkeypatch):
-    from captioning.cli.commands import info
-    from captioning.errors import CaptioningError
-
-    monkeypatch.setitem(sys.modules, "captioning.bundles.store", None)  # as if bundle.py were absent
-    with pytest.raises(CaptioningError, match="model bundle support"):
-        info._describe_model("some/dir")

@@ -312,10 +312,8 @@ def _answer_prompts(monkeypatch, answers) -> list[str]:
 
 
 def _stand_in_training(monkeypatch, trained: Path, interrupted: bool = False) -> None:
-    from captioning.cli import menu
     from captioning.training import pipeline as train_pipeline
 
-    monkeypatch.setattr(menu, "import_tensorflow", lambda: None)
     monkeypatch.setattr(train_pipeline, "train_model", lambda options, log, **_: train_pipeline.TrainResult(
         trained, 2.5, 2, {}, interrupted=interrupted))
 

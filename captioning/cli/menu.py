@@ -11,12 +11,21 @@ carries on.
 
 from __future__ import annotations
 
+import dataclasses
+import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from captioning import config
+from captioning.bundles import default_model
+from captioning.bundles.store import read_bundle_config
+from captioning.cli import runtime
 from captioning.cli.prompts import ask_choice, ask_int, ask_path, ask_yes_no, enable_line_editing, say
 from captioning.errors import CaptioningError
+
+if TYPE_CHECKING:
+    from captioning.inference.captioner import Captioner
 
 # ---------------------------------------------------------------- choosing a model bundle
 
@@ -24,16 +33,13 @@ from captioning.errors import CaptioningError
 def bundle_label(path: Path, default: bool = False) -> str:
     """One line naming a bundle for the model list: folder, encoder/decoder, creation time, and
     whether it is the default model."""
-    from captioning.bundles import default_model as model_choice
-    from captioning.bundles import store as bundle
-
     try:
-        bundle_config = bundle.read_bundle_config(path)
+        bundle_config = read_bundle_config(path)
     except CaptioningError as error:  # still listed, so the user sees why it cannot be used
         return f"{path.name} (unreadable: {error})"
     created = (bundle_config.created or "?")[:16].replace("T", " ")
     mark = " - default" if default else ""
-    return f"{path.name} ({model_choice.architecture(bundle_config)}, {created}){mark}"
+    return f"{path.name} ({default_model.architecture(bundle_config)}, {created}){mark}"
 
 
 def choose_bundle() -> Path | None:
@@ -42,10 +48,7 @@ def choose_bundle() -> Path | None:
     Returns:
         The bundle folder, or None (with the reason printed) when there is none.
     """
-    from captioning.bundles import default_model as model_choice
-    from captioning.bundles import store as bundle
-
-    bundles, default = model_choice.ordered_bundles()
+    bundles, default = default_model.ordered_bundles()
     if not bundles:
         say(f"No trained model found in {config.MODELS_DIR}. Train one first (menu 1).")
         return None
@@ -58,7 +61,7 @@ def choose_bundle() -> Path | None:
                   for index, path in enumerate(bundles)]
         order = "the default first, then newest first" if default else "newest first"
         chosen = bundles[ask_choice(f"Which model? ({order})", labels, default=1)]
-    bundle.read_bundle_config(chosen)  # a broken or too-new bundle fails here, before TensorFlow loads
+    read_bundle_config(chosen)  # a broken or too-new bundle fails here, before TensorFlow loads
     return chosen
 
 
@@ -77,48 +80,24 @@ def _pick(title: str, names: tuple[str, ...], default: str) -> str:
     return names[ask_choice(title, names, names.index(default) + 1)]
 
 
-def interrupted_run(dataset: str, encoder: str, decoder: str) -> Path | None:
-    """The default output folder when it holds an interrupted run's checkpoint, else None.
-
-    An interrupted run is also one whose epochs were all done but whose bundle was not written
-    (killed during the final save): resuming it writes the bundle.
-    """
-    from captioning.training.checkpoint_layout import has_checkpoint
-    from captioning.training.pipeline import TrainOptions, output_folder  # numpy only, no TensorFlow
-
-    output = output_folder(TrainOptions(dataset=dataset, encoder=encoder,
-                                        decoder=config.DecoderConfig(kind=decoder)))
-    return output if has_checkpoint(output) else None
-
-
-def _ask_resume(dataset: str, encoder: str, decoder: str) -> bool:
-    found = interrupted_run(dataset, encoder, decoder)
-    if found is not None:
-        say(f"An interrupted run of this model is saved in {found}.")
-    return ask_yes_no("Resume an interrupted run", default=found is not None)
-
-
 def train_step() -> None:
     """Ask for the training settings, train, and say where the bundle went."""
-    import sys
+    from captioning.training.pipeline import TrainOptions, interrupted_run, train_model  # no TensorFlow yet
 
     dataset = _ask_dataset()
     encoder = _pick("Encoder:", config.ENCODER_NAMES, config.DEFAULT_ENCODER)
     decoder = _pick("Decoder:", config.DECODER_KINDS, config.DecoderConfig.kind)
     epochs = ask_int("epochs", config.TrainConfig.epochs)
     batch_size = ask_int("batch size", config.TrainConfig.batch_size)
-    resume = _ask_resume(dataset, encoder, decoder)
-    from captioning.training.pipeline import (  # imports TensorFlow once the output is claimed
-        TrainOptions,
-        train_model,
-    )
-
-    options = TrainOptions(
-        dataset=dataset, encoder=encoder, decoder=config.DecoderConfig(kind=decoder),
-        train=config.TrainConfig(epochs=epochs, batch_size=batch_size), resume=resume,
-        progress=sys.stderr.isatty())
+    options = TrainOptions(dataset=dataset, encoder=encoder, decoder=config.DecoderConfig(kind=decoder),
+                           train=config.TrainConfig(epochs=epochs, batch_size=batch_size),
+                           progress=sys.stderr.isatty())
+    found = interrupted_run(options)
+    if found is not None:
+        say(f"An interrupted run of this model is saved in {found}.")
+    options = dataclasses.replace(options, resume=ask_yes_no("Resume an interrupted run", default=found is not None))
     say("Training; Ctrl-C stops it and keeps the best epoch so far.")
-    result = train_model(options, log=say, before_tensorflow=import_tensorflow)
+    result = train_model(options, log=say, before_tensorflow=runtime.import_tensorflow)
     if result.bundle_dir is None:
         say("Stopped before the first epoch finished: nothing was saved.")
         return
@@ -133,14 +112,12 @@ def train_step() -> None:
 
 def _ask_make_default(bundle_dir: Path) -> None:
     """Offer a finished model as the default; the default changes only on a yes."""
-    from captioning.bundles import default_model as model_choice
-
-    if model_choice.is_default(bundle_dir):
+    if default_model.is_default(bundle_dir):
         say("It is the default model already (captioning and evaluation use it).")
         return
     if ask_yes_no("Use this model by default for captioning", default=False):
-        model_choice.set_default(bundle_dir, chosen_by="menu training")
-        say(f"Captioning and evaluation now use {model_choice.shown(bundle_dir)} by default.")
+        default_model.set_default(bundle_dir, chosen_by="menu training")
+        say(f"Captioning and evaluation now use {default_model.shown(bundle_dir)} by default.")
     else:
         say("The default model is unchanged.")
 
@@ -148,11 +125,11 @@ def _ask_make_default(bundle_dir: Path) -> None:
 # ---------------------------------------------------------------- 2) caption
 
 
-def caption_typed_path(captioner, path: Path) -> None:
+def caption_typed_path(captioner: Captioner, path: Path) -> None:
     """Caption an image or every image in a folder: print each caption and write its PNG.
 
     Args:
-        captioner: a loaded ``captioner.Captioner``.
+        captioner: a loaded ``Captioner``.
         path: an existing image file or folder.
     """
     from captioning.inference.inputs import png_targets
@@ -166,7 +143,7 @@ def caption_typed_path(captioner, path: Path) -> None:
             say(f"error: {result.error}")
             continue
         say(f"{result.path}: {result.caption}")
-        say(f"  saved {write_captioned_image(result.path, result.caption, pngs[index])}")
+        say(f"  saved {write_captioned_image(result.path, result.caption or '', pngs[index])}")
 
 
 def caption_step() -> None:
@@ -174,10 +151,8 @@ def caption_step() -> None:
     bundle_dir = choose_bundle()
     if bundle_dir is None:
         return
-    from captioning.bundles import default_model as model_choice
-
-    say(model_choice.model_line(bundle_dir))
-    import_tensorflow()
+    say(default_model.model_line(bundle_dir))
+    runtime.import_tensorflow()
     from captioning.inference.captioner import Captioner
 
     say(f"Loading {bundle_dir} ...")
@@ -192,50 +167,37 @@ def caption_step() -> None:
             say(f"error: {error}")
 
 
-def import_tensorflow() -> None:
-    """Import TensorFlow quietly, only when a step needs it (keeps the menu instant)."""
-    from captioning.cli.runtime import import_tensorflow as quiet_import
-
-    quiet_import()
-
-
 # ---------------------------------------------------------------- 3) evaluate and 4) info
 
 
-def _run_subcommand(argv: list[str]) -> None:
-    """Run a subcommand's handler with arguments parsed exactly as on the command line."""
-    import importlib
-
-    from captioning.cli.main import build_parser
-    from captioning.cli.runtime import EAGER_TENSORFLOW_COMMANDS
-
-    args = build_parser().parse_args(argv)
-    if args.command in EAGER_TENSORFLOW_COMMANDS:
-        import_tensorflow()
-    importlib.import_module(f"captioning.cli.commands.{args.command}").run(args)
-
-
 def evaluate_step() -> None:
-    """Score a chosen model on its held-out split."""
+    """Score a chosen model on its held-out split, as ``evaluate`` does."""
+    from captioning.cli.commands.evaluate import evaluate_model
+
     bundle_dir = choose_bundle()
     if bundle_dir is None:
         return
-    argv = ["evaluate", "--model", str(bundle_dir)]
+    dataset = None
     if ask_choice("Evaluate on:", ["the dataset it was trained on", "another dataset"], 1) == 1:
-        argv += ["--dataset", _ask_dataset()]
+        dataset = _ask_dataset()
     split = config.EVALUATION_SPLITS[ask_choice("Which held-out images?", ["test split", "validation split"], 1)]
-    _run_subcommand(argv + ["--split", split])
+    evaluate_model(bundle_dir, dataset, split, say=say)
 
 
 def info_step() -> None:
-    """Summarise a dataset or a model bundle."""
+    """Summarise a dataset or a model bundle, as ``info`` does."""
+    from captioning.bundles.store import describe_bundle
+    from captioning.data.datasets import load_dataset
+    from captioning.data.summary import describe_dataset
+
     index = ask_choice("Show information about:", ["A dataset", "A trained model"], 1)
     if index == 0:
-        _run_subcommand(["info", "--dataset", _ask_dataset()])
+        say(describe_dataset(load_dataset(_ask_dataset())))
         return
     bundle_dir = choose_bundle()
     if bundle_dir is not None:
-        _run_subcommand(["info", "--model", str(bundle_dir)])
+        say(default_model.model_line(bundle_dir))
+        say(describe_bundle(bundle_dir))
 
 
 # ---------------------------------------------------------------- 5) the web page

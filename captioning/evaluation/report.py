@@ -58,7 +58,7 @@ def format_table(result: EvaluationResult) -> str:
         Multi-line text (no trailing newline).
     """
     scores = result.scores
-    # The model is named by the command's first line (model_choice.model_line), not repeated here.
+    # The model is named by the command's first line (default_model.model_line), not repeated here.
     lines = [f"evaluated {result.evaluation_set.describe()}, beam size {result.beam_size}"]
     if result.failed:
         lines.append(f"{len(result.failed)} image(s) could not be read and are not scored, e.g. "

@@ -106,6 +106,18 @@ def output_folder(options: TrainOptions) -> Path:
     return default_output(name, options.encoder, options.decoder.kind)
 
 
+def interrupted_run(options: TrainOptions) -> Path | None:
+    """The run's output folder when it holds an interrupted run's checkpoint (``--resume`` applies).
+
+    An interrupted run is also one whose epochs were all done but whose bundle was not written
+    (killed during the final save): resuming it writes the bundle. No TensorFlow needed.
+    """
+    from captioning.training.checkpoint_layout import has_checkpoint
+
+    output = output_folder(options)
+    return output if has_checkpoint(output) else None
+
+
 def train_model(options: TrainOptions, log: Callable[[str], None] = print,
                 before_tensorflow: Callable[[], object] | None = None) -> TrainResult:
     """Train a caption model and write its bundle.

@@ -25,10 +25,10 @@ def serve(model_dir: str | Path | None = None, host: str = config.ServeConfig.ho
     """Serve the captioning page and API until Ctrl-C (or SIGTERM), then shut down cleanly.
 
     Args:
-        model_dir: a bundle folder; default the default model (``model_choice.default_model``).
+        model_dir: a bundle folder; default the default model (``bundles.default_model``).
         host: address to listen on; loopback unless asked otherwise.
         port: TCP port; 0 picks a free one.
-        log: where the status lines go (``model_choice.model_line`` first, then where to open the
+        log: where the status lines go (``default_model.model_line`` first, then where to open the
             page).
         settings: limits and batching (default ``config.ServeConfig()``; host and port come from
             the arguments above).
@@ -36,12 +36,12 @@ def serve(model_dir: str | Path | None = None, host: str = config.ServeConfig.ho
     Raises:
         CaptioningError: no usable model, a missing web library, or an address that cannot be used.
     """
-    from captioning.bundles import default_model as model_choice
+    from captioning.bundles import default_model
 
     settings = dataclasses.replace(settings or config.ServeConfig(), host=host, port=port)
-    choice = model_choice.choose_model(model_dir)  # --model, else the default model
+    choice = default_model.choose_model(model_dir)  # --model, else the default model
     model_dir = choice.path
-    log(model_choice.model_line(model_dir))  # the line every command starts with; reads config.json
+    log(default_model.model_line(model_dir))  # the line every command starts with; reads config.json
     if choice.note:
         log(f"note: {choice.note}")
     uvicorn = _web_libraries()

@@ -1,6 +1,6 @@
 """``caption``: caption image files and folders with a trained bundle.
 
-Prints the model it uses first, on stderr (``model: ...``, see ``model_choice.model_line``), so
+Prints the model it uses first, on stderr (``model: ...``, see ``default_model.model_line``), so
 stdout holds only ``path: caption`` lines and the files written; one ``error: ...`` line per
 unusable input goes to stderr. One image file: writes ``captioned_image.png`` (or ``--output``). Folders or several images:
 one annotated PNG per image in ``--output-dir``, named after the image. ``--json`` writes every
@@ -31,13 +31,13 @@ def run(args: argparse.Namespace) -> int:
         0 when every image was captioned, 1 when any input failed. A missing or broken model
         raises ``BundleError`` (one line, exit 1 through ``cli.run_command``).
     """
-    from captioning.bundles import default_model as model_choice
+    from captioning.bundles import default_model
     from captioning.inference.captioner import Captioner, CaptionResult
 
     # Cheap checks first: a missing model or no usable input is reported before TensorFlow loads.
-    choice = model_choice.choose_model(args.model)
+    choice = default_model.choose_model(args.model)
     model_dir = choice.path
-    print(model_choice.model_line(model_dir), file=sys.stderr)  # reads config.json: fails if broken
+    print(default_model.model_line(model_dir), file=sys.stderr)  # reads config.json: fails if broken
     if choice.note:
         print(f"note: {choice.note}", file=sys.stderr)
     entries = expand_paths(args.paths)

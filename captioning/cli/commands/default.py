@@ -1,13 +1,13 @@
 """``default``: show or choose the model ``caption``, ``evaluate`` and the menu use without --model.
 
-The choice is a pointer file in ``saved_models/`` (``model_choice``); nothing here loads TensorFlow.
+The choice is a pointer file in ``saved_models/`` (``bundles.default_model``); nothing here loads TensorFlow.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from captioning.bundles import default_model as model_choice
+from captioning.bundles import default_model
 from captioning.cli.runtime import EXIT_OK
 
 
@@ -23,14 +23,14 @@ def run(args: argparse.Namespace) -> int:
     """
     changed, pointer = bool(args.shipped or args.model), None
     if args.shipped:
-        model_choice.reset_default()
+        default_model.reset_default()
     elif args.model:
-        pointer = model_choice.set_default(args.model, chosen_by="default command")
-    choice = model_choice.default_model()
-    print(model_choice.model_line(choice.path))
+        pointer = default_model.set_default(args.model, chosen_by="default command")
+    choice = default_model.default_model()
+    print(default_model.model_line(choice.path))
     if choice.note:
         print(f"note: {choice.note}")
     if changed:
-        where = f" (saved in {model_choice.shown(pointer)})" if pointer else ""
+        where = f" (saved in {default_model.shown(pointer)})" if pointer else ""
         print(f"caption, evaluate and the menu now use it when no --model is given{where}")
     return EXIT_OK

@@ -4,16 +4,20 @@ Prints the model it uses first, then the table, and says where the files went: e
 its own folder under ``data/evaluations/`` (``report.plan_reports``), the bundle's own
 ``metrics.json`` and ``evaluation_samples.png`` only for a full evaluation of its test split at the
 default beam (for the shipped model only with ``--update-bundle``), and ``--json FILE`` when asked.
+The menu's evaluate step calls ``evaluate_model`` too.
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from pathlib import Path
 
-from captioning.bundles import default_model as model_choice
-from captioning.cli.runtime import EXIT_OK
-from captioning.evaluation import evaluate as evaluation
+from captioning import config
+from captioning.bundles.default_model import choose_model, model_line, shown
+from captioning.cli.runtime import EXIT_OK, import_tensorflow
 from captioning.evaluation import report
+from captioning.evaluation.evaluate import evaluate_images, prepare
 
 
 def run(args: argparse.Namespace) -> int:
@@ -28,33 +32,52 @@ def run(args: argparse.Namespace) -> int:
         not the bundle's record, raise a ``CaptioningError`` (exit 1 through ``cli.main.run_command``)
         before anything is captioned.
     """
-    choice = model_choice.choose_model(args.model)
-    print(model_choice.model_line(choice.path), flush=True)  # reads config.json: fails if broken
-    if choice.note:
-        print(f"note: {choice.note}", flush=True)
-    model_path, evaluation_set = evaluation.prepare(choice.path, args.dataset, args.split, args.limit)
-    plan = report.plan_reports(model_path, evaluation_set, args.beam_size, args.update_bundle)
+    evaluate_model(args.model, args.dataset, args.split, args.beam_size, args.limit, args.json, args.update_bundle)
+    return EXIT_OK
 
-    from captioning.cli.runtime import import_tensorflow
+
+def evaluate_model(model: str | Path | None, dataset: str | None = None, split: str = config.EVALUATION_SPLITS[0],
+                   beam_size: int = config.DEFAULT_BEAM_SIZE, limit: int | None = None,
+                   json_path: str | None = None, update_bundle: bool = False,
+                   say: Callable[[str], None] = lambda line: print(line, flush=True)) -> None:
+    """Evaluate a bundle on its held-out images, print the table and say where the results went.
+
+    Args:
+        model: the bundle folder, or None for the default model.
+        dataset: ``mini-coco`` or a dataset folder; None: the one the bundle was trained on.
+        split: ``test`` or ``val``.
+        beam_size: beam width; 1 is greedy.
+        limit: only the first N held-out images.
+        json_path: one more copy of the metrics, or None.
+        update_bundle: also replace the shipped bundle's own record (``--update-bundle``).
+        say: receives each line.
+
+    Raises:
+        CaptioningError: as ``evaluation.prepare``, ``report.plan_reports`` and the captioning;
+            every check is made before TensorFlow loads.
+    """
+    choice = choose_model(model)
+    say(model_line(choice.path))  # reads config.json: fails if broken
+    if choice.note:
+        say(f"note: {choice.note}")
+    model_path, evaluation_set = prepare(choice.path, dataset, split, limit)
+    plan = report.plan_reports(model_path, evaluation_set, beam_size, update_bundle)
 
     import_tensorflow()  # only now: every check above is answered without it
     from captioning.inference.captioner import Captioner
 
-    result = evaluation.evaluate_images(Captioner.from_bundle(model_path), evaluation_set,
-                                        args.beam_size, model_path)
-    print(report.format_table(result))
-    written = report.write_reports(result, plan, json_path=args.json)
-    shown = model_choice.shown
-    print()
-    print(f"results saved in {shown(plan.folder)}/ (each evaluation setting keeps its own folder):")
-    print(f"  metrics written to {shown(written['metrics'])}")
-    print(f"  sample captions drawn in {shown(written['samples'])}")
+    result = evaluate_images(Captioner.from_bundle(model_path), evaluation_set, beam_size, model_path)
+    say(report.format_table(result))
+    written = report.write_reports(result, plan, json_path=json_path)
+    say("")
+    say(f"results saved in {shown(plan.folder)}/ (each evaluation setting keeps its own folder):")
+    say(f"  metrics written to {shown(written['metrics'])}")
+    say(f"  sample captions drawn in {shown(written['samples'])}")
     if "json" in written:
-        print(f"  metrics also written to {shown(written['json'])}")
+        say(f"  metrics also written to {shown(written['json'])}")
     if plan.update_bundle:
-        print(f"the bundle's own record was updated: {shown(written['bundle_metrics'])}, "
-              f"{shown(written['bundle_samples'])}")
+        say(f"the bundle's own record was updated: {shown(written['bundle_metrics'])}, "
+            f"{shown(written['bundle_samples'])}")
     else:
-        print(f"the bundle's own record {shown(model_path / report.METRICS_FILE)} was left as it was: "
-              f"{plan.bundle_kept_because}")
-    return EXIT_OK
+        say(f"the bundle's own record {shown(model_path / report.METRICS_FILE)} was left as it was: "
+            f"{plan.bundle_kept_because}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from captioning.bundles import default_model as model_choice
+from captioning.bundles import default_model
 from captioning.cli.runtime import EXIT_INTERRUPTED, EXIT_OK, import_tensorflow
 
 
@@ -13,7 +13,7 @@ def run(args: argparse.Namespace) -> int:
 
     Args:
         args: parsed ``train`` options. ``make_default``: a finished run's bundle becomes the
-            model used when no --model is given (``model_choice``); without it the default stays.
+            model used when no --model is given (``bundles.default_model``); without it the default stays.
 
     Returns:
         0 when training finished, 130 when Ctrl-C stopped it (after saving what it could).
@@ -30,6 +30,6 @@ def run(args: argparse.Namespace) -> int:
     best = f"{result.best_val_loss:.4f}" if result.best_val_loss is not None else "n/a (no validation images)"
     print(f"done: {result.epochs_run} epochs, best validation loss {best}; bundle {result.bundle_dir}")
     if args.make_default:
-        model_choice.set_default(result.bundle_dir, chosen_by="train --make-default")
+        default_model.set_default(result.bundle_dir, chosen_by="train --make-default")
         print(f"{result.bundle_dir} is now the default model for caption, evaluate and the menu")
     return EXIT_OK
