@@ -9,7 +9,7 @@ It times
         both as the tutorials write it (``model.predict``) and with the call compiled once
         (``tf.function``), so the ratio is not only Keras's per-call overhead. It checks that
         this loop produces the same greedy captions as the step decoder.
-  (b) warm end to end: ``Captioner.caption_paths`` on real photos, batches of 32, beam 3
+  (b) warm end to end: ``Captioner.caption_many`` on real photos, batches of 32, beam 3
       (load + resize, encoder, beam search), in ms per image;
   (c) cold start: the ``caption`` command in a subprocess (Python and TensorFlow imports, bundle
       and encoder load, one photo, no PNG), wall clock.
@@ -131,8 +131,8 @@ def time_decoding(captioner: Captioner, features: np.ndarray, prefix_images: int
 
 
 def time_end_to_end(captioner: Captioner, paths: list[Path], repeats: int) -> float:
-    captioner.caption_paths(paths[:BATCH], beam_size=3)  # warm: traces the encoder and decoder
-    seconds, results = best_of(repeats, lambda: captioner.caption_paths(paths[:BATCH], beam_size=3))
+    captioner.caption_many(paths[:BATCH], beam_size=3)  # warm: traces the encoder and decoder
+    seconds, results = best_of(repeats, lambda: captioner.caption_many(paths[:BATCH], beam_size=3))
     assert all(r.ok for r in results), [r.error for r in results if not r.ok]
     return 1000 * seconds / len(results)
 
@@ -155,7 +155,7 @@ def main() -> None:
     paths = (paths * (BATCH // len(paths) + 1))[:BATCH]  # a few examples repeat to fill a batch
     with tempfile.TemporaryDirectory() as scratch:
         model_dir = args.model or build_timing_bundle(Path(scratch) / "timing", args.vocab_size)
-        load_s, captioner = best_of(1, lambda: Captioner.from_bundle(model_dir))
+        load_s, captioner = best_of(1, lambda: Captioner.load(model_dir))
         from captioning.data.images import load_image
 
         pixels = np.stack([load_image(p, captioner.encoder.input_size) for p in paths])

@@ -1,7 +1,7 @@
 """The web server under load, against captioning the same photos in one process, side by side.
 
 It runs, taking turns on the same photos (beam 3, the shipped model unless ``--model``):
-  (a) in one process, no server: ``Captioner.caption_paths`` one photo per call (what a naive
+  (a) in one process, no server: ``Captioner.caption_many`` one photo per call (what a naive
       server doing one request at a time would achieve), and all photos in one call (batches of
       32: the ceiling);
   (b) ``serve`` in a subprocess on a free loopback port, with N concurrent clients each posting one
@@ -81,16 +81,16 @@ class InProcess:
         from captioning.inference.captioner import Captioner
 
         import_tensorflow().get_logger().setLevel("ERROR")
-        self.captioner = Captioner.from_bundle(model)
+        self.captioner = Captioner.load(model)
         self.photos = photos
-        self.captioner.caption_paths(photos[:2], BEAM)  # trace for any batch size, as serve does
-        self.captioner.caption_paths(photos[:1], BEAM)
+        self.captioner.caption_many(photos[:2], BEAM)  # trace for any batch size, as serve does
+        self.captioner.caption_many(photos[:1], BEAM)
 
     def one_at_a_time(self, phase: Phase) -> None:
         start = time.perf_counter()
         for photo in self.photos:
             began = time.perf_counter()
-            result = self.captioner.caption_paths([photo], BEAM)[0]
+            result = self.captioner.caption_many([photo], BEAM)[0]
             phase.latencies.append(time.perf_counter() - began)
             phase.captions.setdefault(photo.name, result.caption)
             phase.photos += 1
@@ -98,7 +98,7 @@ class InProcess:
 
     def one_call(self, phase: Phase) -> None:
         start = time.perf_counter()
-        results = self.captioner.caption_paths(self.photos, BEAM)
+        results = self.captioner.caption_many(self.photos, BEAM)
         elapsed = time.perf_counter() - start
         phase.seconds += elapsed
         phase.photos += len(results)

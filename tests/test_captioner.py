@@ -65,7 +65,7 @@ def test_files_and_folders_are_captioned_in_input_order(tmp_path):
     save(folder / "a.png", "red")
     save(folder / "sub" / "c.png", "green")
     (folder / "notes.txt").write_text("not an image")
-    results = fake_captioner().caption_paths([folder, first])
+    results = fake_captioner().caption_many([folder, first])
     assert [r.path for r in results] == [folder / "a.png", folder / "b.jpg", folder / "sub" / "c.png", first]
     assert [r.caption for r in results] == ["red", "blue", "green", "green"]
     assert all(r.ok and r.error is None for r in results)
@@ -86,7 +86,7 @@ def test_bad_inputs_fail_alone_and_the_rest_of_the_batch_is_captioned(tmp_path):
     inputs = [good[0], broken, tmp_path / "missing.jpg", good[1], empty, text, tmp_path / "nothing",
               disguised, good[2]]
     encoded = []
-    results = fake_captioner(encoded).caption_paths(inputs, batch_size=3)
+    results = fake_captioner(encoded).caption_many(inputs, batch_size=3)
     assert [r.path for r in results] == inputs
     assert [r.caption for r in results] == ["red", None, None, "blue", None, None, None, "blue", "green"]
     for result in results:
@@ -105,8 +105,8 @@ def test_batches_give_the_same_captions_as_one_at_a_time(tmp_path):
     paths = [save(tmp_path / f"{i:02d}.png", colour)
              for i, colour in enumerate(["red", "blue", "green", "blue", "red"] * 3)]
     captioner = fake_captioner()
-    batched = captioner.caption_paths(paths, beam_size=3, batch_size=32)
-    alone = [captioner.caption_paths([p], beam_size=3, batch_size=1)[0] for p in paths]
+    batched = captioner.caption_many(paths, beam_size=3, batch_size=32)
+    alone = [captioner.caption_many([p], beam_size=3, batch_size=1)[0] for p in paths]
     assert [r.caption for r in batched] == [r.caption for r in alone]
     assert [r.score for r in batched] == pytest.approx([r.score for r in alone])
     assert captioner.step_decoder.batch_sizes[:2] == [45, 45]  # 15 images x 3 beams per step call
@@ -147,7 +147,7 @@ def test_the_bundles_encoder_weights_are_what_build_encoder_takes():
 
 @pytest.fixture(scope="module")
 def real_captioner(tiny_bundle):
-    return Captioner.from_bundle(tiny_bundle)
+    return Captioner.load(tiny_bundle)
 
 
 def test_from_bundle_uses_the_bundles_encoder_and_decoder(real_captioner, tiny_bundle):
@@ -166,8 +166,8 @@ def test_real_model_batches_equal_one_at_a_time_and_arrays_equal_files(real_capt
         path = tmp_path / f"{i}.png"
         Image.fromarray(rng.integers(0, 256, (60 + 10 * i, 80, 3), dtype=np.uint8)).save(path)
         paths.append(path)
-    batched = real_captioner.caption_paths(paths, beam_size=3)
-    alone = [real_captioner.caption_paths([p], beam_size=3)[0] for p in paths]
+    batched = real_captioner.caption_many(paths, beam_size=3)
+    alone = [real_captioner.caption_many([p], beam_size=3)[0] for p in paths]
     assert all(r.ok for r in batched)
     assert [r.caption for r in batched] == [r.caption for r in alone]
     assert [r.score for r in batched] == pytest.approx([r.score for r in alone], abs=1e-3)
@@ -180,7 +180,7 @@ def test_real_model_batches_equal_one_at_a_time_and_arrays_equal_files(real_capt
 
 def test_missing_bundle_is_a_bundle_error(tmp_path):
     with pytest.raises(BundleError, match="nowhere"):
-        Captioner.from_bundle(tmp_path / "nowhere")
+        Captioner.load(tmp_path / "nowhere")
 
 
 def test_a_bundle_whose_grid_is_not_its_encoders_is_refused(tmp_path):
@@ -198,4 +198,4 @@ def test_a_bundle_whose_grid_is_not_its_encoders_is_refused(tmp_path):
     # The schema knows every encoder's grid (config.ENCODER_SHAPES), so this fails before TensorFlow.
     with pytest.raises(BundleError, match=r"feature_shape \[9, 9, 1280\] does not fit the attention decoder "
                                           r"over the efficientnet_lite0 encoder \(grid features are \[7, 7, 1280\]\)"):
-        Captioner.from_bundle(path)
+        Captioner.load(path)

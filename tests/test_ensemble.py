@@ -59,28 +59,28 @@ def test_ensemble_bundle_holds_every_member_and_describes_them(members, ensemble
 
 def test_ensemble_probabilities_are_the_mean_of_the_members(members, ensemble, grids):
     tokens = [[2, 2, 2], [4, 5, 6], [7, 3, 4]]
-    member_outputs = [_steps(Captioner.from_bundle(m).step_decoder, grids, tokens) for m in members]
-    combined = Captioner.from_bundle(ensemble).step_decoder
+    member_outputs = [_steps(Captioner.load(m).step_decoder, grids, tokens) for m in members]
+    combined = Captioner.load(ensemble).step_decoder
     assert isinstance(combined, EnsembleStepDecoder)
     for step, log_probs in enumerate(_steps(combined, grids, tokens)):
         expected = np.log(np.mean([np.exp(outputs[step]) for outputs in member_outputs], axis=0))
         np.testing.assert_allclose(log_probs, expected, atol=1e-5)
         np.testing.assert_allclose(np.exp(log_probs).sum(axis=1), 1.0, atol=1e-4)
-    single = _steps(Captioner.from_bundle(members[0]).step_decoder, grids, tokens)
+    single = _steps(Captioner.load(members[0]).step_decoder, grids, tokens)
     assert not np.allclose(single[-1], _steps(combined, grids, tokens)[-1], atol=1e-3)  # both members count
 
 
 def test_an_ensemble_of_one_model_twice_captions_exactly_like_it(members, tmp_path, grids):
     twin = shutil.copytree(members[0], tmp_path / "twin")
-    doubled = Captioner.from_bundle(combine_bundles([members[0], twin], tmp_path / "doubled"))
-    alone = Captioner.from_bundle(members[0])
+    doubled = Captioner.load(combine_bundles([members[0], twin], tmp_path / "doubled"))
+    alone = Captioner.load(members[0])
     for beam in (1, 3):  # beam search reorders the concatenated state like a single decoder's
         assert [h.tokens for h in doubled.decode_features(grids, beam)] == \
                [h.tokens for h in alone.decode_features(grids, beam)]
 
 
 def test_attention_of_an_ensemble_is_the_members_mean(members, ensemble, grids):
-    combined = Captioner.from_bundle(ensemble).step_decoder
+    combined = Captioner.load(ensemble).step_decoder
     tokens = np.full(3, 2, dtype=np.int32)
     _, _, alpha = combined.step_with_attention(tokens, combined.initial_state(grids))
     member_alphas = [m.step_with_attention(tokens, m.initial_state(grids))[2] for m in combined.members]

@@ -51,7 +51,7 @@ class FakeCaptioner:
         self.fail_names = set(fail_names)
         self.batches: list[int] = []
 
-    def caption_paths(self, paths, beam_size):
+    def caption_many(self, paths, beam_size):
         from captioning.inference.captioner import CaptionResult
 
         self.batches.append(len(paths))
@@ -99,18 +99,18 @@ def evaluation_root() -> Path:
 
 @pytest.fixture
 def fake_captioner(monkeypatch) -> list:
-    """Evaluate without TensorFlow models: ``Captioner.from_bundle`` gives a FakeCaptioner that
+    """Evaluate without TensorFlow models: ``Captioner.load`` gives a FakeCaptioner that
     repeats each image's first reference; returns the list of bundles it was asked to load."""
     from captioning.inference import captioner
 
     loaded = []
 
-    def from_bundle(cls, path):
+    def load(cls, path):
         loaded.append(Path(path))
         return FakeCaptioner(caption_for=_reference_caption)
 
     monkeypatch.setattr(ptb_tokenizer, "java_available", lambda: False)  # quick: no Java, no METEOR
-    monkeypatch.setattr(captioner.Captioner, "from_bundle", classmethod(from_bundle))
+    monkeypatch.setattr(captioner.Captioner, "load", classmethod(load))
     return loaded
 
 

@@ -464,7 +464,7 @@ def test_metrics_json_and_sample_grid_with_names_that_are_not_utf8(tmp_path, mon
     chosen = evaluation.choose_images(config_without_dataset(), dataset, "test")  # unseen: all test
 
     class Captioner:
-        def caption_paths(self, paths, beam_size):
+        def caption_many(self, paths, beam_size):
             from captioning.inference.captioner import CaptionResult
 
             return [CaptionResult(Path(p), "a red square") if Path(p).name == "a.png"

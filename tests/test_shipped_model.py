@@ -27,9 +27,9 @@ PEOPLE = {"man", "woman", "person", "girl", "boy", "people", "lady", "men", "wom
 def example_captions() -> dict[str, str]:
     from captioning.inference.captioner import Captioner
 
-    captioner = Captioner.from_bundle(config.DEFAULT_BUNDLE_DIR)
+    captioner = Captioner.load(config.DEFAULT_BUNDLE_DIR)
     photos = sorted(EXAMPLES.glob("*.jpg"))
-    results = captioner.caption_paths(photos, beam_size=config.DEFAULT_BEAM_SIZE)
+    results = captioner.caption_many(photos, beam_size=config.DEFAULT_BEAM_SIZE)
     assert all(result.error is None for result in results), [r.error for r in results]
     return {result.path.stem: result.caption for result in results}
 

@@ -77,7 +77,7 @@ def tiny_captioner(tiny_bundle):
     from captioning.cli.runtime import import_tensorflow
 
     import_tensorflow()
-    return Captioner.from_bundle(tiny_bundle)
+    return Captioner.load(tiny_bundle)
 
 
 @pytest.fixture
@@ -181,7 +181,7 @@ def test_photos_get_caption_json_entries_in_order(client, tiny_captioner):
     results = body["results"]
     assert [entry["image"] for entry in results] == [path.name for path in EXAMPLES]
     # The same captions the tool gives for these files in one process (same batch, same model).
-    expected = tiny_captioner.caption_paths(EXAMPLES)
+    expected = tiny_captioner.caption_many(EXAMPLES)
     assert [entry["caption"] for entry in results] == [r.caption for r in expected]
     for entry, result in zip(results, expected):
         assert set(entry) == {"image", "caption", "score", "png"}  # as caption --json, png a URL
@@ -300,7 +300,7 @@ def test_attention_models_link_their_attention_map(tmp_path):
 
     import_tensorflow()
     bundle_dir = make_tiny_bundle(tmp_path / "tiny-attention", kind="attention")
-    with TestClient(create_app(Captioner.from_bundle(bundle_dir), bundle_dir, FAST)) as client:
+    with TestClient(create_app(Captioner.load(bundle_dir), bundle_dir, FAST)) as client:
         entry = post(client, ("a.jpg", jpeg_bytes()), beam_size=2).json()["results"][0]
         assert entry["attention_map"].endswith("/attention.png")
         response = client.get(entry["attention_map"])

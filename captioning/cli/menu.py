@@ -135,7 +135,7 @@ def caption_typed_path(captioner: Captioner, path: Path) -> None:
     from captioning.inference.inputs import png_targets
     from captioning.render.captioned_image import write_captioned_image
 
-    results = captioner.caption_paths([path], config.DEFAULT_BEAM_SIZE)
+    results = captioner.caption_many([path], config.DEFAULT_BEAM_SIZE)
     pngs = png_targets(results, single=not path.is_dir(), output=Path.cwd() / config.DEFAULT_CAPTION_PNG,
                        output_dir=Path.cwd() / config.DEFAULT_CAPTION_FOLDER)
     for index, result in enumerate(results):
@@ -156,7 +156,7 @@ def caption_step() -> None:
     from captioning.inference.captioner import Captioner
 
     say(f"Loading {bundle_dir} ...")
-    captioner = Captioner.from_bundle(bundle_dir)
+    captioner = Captioner.load(bundle_dir)
     while True:
         path = ask_path("Image or folder (Enter or q to go back)", kind="any", allow_empty=True)
         if path is None:

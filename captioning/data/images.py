@@ -108,10 +108,7 @@ def load_image(path: str | Path, size: int) -> np.ndarray:
             image.load()  # decode now, inside the try, so truncated files are caught here
             # In place: the default returns a full copy even when there is nothing to rotate.
             ImageOps.exif_transpose(image, in_place=True)
-            image = _to_rgb(image)
-            image = image.resize((size, size), Image.Resampling.BILINEAR,
-                                 reducing_gap=REDUCING_GAP)
-            return np.array(image, dtype=np.uint8)  # (size, size, 3)
+            return resize_for_model(_to_rgb(image), size)
     except InputFileError as error:  # replaced by a FIFO, say, since _check_file
         raise ImageError(f"{path}: {error.reason}") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -127,6 +124,20 @@ def load_image(path: str | Path, size: int) -> np.ndarray:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ImageError(f"{path}: cannot decode image ({reason}); the file is damaged or "
                          "not a supported image") from None
+
+
+def resize_for_model(image: Image.Image, size: int) -> np.ndarray:
+    """An RGB image squashed (aspect ratio not kept) to ``size x size``, bilinear: what the model sees.
+
+    Args:
+        image: an RGB Pillow image.
+        size: output height and width in pixels.
+
+    Returns:
+        ``(size, size, 3)`` uint8.
+    """
+    resized = image.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=REDUCING_GAP)
+    return np.array(resized, dtype=np.uint8)  # (size, size, 3)
 
 
 def _open(handle) -> Image.Image:

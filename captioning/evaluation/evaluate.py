@@ -32,7 +32,7 @@ from captioning.storage.safe_text import json_text
 class CaptionsPaths(Protocol):
     """What evaluation needs from a captioner (``captioner.Captioner`` or a test double)."""
 
-    def caption_paths(self, paths: Sequence[Path], beam_size: int) -> list: ...
+    def caption_many(self, paths: Sequence[Path], beam_size: int) -> list: ...
 
 
 @dataclass
@@ -217,10 +217,10 @@ def caption_in_batches(captioner: CaptionsPaths, paths: list[Path], beam_size: i
     with a tqdm progress bar.
 
     Args:
-        captioner: anything with ``caption_paths(paths, beam_size)``.
+        captioner: anything with ``caption_many(paths, beam_size)``.
         paths: image files.
         beam_size: beam width; 1 is greedy.
-        batch_size: images per ``caption_paths`` call.
+        batch_size: images per ``caption_many`` call.
         progress: show the progress bar (on stderr).
 
     Returns:
@@ -232,7 +232,7 @@ def caption_in_batches(captioner: CaptionsPaths, paths: list[Path], beam_size: i
     with tqdm(total=len(paths), unit="img", desc="captioning", disable=not progress) as bar:
         for start in range(0, len(paths), batch_size):
             batch = paths[start:start + batch_size]
-            captioned = captioner.caption_paths(batch, beam_size=beam_size)
+            captioned = captioner.caption_many(batch, beam_size=beam_size)
             if len(captioned) != len(batch):
                 raise CaptioningError(f"the captioner returned {len(captioned)} results for "
                                       f"{len(batch)} images")
@@ -247,7 +247,7 @@ def evaluate_images(captioner: CaptionsPaths, evaluation_set: EvaluationSet, bea
     """Caption the chosen images and score them against all their references.
 
     Args:
-        captioner: anything with ``caption_paths(paths, beam_size)``.
+        captioner: anything with ``caption_many(paths, beam_size)``.
         evaluation_set: from ``choose_images``.
         beam_size: beam width; 1 is greedy.
         model_path: the bundle folder (recorded in the result).

@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from captioning import config
+from captioning.data.images import resize_for_model
 from captioning.errors import BundleError, CaptioningError
 from captioning.inference import search
 from captioning.inference.inputs import expand_paths
@@ -52,7 +54,7 @@ class Captioner:
 
     def __init__(self, encoder, step_decoder, vocab, max_length: int, feature_kind: str = "pooled",
                  decoder_kind: str = "merge", bundle=None):
-        """Assemble a captioner from loaded parts (``from_bundle`` is the usual way in).
+        """Assemble a captioner from loaded parts (``load`` is the usual way in).
 
         Args:
             encoder: an ``encoders.Encoder`` (the bundle's own): its ``input_size`` and
@@ -78,7 +80,7 @@ class Captioner:
         return hasattr(self.step_decoder, "step_with_attention")
 
     @classmethod
-    def from_bundle(cls, path: str | Path | None = None) -> Captioner:
+    def load(cls, path: str | Path | None = None) -> Captioner:
         """Load a bundle and build its encoder and step decoder.
 
         Args:
@@ -114,8 +116,27 @@ class Captioner:
 
     # ------------------------------------------------------------------------------ captioning
 
-    def caption_paths(self, paths: Sequence[str | Path], beam_size: int = config.DEFAULT_BEAM_SIZE,
-                      batch_size: int = config.CAPTION_BATCH_SIZE) -> list[CaptionResult]:
+    def caption(self, image: str | Path, beam_size: int = config.DEFAULT_BEAM_SIZE) -> CaptionResult:
+        """Caption one image file.
+
+        Args:
+            image: the image file.
+            beam_size: beam width; 1 is greedy.
+
+        Returns:
+            Its CaptionResult: ``caption``, ``score`` and ``tokens``, or ``error`` when the file
+            cannot be read (missing, not an image, ...).
+
+        Raises:
+            CaptioningError: ``image`` is a folder (``caption_many`` captions the images in one).
+        """
+        if Path(image).is_dir():
+            raise CaptioningError(f"{image}: a folder, not an image; caption_many([...]) captions the "
+                                  "images in a folder")
+        return self.caption_many([image], beam_size)[0]
+
+    def caption_many(self, paths: Sequence[str | Path], beam_size: int = config.DEFAULT_BEAM_SIZE,
+                     batch_size: int = config.CAPTION_BATCH_SIZE) -> list[CaptionResult]:
         """Caption image files and folders (searched recursively, image files only).
 
         Args:
@@ -216,19 +237,13 @@ class Captioner:
         return self.encoder.encode(pixels, self.feature_kind)
 
     def _fit(self, image: np.ndarray) -> np.ndarray:
-        from PIL import Image
-
-        from captioning.data.images import REDUCING_GAP
-
         image = np.asarray(image)
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected (H, W, 3) uint8 RGB images, got {image.shape} {image.dtype}")
         size = self.encoder.input_size
         if image.shape[:2] == (size, size):
             return image
-        resized = Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR,
-                                                reducing_gap=REDUCING_GAP)
-        return np.asarray(resized, dtype=np.uint8)
+        return resize_for_model(Image.fromarray(image), size)
 
 
 def _name_file(path: Path, reason: str) -> str:

@@ -54,7 +54,7 @@ def serve(model_dir: str | Path | None = None, host: str = config.ServeConfig.ho
         tf = import_tensorflow()  # only now: everything above answers without it
         # Its Python-side notices (graph retracing while warming up) mean nothing to a user.
         tf.get_logger().setLevel("ERROR")
-        captioner = Captioner.from_bundle(model_dir)
+        captioner = Captioner.load(model_dir)
         url = page_url(host, sock.getsockname()[1])
 
         def ready() -> None:

@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         from captioning.cli.runtime import import_tensorflow
 
         import_tensorflow()  # only now: the checks above need no TensorFlow
-        captioner = Captioner.from_bundle(model_dir)
+        captioner = Captioner.load(model_dir)
         results = captioner.caption_entries(entries, beam_size=args.beam_size)
     pngs = _png_targets(args, results, single=names_one_image(args.paths, entries))
     failed = _report(results, pngs)

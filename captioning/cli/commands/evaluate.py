@@ -66,7 +66,7 @@ def evaluate_model(model: str | Path | None, dataset: str | None = None, split: 
     import_tensorflow()  # only now: every check above is answered without it
     from captioning.inference.captioner import Captioner
 
-    result = evaluate_images(Captioner.from_bundle(model_path), evaluation_set, beam_size, model_path)
+    result = evaluate_images(Captioner.load(model_path), evaluation_set, beam_size, model_path)
     say(report.format_table(result))
     written = report.write_reports(result, plan, json_path=json_path)
     say("")
