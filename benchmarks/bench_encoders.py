@@ -155,8 +155,8 @@ def top_k_hits(classifier, size: int, labelled, batch_size: int) -> tuple[np.nda
     logits = np.concatenate([np.asarray(classifier.predict_on_batch(pixels[i:i + batch_size]))
                              for i in range(0, len(pixels), batch_size)])  # (n, 1000)
     ranked = np.argsort(-logits, axis=1)[:, :5]
-    top1 = np.array([int(r[0]) in accepted for r, (_, accepted, _) in zip(ranked, labelled)])
-    top5 = np.array([bool(set(r.tolist()) & accepted) for r, (_, accepted, _) in zip(ranked, labelled)])
+    top1 = np.array([int(r[0]) in accepted for r, (_, accepted, _) in zip(ranked, labelled, strict=True)])
+    top5 = np.array([bool(set(r.tolist()) & accepted) for r, (_, accepted, _) in zip(ranked, labelled, strict=True)])
     return top1, top5
 
 

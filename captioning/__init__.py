@@ -20,7 +20,7 @@ __version__ = "0.1.0"
 __all__ = ["CaptionResult", "Captioner", "__version__"]
 
 if TYPE_CHECKING:
-    from captioning.inference.captioner import CaptionResult, Captioner
+    from captioning.inference.captioner import Captioner, CaptionResult
 
 
 def __getattr__(name: str) -> Any:

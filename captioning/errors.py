@@ -1,5 +1,9 @@
 """Errors the tool expects and reports to the user as one line, never as a traceback."""
 
+from __future__ import annotations
+
+from pathlib import Path
+
 
 class CaptioningError(Exception):
     """A handled failure; ``str(error)`` is one line that says what went wrong and what to do."""
@@ -37,7 +41,7 @@ class InputFileError(CaptioningError):
         missing: True when the file does not exist.
     """
 
-    def __init__(self, path, reason: str, missing: bool = False):
+    def __init__(self, path: str | Path, reason: str, missing: bool = False):
         super().__init__(f"{path}: {reason}")
         self.path = path
         self.reason = reason

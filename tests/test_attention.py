@@ -154,10 +154,10 @@ def test_attention_decoder_learns_to_say_where_the_object_is(side):
     step_decoder = attention.AttentionStepDecoder(model, config)
     predicted = decoding.greedy_search(step_decoder, test_features, max_length=6)
     expected = [list(caption[1:4]) for caption in test_captions]
-    exact = np.mean([p == e for p, e in zip(predicted, expected)])
+    exact = np.mean([p == e for p, e in zip(predicted, expected, strict=True)])
     assert exact >= 0.9, f"only {exact:.0%} of unseen {side}x{side} grids captioned exactly"
     beamed = decoding.beam_search(step_decoder, test_features[:20], beam_size=3, max_length=6)
-    assert np.mean([b == e for b, e in zip(beamed, expected[:20])]) >= 0.9
+    assert np.mean([b == e for b, e in zip(beamed, expected[:20], strict=True)]) >= 0.9
     # Naming the place (row and column words), the decoder looks at the object's cell.
     for i in range(5):
         alphas = attention_weights.attention_for_tokens(step_decoder, test_features[i:i + 1], expected[i])
@@ -243,5 +243,5 @@ def test_attention_model_trained_by_the_pipeline_captions_unseen_shapes(tmp_path
     step_decoder = make_step_decoder(bundle.model, bundle.config.decoder)
     decoded = decoding.greedy_search(step_decoder, features, bundle.config.max_length)
     right = sum(bundle.vocab.decode(ids) in {normalize_caption(c) for c in image.captions}
-                for ids, image in zip(decoded, unseen.images))
+                for ids, image in zip(decoded, unseen.images, strict=True))
     assert right / len(unseen.images) >= 0.9, f"{right}/{len(unseen.images)} unseen images right"

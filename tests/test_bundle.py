@@ -62,7 +62,7 @@ def test_round_trip_gives_the_same_model(tmp_path):
     assert loaded.history["val_loss"] == [2.1, 1.8] and loaded.config.decoder == DECODER
     # Weights are stored as float16: exactly the originals rounded to float16, and the same outputs
     # to within that rounding.
-    for stored, original in zip(loaded.model.get_weights(), model.get_weights()):
+    for stored, original in zip(loaded.model.get_weights(), model.get_weights(), strict=True):
         np.testing.assert_array_equal(stored, original.astype(np.float16).astype(np.float32))
     assert np.allclose(_predict(loaded.model), _predict(model), atol=FLOAT16_ATOL)
     assert loaded.config.weights_dtype == "float16"
@@ -273,7 +273,7 @@ def test_a_fifo_as_pointer_is_not_read(shipped):
 def test_no_default_says_what_to_do(tmp_path, monkeypatch):
     monkeypatch.setattr(config, "DEFAULT_BUNDLE_DIR", tmp_path / "shipped-deleted")
     with pytest.raises(BundleError, match="no model bundle .*image_captioning.py train"):
-        model_choice.default_model().path
+        model_choice.default_model()
     _config_only_bundle(config.MODELS_DIR / "mine")
     with pytest.raises(BundleError, match="no default was chosen.*default MODEL_DIR.*found: mine"):
         model_choice.default_model()

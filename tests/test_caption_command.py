@@ -104,7 +104,7 @@ def test_every_bad_input_gets_one_line_and_the_rest_are_captioned(tmp_path, tiny
     assert "Traceback" not in output
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == len(bad)
-    for path, line in zip(bad, errors):
+    for path, line in zip(bad, errors, strict=True):
         assert str(path) in line
     reasons = " | ".join(errors)
     for reason in ("no such file", "no images", "not an image", "cannot decode", "empty", "too large"):

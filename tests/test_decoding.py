@@ -77,7 +77,7 @@ def test_wide_beam_finds_the_brute_force_optimum(seed, max_length):
     biases = np.random.default_rng(100 + seed).normal(size=(3, VOCAB))
     # Wide enough to keep every possible prefix: the search must then be exact.
     hypotheses = decoding.beam_search_hypotheses(decoder, biases, beam_size=40, max_length=max_length)
-    for bias, ranked in zip(biases, hypotheses):
+    for bias, ranked in zip(biases, hypotheses, strict=True):
         expected, expected_score = brute_force_best(decoder, bias, max_length)
         assert list(ranked[0].tokens) == expected
         assert ranked[0].score == pytest.approx(expected_score)

@@ -117,7 +117,7 @@ def test_complete_cache_second_run_computes_nothing(photos, encoder, monkeypatch
 def test_new_and_changed_images_are_the_only_ones_recomputed(photos, encoder):
     dataset = load_dataset(photos)
     extract_features(dataset, encoder, batch_size=4, progress=False)
-    before = {image.path.name: np.array(row) for image, row in zip(dataset.images, load_all(dataset, encoder))}
+    before = {image.path.name: np.array(row) for image, row in zip(dataset.images, load_all(dataset, encoder), strict=True)}
 
     write_photos(photos, photo_names(3, start=10), seed=1)
     changed = photos / "Images" / "photo_000.jpg"
@@ -127,7 +127,7 @@ def test_new_and_changed_images_are_the_only_ones_recomputed(photos, encoder):
     report = extract_features(dataset, encoder, batch_size=4, progress=False)
     assert (report.computed, report.reused) == (4, 9)
 
-    after = {image.path.name: row for image, row in zip(dataset.images, load_all(dataset, encoder))}
+    after = {image.path.name: row for image, row in zip(dataset.images, load_all(dataset, encoder), strict=True)}
     assert len(after) == 13
     for name, row in before.items():
         if name != "photo_000.jpg":

@@ -44,7 +44,7 @@ def test_trained_model_captions_unseen_shapes(tmp_path, capsys):
     assert not failures
     decoded = greedy_search(make_step_decoder(bundle.model, bundle.config.decoder), features, bundle.config.max_length)
     right = sum(bundle.vocab.decode(ids) in {normalize_caption(c) for c in image.captions}
-                for ids, image in zip(decoded, unseen.images))
+                for ids, image in zip(decoded, unseen.images, strict=True))
     accuracy = right / len(unseen.images)
     with capsys.disabled():
         print(f"\nlearning: {right}/{len(unseen.images)} unseen shape images captioned exactly right "

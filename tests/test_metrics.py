@@ -88,7 +88,7 @@ def test_python_and_java_tokenizers_agree_on_real_captions(flickr8k, coco_mini):
     captions += [item["caption"] for item in annotations]
     java = ptb_tokenizer.coco_tokenize_java(captions)
     python = [ptb_tokenizer.coco_tokenize_python(caption) for caption in captions]
-    differing = [c for c, j, p in zip(captions, java, python) if j.split() != p.split()]
+    differing = [c for c, j, p in zip(captions, java, python, strict=True) if j.split() != p.split()]
     # Measured: 2 of 37,682 differ ("ant 's-eye-view", a curly-quote "'tis"); allow a few more.
     assert len(differing) <= len(captions) // 5000, differing[:10]
 

@@ -36,7 +36,7 @@ def test_batches_gather_feature_rows_and_shift_tokens():
                                                              data.train_tokens, 16, shuffle_seed=3)]
     again = [t.numpy() for _, t in fit.make_dataset(data.features, data.train_rows,
                                                           data.train_tokens, 16, shuffle_seed=3)]
-    assert all(np.array_equal(a, b) for a, b in zip(shuffled, again))
+    assert all(np.array_equal(a, b) for a, b in zip(shuffled, again, strict=True))
     assert not np.array_equal(shuffled[0], targets.numpy())
 
 
@@ -128,7 +128,7 @@ def test_resumed_run_gives_the_same_weights_as_an_uninterrupted_one(tmp_path):
                            log=lines.append)
     assert any(line.startswith("resuming after epoch 2") for line in lines)
     assert resumed.epochs_run == 4 and resumed.history == _without_seconds(resumed.history, full.history)
-    for a, b in zip(straight.get_weights(), resumed_model.get_weights()):
+    for a, b in zip(straight.get_weights(), resumed_model.get_weights(), strict=True):
         assert np.array_equal(a, b)
     assert int(resumed_model.optimizer.iterations.numpy()) == int(straight.optimizer.iterations.numpy())
 
@@ -180,7 +180,7 @@ def test_resuming_a_run_with_no_epoch_left_trains_nothing_and_gives_its_best_wei
                      f"checkpoint in {tmp_path / '.checkpoint'}"]  # no "epoch k/2" line: nothing retrained
     assert finished.epochs_run == 2 and not finished.interrupted and finished.history == done.history
     assert finished.best_val_loss == done.best_val_loss and finished.best_epoch == done.best_epoch
-    for a, b in zip(done_model.get_weights(), finished_model.get_weights()):
+    for a, b in zip(done_model.get_weights(), finished_model.get_weights(), strict=True):
         assert np.array_equal(a, b)  # the best weights, as the uninterrupted run ended with
 
 

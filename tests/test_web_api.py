@@ -183,7 +183,7 @@ def test_photos_get_caption_json_entries_in_order(client, tiny_captioner):
     # The same captions the tool gives for these files in one process (same batch, same model).
     expected = tiny_captioner.caption_many(EXAMPLES)
     assert [entry["caption"] for entry in results] == [r.caption for r in expected]
-    for entry, result in zip(results, expected):
+    for entry, result in zip(results, expected, strict=True):
         assert set(entry) == {"image", "caption", "score", "png"}  # as caption --json, png a URL
         assert entry["score"] == pytest.approx(round(result.score, 6), abs=1e-5)
         assert all(word in WORDS for word in entry["caption"].split())
@@ -449,7 +449,7 @@ def test_batching_off_and_beam_sizes_kept_apart():
     batcher = CaptionBatcher(captioner, max_images=8, wait_s=0.05)
     encoder.gate.clear()
     batcher.start()
-    futures = [batcher.submit([p], beam) for p, beam in zip(pixels, (1, 2, 1))]
+    futures = [batcher.submit([p], beam) for p, beam in zip(pixels, (1, 2, 1), strict=True)]
     futures.append(batcher.submit(pixels, 1))  # one request of three images
     encoder.gate.set()
     assert [r.caption for f in futures for r in f.result(10)] == ["red", "green", "blue", "red", "green", "blue"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, NoReturn, overload
 
 from captioning.errors import BundleError
 from captioning.storage.safe_text import escape
@@ -24,7 +24,7 @@ class Fields:
     def __init__(self, data: dict, source: str | Path, prefix: str = ""):
         self.data, self.source, self.prefix = data, source, prefix
 
-    def fail(self, key: str, problem: str):
+    def fail(self, key: str, problem: str) -> NoReturn:
         raise BundleError(f"{escape(self.source)}: {self.prefix}{key} {problem}; {HINT}")
 
     def get(self, key: str, required: bool = False) -> Any:
@@ -36,6 +36,11 @@ class Fields:
             return None
         return value
 
+    @overload
+    def record(self, key: str, *, required: Literal[True]) -> Fields: ...
+    @overload
+    def record(self, key: str, required: bool = False) -> Fields | None: ...
+
     def record(self, key: str, required: bool = False) -> Fields | None:
         value = self.get(key, required)
         if value is None:
@@ -44,7 +49,15 @@ class Fields:
             self.fail(key, f"must be an object, got {describe_value(value)}")
         return Fields(value, self.source, f"{self.prefix}{key}.")
 
-    def integer(self, key: str, low: int | None = None, high: int | None = None, required: bool = False):
+    @overload
+    def integer(self, key: str, low: int | None = None, high: int | None = None, *,
+                required: Literal[True]) -> int: ...
+    @overload
+    def integer(self, key: str, low: int | None = None, high: int | None = None,
+                required: bool = False) -> int | None: ...
+
+    def integer(self, key: str, low: int | None = None, high: int | None = None,
+                required: bool = False) -> int | None:
         value = self.get(key, required)
         if value is None:
             return None
@@ -55,7 +68,7 @@ class Fields:
         return value
 
     def number(self, key: str, low: float | None = None, high: float | None = None, required: bool = False,
-               below_high: bool = False, allow_nan: bool = False):
+               below_high: bool = False, allow_nan: bool = False) -> float | None:
         value = self.get(key, required)
         if value is None:
             return None
@@ -82,6 +95,11 @@ class Fields:
         if value is not None and not isinstance(value, bool):
             self.fail(key, f"must be true or false, got {describe_value(value)}")
         return value
+
+    @overload
+    def choice(self, key: str, choices: tuple[str, ...], *, required: Literal[True]) -> str: ...
+    @overload
+    def choice(self, key: str, choices: tuple[str, ...], required: bool = False) -> str | None: ...
 
     def choice(self, key: str, choices: tuple[str, ...], required: bool = False) -> str | None:
         value = self.text(key, required)

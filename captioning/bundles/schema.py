@@ -257,15 +257,15 @@ def _encoder(fields: Fields) -> EncoderSpec:
 def _decoder(fields: Fields) -> config.DecoderConfig:
     """The decoder's settings; absent ones take ``DecoderConfig``'s defaults, as old bundles need."""
     defaults = config.DecoderConfig()
-    width = {"low": 1, "high": config.MAX_DECODER_WIDTH}
-    values = {
+    widest = config.MAX_DECODER_WIDTH
+    values: dict[str, Any] = {
         "kind": fields.choice("kind", config.DECODER_KINDS),
-        "embedding_dim": fields.integer("embedding_dim", **width),
-        "units": fields.integer("units", **width),
+        "embedding_dim": fields.integer("embedding_dim", 1, widest),
+        "units": fields.integer("units", 1, widest),
         "dropout": fields.number("dropout", 0.0, 1.0, below_high=True),
-        "attention_dim": fields.integer("attention_dim", **width),
+        "attention_dim": fields.integer("attention_dim", 1, widest),
         "attention_regularization": fields.number("attention_regularization", 0.0, 1000.0),
-        "attention_feature_dim": fields.integer("attention_feature_dim", **width),
+        "attention_feature_dim": fields.integer("attention_feature_dim", 1, widest),
     }
     return dataclasses.replace(defaults, **{k: v for k, v in values.items() if v is not None})
 

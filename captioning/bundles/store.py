@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from captioning import config as settings
 from captioning.bundles.schema import (
@@ -78,9 +78,9 @@ class Bundle:
     path: Path
     config: BundleConfig
     vocab: Vocabulary
-    model: Any  # keras.Model (the training graph; make a step decoder from it to caption)
+    model: keras.Model  # the training graph; make a step decoder from it to caption
     history: dict
-    members: list = field(default_factory=list)  # every member's keras.Model; [model] unless an ensemble
+    members: list[keras.Model] = field(default_factory=list)  # [model] unless an ensemble
 
     def __post_init__(self):
         if not self.members:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+from collections.abc import Iterator
+from types import ModuleType
 
 # TensorFlow's C++ start-up chatter (CUDA probing, oneDNN notices) is noise for a CLI user.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -25,7 +27,7 @@ EAGER_TENSORFLOW_COMMANDS = frozenset({"extract"})
 
 
 @contextlib.contextmanager
-def _stderr_silenced():
+def _stderr_silenced() -> Iterator[None]:
     sys.stderr.flush()
     saved = os.dup(2)
     try:
@@ -38,17 +40,20 @@ def _stderr_silenced():
         os.close(saved)
 
 
-def import_tensorflow():
+_imported: list[ModuleType] = []  # the tensorflow module, once imported here
+
+
+def import_tensorflow() -> ModuleType:
     """Return the ``tensorflow`` module, imported and its devices initialised quietly.
 
     Returns:
         The tensorflow module (also cached in ``sys.modules`` as usual).
     """
-    if "tensorflow" in sys.modules and getattr(import_tensorflow, "_done", False):
-        return sys.modules["tensorflow"]
+    if _imported:
+        return _imported[0]
     with _stderr_silenced():
         import tensorflow as tf
 
         tf.config.list_physical_devices()  # the CUDA probe (cuInit) happens here, still silenced
-    import_tensorflow._done = True
+    _imported.append(tf)
     return tf

@@ -72,7 +72,7 @@ def find_images(path: str | Path) -> list[Path]:
             raise ImageError(f"{path}: no such file or folder; give an image file or a folder of images") from None
         # A FIFO or a device (/dev/zero) would block or never end: named for what it is.
         raise ImageError(f"{path}: {not_regular(mode)}; give an image file or a folder of images")
-    found = []
+    found: list[Path] = []
     for folder, subfolders, files in os.walk(path):
         subfolders[:] = [name for name in subfolders if not name.startswith(".")]
         found.extend(Path(folder) / name for name in files

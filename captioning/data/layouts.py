@@ -235,7 +235,7 @@ def _read_text(path: Path, problems: DatasetProblems) -> str:
 
 
 def _parse_token(text: str, path: Path, problems: DatasetProblems) -> list[tuple[str, str]]:
-    pairs = []
+    pairs: list[tuple[str, str]] = []
     for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
@@ -256,7 +256,7 @@ def _parse_csv(text: str, path: Path, problems: DatasetProblems) -> list[tuple[s
             shown = text.split("\n", 1)[0][:60]
             raise DatasetError(f"{path}: expected a CSV header 'image,caption', found {shown!r}; "
                                f"fix the file or use one of: {LAYOUTS_HELP}")
-        pairs = []
+        pairs: list[tuple[str, str]] = []
         for row in reader:
             if not row:
                 continue
@@ -322,7 +322,7 @@ def _parse_coco(data: dict, path: Path, existing: set[str], problems: DatasetPro
             else:
                 problems.add("malformed_entry", f"{path.name} images[{index}]: needs a number or text 'id' "
                                                 "and a text 'file_name'")
-    pairs = []
+    pairs: list[tuple[str, str]] = []
     for index, note in enumerate(annotations):
         where = f"{path.name} annotations[{index}]"
         if not isinstance(note, dict) or not isinstance(note.get("caption"), str):
@@ -362,7 +362,7 @@ def _name_for_id(image_id: object, existing: set[str]) -> str | None:
 
 
 def _parse_records(data: list, path: Path, existing: set[str], problems: DatasetProblems) -> list[tuple[str, str]]:
-    pairs = []
+    pairs: list[tuple[str, str]] = []
     for index, record in enumerate(data):
         where = f"{path.name} [{index}]"
         record = record if isinstance(record, dict) else {}
@@ -378,7 +378,7 @@ def _parse_records(data: list, path: Path, existing: set[str], problems: Dataset
 
 
 def _parse_mapping(data: dict, path: Path, problems: DatasetProblems) -> list[tuple[str, str]]:
-    pairs = []
+    pairs: list[tuple[str, str]] = []
     for name, captions in data.items():
         captions = [captions] if isinstance(captions, str) else captions
         if not isinstance(captions, list) or not all(isinstance(c, str) for c in captions):

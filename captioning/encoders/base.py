@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from captioning import config
+
+if TYPE_CHECKING:  # only for annotations: importing this module imports no TensorFlow
+    import keras
+    import tensorflow as tf
 
 
 @dataclass(kw_only=True)
@@ -33,9 +37,9 @@ class Encoder:
     feature_dim: int
     grid_size: int
     weights_id: str
-    model: Any  # keras.Model; typed loosely so importing this module does not import TensorFlow
+    model: keras.Model
     random_weights: bool = False
-    _pooled_model: Any = field(default=None, init=False, repr=False, compare=False)
+    _pooled_model: keras.Model | None = field(default=None, init=False, repr=False, compare=False)
     _compiled_calls: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -49,7 +53,7 @@ class Encoder:
                              f"declares {expected_in} -> {expected_out}")
 
     @property
-    def pooled_model(self):
+    def pooled_model(self) -> keras.Model:
         """keras Model: the same input -> ``(B, feature_dim)`` mean over the grid; built once.
 
         Global average pooling equals Keras ``pooling="avg"``.
@@ -66,7 +70,7 @@ class Encoder:
         """One image's features of ``kind``: ``(feature_dim,)`` pooled, ``(g, g, feature_dim)`` grid."""
         return config.EncoderShape(self.input_size, self.grid_size, self.feature_dim).feature_shape(kind)
 
-    def encode(self, pixels: Any, kind: str) -> np.ndarray:
+    def encode(self, pixels: np.ndarray | tf.Tensor, kind: str) -> np.ndarray:
         """Features of a batch of images: the one way the tool runs the CNN.
 
         Feature extraction (inside its tf.data pipeline) and captioning both call this, so a

@@ -232,7 +232,7 @@ def _read_exactly(file: BinaryIO, n: int) -> bytes:
 
 def _as_array(ref: TensorRef, storage: np.ndarray) -> np.ndarray:
     """The tensor's view of its storage (offset, size, stride in elements) as an owned array."""
-    last = ref.offset + sum((n - 1) * s for n, s in zip(ref.size, ref.stride) if n > 0)
+    last = ref.offset + sum((n - 1) * s for n, s in zip(ref.size, ref.stride, strict=True) if n > 0)
     if any(n == 0 for n in ref.size):
         return np.zeros(ref.size, dtype=storage.dtype)
     if last >= storage.size:

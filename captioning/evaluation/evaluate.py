@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from captioning import config
 from captioning.bundles.default_model import choose_model
@@ -61,7 +61,7 @@ class EvaluationSet:
         count = f"{len(self.images):,}"
         if self.available != len(self.images):
             count += f" of {self.available:,}"
-        if self.seen_in_training:
+        if self.split_config is not None:  # the dataset it was trained on: the split was recomputed
             how = (f"{self.split} split (seed {self.split_config.seed}) of the training dataset "
                    f"{self.dataset.key}")
         else:
@@ -108,7 +108,7 @@ class EvaluationResult:
         chosen = self.evaluation_set
         dataset = chosen.dataset
         split_config = chosen.split_config
-        data = {
+        data: dict[str, Any] = {
             "date": self.date,
             # Names that are not UTF-8 are written escaped, with "<field>_escaping" (safe_text).
             **json_text("model", self.model_path),
@@ -266,7 +266,7 @@ def evaluate_images(captioner: CaptionsPaths, evaluation_set: EvaluationSet, bea
                                  progress=progress)
     caption_seconds = time.perf_counter() - started
     outcomes = [ImageOutcome(image.path, list(image.captions), result.caption, result.error)
-                for image, result in zip(images, results)]
+                for image, result in zip(images, results, strict=True)]
     scored = [outcome for outcome in outcomes if outcome.error is None]
     if not scored:
         raise CaptioningError(f"none of the {len(outcomes)} images could be captioned; first error: "

@@ -142,7 +142,7 @@ def coco_scores(candidates: list[str], references: list[list[str]]) -> dict[str,
 
     gts, res = _as_coco_dicts(candidates, references)
     bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
-    scores = {f"COCO-BLEU-{order}": 100.0 * value for order, value in zip(BLEU_ORDERS, bleu)}
+    scores = {f"COCO-BLEU-{order}": 100.0 * value for order, value in zip(BLEU_ORDERS, bleu, strict=True)}
     scores["CIDEr-D"] = 100.0 * float(Cider().compute_score(gts, res)[0])
     scores["ROUGE-L"] = 100.0 * float(Rouge().compute_score(gts, res)[0])
     return scores
@@ -198,7 +198,8 @@ def _drain(process: subprocess.Popen) -> str:
     """The last line the dead METEOR process wrote to stderr (its error), if any."""
     try:
         process.wait(timeout=10)
-        lines = process.stderr.read().decode("utf-8", "replace").strip().splitlines()
+        output = process.stderr.read() if process.stderr is not None else b""
+        lines = output.decode("utf-8", "replace").strip().splitlines()
     except (OSError, ValueError, subprocess.TimeoutExpired):
         return ""
     return lines[-1] if lines else ""

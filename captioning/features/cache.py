@@ -15,6 +15,7 @@ import fcntl
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -33,6 +34,9 @@ from captioning.features.cache_files import (
 )
 from captioning.storage.disk_space import ensure_free_space, format_bytes
 from captioning.storage.safe_json import read_json_file
+
+if TYPE_CHECKING:
+    from captioning.data.datasets import Dataset
 
 FEATURE_DTYPE = np.float16
 # How to make room, beyond freeing some (the cache lives under CAPTIONING_DATA_DIR).
@@ -65,7 +69,7 @@ class FeatureCache:
         self.shard_dir = self.directory / "shards"
 
     @classmethod
-    def of(cls, dataset, encoder_name: str, weights_id: str, kind: str) -> FeatureCache:
+    def of(cls, dataset: Dataset, encoder_name: str, weights_id: str, kind: str) -> FeatureCache:
         """The cache of one dataset's ``kind`` features from one encoder and its weights."""
         return cls(cache_dir(dataset.key, encoder_name, weights_id, kind))
 
@@ -91,13 +95,15 @@ class FeatureCache:
         state.failures = self._read_json(self.directory / "failures.json") or {}
         for sidecar in sorted(self.shard_dir.glob("*.json"), key=shard_number):
             meta = self._read_json(sidecar)
+            if meta is None:  # removed since the listing (a consolidation elsewhere)
+                continue
             state.shards[sidecar.stem] = meta
             state.row_shape = state.row_shape or tuple(meta["row_shape"])
         return state
 
     def open_features(self, state: CacheState) -> np.ndarray:
         """The consolidated features as a read-only memmap ``(rows, *row_shape)``."""
-        path = self.directory / state.features_file
+        path = self.directory / (state.features_file or "")
         try:
             array = np.load(path, mmap_mode="r", allow_pickle=False)
         except (OSError, ValueError) as error:
@@ -105,10 +111,10 @@ class FeatureCache:
                 f"feature file {path} is unreadable ({error}); delete {self.directory} to rebuild it"
             ) from None
         # The index must describe this array, or rows would be read from the wrong place.
-        if array.shape[1:] != tuple(state.row_shape) or max(state.rows.values(), default=-1) >= len(array):
+        if array.shape[1:] != state.known_row_shape() or max(state.rows.values(), default=-1) >= len(array):
             raise FeatureCacheError(
                 f"feature file {path} holds {array.shape} rows but its index expects "
-                f"{tuple(state.row_shape)} rows numbered up to {max(state.rows.values(), default=-1)}; "
+                f"{state.known_row_shape()} rows numbered up to {max(state.rows.values(), default=-1)}; "
                 f"delete {self.directory} to rebuild it")
         return array
 
@@ -142,7 +148,7 @@ class FeatureCache:
         state.row_shape = tuple(row_shape)
         return state
 
-    def plan(self, state: CacheState, dataset, paths: Sequence[Path]) -> tuple[list[Todo], int]:
+    def plan(self, state: CacheState, dataset: Dataset, paths: Sequence[Path]) -> tuple[list[Todo], int]:
         """Split the requested images into those to compute and the number whose rows are reusable.
 
         A row is reused while its image file keeps its size and mtime; an image that failed before
@@ -171,18 +177,19 @@ class FeatureCache:
             kind: for the messages.
             announce: print the planned cache size first (for terminals).
         """
-        per_row = row_bytes(state.row_shape)
+        shape = state.known_row_shape()
+        per_row = row_bytes(shape)
         total_rows = len(state.rows) + count
         if announce:
             print(f"{kind} features: {count} images to compute, cache will be about "
                   f"{format_bytes(total_rows * per_row)} ({total_rows} x "
-                  f"{' x '.join(map(str, state.row_shape))} x 2 bytes) in {self.directory}")
+                  f"{' x '.join(map(str, shape))} x 2 bytes) in {self.directory}")
         # Shards for the new rows, then one consolidated copy of every row.
         ensure_free_space(self.directory, (count + total_rows) * per_row, f"{kind} features", SPACE_ADVICE,
                           error=FeatureCacheError)
 
     @staticmethod
-    def failed(state: CacheState, dataset, paths: Sequence[Path]) -> list[tuple[Path, str]]:
+    def failed(state: CacheState, dataset: Dataset, paths: Sequence[Path]) -> list[tuple[Path, str]]:
         """``(path, reason)`` for each of ``paths`` whose image could not be read (now or before)."""
         failures = state.all_failures()
         return [(path, failures[relative_path(dataset, path)]["reason"]) for path in paths
@@ -241,7 +248,7 @@ class FeatureCache:
         """
         if not state.shards:
             return state
-        row_shape = tuple(state.row_shape)
+        row_shape = state.known_row_shape()
         live = self._live_rows(state)  # source -> [(row in source, relative path)], in source order
         count = sum(len(rows) for rows in live.values())
         ensure_free_space(self.directory, count * _row_bytes(row_shape), "consolidating", SPACE_ADVICE,
@@ -298,9 +305,9 @@ class FeatureCache:
             return self.open_features(state)
         path = self.shard_dir / f"{source}.npy"
         array = np.load(path, mmap_mode="r", allow_pickle=False)
-        if array.shape[1:] != tuple(state.row_shape):
+        if array.shape[1:] != state.known_row_shape():
             raise FeatureCacheError(
-                f"shard {path} has rows {array.shape[1:]}, expected {tuple(state.row_shape)}; "
+                f"shard {path} has rows {array.shape[1:]}, expected {state.known_row_shape()}; "
                 f"delete {self.directory} to rebuild the cache")
         return array
 
@@ -341,7 +348,7 @@ def _same(recorded, signature: Signature | None) -> bool:
     return (None if recorded is None else tuple(recorded)) == signature
 
 
-def relative_path(dataset, path: Path) -> str:
+def relative_path(dataset: Dataset, path: Path) -> str:
     """The cache key of an image: its path relative to the dataset root.
 
     Raises:
@@ -354,7 +361,7 @@ def relative_path(dataset, path: Path) -> str:
                                 f"features are cached per dataset") from None
 
 
-def load_features(dataset, encoder_name: str, weights_id: str, kind: str,
+def load_features(dataset: Dataset, encoder_name: str, weights_id: str, kind: str,
                   image_paths: Sequence[Path]) -> np.ndarray:
     """Cached features in the order of ``image_paths``.
 
@@ -379,7 +386,7 @@ def load_features(dataset, encoder_name: str, weights_id: str, kind: str,
     return np.asarray(features[rows])
 
 
-def open_features(dataset, encoder_name: str, weights_id: str, kind: str,
+def open_features(dataset: Dataset, encoder_name: str, weights_id: str, kind: str,
                   image_paths: Sequence[Path]) -> tuple[np.ndarray, np.ndarray]:
     """The whole cached array as a read-only memmap plus the row of each requested image.
 

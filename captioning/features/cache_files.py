@@ -133,11 +133,21 @@ class CacheState:
     # Shard name -> its sidecar; later shards win over earlier ones and over consolidated rows.
     shards: dict[str, dict] = field(default_factory=dict)
 
+    def known_row_shape(self) -> tuple[int, ...]:
+        """``row_shape``, which is known once a row is stored or a writer has set it.
+
+        Raises:
+            FeatureCacheError: the cache holds nothing yet.
+        """
+        if self.row_shape is None:
+            raise FeatureCacheError("the feature cache holds no rows yet; run `python image_captioning.py extract`")
+        return tuple(self.row_shape)
+
     def done_signatures(self) -> dict[str, Signature]:
         """Signature of every image that has a stored row (consolidated or in a shard)."""
         done = dict(self.signatures)
         for meta in self.shards.values():
-            done.update(zip(meta["paths"], (tuple(s) for s in meta["signatures"])))
+            done.update(zip(meta["paths"], (tuple(s) for s in meta["signatures"]), strict=True))
         return done
 
     def all_failures(self) -> dict[str, dict]:

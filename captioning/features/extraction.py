@@ -13,11 +13,16 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from captioning import config
 from captioning.features.cache import FEATURE_DTYPE, CacheState, FeatureCache, Signature, Todo
+
+if TYPE_CHECKING:
+    from captioning.data.datasets import Dataset
+    from captioning.encoders.base import Encoder
 
 _DECODE_THREADS = max(2, os.cpu_count() or 1)  # parallel image decodes in the tf.data pipeline
 _BATCHES_IN_FLIGHT = 2  # decoded batches waiting for the CNN
@@ -51,7 +56,7 @@ class _Batch:
     failures: list[tuple[int, str]]  # (position, reason) for the images that did not
 
 
-def extract_features(dataset, encoder, kind: str = "pooled", image_paths: Sequence[Path] | None = None,
+def extract_features(dataset: Dataset, encoder: Encoder, kind: str = "pooled", image_paths: Sequence[Path] | None = None,
                      batch_size: int = config.EXTRACT_BATCH_SIZE, progress: bool = True) -> ExtractionReport:
     """Encode a dataset's images into the feature cache, computing only what is missing.
 
@@ -91,7 +96,7 @@ def extract_features(dataset, encoder, kind: str = "pooled", image_paths: Sequen
     return ExtractionReport(computed=computed, reused=reused, failed=failed, images_per_second=speed)
 
 
-def encode_paths(encoder, paths: Sequence[Path], kind: str = "pooled",
+def encode_paths(encoder: Encoder, paths: Sequence[Path], kind: str = "pooled",
                  batch_size: int = config.EXTRACT_BATCH_SIZE) -> tuple[np.ndarray, list[tuple[Path, str]]]:
     """Encode images in memory (no cache) through the same loader and pipeline as extraction.
 
@@ -109,7 +114,8 @@ def encode_paths(encoder, paths: Sequence[Path], kind: str = "pooled",
         with the unreadable images left out, and ``(path, reason)`` for each of those.
     """
     paths = [Path(p) for p in paths]
-    chunks, failures = [], []
+    chunks: list[np.ndarray] = []
+    failures: list[tuple[Path, str]] = []
     for batch in _run_pipeline(encoder, kind, paths, batch_size):
         chunks.append(batch.features)
         failures.extend((paths[i], reason) for i, reason in batch.failures)
@@ -120,7 +126,7 @@ def encode_paths(encoder, paths: Sequence[Path], kind: str = "pooled",
 # ------------------------------------------------------------------------------ extraction
 
 
-def _extract_into(cache: FeatureCache, state: CacheState, encoder, kind: str, todo: list[Todo],
+def _extract_into(cache: FeatureCache, state: CacheState, encoder: Encoder, kind: str, todo: list[Todo],
                   batch_size: int, progress: bool) -> tuple[int, float]:
     """Run the pipeline over ``todo``, committing each batch as a shard. Returns (computed, images/s)."""
     from tqdm import tqdm
@@ -140,7 +146,7 @@ def _extract_into(cache: FeatureCache, state: CacheState, encoder, kind: str, to
     return computed, len(todo) / elapsed if elapsed > 0 else 0.0
 
 
-def _run_pipeline(encoder, kind: str, paths: list[Path], batch_size: int) -> Iterator[_Batch]:
+def _run_pipeline(encoder: Encoder, kind: str, paths: list[Path], batch_size: int) -> Iterator[_Batch]:
     """Yield encoded batches in input order: parallel decode + resize, batch, prefetch, CNN."""
     if not paths:
         return

@@ -8,15 +8,15 @@ that produced each word. That is exact for any search and needs nothing from the
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
 from captioning.data.text import START
 from captioning.errors import BundleError
+from captioning.inference.search import StepDecoder
 
 
-def attention_for_tokens(step_decoder: Any, features: np.ndarray, token_ids: Sequence[int]) -> np.ndarray:
+def attention_for_tokens(step_decoder: StepDecoder, features: np.ndarray, token_ids: Sequence[int]) -> np.ndarray:
     """Attention weights behind each word of a given caption, for one image.
 
     Args:

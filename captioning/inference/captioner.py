@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 from PIL import Image
@@ -21,6 +22,10 @@ from captioning.data.images import resize_for_model
 from captioning.errors import BundleError, CaptioningError
 from captioning.inference import search
 from captioning.inference.inputs import expand_paths
+
+if TYPE_CHECKING:
+    from captioning.bundles.store import Bundle
+    from captioning.data.text import Vocabulary
 
 
 @dataclass(frozen=True)
@@ -49,11 +54,20 @@ class CaptionResult:
 LOADER_THREADS = 4  # Pillow releases the GIL while decoding, so threads overlap file reads
 
 
+class ImageEncoder(Protocol):
+    """What captioning needs of an encoder (``encoders.Encoder``): its input size and its features."""
+
+    @property
+    def input_size(self) -> int: ...
+
+    def encode(self, pixels: np.ndarray, kind: str) -> np.ndarray: ...
+
+
 class Captioner:
     """Everything needed to caption, loaded once and reused for every image."""
 
-    def __init__(self, encoder, step_decoder, vocab, max_length: int, feature_kind: str = "pooled",
-                 decoder_kind: str = "merge", bundle=None):
+    def __init__(self, encoder: ImageEncoder, step_decoder: search.StepDecoder, vocab: Vocabulary, max_length: int,
+                 feature_kind: str = "pooled", decoder_kind: str = "merge", bundle: Bundle | None = None):
         """Assemble a captioner from loaded parts (``load`` is the usual way in).
 
         Args:
@@ -64,7 +78,7 @@ class Captioner:
             max_length: caption length counted with START and END, as trained.
             feature_kind: ``"pooled"`` (merge decoder) or ``"grid"`` (attention decoder).
             decoder_kind: ``"merge"`` or ``"attention"``.
-            bundle: the loaded ``bundle.Bundle`` when there is one.
+            bundle: the loaded ``bundles.store.Bundle`` when there is one.
         """
         self.encoder = encoder
         self.step_decoder = step_decoder
@@ -173,9 +187,9 @@ class Captioner:
         for start in range(0, len(todo), batch_size):
             chunk = todo[start:start + batch_size]
             captioned = self._caption_batch([entries[i][0] for i in chunk], beam_size)
-            for position, result in zip(chunk, captioned):
+            for position, result in zip(chunk, captioned, strict=True):
                 results[position] = result
-        return results  # type: ignore[return-value]  (every slot is filled above)
+        return [result for result in results if result is not None]  # every slot is filled above
 
     def caption_arrays(self, images_uint8: np.ndarray | Sequence[np.ndarray],
                        beam_size: int = config.DEFAULT_BEAM_SIZE) -> list[str]:
@@ -205,7 +219,7 @@ class Captioner:
         ok = [pixels for pixels in loaded if not isinstance(pixels, str)]
         hypotheses = iter(self.decode_features(self.encode(np.stack(ok)), beam_size) if ok else [])
         results = []
-        for path, pixels in zip(paths, loaded):
+        for path, pixels in zip(paths, loaded, strict=True):
             if isinstance(pixels, str):
                 results.append(CaptionResult(path, None, _name_file(path, pixels)))
             else:

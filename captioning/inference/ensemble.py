@@ -63,7 +63,7 @@ class EnsembleStepDecoder:
     def _advance(self, method: str, tokens: np.ndarray, state: tuple):
         """Call ``member.<method>`` on every member: (log-probs per member, joined state, extras)."""
         log_probs, new_state, extras = [], [], []
-        for member, member_state in zip(self.members, self._split(state)):
+        for member, member_state in zip(self.members, self._split(state), strict=True):
             member_log_probs, member_state, *extra = getattr(member, method)(tokens, member_state)
             log_probs.append(member_log_probs)
             new_state.extend(member_state)

@@ -17,7 +17,10 @@ from captioning.errors import CaptioningError
 
 
 class _Result(Protocol):
-    path: Path
+    """A captioning result (``CaptionResult``): the image, and whether it was captioned."""
+
+    @property
+    def path(self) -> Path: ...
 
     @property
     def ok(self) -> bool: ...

@@ -212,9 +212,9 @@ def beam_search_hypotheses(step_decoder: StepDecoder, features: np.ndarray, beam
             break
         state = _reorder(state, parents.reshape(-1))
     for i in range(batch):  # beams still live at the length limit finish without END
-        for slot in np.flatnonzero(np.isfinite(scores[i])):
-            sequence = sequences[i][slot]
-            finished[i].append(Hypothesis(sequence, float(scores[i, slot]), len(sequence)))
+        for live in np.flatnonzero(np.isfinite(scores[i])):
+            sequence = sequences[i][live]
+            finished[i].append(Hypothesis(sequence, float(scores[i, live]), len(sequence)))
     return [_rank(hypotheses) for hypotheses in finished]
 
 

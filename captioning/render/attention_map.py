@@ -83,7 +83,7 @@ def _draw_panels(photo: np.ndarray, words: Sequence[str], maps: np.ndarray):
     aspect = height / width
     figure = Figure(figsize=(PANEL_INCHES * columns, PANEL_INCHES * aspect * rows + 0.4 * rows))
     FigureCanvasAgg(figure)
-    for index, (word, alpha) in enumerate(zip(words, maps)):
+    for index, (word, alpha) in enumerate(zip(words, maps, strict=True)):
         axes = figure.add_subplot(rows, columns, index + 1)
         axes.imshow(photo)
         axes.imshow(_heat(alpha, height, width), cmap="jet", alpha=0.5, vmin=0.0, vmax=1.0)

@@ -31,14 +31,14 @@ def load_photo(path: str | Path, max_side: int, min_width: int | None = None) ->
         ImageError: the file cannot be read as an image (one line naming it).
     """
     try:
-        with open_regular_file(path) as handle, Image.open(handle) as image:
-            image.draft("RGB", (max_side, max_side))  # JPEG: decode at a reduced size, cheaply
-            image = ImageOps.exif_transpose(image).convert("RGB")
-            image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
-            if min_width is not None and image.width < min_width:
-                height = max(1, round(image.height * min_width / image.width))
-                image = image.resize((min_width, min(height, max_side)), Image.Resampling.LANCZOS)
-            return np.asarray(image, dtype=np.uint8)
+        with open_regular_file(path) as handle, Image.open(handle) as opened:
+            opened.draft("RGB", (max_side, max_side))  # JPEG: decode at a reduced size, cheaply
+            photo = ImageOps.exif_transpose(opened).convert("RGB")
+            photo.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+            if min_width is not None and photo.width < min_width:
+                height = max(1, round(photo.height * min_width / photo.width))
+                photo = photo.resize((min_width, min(height, max_side)), Image.Resampling.LANCZOS)
+            return np.asarray(photo, dtype=np.uint8)
     except InputFileError as error:
         raise ImageError(f"cannot read image {path}: {error.reason}") from None
     except (OSError, ValueError, Image.DecompressionBombError) as error:

@@ -27,9 +27,14 @@ TEXT_LINES = 3  # per caption, so the model's and the reference's fit the space 
 class Sample(Protocol):
     """One photo to draw: its file, the model's caption, the human ones (``evaluate.ImageOutcome``)."""
 
-    path: Path
-    caption: str | None
-    references: list[str]
+    @property
+    def path(self) -> Path: ...
+
+    @property
+    def caption(self) -> str | None: ...
+
+    @property
+    def references(self) -> list[str]: ...
 
 
 def _thumbnail(path: Path) -> np.ndarray:

@@ -16,11 +16,12 @@ import contextlib
 import ctypes
 import ctypes.util
 import errno
+import functools
 import json
 import os
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -151,19 +152,18 @@ def exchange(first: str | Path, second: str | Path) -> bool:
     raise OSError(code, os.strerror(code), str(first), None, str(second))
 
 
-def _renameat2():
-    """libc's ``renameat2``, or None off Linux or with a libc that lacks it."""
+@functools.cache
+def _renameat2() -> Callable[..., int] | None:
+    """libc's ``renameat2``, or None off Linux or with a libc that lacks it (looked up once)."""
     if not sys.platform.startswith("linux"):
         return None
-    if not hasattr(_renameat2, "function"):
-        try:
-            function = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).renameat2
-            function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-            function.restype = ctypes.c_int
-        except (OSError, AttributeError):
-            function = None
-        _renameat2.function = function
-    return _renameat2.function
+    try:
+        function = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return function
 
 
 def _sync(path: Path) -> None:

@@ -37,7 +37,7 @@ from captioning.training.checkpoint_layout import (
 RESUMABLE_CHANGES = ("epochs",)
 
 
-def start_state(model, checkpoints: Path, fingerprint: dict, resume: bool, config: TrainConfig,
+def start_state(model: keras.Model, checkpoints: Path, fingerprint: dict, resume: bool, config: TrainConfig,
                  log: Callable[[str], None]) -> FitState:
     """A fresh state, or the checkpoint's (weights and optimizer loaded) when resuming."""
     if not resume:

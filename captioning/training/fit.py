@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
@@ -247,7 +248,7 @@ def fit(model: keras.Model, data: TrainingData, train_config: TrainConfig, check
                      seconds=time.time() - started)
 
 
-def _record_epoch(model, state: FitState, metrics: dict, monitor: str, seconds: float,
+def _record_epoch(model: keras.Model, state: FitState, metrics: dict, monitor: str, seconds: float,
                   config: TrainConfig) -> bool:
     """Append the epoch to the history and update early stopping and the plateau; True if best."""
     state.epoch += 1
@@ -305,7 +306,8 @@ class _BatchProgress(keras.callbacks.Callback):
 
     def __init__(self, epoch: int, epochs: int):
         super().__init__()
-        self._label, self._bar = f"epoch {epoch + 1}/{epochs}", None
+        self._label = f"epoch {epoch + 1}/{epochs}"
+        self._bar: Any = None  # a tqdm bar while the epoch runs
 
     def on_train_begin(self, logs=None):
         from tqdm import tqdm

@@ -21,7 +21,13 @@ from captioning.bundles.schema import BundleConfig, DatasetRecord, EncoderSpec, 
 from captioning.errors import DatasetError
 
 if TYPE_CHECKING:
-    from captioning.training.fit import FitResult
+    import argparse
+    from collections.abc import Sequence
+
+    from captioning.data.datasets import CaptionedImage, Dataset
+    from captioning.data.text import Vocabulary
+    from captioning.encoders.base import Encoder
+    from captioning.training.fit import FitResult, TrainingData
 
 
 @dataclass(frozen=True)
@@ -42,7 +48,7 @@ class TrainOptions:
     progress: bool = False  # per-batch progress bars (terminals)
 
     @classmethod
-    def from_args(cls, args) -> TrainOptions:
+    def from_args(cls, args: argparse.Namespace) -> TrainOptions:
         """Options from the parsed ``train`` arguments.
 
         Args:
@@ -79,13 +85,13 @@ class TrainResult:
 
 @dataclass
 class _Prepared:
-    dataset: object
-    vocab: object
+    dataset: Dataset
+    vocab: Vocabulary
     max_length: int
-    encoder: object
-    data: object  # fit.TrainingData
-    feature_shape: tuple
-    counts: dict
+    encoder: Encoder
+    data: TrainingData
+    feature_shape: tuple[int, ...]
+    counts: dict[str, int]
 
 
 def default_output(dataset_name: str, encoder: str, decoder: str) -> Path:
@@ -235,7 +241,7 @@ def _prepare(options: TrainOptions, log: Callable[[str], None]) -> _Prepared:
     return _Prepared(dataset, vocab, max_length, encoder, data, tuple(features.shape[1:]), counts)
 
 
-def _caption_rows(images, vocab, max_length: int, offset: int) -> tuple[np.ndarray, np.ndarray]:
+def _caption_rows(images: Sequence[CaptionedImage], vocab: Vocabulary, max_length: int, offset: int) -> tuple[np.ndarray, np.ndarray]:
     """One example per caption: (feature row of its image, padded token ids)."""
     rows = np.array([offset + i for i, image in enumerate(images) for _ in image.captions], dtype=np.int64)
     captions = [caption for image in images for caption in image.captions]

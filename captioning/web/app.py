@@ -13,7 +13,7 @@ from collections.abc import Callable
 from contextlib import asynccontextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
@@ -29,10 +29,14 @@ from captioning.web.batching import CaptionBatcher, ServerBusy, ServerStopping
 from captioning.web.middleware import BodySizeLimit, SafetyHeaders
 from captioning.web.store import ResultStore, StoredUpload, display_name
 
+if TYPE_CHECKING:
+    from captioning.inference.captioner import Captioner
+
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 # The page loads only what this server serves; previews are blob: URLs made in the browser.
 PAGE_CSP = ("default-src 'self'; img-src 'self' blob:; object-src 'none'; base-uri 'none'; "
             "frame-ancestors 'none'; form-action 'self'")
+DEFAULT_SETTINGS = config.ServeConfig()  # frozen: one instance serves as every default
 TAGS_NOTE = "tags are not supported by this version of the tool; the option was ignored"
 
 API_DESCRIPTION = """Caption photos with the tool's model, as `caption --json` does.
@@ -93,7 +97,7 @@ class Limits(BaseModel):
 class ServerState:
     """What the handlers share: the worker, the store of uploads, and facts about the model."""
 
-    def __init__(self, captioner, model_dir: Path, settings: config.ServeConfig):
+    def __init__(self, captioner: "Captioner", model_dir: Path, settings: config.ServeConfig):
         from captioning.bundles.store import describe_bundle, read_bundle_config
 
         self.captioner = captioner
@@ -109,7 +113,18 @@ class ServerState:
         self.batcher = CaptionBatcher(captioner, max_images=settings.batch_max_images,
                                       wait_s=settings.batch_wait_ms / 1000.0,
                                       max_queued_images=settings.max_queued_images)
-        self.store: ResultStore | None = None
+        self.store: ResultStore | None = None  # from start() to stop()
+
+    @property
+    def results(self) -> ResultStore:
+        """The store of uploads and rendered PNGs (the server is running).
+
+        Raises:
+            ServerStopping: before start or after stop.
+        """
+        if self.store is None:
+            raise ServerStopping("the server is not running; try again in a moment")
+        return self.store
 
     def start(self) -> None:
         self.store = ResultStore(self.settings.result_ttl_s, self.settings.max_stored_bytes)
@@ -130,16 +145,16 @@ class ServerState:
         from captioning.data.images import load_image
 
         try:
-            entry = self.store.add(data, name)
+            entry = self.results.add(data, name)
         except CaptioningError as error:
             return str(error)
         try:
             return entry, load_image(entry.path, self.image_size)
         except CaptioningError as error:
-            self.store.discard(entry.id)
+            self.results.discard(entry.id)
             return _rename(str(error), entry.path, name)
         except Exception as error:  # noqa: BLE001 - one bad upload must not fail the request
-            self.store.discard(entry.id)
+            self.results.discard(entry.id)
             return f"{name}: cannot read image ({type(error).__name__})"
 
 
@@ -164,7 +179,7 @@ def _size(size: int) -> str:
 # ---------------------------------------------------------------------------- the app
 
 
-def create_app(captioner, model_dir: str | Path, settings: config.ServeConfig = config.ServeConfig(),
+def create_app(captioner: "Captioner", model_dir: str | Path, settings: config.ServeConfig = DEFAULT_SETTINGS,
                on_ready: Callable[[], None] | None = None) -> FastAPI:
     """The web app around a loaded captioner.
 
@@ -283,11 +298,11 @@ def _add_api_routes(app: FastAPI, state: ServerState) -> None:
             captioned = await _caption(state, [pixels for _, pixels in good], beam_size) if good else []
         except BaseException:
             for entry, _ in good:
-                state.store.discard(entry.id)
+                state.results.discard(entry.id)
             raise
-        by_entry = {id(entry): result for (entry, _), result in zip(good, captioned)}
+        by_entry = {id(entry): result for (entry, _), result in zip(good, captioned, strict=True)}
         results = []
-        for (name, _), item in zip(received, decoded):
+        for (name, _), item in zip(received, decoded, strict=True):
             if isinstance(item, str):
                 results.append(CaptionEntry(image=name, caption=None, error=item))
                 continue
@@ -309,7 +324,7 @@ def _add_api_routes(app: FastAPI, state: ServerState) -> None:
     def captioned_png(result_id: str):
         entry = _stored(state, result_id)
         try:
-            path = rendering.captioned_png(state.store, entry)
+            path = rendering.captioned_png(state.results, entry)
             return _png(path.read_bytes(), entry, "captioned")
         except (CaptioningError, OSError):
             raise HTTPException(404, "this result has expired; caption the photo again") from None
@@ -330,7 +345,7 @@ def _add_api_routes(app: FastAPI, state: ServerState) -> None:
                 pixels = await run_in_threadpool(load_image, entry.path, state.image_size)
                 alphas = await _wait(state, state.batcher.submit_attention(pixels, entry.tokens))
                 words = [state.captioner.vocab.words[token] for token in entry.tokens]
-                await run_in_threadpool(rendering.attention_png, state.store, entry, words, alphas)
+                await run_in_threadpool(rendering.attention_png, state.results, entry, words, alphas)
             data = await run_in_threadpool(entry.output("attention").read_bytes)
         except (CaptioningError, OSError) as error:
             if isinstance(error, (ServerBusy, ServerStopping)):

@@ -19,11 +19,15 @@ from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from captioning import config
 from captioning.errors import CaptioningError
+
+if TYPE_CHECKING:
+    from captioning.inference.captioner import Captioner
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +88,7 @@ class CaptionBatcher:
         max_queued_images: images allowed to wait; ``submit`` raises ``ServerBusy`` beyond.
     """
 
-    def __init__(self, captioner, max_images: int = config.ServeConfig.batch_max_images,
+    def __init__(self, captioner: Captioner, max_images: int = config.ServeConfig.batch_max_images,
                  wait_s: float = config.ServeConfig.batch_wait_ms / 1000,
                  max_queued_images: int = config.ServeConfig.max_queued_images):
         if max_images < 1:

@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     best = f"{result.best_val_loss:.4f}" if result.best_val_loss is not None else "n/a (no validation images)"
     print(f"done: {result.epochs_run} epochs, best validation loss {best}; bundle {result.bundle_dir}")
-    if args.make_default:
+    if args.make_default and result.bundle_dir is not None:
         default_model.set_default(result.bundle_dir, chosen_by="train --make-default")
         print(f"{result.bundle_dir} is now the default model for caption, evaluate and the menu")
     return EXIT_OK
