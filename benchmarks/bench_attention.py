@@ -1,6 +1,6 @@
 """Attention vs merge decoder, side by side in one run: training time per epoch and caption latency.
 
-    python benchmarks/bench_attention.py [--dataset ../shared/datasets/flickr8k]
+    python -m benchmarks.bench_attention [--dataset ../shared/datasets/flickr8k]
         [--encoder efficientnet_lite0] [--steps 40] [--batch-size 64] [--beam-size 5]
 
 Uses the dataset's real vocabulary, caption length and caption count, and the cached pooled/grid
@@ -23,11 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from captioning import config  # noqa: E402
-from captioning.errors import CaptioningError  # noqa: E402
+from captioning import config
+from captioning.errors import CaptioningError
 
 FEATURE_DIMS = {"efficientnet_lite0": 1280, "resnet50": 2048}
 DEFAULT_DATASET = config.PROJECT_ROOT.parent / "shared" / "datasets" / "flickr8k"

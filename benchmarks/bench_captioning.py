@@ -19,7 +19,7 @@ an UNTRAINED merge decoder of the default size (embedding 256, units 256) with a
 ``--vocab-size`` words and max length 20. The arithmetic per step is that of a trained model of
 the same size; an untrained decoder rarely ends early, so step counts are the worst case.
 
-    python benchmarks/bench_captioning.py [--model DIR] [--images DIR] [--prefix-images 8]
+    python -m benchmarks.bench_captioning [--model DIR] [--images DIR] [--prefix-images 8]
 """
 
 from __future__ import annotations
@@ -34,13 +34,12 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(PROJECT_ROOT))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from captioning.data.images import find_images  # noqa: E402
-from captioning.inference import search as decoding  # noqa: E402
-from captioning.inference.captioner import Captioner  # noqa: E402
+from captioning.data.images import find_images
+from captioning.inference import search as decoding
+from captioning.inference.captioner import Captioner
 
 DEFAULT_IMAGES = PROJECT_ROOT.parent / "shared" / "datasets" / "flickr8k" / "Images"
 BATCH = 32

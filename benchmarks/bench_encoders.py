@@ -15,7 +15,7 @@ top-1 of each encoder's own classifier on the labelled photos there are here:
     when at least 3 of its 5 captions use the word (``COCO_WORDS`` below; a weak label, as a
     photo can hold several things), and a prediction counts when it is one of the word's classes.
 
-    python benchmarks/bench_encoders.py [--dataset DIR] [--images 200] [--rounds 3]
+    python -m benchmarks.bench_encoders [--dataset DIR] [--images 200] [--rounds 3]
         [--encoders efficientnet_lite0 efficientnet_lite1 efficientnet_lite2]
 """
 
@@ -29,13 +29,12 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from captioning.data.datasets import load_dataset  # noqa: E402
-from captioning.data.images import load_image  # noqa: E402
-from captioning.features import extraction as features  # noqa: E402
+from captioning.data.datasets import load_dataset
+from captioning.data.images import load_image
+from captioning.features import extraction as features
 
 DEFAULT_DATASET = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "coco-mini"
 DEFAULT_ENCODERS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")

@@ -16,7 +16,7 @@ flat: the bare CNN holds one slice of pixels at a time.
 ResNet50 runs with random weights (``none``): its ImageNet weights cannot be downloaded in this
 workplace, and the weights do not change the arithmetic. efficientnet_lite0 uses its real weights.
 
-    python benchmarks/bench_extraction.py [--dataset DIR] [--images 442] [--naive-images 32] [--rounds 3]
+    python -m benchmarks.bench_extraction [--dataset DIR] [--images 442] [--naive-images 32] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -30,13 +30,12 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from captioning import config  # noqa: E402
-from captioning.data.datasets import load_dataset  # noqa: E402
-from captioning.data.images import load_image  # noqa: E402
+from captioning import config
+from captioning.data.datasets import load_dataset
+from captioning.data.images import load_image
 from captioning.features import extraction as features
 
 DEFAULT_DATASET = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "coco-mini"

@@ -7,7 +7,7 @@ surrogates kept as the captions reader does), (c) the nesting scan alone. Prints
 the ratio (b)/(a). Also times the scan on a hostile file of the same size (every caption full of
 brackets and escaped quotes), which must stay linear.
 
-    python benchmarks/bench_json_limits.py [--dataset ../shared/datasets/coco-mini] [--annotations 90000]
+    python -m benchmarks.bench_json_limits [--dataset ../shared/datasets/coco-mini] [--annotations 90000]
 """
 
 from __future__ import annotations
@@ -19,9 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from captioning.storage import safe_json  # noqa: E402
+from captioning.storage import safe_json
 
 DEFAULT_DATASET = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets" / "coco-mini"
 

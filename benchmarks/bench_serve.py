@@ -12,7 +12,7 @@ after ``--seconds``: bounded in requests and time. It prints
 throughput (photos/s), per-request latency p50/p95, the server's batches (from /healthz), whether
 the server's captions equal the in-process ones, and the ratios. Traffic goes to 127.0.0.1 only.
 
-    python benchmarks/bench_serve.py [--model DIR] [--photos DIR] [--images 32] [--clients 8]
+    python -m benchmarks.bench_serve [--model DIR] [--photos DIR] [--images 32] [--clients 8]
                                      [--rounds 3] [--seconds 120]
 """
 
@@ -28,10 +28,9 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(PROJECT_ROOT))
 
-from captioning.data.images import find_images  # noqa: E402
-from tests.support.serve_process import running_server  # noqa: E402
+from captioning.data.images import find_images
+from tests.support.serve_process import running_server
 
 DEFAULT_PHOTOS = PROJECT_ROOT.parent / "shared" / "datasets" / "coco-mini" / "Images"
 BEAM = 3

@@ -14,7 +14,7 @@ features of Flickr8k's training images) for one pass over every training caption
 
 Each side runs in its own subprocess so its peak RSS (``ru_maxrss``) is its own.
 
-    python benchmarks/bench_training.py [--dataset ../shared/datasets/flickr8k] [--naive-steps 60]
+    python -m benchmarks.bench_training [--dataset ../shared/datasets/flickr8k] [--naive-steps 60]
 
 Needs the feature cache: ``python image_captioning.py extract --dataset ../shared/datasets/flickr8k
 --encoder efficientnet_lite0``.
@@ -34,7 +34,6 @@ import time
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(PROJECT_ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 DEFAULT_DATASET = PROJECT_ROOT.parent / "shared" / "datasets" / "flickr8k"
@@ -151,9 +150,9 @@ def child(args) -> None:
 
 
 def run_side(side: str, args) -> dict:
-    command = [sys.executable, __file__, "--side", side, "--dataset", args.dataset, "--epochs", str(args.epochs),
+    command = [sys.executable, "-m", "benchmarks.bench_training", "--side", side, "--dataset", args.dataset, "--epochs", str(args.epochs),
                "--naive-steps", str(args.naive_steps), "--warmup", str(args.warmup)]
-    done = subprocess.run(command, capture_output=True, text=True)
+    done = subprocess.run(command, capture_output=True, text=True, cwd=PROJECT_ROOT)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if done.returncode != 0 or not lines:
         sys.exit(f"{side} side failed:\n{done.stderr[-3000:]}")

@@ -20,7 +20,6 @@ from tests.support.menu_session import (
     ENTRY,
     MENU_PROMPT,
     MODEL_LIST,
-    PROJECT_ROOT,
     QUIT,
     answer,
     expect_exit_ok,
@@ -36,11 +35,6 @@ def workdir(tmp_path) -> Path:
 
 
 # ---------------------------------------------------------------- start-up and exits
-
-
-def test_menu_import_does_not_import_tensorflow():
-    code = "import captioning.cli.menu, sys; assert 'tensorflow' not in sys.modules, 'tensorflow imported'"
-    subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, check=True)
 
 
 @pytest.mark.parametrize("stdin", [f"{QUIT}\n", ""])

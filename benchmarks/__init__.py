@@ -1,0 +1,1 @@
+"""Speed measurements, each run as ``python -m benchmarks.bench_<name>`` from the project root."""
