@@ -365,13 +365,13 @@ def describe_bundle(path: str | Path) -> str:
             penalty = None if member_decoder is None else member_decoder.attention_regularization
             lines.append(f"    {_known(member.source)} (dropout {_known(dropout)}, attention penalty "
                          f"{_known(penalty)}): {_training_summary(member.training, [])}"
-                         f"{_fine_tuning_summary(member.fine_tuning)}")
+                         + (f"; then {_fine_tuning_summary(member.fine_tuning)}" if member.fine_tuning else ""))
         return "\n".join(lines)
     val_losses = _numbers(history.get("val_loss") if isinstance(history, dict) else None)
     if bundle_config.training is not None or val_losses:
         lines.append(f"  training: {_training_summary(bundle_config.training, val_losses)}")
     if bundle_config.fine_tuning is not None:
-        lines.append(f"  fine-tuning:{_fine_tuning_summary(bundle_config.fine_tuning)}")
+        lines.append(f"  fine-tuning: {_fine_tuning_summary(bundle_config.fine_tuning)}")
     return "\n".join(lines)
 
 
@@ -399,14 +399,12 @@ def _training_summary(training: TrainingRecord | None, val_losses: list[float]) 
     return f"{epochs} epochs, best val loss {best_text}, {duration}"
 
 
-def _fine_tuning_summary(fine_tuning: FineTuningRecord | None) -> str:
-    """``; then self-critical for CIDEr-D: N epochs, val CIDEr-D A -> B, M min`` (empty when none)."""
-    if fine_tuning is None:
-        return ""
+def _fine_tuning_summary(fine_tuning: FineTuningRecord) -> str:
+    """``self-critical for CIDEr-D: N epochs, validation CIDEr-D A -> B, M min``."""
     start, best = fine_tuning.start_val_cider, fine_tuning.best_val_cider
     change = f"{start:.1f} -> {best:.1f}" if start is not None and best is not None else "?"
     duration = f"{fine_tuning.seconds / 60:.1f} min" if fine_tuning.seconds is not None else "?"
-    return (f"; then self-critical for CIDEr-D: {_known(fine_tuning.epochs_run)} epochs, validation "
+    return (f"self-critical for CIDEr-D: {_known(fine_tuning.epochs_run)} epochs, validation "
             f"CIDEr-D {change}, {duration}")
 
 
