@@ -162,6 +162,16 @@ class TrainConfig:
     # decoder had already begun to overfit.
     reduce_lr_min_delta: float = 0.01
     seed: int = 1234
+    # Which epoch is kept, and when training stops: "val_loss", or "val_cider" (CIDEr-D of the
+    # captions of ``select_images`` fixed validation photos at ``select_beam_size``, measured after
+    # every epoch: the number users see, at the cost of captioning them). The learning-rate
+    # plateau always watches the validation loss, which moves smoothly.
+    select_by: str = "val_loss"
+    select_images: int = 500
+    select_beam_size: int = 1
+
+
+EPOCH_SELECTION = ("val_loss", "val_cider")  # TrainConfig.select_by
 
 
 @dataclass(frozen=True)

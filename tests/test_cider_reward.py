@@ -31,7 +31,7 @@ def _toolkit_scores(candidates, references):
 def test_equals_the_coco_toolkit_on_the_same_references():
     scorer = CiderD([[r.split() for r in refs] for refs in REFERENCES])
     ours = [scorer.score(c.split(), scorer.prepare([r.split() for r in refs]))
-            for c, refs in zip(CANDIDATES, REFERENCES)]
+            for c, refs in zip(CANDIDATES, REFERENCES, strict=True)]
     mean, theirs = _toolkit_scores(CANDIDATES, REFERENCES)
     assert ours == pytest.approx(theirs, rel=1e-9, abs=1e-12)
     assert sum(ours) / len(ours) == pytest.approx(mean)
@@ -45,7 +45,7 @@ def test_equals_the_toolkit_on_random_sentences():
     candidates = [" ".join(rng.choices(words, k=rng.randint(1, 14))) for _ in range(20)]
     scorer = CiderD([[r.split() for r in refs] for refs in references])
     ours = [scorer.score(c.split(), scorer.prepare([r.split() for r in refs]))
-            for c, refs in zip(candidates, references)]
+            for c, refs in zip(candidates, references, strict=True)]
     _, theirs = _toolkit_scores(candidates, references)
     assert ours == pytest.approx(theirs, rel=1e-9, abs=1e-12)
 

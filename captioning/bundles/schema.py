@@ -95,9 +95,16 @@ class TrainingRecord:
     reduce_lr_factor: float | None = None
     reduce_lr_min_delta: float | None = None
     seed: int | None = None
+    select_by: str | None = None  # None: written before the choice existed (val_loss)
+    select_images: int | None = None
+    select_beam_size: int | None = None
     epochs_run: int | None = None
     best_epoch: int | None = None
     best_val_loss: float | None = None  # may be NaN: a diverged run is still described
+    best_val_cider: float | None = None  # with select_by "val_cider"
+    word_vectors: str | None = None  # the GloVe-format file the word embedding started from
+    freeze_word_vectors: bool | None = None
+    word_vectors_found: int | None = None  # vocabulary words that file had
     stopped_early: bool | None = None
     interrupted: bool | None = None
     seconds: float | None = None
@@ -362,9 +369,13 @@ def _training(fields: Fields | None) -> TrainingRecord | None:
         reduce_lr_patience=fields.integer("reduce_lr_patience", 0),
         reduce_lr_factor=fields.number("reduce_lr_factor", 0.0),
         reduce_lr_min_delta=fields.number("reduce_lr_min_delta", 0.0),
-        seed=fields.integer("seed"), epochs_run=fields.integer("epochs_run", 0),
-        best_epoch=fields.integer("best_epoch", 0),
+        seed=fields.integer("seed"), select_by=fields.choice("select_by", config.EPOCH_SELECTION),
+        select_images=fields.integer("select_images", 1), select_beam_size=fields.integer("select_beam_size", 1),
+        epochs_run=fields.integer("epochs_run", 0), best_epoch=fields.integer("best_epoch", 0),
         best_val_loss=fields.number("best_val_loss", allow_nan=True),
+        best_val_cider=fields.number("best_val_cider", 0.0),
+        word_vectors=fields.text("word_vectors"), freeze_word_vectors=fields.flag("freeze_word_vectors"),
+        word_vectors_found=fields.integer("word_vectors_found", 0),
         stopped_early=fields.flag("stopped_early"), interrupted=fields.flag("interrupted"),
         seconds=fields.number("seconds", 0.0),
     )

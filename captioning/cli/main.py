@@ -116,7 +116,14 @@ def _train_parser(sub) -> None:
                    help="captions per batch (default: %(default)s)")
     p.add_argument("--learning-rate", type=positive_float, default=t.learning_rate, metavar="LR",
                    help="Adam learning rate (default: %(default)s)")
-    p.add_argument("--embedding-dim", type=positive_int, default=d.embedding_dim, metavar="N")
+    p.add_argument("--embedding-dim", type=positive_int, metavar="N",
+                   help=f"word embedding width (default: {d.embedding_dim}, or the size of --word-vectors)")
+    p.add_argument("--word-vectors", metavar="FILE",
+                   help="start the word embedding from pretrained vectors in GloVe's text format (for "
+                        "example glove.6B.300d.txt, downloaded and unzipped by you from "
+                        "nlp.stanford.edu/projects/glove); words it lacks start random (default: none)")
+    p.add_argument("--freeze-word-vectors", action="store_true",
+                   help="keep the --word-vectors fixed instead of training them further")
     p.add_argument("--units", type=positive_int, default=d.units, metavar="N",
                    help="LSTM and dense width (default: %(default)s)")
     p.add_argument("--dropout", type=float, default=d.dropout, metavar="P")
@@ -128,6 +135,12 @@ def _train_parser(sub) -> None:
                    help="keep words seen at least N times in training captions (default: %(default)s)")
     p.add_argument("--limit", type=positive_int, metavar="N", help="only the first N images (quick runs)")
     p.add_argument("--seed", type=int, default=t.seed, help="seed for the split and training")
+    p.add_argument("--select-by", choices=config.EPOCH_SELECTION, default=t.select_by,
+                   help="what chooses the epoch kept and stops training early: the validation loss, or "
+                        "the CIDEr-D of captions of --select-images validation photos after each epoch "
+                        "(slower; the learning-rate plateau stays on the loss) (default: %(default)s)")
+    p.add_argument("--select-images", type=positive_int, default=t.select_images, metavar="N",
+                   help="validation photos captioned for --select-by val_cider (default: %(default)s)")
     p.add_argument("--output", metavar="DIR",
                    help="bundle folder (default: saved_models/<dataset>-<encoder>-<decoder>)")
     p.add_argument("--resume", action="store_true",

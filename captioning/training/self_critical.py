@@ -36,7 +36,12 @@ from captioning.inference.search import StepDecoder
 from captioning.models import make_step_decoder
 from captioning.training.caption_quality import CaptionQuality
 from captioning.training.checkpoint_layout import FitState, checkpoint_dir
-from captioning.training.checkpoints import interrupts_deferred, load_best_weights, save_checkpoint, start_state
+from captioning.training.checkpoints import (
+    interrupts_deferred,
+    load_best_weights,
+    save_checkpoint,
+    start_state,
+)
 from captioning.training.cider_reward import CiderD, with_end_marker
 
 NEVER_SAMPLED = (PAD, UNK, START)
