@@ -7,14 +7,14 @@ import json
 import numpy as np
 import pytest
 
+from captioning.bundles.schema import EncoderSpec
+from captioning.data.text import RESERVED_TOKENS, Vocabulary, tokenize
 from captioning.errors import CaptioningError
 from captioning.inference.guided import guided_beam_search
 from captioning.tags import wordnet_table
-from captioning.bundles.schema import EncoderSpec
 from captioning.tags.support import classifier_reason
 from captioning.tags.table import NUM_CLASSES, TABLE_PATH, ImageNetWords
 from captioning.tags.tagger import Tagger
-from captioning.data.text import RESERVED_TOKENS, Vocabulary, tokenize
 
 # Classes whose word matters most, checked against what people write for such photos.
 EXPECTED_TAGS = {
