@@ -68,6 +68,10 @@ ENCODER_SHAPES = {
     "efficientnet_lite2": EncoderShape(260, 9, 1280),
     "densenet201": EncoderShape(224, 7, 1920),
 }
+# Encoders whose ImageNet weights keep the classifier, which tags come from (captioning.tags);
+# resnet50's and densenet201's Keras weights are include_top=False. Encoder.classifier is set
+# exactly for these (with real weights).
+ENCODERS_WITH_CLASSIFIER = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 DEFAULT_ENCODER = "resnet50"
 DEFAULT_ENCODER_WEIGHTS = "imagenet"  # or "none" (random, tests only) or a local weights file
 # Decoder kind -> the features it reads: attention looks at the grid's cells, merge at their mean.
@@ -99,6 +103,11 @@ EVALUATE_BATCH_SIZE = 32
 DEFAULT_CAPTION_PNG = "captioned_image.png"  # caption one image, and the menu
 DEFAULT_CAPTION_FOLDER = "captioned_images"  # caption several, or a folder: one PNG per photo
 DEFAULT_BEAM_SIZE = 3
+# Tags (captioning.tags): a caption must name what the encoder's ImageNet classifier is sure of.
+# A tag counts when its classes' summed probability reaches TAG_THRESHOLD (tuned on Flickr8k
+# validation and half of coco-mini: saved_models/default/MODEL_CARD.md); at most MAX_TAGS per photo.
+TAG_THRESHOLD = 0.4
+MAX_TAGS = 1
 
 
 @dataclass(frozen=True)

@@ -77,6 +77,17 @@ def test_stepping_from_state_equals_the_teacher_forced_sequence(grid):
         np.testing.assert_allclose(alpha, full_alphas[:, t], atol=1e-5)
 
 
+def test_one_trace_serves_every_batch_size_and_beam_width():
+    # Tags decode a second, smaller batch; an ensemble's members retracing for it made TensorFlow
+    # print retracing warnings into `caption`'s output.
+    model, features = _model_and_features()
+    step_decoder = attention.AttentionStepDecoder(model, CONFIG)
+    for rows in (3, 1, 2):
+        decoding.beam_search(step_decoder, features[:rows], beam_size=rows, max_length=MAX_LENGTH)
+    assert step_decoder._initial.experimental_get_tracing_count() == 1
+    assert step_decoder._step.experimental_get_tracing_count() == 1
+
+
 def test_penalty_is_the_doubly_stochastic_term_over_real_steps_per_token():
     model, features = _model_and_features()
     inputs = TOKENS[:, :-1]

@@ -12,8 +12,10 @@ from PIL import Image
 from captioning.bundles.schema import EncoderSpec
 from captioning.data.text import Vocabulary
 from captioning.errors import BundleError
+from captioning.inference import search
 from captioning.inference.captioner import Captioner, CaptionResult
 from captioning.inference.inputs import expand_paths
+from captioning.inference.repetition import RepetitionBlocking
 from tests.support.bundles import WORDS as BUNDLE_WORDS
 
 WORDS = ["<pad>", "<unk>", "<start>", "<end>", "red", "blue", "green"]
@@ -42,14 +44,14 @@ class ColourDecoder:
         return logits, (rgb, count + 1)
 
 
-def fake_captioner(encoded: list | None = None) -> Captioner:
+def fake_captioner(encoded: list | None = None, **options) -> Captioner:
     def encode(pixels, kind):
         if encoded is not None:
             encoded.append(len(pixels))
         return pixels.reshape(len(pixels), -1, 3).mean(axis=1)  # (B, 3) mean RGB
 
     encoder = SimpleNamespace(input_size=16, encode=encode)
-    return Captioner(encoder, ColourDecoder(), Vocabulary(WORDS), max_length=5)
+    return Captioner(encoder, ColourDecoder(), Vocabulary(WORDS), max_length=5, **options)
 
 
 def save(path: Path, colour: str, size=(40, 30)) -> Path:
@@ -199,3 +201,45 @@ def test_a_bundle_whose_grid_is_not_its_encoders_is_refused(tmp_path):
     with pytest.raises(BundleError, match=r"feature_shape \[9, 9, 1280\] does not fit the attention decoder "
                                           r"over the efficientnet_lite0 encoder \(grid features are \[7, 7, 1280\]\)"):
         Captioner.load(path)
+
+
+def colour_tagger(threshold: float = 0.5):
+    """A tagger whose "classifier" is sure of tag "green" for reddish images (class 0) and of "red"
+    for blueish ones (class 1), over the mean-RGB features; other images get no tag."""
+    from captioning.tags.table import ImageNetClass, ImageNetWords, TagWords
+    from captioning.tags.tagger import Tagger
+
+    kernel = np.zeros((3, 1000), dtype=np.float32)
+    kernel[0, 0] = kernel[2, 1] = 0.1  # 220 * 0.1 = logit 22 for the strong channel
+    classes = tuple(ImageNetClass(i, f"n{i:08d}", f"class {i}", {0: "green", 1: "red"}.get(i))
+                    for i in range(1000))
+    table = ImageNetWords(classes, {"green": TagWords("green", ("green",), ()),
+                                    "red": TagWords("red", ("red",), ())})
+    return Tagger((kernel, np.zeros(1000, np.float32)), Vocabulary(WORDS), threshold=threshold, table=table)
+
+
+def test_tags_make_a_caption_name_what_the_classifier_is_sure_of(tmp_path):
+    paths = [save(tmp_path / f"{colour}.png", colour) for colour in ("red", "blue", "green")]
+    plain = fake_captioner().caption_many(paths)
+    assert [r.caption for r in plain] == ["red", "blue", "green"] and all(r.tags is None for r in plain)
+    tagged = fake_captioner(tagger=colour_tagger()).caption_many(paths)
+    assert [r.caption for r in tagged] == ["green", "red", "green"]
+    assert [[(t.word, t.added) for t in r.tags] for r in tagged] == [[("green", True)], [("red", True)], []]
+    assert tagged[0].added_tags == ("green",) and tagged[0].tags[0].confidence > 0.99
+    assert tagged[0].score < plain[0].score  # the forced word was not the decoder's choice
+    # Turned off for one call (the web API's per-request choice): the ordinary captions.
+    features = fake_captioner().encode(np.stack([np.asarray(Image.open(p).resize((16, 16))) for p in paths]))
+    untagged = fake_captioner(tagger=colour_tagger()).decode_features_tagged(features, tags=False)
+    assert [(h.tokens, used) for h, used in untagged] == [(r.tokens, None) for r in plain]
+
+
+def test_without_a_tagger_the_captions_are_exactly_the_ordinary_beam_search(tmp_path):
+    paths = [save(tmp_path / f"{i}.png", colour) for i, colour in enumerate(["red", "blue", "green", "red"])]
+    captioner = fake_captioner()
+    results = captioner.caption_many(paths, beam_size=3)
+    features = captioner.encode(np.stack([captioner._load([p])[0] for p in paths]))
+    expected = search.beam_search_hypotheses(ColourDecoder(), features, 3, captioner.max_length)
+    assert [(r.tokens, r.score) for r in results] == [(h[0].tokens, h[0].score) for h in expected]
+    # Repetition blocking and length_alpha 1 change nothing for one-word captions.
+    blocked = fake_captioner(blocking=RepetitionBlocking.for_vocabulary(Vocabulary(WORDS))).caption_many(paths)
+    assert [(r.tokens, r.score) for r in blocked] == [(r.tokens, r.score) for r in results]

@@ -430,6 +430,17 @@ def test_lite_encoder_is_the_classifier_body(tmp_path, lite_classifier):
     weights, bias = classifier.get_layer("_fc").get_weights()
     logits = np.asarray(classifier.predict_on_batch(batch.astype(np.float32)))
     np.testing.assert_allclose(pooled @ weights + bias, logits, rtol=1e-3, atol=1e-3)
+    # The encoder keeps that classifier, so tags come from the caption's own features.
+    kernel, head_bias = encoder.classifier
+    np.testing.assert_array_equal(kernel, weights)
+    np.testing.assert_array_equal(head_bias, bias)
+
+
+@pytest.mark.parametrize("name", config.ENCODER_NAMES)
+def test_random_weights_have_no_classifier_to_tag_with(name):
+    # resnet50's and densenet201's ImageNet weights are Keras's include_top=False: not in the list.
+    assert (name in config.ENCODERS_WITH_CLASSIFIER) == name.startswith("efficientnet_lite")
+    assert build_encoder(name, "none").classifier is None
 
 
 @pytest.mark.parametrize("name", LITE)

@@ -46,6 +46,8 @@ def make_dataset(root: Path, count: int = 40) -> Path:
 class FakeCaptioner:
     """Stands in for ``captioner.Captioner``: captions from a rule, and records each batch."""
 
+    tags_asked: bool | None = None  # what Captioner.load was asked for (the fixture below)
+
     def __init__(self, caption_for=None, fail_names=()):
         self.caption_for = caption_for or (lambda path: "a picture")
         self.fail_names = set(fail_names)
@@ -105,8 +107,9 @@ def fake_captioner(monkeypatch) -> list:
 
     loaded = []
 
-    def load(cls, path):
+    def load(cls, path, tags=True):
         loaded.append(Path(path))
+        FakeCaptioner.tags_asked = tags
         return FakeCaptioner(caption_for=_reference_caption)
 
     monkeypatch.setattr(ptb_tokenizer, "java_available", lambda: False)  # quick: no Java, no METEOR
@@ -207,6 +210,33 @@ def test_same_caption_everywhere_warns_in_the_table(model_dir, dataset_dir, monk
     assert "warning: only 1 of the 40 generated captions (2.5%) are distinct" in table
     assert "distinct captions: 1 of 40 (2.5%)" in table
     assert "METEOR" in table and "Java is not installed" in table
+
+
+def test_a_tagged_evaluation_says_how_many_captions_got_a_tag(model_dir, dataset_dir, monkeypatch):
+    from types import SimpleNamespace
+
+    from captioning.inference.captioner import CaptionResult
+    from captioning.inference.guided import UsedTag
+
+    monkeypatch.setattr(ptb_tokenizer, "java_available", lambda: False)
+
+    class TaggingCaptioner(FakeCaptioner):
+        tagger = SimpleNamespace(threshold=0.4, max_tags=1)
+
+        def caption_many(self, paths, beam_size):
+            return [CaptionResult(Path(p), "a dog", tags=(UsedTag("dog", 0.9, Path(p).stem.endswith("1")),))
+                    for p in paths]
+
+    chosen = evaluation.choose_images(config_without_dataset(), load_dataset(dataset_dir), "test")
+    result = evaluation.evaluate_images(TaggingCaptioner(), chosen, beam_size=1, model_path=model_dir,
+                                        progress=False)
+    added = sum(image.path.stem.endswith("1") for image in chosen.images)
+    assert added and result.to_dict()["tags"] == {"threshold": 0.4, "max_tags": 1,
+                                                   "captions_with_added_tags": added}
+    assert f"tags on (threshold 0.4): {added} caption(s) name a tag only because" in report.format_table(result)
+    untagged = evaluation.evaluate_images(FakeCaptioner(), chosen, beam_size=1, model_path=model_dir,
+                                          progress=False)
+    assert untagged.to_dict()["tags"] is None and "tags on" not in report.format_table(untagged)
 
 
 # -------------------------------------------------------------------------------- report files
@@ -341,6 +371,29 @@ def test_evaluate_keeps_each_evaluation_apart(model_dir, dataset_dir, tmp_path, 
     assert json.loads((model_dir / "metrics.json").read_text()) == results[f"{key}-test-beam3"]
     assert (model_dir / "evaluation_samples.png").read_bytes() == (
         folders[[f.name for f in folders].index(f"{key}-test-beam3")] / "evaluation_samples.png").read_bytes()
+
+
+def test_evaluate_without_tags_keeps_its_own_folder_and_never_the_record(model_dir, dataset_dir,
+                                                                        fake_captioner, capsys):
+    settings = json.loads((model_dir / "config.json").read_text())
+    # Random weights have no classifier: --no-tags changes nothing, so the results share a folder.
+    assert settings["encoder"]["weights_id"] == "none"
+    assert cli.main(["evaluate", "--model", str(model_dir), "--no-tags", "--split", "val"]) == 0
+    key = load_dataset(dataset_dir).key
+    assert (evaluation_root() / f"model-{_path_hash(model_dir)}" / f"{key}-val-beam3" / "metrics.json").is_file()
+    settings["encoder"]["weights_id"] = "imagenet"  # now it has one: tags are on unless --no-tags
+    (model_dir / "config.json").write_text(json.dumps(settings), encoding="utf-8")
+    capsys.readouterr()
+    assert cli.main(["evaluate", "--model", str(model_dir), "--no-tags"]) == 0
+    out = capsys.readouterr().out
+    assert FakeCaptioner.tags_asked is False
+    folder = evaluation_root() / f"model-{_path_hash(model_dir)}" / f"{key}-test-beam3-notags"
+    assert json.loads((folder / "metrics.json").read_text())["tags"] is None  # the fake has no tagger
+    assert not (model_dir / "metrics.json").exists() and "uses no tags" in out
+    assert cli.main(["evaluate", "--model", str(model_dir), "--no-tags", "--update-bundle"]) == 1
+    assert "no tags" in capsys.readouterr().err
+    assert cli.main(["evaluate", "--model", str(model_dir)]) == 0
+    assert FakeCaptioner.tags_asked is True and (model_dir / "metrics.json").is_file()
 
 
 def test_the_shipped_bundles_record_changes_only_with_update_bundle(model_dir, fake_captioner, monkeypatch,

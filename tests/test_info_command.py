@@ -61,3 +61,28 @@ def test_info_does_not_import_tensorflow(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+def test_info_says_whether_the_model_captions_with_tags(tmp_path):
+    import json
+    import shutil
+
+    result = run_info("--model", "saved_models/default")  # efficientnet_lite0 with ImageNet weights
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    tags = next(line for line in lines if line.startswith("  tags: "))
+    assert tags.startswith("  tags: on (the efficientnet_lite0 encoder's own ImageNet classifier)")
+    sayable = next(line for line in lines if "tag words are in this vocabulary:" in line)
+    assert {"cat", "dog", "coffee", "cup", "camera"} <= set(sayable.split(": ", 1)[1].split(", "))
+    assert any(line.startswith("    not in it (never added): ") and "zebra" in line for line in lines)
+    # The same bundle recorded as resnet50 (whose Keras weights have no classifier): tags off.
+    other = tmp_path / "resnet"
+    shutil.copytree(PROJECT_ROOT / "saved_models" / "default", other,
+                    ignore=shutil.ignore_patterns("*.h5", "*.png"))
+    settings = json.loads((other / "config.json").read_text())
+    settings["encoder"] = {"name": "resnet50", "weights_id": "imagenet"}
+    settings["feature_shape"] = [7, 7, 2048]
+    (other / "config.json").write_text(json.dumps(settings))
+    result = run_info("--model", other)
+    assert result.returncode == 0, result.stderr
+    assert "  tags: off (the resnet50 encoder's weights have no ImageNet classifier)" in result.stdout.splitlines()

@@ -336,6 +336,30 @@ def test_training_asks_before_making_the_model_the_default(monkeypatch, capsys, 
         assert QUESTION not in asked and "It is the default model already" in capsys.readouterr().out
 
 
+TAGS_QUESTION = "Make captions name what the encoder's ImageNet classifier is sure of (tags)"
+
+
+@pytest.mark.parametrize("reply, tags", [("", True), ("n", False)])
+def test_evaluate_asks_about_tags_only_for_a_model_that_can_tag(monkeypatch, tiny_bundle, reply, tags):
+    from captioning.cli import menu
+    from captioning.cli.commands import evaluate
+
+    asked_for = []
+    monkeypatch.setattr(evaluate, "evaluate_model", lambda model, dataset, split, **options: asked_for.append(
+        (Path(model), split, options["tags"])))
+    # Only the shipped model (efficientnet_lite0 with its ImageNet classifier): tags, on by default.
+    asked = _answer_prompts(monkeypatch, ["1", "2", reply])
+    menu.evaluate_step()
+    assert asked[-1].startswith(TAGS_QUESTION)
+    assert asked_for == [(default_model.default_model().path, "val", tags)]
+    # A model whose encoder has random weights has no classifier: nothing to ask, tags off.
+    random = shutil.copytree(tiny_bundle, config.MODELS_DIR / "random-weights")
+    asked = _answer_prompts(monkeypatch, ["2", "1", "1"])  # after the default: it; its dataset; test
+    menu.evaluate_step()
+    assert not any(prompt.startswith(TAGS_QUESTION) for prompt in asked)
+    assert asked_for[-1] == (random, "test", False)
+
+
 def test_an_interrupted_training_does_not_ask(monkeypatch, capsys, tmp_path, tiny_bundle):
     from captioning import config
     from captioning.cli import menu

@@ -28,6 +28,20 @@ def test_pyproject_reads_the_pins_from_the_requirements_files_and_names_the_comm
     assert callable(main)
 
 
+def test_every_data_file_in_the_package_ships_with_it():
+    # setuptools installs only the .py files of a package unless package-data names the rest.
+    package_data = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    root = PROJECT_ROOT / "captioning"
+    data_files = [path for path in root.rglob("*") if path.is_file() and path.suffix not in (".py", ".pyc")
+                  and "__pycache__" not in path.parts]
+    assert any(path.name == "imagenet_words.json" for path in data_files)
+    for path in data_files:
+        package = ".".join(("captioning", *path.parent.relative_to(root).parts))
+        owners = {name: globs for name, globs in package_data.items() if package == name or package.startswith(name + ".")}
+        assert any(path.relative_to(PROJECT_ROOT / name.replace(".", "/")).match(glob)
+                   for name, globs in owners.items() for glob in globs), f"{path} is not in package-data"
+
+
 def test_runtime_and_test_requirements_are_apart_and_pinned():
     runtime, test = _requirements("requirements.txt"), _requirements("requirements-test.txt")
     assert not set(TEST_ONLY) & set(runtime), "test tools belong in requirements-test.txt"

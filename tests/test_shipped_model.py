@@ -21,6 +21,14 @@ from captioning import config
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = PROJECT_ROOT / "examples"
 PEOPLE = {"man", "woman", "person", "girl", "boy", "people", "lady", "men", "women", "child"}
+# The examples' captions from the ordinary beam search (MODEL_CARD.md, before tags): --no-tags
+# must give exactly these. Re-shipping the model changes them (and the model card with them).
+CAPTIONS_WITHOUT_TAGS = {
+    "astronaut": "a man in a red shirt and a boy in a red shirt",
+    "camera": "a man plays a violin at a camera",
+    "chelsea": "a little boy in a yellow shirt is playing with a yellow toy",
+    "coffee": "a man in a blue shirt is sitting on a white sofa with a yellow umbrella",
+}
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +56,39 @@ def test_captions_differ_between_photos(example_captions):
     assert len(set(example_captions.values())) == len(example_captions), example_captions
     for caption in example_captions.values():
         assert len(caption.split()) >= 4, example_captions
+
+
+def test_captions_name_the_main_object_the_classifier_is_sure_of(example_captions):
+    assert "cat" in example_captions["chelsea"].split(), example_captions
+    assert {"coffee", "cup", "mug"} & set(example_captions["coffee"].split()), example_captions
+    assert "camera" in example_captions["camera"].split(), example_captions
+
+
+def run_caption_json(tmp_path: Path, *options: str) -> tuple[list[dict], str]:
+    env = {**os.environ, "CAPTIONING_MODELS_DIR": str(tmp_path / "no-trained-models")}
+    target = tmp_path / f"captions{'-'.join(options)}.json"
+    done = subprocess.run([sys.executable, str(PROJECT_ROOT / "image_captioning.py"), "caption",
+                           str(EXAMPLES), "--no-png", "--json", str(target), *options], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return json.loads(target.read_text(encoding="utf-8")), done.stderr
+
+
+def test_no_tags_gives_exactly_the_ordinary_search_and_the_json_says_which_tags_were_used(tmp_path):
+    plain, _ = run_caption_json(tmp_path, "--no-tags")
+    assert {Path(e["image"]).stem: e["caption"] for e in plain} == CAPTIONS_WITHOUT_TAGS
+    assert all(entry["tags"] is None for entry in plain)
+    entries, stderr = run_caption_json(tmp_path)
+    (line,) = stderr.splitlines()  # the model line only: no TensorFlow retracing warnings
+    assert line.startswith("model: ")
+    tagged = {Path(e["image"]).stem: e for e in entries}
+    (cat,) = tagged["chelsea"]["tags"]
+    assert (cat["tag"], cat["added"]) == ("cat", True) and cat["confidence"] > 0.5
+    assert [(t["tag"], t["added"]) for t in tagged["coffee"]["tags"]] == [("coffee", True)]
+    # The camera photo's caption named its camera already: the tag is reported, nothing added.
+    assert [(t["tag"], t["added"]) for t in tagged["camera"]["tags"]] == [("camera", False)]
+    assert tagged["camera"]["caption"] == CAPTIONS_WITHOUT_TAGS["camera"]
+    assert tagged["astronaut"]["tags"] == [] and tagged["astronaut"]["caption"] == CAPTIONS_WITHOUT_TAGS["astronaut"]
 
 
 def test_captions_name_the_people_in_the_photos(example_captions):

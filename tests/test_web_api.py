@@ -184,7 +184,7 @@ def test_photos_get_caption_json_entries_in_order(client, tiny_captioner):
     expected = tiny_captioner.caption_many(EXAMPLES)
     assert [entry["caption"] for entry in results] == [r.caption for r in expected]
     for entry, result in zip(results, expected, strict=True):
-        assert set(entry) == {"image", "caption", "score", "png"}  # as caption --json, png a URL
+        assert set(entry) == {"image", "caption", "score", "tags", "png"}  # as caption --json, png a URL
         assert entry["score"] == pytest.approx(round(result.score, 6), abs=1e-5)
         assert all(word in WORDS for word in entry["caption"].split())
         png = client.get(entry["png"])
@@ -195,14 +195,41 @@ def test_photos_get_caption_json_entries_in_order(client, tiny_captioner):
         assert "_captioned.png" in png.headers["content-disposition"]
 
 
-def test_beam_size_one_is_greedy_and_tags_are_reported_ignored(client):
+def test_beam_size_one_is_greedy_and_a_model_without_a_classifier_says_so(client):
     response = post(client, ("a.jpg", jpeg_bytes()), beam_size=1, tags="true")
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["beam_size"] == 1
-    assert body["tags"] == {"requested": True, "supported": False,
-                            "note": "tags are not supported by this version of the tool; the option was ignored"}
-    assert post(client, ("a.jpg", jpeg_bytes())).json()["tags"]["requested"] is False
+    assert body["tags"] == {"requested": True, "supported": False, "note": "this model's encoder has no "
+                            "ImageNet classifier; captions are not tagged"}
+    assert body["results"][0]["tags"] is None  # as caption --json writes it with tags off
+    assert post(client, ("a.jpg", jpeg_bytes()), tags="false").json()["tags"]["requested"] is False
+    assert post(client, ("a.jpg", jpeg_bytes())).json()["tags"]["requested"] is True  # the default
+
+
+def test_tags_are_used_by_default_and_can_be_turned_off_per_request(tiny_bundle):
+    from captioning.tags.table import ImageNetClass, ImageNetWords, TagWords
+    from captioning.tags.tagger import Tagger
+
+    # A "classifier" sure of tag "green" for reddish photos (class 0), over the mean-RGB features.
+    kernel = np.zeros((3, 1000), dtype=np.float32)
+    kernel[0, 0] = 0.1
+    table = ImageNetWords(tuple(ImageNetClass(i, f"n{i:08d}", f"class {i}", "green" if i == 0 else None)
+                                for i in range(1000)), {"green": TagWords("green", ("green",), ())})
+    captioner = colour_captioner(HeldEncoder())
+    captioner.tagger = Tagger((kernel, np.zeros(1000, np.float32)), captioner.vocab, table=table)
+    red, blue = jpeg_bytes(colour=COLOURS["red"]), jpeg_bytes(colour=COLOURS["blue"])
+    with TestClient(create_app(captioner, tiny_bundle, FAST)) as client:
+        body = post(client, ("red.jpg", red), ("blue.jpg", blue)).json()
+        assert body["tags"] == {"requested": True, "supported": True,
+                                "note": "captions name what the encoder's ImageNet classifier is sure of"}
+        assert [r["caption"] for r in body["results"]] == ["green", "blue"]
+        (green,) = body["results"][0]["tags"]
+        assert (green["tag"], green["added"]) == ("green", True) and green["confidence"] > 0.99
+        assert body["results"][1]["tags"] == []
+        plain = post(client, ("red.jpg", red), tags="false").json()
+        assert plain["tags"]["requested"] is False and plain["tags"]["supported"] is True
+        assert plain["results"][0]["caption"] == "red" and plain["results"][0]["tags"] is None
 
 
 def test_bad_files_get_one_line_errors_next_to_the_good_ones(client, tmp_path):
@@ -384,7 +411,7 @@ def test_requests_arriving_together_are_captioned_in_one_batch(tiny_bundle):
     assert stats["largest_batch"] == len(others)
     for index, colour in enumerate(colours):  # every request got its own photo's caption
         assert answers[index] == [{"image": f"{colour}-{index}.jpg", "caption": colour,
-                                   "score": answers[index][0]["score"],
+                                   "score": answers[index][0]["score"], "tags": None,
                                    "png": answers[index][0]["png"]}]
 
 

@@ -67,6 +67,17 @@ class EncoderSpec:
         """Side of this encoder's feature grid (7 at 224 px, 8 at 240, 9 at 260)."""
         return config.ENCODER_SHAPES[self.name].grid_size
 
+    @property
+    def has_random_weights(self) -> bool:
+        """Built with ``weights="none"`` (tests and benchmarks): its features mean nothing."""
+        return self.random_weights or self.weights_id == "none"
+
+    @property
+    def has_classifier(self) -> bool:
+        """Whether these weights keep the CNN's ImageNet classifier, which tags come from
+        (``config.ENCODERS_WITH_CLASSIFIER``, real weights; ``captioning.tags``)."""
+        return self.name in config.ENCODERS_WITH_CLASSIFIER and not self.has_random_weights
+
 
 @dataclass(frozen=True)
 class DatasetRecord:

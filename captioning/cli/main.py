@@ -15,6 +15,8 @@ from captioning.cli import runtime
 from captioning.errors import CaptioningError
 from captioning.storage.safe_text import escape, protect_streams
 
+NO_TAGS_HELP = ("do not make captions name what the encoder's ImageNet classifier is sure of "
+                "(tags are on for models whose encoder has one, e.g. efficientnet_lite0)")
 MODEL_HELP = ("model bundle (default: the one chosen with `default DIR` or `train --make-default`, "
               "else the shipped saved_models/default)")
 
@@ -204,6 +206,7 @@ def _caption_parser(sub) -> None:
     p.add_argument("--model", metavar="DIR", help=MODEL_HELP)
     p.add_argument("--beam-size", type=positive_int, default=config.DEFAULT_BEAM_SIZE, metavar="N",
                    help="beam width; 1 is greedy (default: %(default)s)")
+    p.add_argument("--no-tags", action="store_true", help=NO_TAGS_HELP)
     p.add_argument("--output", metavar="PNG",
                    help=f"annotated PNG for a single image (default: {config.DEFAULT_CAPTION_PNG})")
     p.add_argument("--output-dir", metavar="DIR", default=config.DEFAULT_CAPTION_FOLDER,
@@ -224,6 +227,7 @@ def _evaluate_parser(sub) -> None:
     p.add_argument("--split", choices=config.EVALUATION_SPLITS, default=config.EVALUATION_SPLITS[0],
                    help="which held-out split (default: %(default)s)")
     p.add_argument("--beam-size", type=positive_int, default=config.DEFAULT_BEAM_SIZE, metavar="N")
+    p.add_argument("--no-tags", action="store_true", help=NO_TAGS_HELP)
     p.add_argument("--limit", type=positive_int, metavar="N", help="only the first N images")
     p.add_argument("--json", metavar="FILE", help="also write the metrics as JSON")
     p.add_argument("--update-bundle", action="store_true",

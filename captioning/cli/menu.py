@@ -155,8 +155,9 @@ def caption_step() -> None:
     runtime.import_tensorflow()
     from captioning.inference.captioner import Captioner
 
+    tags = _ask_tags(bundle_dir)
     say(f"Loading {bundle_dir} ...")
-    captioner = Captioner.load(bundle_dir)
+    captioner = Captioner.load(bundle_dir, tags=tags)
     while True:
         path = ask_path("Image or folder (Enter or q to go back)", kind="any", allow_empty=True)
         if path is None:
@@ -165,6 +166,14 @@ def caption_step() -> None:
             caption_typed_path(captioner, path)
         except CaptioningError as error:  # one bad image must not end the visit
             say(f"error: {error}")
+
+
+def _ask_tags(bundle_dir: Path) -> bool:
+    """Whether captions name what the encoder's classifier is sure of (``--no-tags`` answers no);
+    asked only of a model whose encoder has one (``captioning.tags``)."""
+    if not read_bundle_config(bundle_dir).encoder.has_classifier:
+        return False
+    return ask_yes_no("Make captions name what the encoder's ImageNet classifier is sure of (tags)", default=True)
 
 
 # ---------------------------------------------------------------- 3) evaluate and 4) info
@@ -181,7 +190,7 @@ def evaluate_step() -> None:
     if ask_choice("Evaluate on:", ["the dataset it was trained on", "another dataset"], 1) == 1:
         dataset = _ask_dataset()
     split = config.EVALUATION_SPLITS[ask_choice("Which held-out images?", ["test split", "validation split"], 1)]
-    evaluate_model(bundle_dir, dataset, split, say=say)
+    evaluate_model(bundle_dir, dataset, split, tags=_ask_tags(bundle_dir), say=say)
 
 
 def info_step() -> None:
@@ -189,6 +198,7 @@ def info_step() -> None:
     from captioning.bundles.store import describe_bundle
     from captioning.data.datasets import load_dataset
     from captioning.data.summary import describe_dataset
+    from captioning.tags.support import tag_support
 
     index = ask_choice("Show information about:", ["A dataset", "A trained model"], 1)
     if index == 0:
@@ -198,6 +208,7 @@ def info_step() -> None:
     if bundle_dir is not None:
         say(default_model.model_line(bundle_dir))
         say(describe_bundle(bundle_dir))
+        say(tag_support(bundle_dir).describe())
 
 
 # ---------------------------------------------------------------- 5) the web page

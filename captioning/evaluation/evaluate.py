@@ -12,6 +12,7 @@ only for the full test split at the default beam). TensorFlow is imported only w
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -33,6 +34,16 @@ class CaptionsPaths(Protocol):
     """What evaluation needs from a captioner (``captioner.Captioner`` or a test double)."""
 
     def caption_many(self, paths: Sequence[Path], beam_size: int) -> list: ...
+
+
+@dataclass(frozen=True)
+class TagSummary:
+    """The tag settings of an evaluation and how many captions name a tag only because the search
+    was made to (``metrics.json["tags"]``)."""
+
+    threshold: float
+    max_tags: int
+    captions_with_added_tags: int
 
 
 @dataclass
@@ -90,6 +101,7 @@ class EvaluationResult:
     beam_size: int
     seconds: float  # captioning and scoring
     caption_seconds: float
+    tags: TagSummary | None = None  # None when tags were off (captioning.tags)
     date: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
     @property
@@ -122,6 +134,7 @@ class EvaluationResult:
             "num_images_requested": len(self.outcomes),
             "num_images_held_out": chosen.available,
             "beam_size": self.beam_size,
+            "tags": None if self.tags is None else dataclasses.asdict(self.tags),
             "seconds": round(self.seconds, 2),
             "captioning_seconds": round(self.caption_seconds, 2),
         }
@@ -275,7 +288,17 @@ def evaluate_images(captioner: CaptionsPaths, evaluation_set: EvaluationSet, bea
                                     use_java=use_java)
     return EvaluationResult(model_path=Path(model_path), evaluation_set=evaluation_set,
                             outcomes=outcomes, scores=scores, beam_size=beam_size,
-                            seconds=time.perf_counter() - started, caption_seconds=caption_seconds)
+                            seconds=time.perf_counter() - started, caption_seconds=caption_seconds,
+                            tags=_tag_summary(captioner, results))
+
+
+def _tag_summary(captioner: CaptionsPaths, results: list) -> TagSummary | None:
+    """How the captioner used tags, or None when it had none (a test double may have no ``tagger``)."""
+    tagger = getattr(captioner, "tagger", None)
+    if tagger is None:
+        return None
+    added = sum(1 for result in results if getattr(result, "added_tags", ()))
+    return TagSummary(tagger.threshold, tagger.max_tags, added)
 
 
 def _same_dataset(recorded: DatasetRecord, dataset: Dataset) -> bool:

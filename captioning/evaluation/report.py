@@ -60,6 +60,9 @@ def format_table(result: EvaluationResult) -> str:
     scores = result.scores
     # The model is named by the command's first line (default_model.model_line), not repeated here.
     lines = [f"evaluated {result.evaluation_set.describe()}, beam size {result.beam_size}"]
+    if result.tags is not None:
+        lines.append(f"tags on (threshold {result.tags.threshold:g}): {result.tags.captions_with_added_tags:,} "
+                     "caption(s) name a tag only because the search was made to (--no-tags turns this off)")
     if result.failed:
         lines.append(f"{len(result.failed)} image(s) could not be read and are not scored, e.g. "
                      f"{result.failed[0].error}")
@@ -157,13 +160,16 @@ def _model_folder_name(model_path: Path) -> str:
     return f"{resolved.name}-{hashlib.sha1(os.fsencode(resolved)).hexdigest()[:8]}"
 
 
-def evaluation_folder(model_path: str | Path, evaluation_set: EvaluationSet, beam_size: int) -> Path:
-    """``DATA_DIR/evaluations/<model>/<dataset key>-<split>[-first<N>]-beam<K>`` (read at call time).
+def evaluation_folder(model_path: str | Path, evaluation_set: EvaluationSet, beam_size: int,
+                      tags_off: bool = False) -> Path:
+    """``DATA_DIR/evaluations/<model>/<dataset key>-<split>[-first<N>]-beam<K>[-notags]`` (read at
+    call time).
 
     Args:
         model_path: the bundle folder.
         evaluation_set: the chosen images.
         beam_size: the beam width.
+        tags_off: ``--no-tags`` for a bundle that would otherwise use tags.
 
     Returns:
         The folder (not created here).
@@ -173,10 +179,10 @@ def evaluation_folder(model_path: str | Path, evaluation_set: EvaluationSet, bea
     if len(chosen.images) < chosen.available:
         name += f"-first{len(chosen.images)}"
     return (Path(config.DATA_DIR) / config.EVALUATIONS_FOLDER / _model_folder_name(Path(model_path))
-            / f"{name}-beam{beam_size}")
+            / f"{name}-beam{beam_size}{'-notags' if tags_off else ''}")
 
 
-def _differences_from_record(evaluation_set: EvaluationSet, beam_size: int) -> list[str]:
+def _differences_from_record(evaluation_set: EvaluationSet, beam_size: int, tags_off: bool = False) -> list[str]:
     """How an evaluation differs from the bundle's record (full test split, default beam)."""
     chosen = evaluation_set
     differences = []
@@ -188,11 +194,13 @@ def _differences_from_record(evaluation_set: EvaluationSet, beam_size: int) -> l
         differences.append(f"the first {len(chosen.images):,} of {chosen.available:,} images")
     if beam_size != config.DEFAULT_BEAM_SIZE:
         differences.append(f"beam {beam_size}")
+    if tags_off:
+        differences.append("no tags")
     return differences
 
 
 def plan_reports(model_path: str | Path, evaluation_set: EvaluationSet, beam_size: int,
-                 update_bundle: bool = False) -> ReportPlan:
+                 update_bundle: bool = False, tags_off: bool = False) -> ReportPlan:
     """Decide where an evaluation's files go (call before captioning: it may refuse).
 
     Args:
@@ -200,6 +208,8 @@ def plan_reports(model_path: str | Path, evaluation_set: EvaluationSet, beam_siz
         evaluation_set: the chosen images.
         beam_size: the beam width.
         update_bundle: the user asked to replace the bundle's own record (``--update-bundle``).
+        tags_off: ``--no-tags`` for a bundle that would otherwise use tags (its own folder; never
+            the bundle's record, which is made with its default decoding).
 
     Returns:
         The ReportPlan: always the evaluation's own folder; the bundle's record too for a full
@@ -210,9 +220,9 @@ def plan_reports(model_path: str | Path, evaluation_set: EvaluationSet, beam_siz
         CaptioningError: ``update_bundle`` for an evaluation that is not the bundle's record.
     """
     model_path = Path(model_path)
-    folder = evaluation_folder(model_path, evaluation_set, beam_size)
+    folder = evaluation_folder(model_path, evaluation_set, beam_size, tags_off)
     record = model_path / METRICS_FILE
-    differences = _differences_from_record(evaluation_set, beam_size)
+    differences = _differences_from_record(evaluation_set, beam_size, tags_off)
     record_kind = f"the full test split of its training dataset at beam {config.DEFAULT_BEAM_SIZE}"
     if differences:
         if update_bundle:

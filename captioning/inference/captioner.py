@@ -5,6 +5,11 @@ training) on a few threads, encoded by the bundle's own encoder through one comp
 the captioner's lifetime (so only the first batch pays for tracing), cast to float16 as the feature
 cache stores it, then captioned by one batched beam search. An image that cannot be read becomes a
 ``CaptionResult`` with an ``error``; the rest of its batch is still captioned.
+
+Tags: when the bundle's encoder has an ImageNet classifier (``Encoder.classifier``) and tags are
+on (the default), the search is ``inference.guided``: a caption that misses what the classifier is
+sure of is searched again, constrained to name it. Off (``tags=False``, ``--no-tags``), or for an
+encoder without a classifier, captions are exactly the ordinary beam search's.
 """
 
 from __future__ import annotations
@@ -21,11 +26,15 @@ from captioning import config
 from captioning.data.images import resize_for_model
 from captioning.errors import BundleError, CaptioningError
 from captioning.inference import search
+from captioning.inference.constrained_search import constrained_beam_search
+from captioning.inference.guided import UsedTag, guided_beam_search
 from captioning.inference.inputs import expand_paths
+from captioning.inference.repetition import RepetitionBlocking
 
 if TYPE_CHECKING:
     from captioning.bundles.store import Bundle
     from captioning.data.text import Vocabulary
+    from captioning.tags.tagger import Tagger
 
 
 @dataclass(frozen=True)
@@ -38,6 +47,8 @@ class CaptionResult:
         error: one line naming the file and why it failed, or None.
         tokens: the caption's word ids (no START/END).
         score: the caption's length-normalised log-probability.
+        tags: the classifier's confident tags for this image, each marked whether the search
+            added it; None when tags were off.
     """
 
     path: Path
@@ -45,6 +56,12 @@ class CaptionResult:
     error: str | None = None
     tokens: tuple[int, ...] = field(default=(), repr=False)
     score: float | None = None
+    tags: tuple[UsedTag, ...] | None = None
+
+    @property
+    def added_tags(self) -> tuple[str, ...]:
+        """The tags this caption names only because the search was made to."""
+        return tuple(tag.word for tag in self.tags or () if tag.added)
 
     @property
     def ok(self) -> bool:
@@ -67,7 +84,9 @@ class Captioner:
     """Everything needed to caption, loaded once and reused for every image."""
 
     def __init__(self, encoder: ImageEncoder, step_decoder: search.StepDecoder, vocab: Vocabulary, max_length: int,
-                 feature_kind: str = "pooled", decoder_kind: str = "merge", bundle: Bundle | None = None):
+                 feature_kind: str = "pooled", decoder_kind: str = "merge", bundle: Bundle | None = None,
+                 tagger: Tagger | None = None, blocking: RepetitionBlocking | None = None,
+                 length_alpha: float = 1.0):
         """Assemble a captioner from loaded parts (``load`` is the usual way in).
 
         Args:
@@ -79,6 +98,11 @@ class Captioner:
             feature_kind: ``"pooled"`` (merge decoder) or ``"grid"`` (attention decoder).
             decoder_kind: ``"merge"`` or ``"attention"``.
             bundle: the loaded ``bundles.store.Bundle`` when there is one.
+            tagger: a ``tags.tagger.Tagger`` to guide captions with, or None (tags off).
+            blocking: bar repeated content words and trigrams in the search (None: off, as
+                before; issue 17 item 5 decides the default).
+            length_alpha: rank finished captions by ``log_prob / length ** length_alpha``
+                (1: the ordinary normalisation).
         """
         self.encoder = encoder
         self.step_decoder = step_decoder
@@ -87,6 +111,9 @@ class Captioner:
         self.feature_kind = feature_kind
         self.decoder_kind = decoder_kind
         self.bundle = bundle
+        self.tagger = tagger
+        self.blocking = blocking
+        self.length_alpha = float(length_alpha)
 
     @property
     def has_attention(self) -> bool:
@@ -94,11 +121,12 @@ class Captioner:
         return hasattr(self.step_decoder, "step_with_attention")
 
     @classmethod
-    def load(cls, path: str | Path | None = None) -> Captioner:
+    def load(cls, path: str | Path | None = None, tags: bool = True) -> Captioner:
         """Load a bundle and build its encoder and step decoder.
 
         Args:
             path: a bundle folder; default the default model (``bundles.default_model``).
+            tags: guide captions with the encoder's ImageNet classifier when it has one.
 
         Returns:
             A ready Captioner.
@@ -125,8 +153,13 @@ class Captioner:
         # An ensemble bundle has several members; they caption together (inference.ensemble).
         step_decoder = make_ensemble_step_decoder(
             [make_step_decoder(member, settings.decoder) for member in loaded.members])
+        tagger = None
+        if tags and encoder.classifier is not None:
+            from captioning.tags.tagger import Tagger
+
+            tagger = Tagger(encoder.classifier, loaded.vocab)
         return cls(encoder, step_decoder, loaded.vocab, settings.max_length, feature_kind=settings.feature_kind,
-                   decoder_kind=settings.decoder.kind, bundle=loaded)
+                   decoder_kind=settings.decoder.kind, bundle=loaded, tagger=tagger)
 
     # ------------------------------------------------------------------------------ captioning
 
@@ -209,23 +242,40 @@ class Captioner:
     def decode_features(self, features: np.ndarray,
                         beam_size: int = config.DEFAULT_BEAM_SIZE) -> list[search.Hypothesis]:
         """The best hypothesis per image for already-encoded features ``(B, ...)``."""
+        return [hypothesis for hypothesis, _ in self.decode_features_tagged(features, beam_size)]
+
+    def decode_features_tagged(self, features: np.ndarray, beam_size: int = config.DEFAULT_BEAM_SIZE,
+                               tags: bool = True) -> list[tuple[search.Hypothesis, tuple[UsedTag, ...] | None]]:
+        """As ``decode_features``, each with the tags behind it (None when tags are off).
+
+        ``tags=False`` turns tags off for this call only (the web API's per-request choice).
+        """
+        if tags and self.tagger is not None:
+            guided = guided_beam_search(self.step_decoder, features, self.tagger, beam_size, self.max_length,
+                                        blocking=self.blocking, length_alpha=self.length_alpha)
+            return [(caption.hypothesis, caption.used_tags()) for caption in guided]
+        if self.blocking is not None or self.length_alpha != 1.0:
+            # No constraints: the ordinary search, with these options (exactly it without them).
+            free = constrained_beam_search(self.step_decoder, features, [[]] * len(features), beam_size,
+                                           self.max_length, blocking=self.blocking, length_alpha=self.length_alpha)
+            return [(hypotheses[0] if hypotheses else search.Hypothesis((), 0.0, 0), None) for hypotheses in free]
         ranked = search.beam_search_hypotheses(self.step_decoder, features, beam_size, self.max_length)
-        return [hypotheses[0] for hypotheses in ranked]
+        return [(hypotheses[0], None) for hypotheses in ranked]
 
     # -------------------------------------------------------------------------------- internals
 
     def _caption_batch(self, paths: list[Path], beam_size: int) -> list[CaptionResult]:
         loaded = self._load(paths)
         ok = [pixels for pixels in loaded if not isinstance(pixels, str)]
-        hypotheses = iter(self.decode_features(self.encode(np.stack(ok)), beam_size) if ok else [])
+        hypotheses = iter(self.decode_features_tagged(self.encode(np.stack(ok)), beam_size) if ok else [])
         results = []
         for path, pixels in zip(paths, loaded, strict=True):
             if isinstance(pixels, str):
                 results.append(CaptionResult(path, None, _name_file(path, pixels)))
             else:
-                best = next(hypotheses)
+                best, tags = next(hypotheses)
                 results.append(CaptionResult(path, self.vocab.decode(best.tokens), None,
-                                             best.tokens, best.score))
+                                             best.tokens, best.score, tags))
         return results
 
     def _load(self, paths: list[Path]) -> list[np.ndarray | str]:

@@ -13,7 +13,7 @@ caption: the words and the END token.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -87,12 +87,13 @@ def mask_banned(log_probs: np.ndarray, banned: Sequence[int] = BANNED_IDS) -> np
     return masked
 
 
-def _reorder(state: State, rows: np.ndarray) -> State:
+def reorder_state(state: State, rows: np.ndarray) -> State:
     """Select/repeat state rows (every state array is batch-first)."""
     return tuple(np.take(array, rows, axis=0) for array in state)
 
 
-def _check_batch(features: np.ndarray) -> int:
+def check_batch(features: np.ndarray) -> int:
+    """The batch size of ``features`` ``(B, ...)``; ValueError when it is not a non-empty batch."""
     if features.ndim < 2 or features.shape[0] == 0:
         raise ValueError(f"features must be a non-empty batch (B, ...), got shape {features.shape}")
     return features.shape[0]
@@ -111,7 +112,7 @@ def greedy_search(step_decoder: StepDecoder, features: np.ndarray, max_length: i
     Returns:
         One list of word ids per image (no START/END), in input order.
     """
-    batch = _check_batch(features)
+    batch = check_batch(features)
     state = step_decoder.initial_state(features)
     tokens = np.full((batch,), START, dtype=np.int32)
     done = np.zeros((batch,), dtype=bool)
@@ -172,8 +173,8 @@ def beam_search_hypotheses(step_decoder: StepDecoder, features: np.ndarray, beam
     """
     if beam_size < 1:
         raise ValueError(f"beam_size must be >= 1, got {beam_size}")
-    batch, k = _check_batch(features), beam_size
-    state = _reorder(step_decoder.initial_state(features), np.repeat(np.arange(batch), k))
+    batch, k = check_batch(features), beam_size
+    state = reorder_state(step_decoder.initial_state(features), np.repeat(np.arange(batch), k))
     # Only the first slot of each image is live at the start: identical copies would otherwise
     # fill the beam with duplicates of the same sequence.
     scores = np.full((batch, k), -np.inf)  # (batch, beam) summed log-probs, -inf = retired
@@ -187,7 +188,7 @@ def beam_search_hypotheses(step_decoder: StepDecoder, features: np.ndarray, beam
         vocab = log_probs.shape[1]
         candidates = scores[:, :, None] + mask_banned(log_probs).reshape(batch, k, vocab)
         flat = candidates.reshape(batch, k * vocab)  # (batch, beam * vocab)
-        best = _top_k(flat, k)  # (batch, k) candidate indices, best first
+        best = top_k(flat, k)  # (batch, k) candidate indices, best first
         new_scores = np.full((batch, k), -np.inf)
         parents = np.repeat(np.arange(batch) * k, k).reshape(batch, k)  # dead slots keep a row
         tokens = np.full((batch, k), end_id, dtype=np.int32)
@@ -210,15 +211,15 @@ def beam_search_hypotheses(step_decoder: StepDecoder, features: np.ndarray, beam
         scores, sequences, tokens = new_scores, new_sequences, tokens.reshape(-1)
         if step == steps - 1 or not np.isfinite(scores).any():  # limit, or every image done
             break
-        state = _reorder(state, parents.reshape(-1))
+        state = reorder_state(state, parents.reshape(-1))
     for i in range(batch):  # beams still live at the length limit finish without END
         for live in np.flatnonzero(np.isfinite(scores[i])):
             sequence = sequences[i][live]
             finished[i].append(Hypothesis(sequence, float(scores[i, live]), len(sequence)))
-    return [_rank(hypotheses) for hypotheses in finished]
+    return [rank_hypotheses(hypotheses) for hypotheses in finished]
 
 
-def _top_k(values: np.ndarray, k: int) -> np.ndarray:
+def top_k(values: np.ndarray, k: int) -> np.ndarray:
     """Indices of the ``k`` largest values per row, best first, ties broken by the lower index."""
     k = min(k, values.shape[1])
     # argpartition is linear in the vocabulary; only the k winners are then sorted.
@@ -228,10 +229,14 @@ def _top_k(values: np.ndarray, k: int) -> np.ndarray:
     return np.take_along_axis(top, order, axis=1)
 
 
-def _rank(hypotheses: list[Hypothesis]) -> list[Hypothesis]:
+def rank_hypotheses(hypotheses: list[Hypothesis]) -> list[Hypothesis]:
     """Best normalised score first; identical sequences (possible only on exact ties) once."""
+    return unique_ranked(hypotheses, lambda h: h.score) or [Hypothesis((), 0.0, 0)]
+
+
+def unique_ranked(hypotheses: list[Hypothesis], score: Callable[[Hypothesis], float]) -> list[Hypothesis]:
+    """``hypotheses`` best ``score(h)`` first (stable on ties), each token sequence once; may be empty."""
     unique: dict[tuple[int, ...], Hypothesis] = {}
-    for hypothesis in sorted(hypotheses, key=lambda h: -h.score):
+    for hypothesis in sorted(hypotheses, key=lambda h: -score(h)):
         unique.setdefault(hypothesis.tokens, hypothesis)
-    ranked = list(unique.values())
-    return ranked or [Hypothesis((), 0.0, 0)]
+    return list(unique.values())

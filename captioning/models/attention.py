@@ -293,8 +293,18 @@ class AttentionStepDecoder:
         self._embedding = model.get_layer(EMBEDDING_LAYER)
         self._lstm = model.get_layer(LSTM_LAYER)
         self._model = model
-        self._initial = tf.function(self._initial_graph, reduce_retracing=True)
-        self._step = tf.function(self._step_graph, reduce_retracing=True)
+        # Fixed signatures with a None batch and grid: one trace serves every batch size and beam
+        # width (tags' constrained search decodes a second batch of another size), so an ensemble's
+        # members never retrace, and TensorFlow never warns about retracing.
+        channels = int(self._encoder.reduce.kernel.shape[0])
+        reduced, projected = int(self._encoder.reduce.units), int(self._encoder.project.units)
+        units, dtype = int(self._encoder.units), self._encoder.compute_dtype
+        self._initial = tf.function(self._initial_graph,
+                                    input_signature=[tf.TensorSpec((None, None, channels), tf.float32)])
+        self._step = tf.function(self._step_graph, input_signature=[
+            tf.TensorSpec((None,), tf.int32), tf.TensorSpec((None, None, reduced), dtype),
+            tf.TensorSpec((None, None, projected), dtype), tf.TensorSpec((None, units), dtype),
+            tf.TensorSpec((None, units), dtype)])
 
     def _initial_graph(self, features):
         return self._encoder(features)
@@ -315,8 +325,9 @@ class AttentionStepDecoder:
         Returns:
             ``(grid, projected, h, c)`` numpy arrays, batch first.
         """
-        features = tf.convert_to_tensor(np.asarray(features, dtype=np.float32))
-        return tuple(t.numpy() for t in self._initial(features))
+        features = np.asarray(features, dtype=np.float32)
+        features = features.reshape(len(features), -1, features.shape[-1])  # (B, P, C), as the layer does
+        return tuple(t.numpy() for t in self._initial(tf.convert_to_tensor(features)))
 
     def step_with_attention(self, tokens: np.ndarray, state):
         """Advance one step and also return where it looked.

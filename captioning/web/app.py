@@ -37,15 +37,21 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 PAGE_CSP = ("default-src 'self'; img-src 'self' blob:; object-src 'none'; base-uri 'none'; "
             "frame-ancestors 'none'; form-action 'self'")
 DEFAULT_SETTINGS = config.ServeConfig()  # frozen: one instance serves as every default
-TAGS_NOTE = "tags are not supported by this version of the tool; the option was ignored"
+TAGS_NOTES = {
+    (True, True): "captions name what the encoder's ImageNet classifier is sure of",
+    (False, True): "tags were turned off for this request",
+    (True, False): "this model's encoder has no ImageNet classifier; captions are not tagged",
+    (False, False): "this model's encoder has no ImageNet classifier; captions are not tagged",
+}
 
 API_DESCRIPTION = """Caption photos with the tool's model, as `caption --json` does.
 
 * `POST /api/captions`: multipart form with one or more `files`, optional `beam_size` and `tags`.
   Each file gets one entry in `results`, in order: `image` (the uploaded file name), `caption`,
   `score`, `png` (URL of the annotated PNG), `attention_map` (URL, attention models only), or
-  `caption: null` and `error` for a file that is not a usable image. `tags` is accepted but not
-  supported yet: the response's `tags` object says it was ignored.
+  `caption: null` and `error` for a file that is not a usable image. `tags` (default true): make
+  captions name what the encoder's ImageNet classifier is sure of, for models whose encoder has
+  one (the response's `tags` object says whether they were used; each result lists its tags).
 * Limits: see `GET /api/limits`. A request over the size limit gets 413; a file over the per-file
   limit gets an `error` entry. A busy server answers 503 with `Retry-After`.
 * Result PNGs are rendered on first request and expire (see `result_ttl_s`).
@@ -55,12 +61,21 @@ API_DESCRIPTION = """Caption photos with the tool's model, as `caption --json` d
 # ---------------------------------------------------------------------------- response models
 
 
+class TagEntry(BaseModel):
+    """A confident tag of a photo, as ``caption --json`` reports it."""
+
+    tag: str
+    confidence: float
+    added: bool  # the caption names it only because the search was made to
+
+
 class CaptionEntry(BaseModel):
     """One uploaded file's result, shaped like an entry of ``caption --json``."""
 
     image: str
     caption: str | None
     score: float | None = None
+    tags: list[TagEntry] | None = None
     png: str | None = None
     attention_map: str | None = None
     error: str | None = None
@@ -68,8 +83,8 @@ class CaptionEntry(BaseModel):
 
 class TagsReport(BaseModel):
     requested: bool
-    supported: bool = False
-    note: str = TAGS_NOTE
+    supported: bool
+    note: str
 
 
 class CaptionsResponse(BaseModel):
@@ -109,6 +124,7 @@ class ServerState:
         self.description = describe_bundle(model_dir)
         self.ensemble_members = len(self.bundle_config.members)
         self.attention = captioner.has_attention
+        self.tags = captioner.tagger is not None  # the model can tag
         self.image_size = captioner.encoder.input_size
         self.batcher = CaptionBatcher(captioner, max_images=settings.batch_max_images,
                                       wait_s=settings.batch_wait_ms / 1000.0,
@@ -282,8 +298,8 @@ def _add_api_routes(app: FastAPI, state: ServerState) -> None:
         files: Annotated[list[UploadFile], File(description="one or more photos (JPEG, PNG, ...)")],
         beam_size: Annotated[int, Form(ge=1, le=settings.max_beam_size,
                                        description="beam width; 1 is greedy")] = config.DEFAULT_BEAM_SIZE,
-        tags: Annotated[bool, Form(description="reserved for tags: not supported yet, reported "
-                                               "as ignored in the response")] = False,
+        tags: Annotated[bool, Form(description="make captions name what the encoder's ImageNet "
+                                               "classifier is sure of (models whose encoder has one)")] = True,
     ) -> CaptionsResponse:
         if len(files) > settings.max_files:
             raise HTTPException(413, f"{len(files)} files in one request; send at most "
@@ -295,7 +311,7 @@ def _add_api_routes(app: FastAPI, state: ServerState) -> None:
             for name, data in received))
         good = [item for item in decoded if not isinstance(item, str)]
         try:
-            captioned = await _caption(state, [pixels for _, pixels in good], beam_size) if good else []
+            captioned = await _caption(state, [pixels for _, pixels in good], beam_size, tags) if good else []
         except BaseException:
             for entry, _ in good:
                 state.results.discard(entry.id)
@@ -310,12 +326,15 @@ def _add_api_routes(app: FastAPI, state: ServerState) -> None:
             result = by_entry[id(entry)]
             entry.caption, entry.tokens, entry.score = result.caption, result.tokens, result.score
             fields = {"image": entry.name, "caption": result.caption, "score": round(result.score, 6),
+                      "tags": None if result.tags is None else [
+                          TagEntry(tag=t.word, confidence=t.confidence, added=t.added) for t in result.tags],
                       "png": str(request.url_for("captioned_png", result_id=entry.id))}
             if state.attention:
                 fields["attention_map"] = str(request.url_for("attention_png", result_id=entry.id))
             results.append(CaptionEntry(**fields))
         return CaptionsResponse(model=state.model_name, beam_size=beam_size,
-                                tags=TagsReport(requested=tags, supported=False, note=TAGS_NOTE),
+                                tags=TagsReport(requested=tags, supported=state.tags,
+                                                note=TAGS_NOTES[tags, state.tags]),
                                 results=results)
 
     @app.get("/api/results/{result_id}/captioned.png", name="captioned_png", tags=["captions"],
@@ -370,8 +389,8 @@ async def _done(value):
     return value
 
 
-async def _caption(state: ServerState, pixels: list, beam_size: int):
-    return await _wait(state, state.batcher.submit(pixels, beam_size))
+async def _caption(state: ServerState, pixels: list, beam_size: int, tags: bool = True):
+    return await _wait(state, state.batcher.submit(pixels, beam_size, tags))
 
 
 async def _wait(state: ServerState, future):

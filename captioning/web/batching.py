@@ -28,6 +28,7 @@ from captioning.errors import CaptioningError
 
 if TYPE_CHECKING:
     from captioning.inference.captioner import Captioner
+    from captioning.inference.guided import UsedTag
 
 log = logging.getLogger(__name__)
 
@@ -42,17 +43,20 @@ class ServerStopping(CaptioningError):
 
 @dataclass(frozen=True)
 class Captioned:
-    """The caption of one image: text, word ids (no START/END) and length-normalised log-probability."""
+    """The caption of one image: text, word ids (no START/END), length-normalised log-probability,
+    and the classifier's tags behind it (``inference.guided.UsedTag``; None when tags were off)."""
 
     caption: str
     tokens: tuple[int, ...]
     score: float
+    tags: tuple[UsedTag, ...] | None = None
 
 
 @dataclass
 class _CaptionJob:
     pixels: list[np.ndarray]  # each (size, size, 3) uint8, as images.load_image returns
     beam_size: int
+    tags: bool = True
     future: Future = field(default_factory=Future)
 
 
@@ -81,7 +85,7 @@ class CaptionBatcher:
     """Collects caption requests into batches and runs them on one worker thread.
 
     Args:
-        captioner: a ``captioning.inference.captioner.Captioner`` (``encode``, ``decode_features``,
+        captioner: a ``captioning.inference.captioner.Captioner`` (``encode``, ``decode_features_tagged``,
             ``vocab``, ``step_decoder``).
         max_images: most images captioned in one encode + beam search; 1 turns batching off.
         wait_s: how long the worker waits after the first request for others to join.
@@ -145,12 +149,13 @@ class CaptionBatcher:
 
     # ------------------------------------------------------------------------ submitting
 
-    def submit(self, pixels: Sequence[np.ndarray], beam_size: int) -> Future:
+    def submit(self, pixels: Sequence[np.ndarray], beam_size: int, tags: bool = True) -> Future:
         """Queue images for captioning.
 
         Args:
             pixels: one ``(size, size, 3)`` uint8 array per image.
             beam_size: beam width; 1 is greedy.
+            tags: guide the captions with the classifier's tags when the model has them.
 
         Returns:
             A future of ``list[Captioned]``, one per image in order.
@@ -159,7 +164,7 @@ class CaptionBatcher:
             ServerBusy: too many images already waiting.
             ServerStopping: the server is shutting down.
         """
-        job = _CaptionJob(list(pixels), int(beam_size))
+        job = _CaptionJob(list(pixels), int(beam_size), bool(tags))
         self._enqueue(job, len(job.pixels))
         return job.future
 
@@ -231,12 +236,12 @@ class CaptionBatcher:
         self._dequeued(sum(len(job.pixels) for job in batch))
         # A request whose client went away was cancelled: skip it.
         live = [job for job in batch if job.future.set_running_or_notify_cancel()]
-        by_beam: dict[int, list[_CaptionJob]] = {}
+        by_search: dict[tuple[int, bool], list[_CaptionJob]] = {}
         for job in live:
-            by_beam.setdefault(job.beam_size, []).append(job)
-        for beam_size, jobs in by_beam.items():
+            by_search.setdefault((job.beam_size, job.tags), []).append(job)
+        for (beam_size, tags), jobs in by_search.items():
             try:
-                captioned = self._caption_pixels([p for job in jobs for p in job.pixels], beam_size)
+                captioned = self._caption_pixels([p for job in jobs for p in job.pixels], beam_size, tags)
             except Exception as error:  # noqa: BLE001 - a failed batch must not end the worker
                 log.exception("captioning a batch of %d requests failed", len(jobs))
                 with self._lock:
@@ -251,14 +256,14 @@ class CaptionBatcher:
                 job.future.set_result(captioned[start:start + len(job.pixels)])
                 start += len(job.pixels)
 
-    def _caption_pixels(self, pixels: list[np.ndarray], beam_size: int) -> list[Captioned]:
+    def _caption_pixels(self, pixels: list[np.ndarray], beam_size: int, tags: bool = True) -> list[Captioned]:
         """One encode + beam search per ``max_images`` chunk (one chunk unless a request is larger)."""
         results: list[Captioned] = []
         for start in range(0, len(pixels), self.max_images):
             chunk = np.stack(pixels[start:start + self.max_images])  # (B, size, size, 3)
-            hypotheses = self.captioner.decode_features(self.captioner.encode(chunk), beam_size)
-            results += [Captioned(self.captioner.vocab.decode(h.tokens), tuple(h.tokens), float(h.score))
-                        for h in hypotheses]
+            decoded = self.captioner.decode_features_tagged(self.captioner.encode(chunk), beam_size, tags=tags)
+            results += [Captioned(self.captioner.vocab.decode(h.tokens), tuple(h.tokens), float(h.score), used)
+                        for h, used in decoded]
             with self._lock:
                 self.stats.batches += 1
                 self.stats.images += len(chunk)

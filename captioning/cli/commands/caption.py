@@ -24,8 +24,8 @@ def run(args: argparse.Namespace) -> int:
     """Caption ``args.paths`` and write the annotated PNGs and JSON asked for.
 
     Args:
-        args: Parsed ``caption`` options (paths, model, beam_size, output, output_dir, no_png,
-            json, attention_map).
+        args: Parsed ``caption`` options (paths, model, beam_size, no_tags, output, output_dir,
+            no_png, json, attention_map).
 
     Returns:
         0 when every image was captioned, 1 when any input failed. A missing or broken model
@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         from captioning.cli.runtime import import_tensorflow
 
         import_tensorflow()  # only now: the checks above need no TensorFlow
-        captioner = Captioner.load(model_dir)
+        captioner = Captioner.load(model_dir, tags=not args.no_tags)
         results = captioner.caption_entries(entries, beam_size=args.beam_size)
     pngs = _png_targets(args, results, single=names_one_image(args.paths, entries))
     failed = _report(results, pngs)
@@ -130,8 +130,10 @@ def _attention_maps(captioner, results, pngs: dict[int, Path]) -> bool:
 
 
 def _write_json(path: Path, results, pngs: dict[int, Path]) -> None:
-    """``[{"image", "caption", "score", "png"?, "error"?}]`` in input order, written atomically.
+    """``[{"image", "caption", "score", "tags", "png"?, "error"?}]`` in input order, written atomically.
 
+    ``tags``: the classifier's confident tags, ``[{"tag", "confidence", "added"}]`` (``added``: the
+    caption names it only because the search was made to), or null when tags were off.
     A name that is not valid UTF-8 is written escaped (``caf\\xe9.jpg``) with
     ``"<field>_escaping": "backslashreplace"`` beside it (``captioning.storage.safe_text``).
     """
@@ -140,6 +142,8 @@ def _write_json(path: Path, results, pngs: dict[int, Path]) -> None:
         entry = {**json_text("image", result.path), "caption": result.caption}
         if result.ok:
             entry["score"] = round(result.score, 6) if result.score is not None else None
+            entry["tags"] = None if result.tags is None else [
+                {"tag": tag.word, "confidence": tag.confidence, "added": tag.added} for tag in result.tags]
             if index in pngs:
                 entry.update(json_text("png", pngs[index]))
         else:

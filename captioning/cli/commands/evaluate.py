@@ -15,6 +15,7 @@ from pathlib import Path
 
 from captioning import config
 from captioning.bundles.default_model import choose_model, model_line, shown
+from captioning.bundles.store import read_bundle_config
 from captioning.cli.runtime import EXIT_OK, import_tensorflow
 from captioning.evaluation import report
 from captioning.evaluation.evaluate import evaluate_images, prepare
@@ -25,20 +26,21 @@ def run(args: argparse.Namespace) -> int:
 
     Args:
         args: Parsed ``evaluate`` options: ``model``, ``dataset``, ``split``, ``beam_size``,
-            ``limit``, ``json``, ``update_bundle``.
+            ``no_tags``, ``limit``, ``json``, ``update_bundle``.
 
     Returns:
         0. Missing bundles, datasets or splits, and ``--update-bundle`` for an evaluation that is
         not the bundle's record, raise a ``CaptioningError`` (exit 1 through ``cli.main.run_command``)
         before anything is captioned.
     """
-    evaluate_model(args.model, args.dataset, args.split, args.beam_size, args.limit, args.json, args.update_bundle)
+    evaluate_model(args.model, args.dataset, args.split, args.beam_size, args.limit, args.json, args.update_bundle,
+                   tags=not args.no_tags)
     return EXIT_OK
 
 
 def evaluate_model(model: str | Path | None, dataset: str | None = None, split: str = config.EVALUATION_SPLITS[0],
                    beam_size: int = config.DEFAULT_BEAM_SIZE, limit: int | None = None,
-                   json_path: str | None = None, update_bundle: bool = False,
+                   json_path: str | None = None, update_bundle: bool = False, tags: bool = True,
                    say: Callable[[str], None] = lambda line: print(line, flush=True)) -> None:
     """Evaluate a bundle on its held-out images, print the table and say where the results went.
 
@@ -50,6 +52,8 @@ def evaluate_model(model: str | Path | None, dataset: str | None = None, split: 
         limit: only the first N held-out images.
         json_path: one more copy of the metrics, or None.
         update_bundle: also replace the shipped bundle's own record (``--update-bundle``).
+        tags: guide captions with the encoder's ImageNet classifier when it has one (``--no-tags``:
+            False; then the results keep a folder of their own, never the bundle's record).
         say: receives each line.
 
     Raises:
@@ -61,12 +65,14 @@ def evaluate_model(model: str | Path | None, dataset: str | None = None, split: 
     if choice.note:
         say(f"note: {choice.note}")
     model_path, evaluation_set = prepare(choice.path, dataset, split, limit)
-    plan = report.plan_reports(model_path, evaluation_set, beam_size, update_bundle)
+    # Turning tags off changes the captions only for a model that has them.
+    tags_off = not tags and read_bundle_config(model_path).encoder.has_classifier
+    plan = report.plan_reports(model_path, evaluation_set, beam_size, update_bundle, tags_off)
 
     import_tensorflow()  # only now: every check above is answered without it
     from captioning.inference.captioner import Captioner
 
-    result = evaluate_images(Captioner.load(model_path), evaluation_set, beam_size, model_path)
+    result = evaluate_images(Captioner.load(model_path, tags=tags), evaluation_set, beam_size, model_path)
     say(report.format_table(result))
     written = report.write_reports(result, plan, json_path=json_path)
     say("")

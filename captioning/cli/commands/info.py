@@ -12,6 +12,7 @@ from captioning.bundles.store import describe_bundle
 from captioning.cli.runtime import EXIT_OK, EXIT_USAGE
 from captioning.data.datasets import load_dataset
 from captioning.data.summary import describe_dataset
+from captioning.tags.support import tag_support
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,4 +43,5 @@ def run(args: argparse.Namespace) -> int:
         if args.dataset:
             print()
         print(describe_bundle(model))
+        print(tag_support(model).describe())
     return EXIT_OK
