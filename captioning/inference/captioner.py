@@ -121,12 +121,15 @@ class Captioner:
         return hasattr(self.step_decoder, "step_with_attention")
 
     @classmethod
-    def load(cls, path: str | Path | None = None, tags: bool = True) -> Captioner:
+    def load(cls, path: str | Path | None = None, tags: bool = True, blocking: bool = config.REPETITION_BLOCKING,
+             length_alpha: float = config.LENGTH_ALPHA) -> Captioner:
         """Load a bundle and build its encoder and step decoder.
 
         Args:
             path: a bundle folder; default the default model (``bundles.default_model``).
             tags: guide captions with the encoder's ImageNet classifier when it has one.
+            blocking: bar repeated content words and trigrams within a caption.
+            length_alpha: rank finished captions by ``log_prob / length ** length_alpha``.
 
         Returns:
             A ready Captioner.
@@ -158,8 +161,12 @@ class Captioner:
             from captioning.tags.tagger import Tagger
 
             tagger = Tagger(encoder.classifier, loaded.vocab)
+        from captioning.inference.repetition import RepetitionBlocking
+
         return cls(encoder, step_decoder, loaded.vocab, settings.max_length, feature_kind=settings.feature_kind,
-                   decoder_kind=settings.decoder.kind, bundle=loaded, tagger=tagger)
+                   decoder_kind=settings.decoder.kind, bundle=loaded, tagger=tagger,
+                   blocking=RepetitionBlocking.for_vocabulary(loaded.vocab) if blocking else None,
+                   length_alpha=length_alpha)
 
     # ------------------------------------------------------------------------------ captioning
 
