@@ -77,6 +77,19 @@ def test_stepping_from_state_equals_the_teacher_forced_sequence(grid):
         np.testing.assert_allclose(alpha, full_alphas[:, t], atol=1e-5)
 
 
+def test_the_step_decoder_traces_once_for_every_batch_size_and_beam_width():
+    # Shape-specialised traces were redone per batch size in each ensemble member: TensorFlow's
+    # "excessive retracing" warnings in evaluate's progress bar.
+    model, _ = _model_and_features()
+    step_decoder = attention.AttentionStepDecoder(model, CONFIG)
+    rng = np.random.default_rng(1)
+    for batch, beam in ((1, 1), (3, 3), (5, 2), (2, 5)):
+        features = rng.random((batch, 7, 7, CHANNELS)).astype(np.float16)
+        decoding.beam_search_hypotheses(step_decoder, features, beam, MAX_LENGTH)
+    assert step_decoder._initial.experimental_get_tracing_count() == 1
+    assert step_decoder._step.experimental_get_tracing_count() == 1
+
+
 def test_penalty_is_the_doubly_stochastic_term_over_real_steps_per_token():
     model, features = _model_and_features()
     inputs = TOKENS[:, :-1]

@@ -232,8 +232,6 @@ def build_parser() -> argparse.ArgumentParser:
 def run_command(args: argparse.Namespace) -> int:
     """Run one parsed subcommand, turning expected failures into one line on stderr."""
     try:
-        if args.command in runtime.EAGER_TENSORFLOW_COMMANDS:
-            runtime.import_tensorflow()
         module = importlib.import_module(f"captioning.cli.commands.{args.command}")
         return module.run(args)
     except CaptioningError as error:

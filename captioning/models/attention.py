@@ -293,8 +293,19 @@ class AttentionStepDecoder:
         self._embedding = model.get_layer(EMBEDDING_LAYER)
         self._lstm = model.get_layer(LSTM_LAYER)
         self._model = model
-        self._initial = tf.function(self._initial_graph, reduce_retracing=True)
-        self._step = tf.function(self._step_graph, reduce_retracing=True)
+        # Fixed signatures with an open batch (and grid) axis: one trace serves every batch size
+        # and beam width. Shape-specialised traces were redone per new batch size in every
+        # ensemble member, which TensorFlow reports as "excessive retracing".
+        channels = int(self._encoder.reduce.kernel.shape[0])  # the CNN's grid depth C
+        lstm = self._lstm
+
+        def floats(*shape):
+            return tf.TensorSpec(shape, tf.float32)
+
+        self._initial = tf.function(self._initial_graph, input_signature=[floats(None, None, channels)])
+        self._step = tf.function(self._step_graph, input_signature=[
+            tf.TensorSpec((None,), tf.int32), floats(None, None, lstm.feature_dim),
+            floats(None, None, lstm.attention_dim), floats(None, lstm.units), floats(None, lstm.units)])
 
     def _initial_graph(self, features):
         return self._encoder(features)
@@ -315,8 +326,9 @@ class AttentionStepDecoder:
         Returns:
             ``(grid, projected, h, c)`` numpy arrays, batch first.
         """
-        features = tf.convert_to_tensor(np.asarray(features, dtype=np.float32))
-        return tuple(t.numpy() for t in self._initial(features))
+        features = np.asarray(features, dtype=np.float32)
+        cells = features.reshape(features.shape[0], -1, features.shape[-1])  # (B, P, C)
+        return tuple(t.numpy() for t in self._initial(tf.convert_to_tensor(cells)))
 
     def step_with_attention(self, tokens: np.ndarray, state):
         """Advance one step and also return where it looked.
