@@ -24,7 +24,8 @@ SUBCOMMANDS = sorted(_subparsers())
 
 
 def test_every_subcommand_is_walked():
-    assert set(SUBCOMMANDS) == {"train", "caption", "evaluate", "info", "extract", "ensemble", "default", "serve"}
+    # New subcommands join the walk by themselves; these must always be there.
+    assert set(SUBCOMMANDS) >= {"train", "caption", "evaluate", "info", "extract", "ensemble", "default", "serve"}
 
 
 @pytest.mark.parametrize("command", SUBCOMMANDS)
