@@ -47,7 +47,7 @@ def test_the_options_that_lacked_help_now_show_their_defaults():
     decoder = config.DecoderConfig()
     for option, default in (("--embedding-dim", decoder.embedding_dim), ("--dropout", decoder.dropout),
                             ("--seed", config.TrainConfig.seed)):
-        assert option in train and f"(default: {default})" in " ".join(train.split())
+        assert option in train and f"(default: {default}" in " ".join(train.split())
     evaluate = " ".join(_subparsers()["evaluate"].format_help().split())
     assert f"1 is greedy (default: {config.DEFAULT_BEAM_SIZE})" in evaluate
 

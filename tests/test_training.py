@@ -293,3 +293,24 @@ def test_train_command_interrupt_resume_and_bundle_config(tmp_path, capsys):
     assert saved["training"]["epochs_run"] == 2 and saved["feature_shape"] == [1280]
     assert saved["dataset"]["key"].startswith("shapes-") and saved["split"]["seed"] == 1234
     assert saved["format_version"] == 1 and saved["vocab_size"] == 20 and saved["training"]["seconds"] > 0
+
+
+def test_selecting_by_validation_cider_keeps_the_epoch_with_the_best_captions(tmp_path):
+    # A scripted scorer: CIDEr-D peaks at epoch 2 whatever the loss does; patience 2 then stops at 4.
+    scores = iter([10.0, 30.0, 20.0, 25.0, 99.0])
+    weights_at = {}
+    model = toy_model(seed=6)
+
+    def quality() -> float:
+        weights_at[len(weights_at) + 1] = [w.copy() for w in model.get_weights()]
+        return next(scores)
+
+    config = replace(CONFIG, epochs=5, early_stopping_patience=2, select_by="val_cider")
+    lines: list[str] = []
+    result = fit.fit(model, toy_data(), config, tmp_path, FINGERPRINT, log=lines.append, caption_quality=quality)
+    assert result.history["val_cider"] == [10.0, 30.0, 20.0, 25.0] and result.epochs_run == 4
+    assert result.best_epoch == 2 and result.stopped_early
+    assert result.best_val_loss == result.history["val_loss"][1]  # the kept epoch's loss, not the lowest
+    assert "val CIDEr-D 30.00" in lines[1] and "(best so far)" in lines[1]
+    for kept, at_epoch_2 in zip(model.get_weights(), weights_at[2], strict=True):
+        assert np.array_equal(kept, at_epoch_2)

@@ -71,7 +71,8 @@ def combine_bundles(member_paths: Sequence[str | Path], target: str | Path) -> P
             shutil.copyfile(source, staging / source.name)
 
     members = tuple(EnsembleMember(source=member.path.name, created=member.config.created,
-                                   decoder=member.config.decoder, training=member.config.training)
+                                   decoder=member.config.decoder, training=member.config.training,
+                                   fine_tuning=member.config.fine_tuning)
                     for member in loaded)
     ensemble_config = dataclasses.replace(first.config, ensemble=members)
     return bundles.write_bundle_folder(target, ensemble_config, fill)

@@ -95,9 +95,43 @@ class TrainingRecord:
     reduce_lr_factor: float | None = None
     reduce_lr_min_delta: float | None = None
     seed: int | None = None
+    select_by: str | None = None  # None: written before the choice existed (val_loss)
+    select_images: int | None = None
+    select_beam_size: int | None = None
     epochs_run: int | None = None
     best_epoch: int | None = None
     best_val_loss: float | None = None  # may be NaN: a diverged run is still described
+    best_val_cider: float | None = None  # with select_by "val_cider"
+    word_vectors: str | None = None  # the GloVe-format file the word embedding started from
+    freeze_word_vectors: bool | None = None
+    word_vectors_found: int | None = None  # vocabulary words that file had
+    stopped_early: bool | None = None
+    interrupted: bool | None = None
+    seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class FineTuningRecord:
+    """``config.json["fine_tuning"]``: self-critical fine-tuning for CIDEr-D after cross-entropy.
+
+    CIDEr-D here is the validation monitor's (x100, ``training.caption_quality``), on
+    ``monitor_images`` validation photos at ``monitor_beam_size``.
+    """
+
+    method: str | None = None  # what was optimised, in words
+    source: str | None = None  # the bundle that was fine-tuned
+    epochs: int | None = None
+    learning_rate: float | None = None
+    samples_per_image: int | None = None
+    images_per_batch: int | None = None
+    patience: int | None = None
+    seed: int | None = None
+    monitor_images: int | None = None
+    monitor_beam_size: int | None = None
+    epochs_run: int | None = None
+    best_epoch: int | None = None  # 0: no epoch beat the starting model
+    start_val_cider: float | None = None
+    best_val_cider: float | None = None
     stopped_early: bool | None = None
     interrupted: bool | None = None
     seconds: float | None = None
@@ -111,6 +145,7 @@ class EnsembleMember:
     created: str | None = None
     decoder: config.DecoderConfig | None = None
     training: TrainingRecord | None = None
+    fine_tuning: FineTuningRecord | None = None
 
 
 @dataclass(frozen=True)
@@ -131,6 +166,7 @@ class BundleConfig:
     split: config.SplitConfig | None = None
     vocab_config: config.VocabConfig | None = None
     training: TrainingRecord | None = None
+    fine_tuning: FineTuningRecord | None = None  # None unless fine-tuned with ``scst``
     ensemble: tuple[EnsembleMember, ...] | None = None  # None unless an ensemble
     weights_dtype: str | None = None
 
@@ -176,6 +212,7 @@ class BundleConfig:
             split=_split(fields.record("split")),
             vocab_config=_vocab_config(fields.record("vocab_config")),
             training=_training(fields.record("training")),
+            fine_tuning=_fine_tuning(fields.record("fine_tuning")),
             ensemble=_ensemble(fields.record("ensemble")),
             weights_dtype=fields.choice("weights_dtype", WEIGHTS_DTYPES),
         )
@@ -222,6 +259,7 @@ class BundleConfig:
             "split": None if self.split is None else dataclasses.asdict(self.split),
             "vocab_config": None if self.vocab_config is None else dataclasses.asdict(self.vocab_config),
             "training": None if self.training is None else _fields(self.training),
+            "fine_tuning": None if self.fine_tuning is None else _fields(self.fine_tuning),
             "ensemble": None if self.ensemble is None else {"members": [_member(m) for m in self.ensemble]},
             "weights_dtype": self.weights_dtype,
         }
@@ -337,11 +375,30 @@ def _training(fields: Fields | None) -> TrainingRecord | None:
         reduce_lr_patience=fields.integer("reduce_lr_patience", 0),
         reduce_lr_factor=fields.number("reduce_lr_factor", 0.0),
         reduce_lr_min_delta=fields.number("reduce_lr_min_delta", 0.0),
-        seed=fields.integer("seed"), epochs_run=fields.integer("epochs_run", 0),
-        best_epoch=fields.integer("best_epoch", 0),
+        seed=fields.integer("seed"), select_by=fields.choice("select_by", config.EPOCH_SELECTION),
+        select_images=fields.integer("select_images", 1), select_beam_size=fields.integer("select_beam_size", 1),
+        epochs_run=fields.integer("epochs_run", 0), best_epoch=fields.integer("best_epoch", 0),
         best_val_loss=fields.number("best_val_loss", allow_nan=True),
+        best_val_cider=fields.number("best_val_cider", 0.0),
+        word_vectors=fields.text("word_vectors"), freeze_word_vectors=fields.flag("freeze_word_vectors"),
+        word_vectors_found=fields.integer("word_vectors_found", 0),
         stopped_early=fields.flag("stopped_early"), interrupted=fields.flag("interrupted"),
         seconds=fields.number("seconds", 0.0),
+    )
+
+
+def _fine_tuning(fields: Fields | None) -> FineTuningRecord | None:
+    if fields is None:
+        return None
+    return FineTuningRecord(
+        method=fields.text("method"), source=fields.text("source"), epochs=fields.integer("epochs", 0),
+        learning_rate=fields.number("learning_rate", 0.0), samples_per_image=fields.integer("samples_per_image", 1),
+        images_per_batch=fields.integer("images_per_batch", 1), patience=fields.integer("patience", 0),
+        seed=fields.integer("seed"), monitor_images=fields.integer("monitor_images", 0),
+        monitor_beam_size=fields.integer("monitor_beam_size", 1), epochs_run=fields.integer("epochs_run", 0),
+        best_epoch=fields.integer("best_epoch", 0), start_val_cider=fields.number("start_val_cider", 0.0),
+        best_val_cider=fields.number("best_val_cider", 0.0), stopped_early=fields.flag("stopped_early"),
+        interrupted=fields.flag("interrupted"), seconds=fields.number("seconds", 0.0),
     )
 
 
@@ -363,7 +420,8 @@ def _ensemble(fields: Fields | None) -> tuple[EnsembleMember, ...] | None:
         decoder = entry.record("decoder")
         parsed.append(EnsembleMember(source=entry.text("source"), created=entry.text("created"),
                                      decoder=_decoder(decoder) if decoder else None,
-                                     training=_training(entry.record("training"))))
+                                     training=_training(entry.record("training")),
+                                     fine_tuning=_fine_tuning(entry.record("fine_tuning"))))
     return tuple(parsed)
 
 
@@ -377,7 +435,8 @@ def _fields(record: Any, keep_none: tuple[str, ...] = (), drop_false: tuple[str,
 def _member(member: EnsembleMember) -> dict[str, Any]:
     data = {"source": member.source, "created": member.created,
             "decoder": None if member.decoder is None else dataclasses.asdict(member.decoder),
-            "training": None if member.training is None else _fields(member.training)}
+            "training": None if member.training is None else _fields(member.training),
+            "fine_tuning": None if member.fine_tuning is None else _fields(member.fine_tuning)}
     return {key: value for key, value in data.items() if value is not None}
 
 
@@ -424,4 +483,5 @@ def _or(value, default):
 
 
 __all__ = ["FORMAT_VERSION", "WEIGHTS_FILE", "BundleConfig", "DatasetRecord", "EncoderSpec", "EnsembleMember",
+           "FineTuningRecord",
            "TrainingRecord", "read_bundle_json", "read_config", "write_config"]

@@ -38,6 +38,7 @@ from captioning.bundles.schema import (
     WEIGHTS_FILE,
     BundleConfig,
     DatasetRecord,
+    FineTuningRecord,
     TrainingRecord,
     read_bundle_json,
     read_config,
@@ -363,11 +364,14 @@ def describe_bundle(path: str | Path) -> str:
             dropout = None if member_decoder is None else member_decoder.dropout
             penalty = None if member_decoder is None else member_decoder.attention_regularization
             lines.append(f"    {_known(member.source)} (dropout {_known(dropout)}, attention penalty "
-                         f"{_known(penalty)}): {_training_summary(member.training, [])}")
+                         f"{_known(penalty)}): {_training_summary(member.training, [])}"
+                         + (f"; then {_fine_tuning_summary(member.fine_tuning)}" if member.fine_tuning else ""))
         return "\n".join(lines)
     val_losses = _numbers(history.get("val_loss") if isinstance(history, dict) else None)
     if bundle_config.training is not None or val_losses:
         lines.append(f"  training: {_training_summary(bundle_config.training, val_losses)}")
+    if bundle_config.fine_tuning is not None:
+        lines.append(f"  fine-tuning: {_fine_tuning_summary(bundle_config.fine_tuning)}")
     return "\n".join(lines)
 
 
@@ -393,6 +397,15 @@ def _training_summary(training: TrainingRecord | None, val_losses: list[float]) 
     duration = f"{training.seconds / 60:.1f} min" if training.seconds is not None else "?"
     epochs = training.epochs_run if training.epochs_run is not None else len(val_losses)
     return f"{epochs} epochs, best val loss {best_text}, {duration}"
+
+
+def _fine_tuning_summary(fine_tuning: FineTuningRecord) -> str:
+    """``self-critical for CIDEr-D: N epochs, validation CIDEr-D A -> B, M min``."""
+    start, best = fine_tuning.start_val_cider, fine_tuning.best_val_cider
+    change = f"{start:.1f} -> {best:.1f}" if start is not None and best is not None else "?"
+    duration = f"{fine_tuning.seconds / 60:.1f} min" if fine_tuning.seconds is not None else "?"
+    return (f"self-critical for CIDEr-D: {_known(fine_tuning.epochs_run)} epochs, validation "
+            f"CIDEr-D {change}, {duration}")
 
 
 __all__ = ["Bundle", "describe_bundle", "is_bundle", "list_bundles", "load_bundle", "read_bundle_config",

@@ -123,8 +123,14 @@ def _train_parser(sub) -> None:
                    help="captions per batch (default: %(default)s)")
     p.add_argument("--learning-rate", type=positive_float, default=t.learning_rate, metavar="LR",
                    help="Adam learning rate (default: %(default)s)")
-    p.add_argument("--embedding-dim", type=positive_int, default=d.embedding_dim, metavar="N",
-                   help="width of the word embeddings (default: %(default)s)")
+    p.add_argument("--embedding-dim", type=positive_int, metavar="N",
+                   help=f"word embedding width (default: {d.embedding_dim}, or the size of --word-vectors)")
+    p.add_argument("--word-vectors", metavar="FILE",
+                   help="start the word embedding from pretrained vectors in GloVe's text format (for "
+                        "example glove.6B.300d.txt, downloaded and unzipped by you from "
+                        "nlp.stanford.edu/projects/glove); words it lacks start random (default: none)")
+    p.add_argument("--freeze-word-vectors", action="store_true",
+                   help="keep the --word-vectors fixed instead of training them further")
     p.add_argument("--units", type=positive_int, default=d.units, metavar="N",
                    help="LSTM and dense width (default: %(default)s)")
     p.add_argument("--dropout", type=dropout_rate, default=d.dropout, metavar="P",
@@ -140,6 +146,12 @@ def _train_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=t.seed, metavar="N",
                    help="seed for the train/val/test split and the weights' initialisation "
                         "(default: %(default)s)")
+    p.add_argument("--select-by", choices=config.EPOCH_SELECTION, default=t.select_by,
+                   help="what chooses the epoch kept and stops training early: the validation loss, or "
+                        "the CIDEr-D of captions of --select-images validation photos after each epoch "
+                        "(slower; the learning-rate plateau stays on the loss) (default: %(default)s)")
+    p.add_argument("--select-images", type=positive_int, default=t.select_images, metavar="N",
+                   help="validation photos captioned for --select-by val_cider (default: %(default)s)")
     p.add_argument("--output", metavar="DIR",
                    help="bundle folder (default: saved_models/<dataset>-<encoder>-<decoder>)")
     p.add_argument("--resume", action="store_true",
@@ -150,6 +162,49 @@ def _train_parser(sub) -> None:
     p.add_argument("--strategy", choices=config.TRAINING_STRATEGIES, default=config.DEFAULT_STRATEGY,
                    help="tf.distribute strategy: auto = MirroredStrategy when several GPUs are "
                         "visible, else the default (default: %(default)s)")
+
+
+def _scst_parser(sub) -> None:
+    s = config.SelfCriticalConfig
+    p = sub.add_parser("scst", help="fine-tune a trained model for CIDEr-D (self-critical training)",
+                       description="Self-critical sequence training (Rennie et al. 2017): the decoder "
+                                   "captions each training photo several times by sampling and learns "
+                                   "from how each sample scores (CIDEr-D against the references) "
+                                   "compared with the photo's other samples. Writes a new bundle; the "
+                                   "epoch kept is the one with the best validation CIDEr-D.")
+    p.add_argument("--model", metavar="DIR", help=MODEL_HELP)
+    p.add_argument("--member", type=positive_int, metavar="N",
+                   help="an ensemble's member to fine-tune (1 = the first); fine-tune each, then "
+                        "combine them with `ensemble` (default: none, for a single-decoder bundle)")
+    _add_dataset_arg(p, None, " (default: the dataset the model was trained on, with its split)")
+    p.add_argument("--epochs", type=positive_int, default=s.epochs, metavar="N",
+                   help="maximum epochs; stops sooner after --patience epochs without a validation "
+                        "gain (default: %(default)s)")
+    p.add_argument("--learning-rate", type=positive_float, default=s.learning_rate, metavar="LR",
+                   help="Adam learning rate, about a twentieth of cross-entropy's (default: %(default)s)")
+    p.add_argument("--samples", type=positive_int, default=s.samples_per_image, metavar="K",
+                   help="captions sampled per photo; each one's baseline is the mean reward of the "
+                        "others, so K >= 2 (default: %(default)s)")
+    p.add_argument("--batch-images", type=positive_int, default=s.images_per_batch, metavar="N",
+                   help="photos per optimiser step (default: %(default)s)")
+    p.add_argument("--monitor-images", type=positive_int, default=s.monitor_images, metavar="N",
+                   help="validation photos captioned after each epoch to measure CIDEr-D "
+                        "(default: %(default)s)")
+    p.add_argument("--monitor-beam-size", type=positive_int, default=s.monitor_beam_size, metavar="N",
+                   help="beam width of those validation captions (default: %(default)s)")
+    p.add_argument("--patience", type=positive_int, default=s.patience, metavar="N",
+                   help="epochs without a validation CIDEr-D gain before stopping (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=s.seed, help="seed for sampling, order and the monitored "
+                                                            "photos (default: %(default)s)")
+    p.add_argument("--limit", type=positive_int, metavar="N",
+                   help="only the first N training photos (quick trials; default: all)")
+    p.add_argument("--output", metavar="DIR",
+                   help="bundle folder to write (default: MODEL-scst, or MODEL-member-N-scst, beside it)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the interrupted run in --output from its last finished epoch")
+    p.add_argument("--make-default", action="store_true",
+                   help="when it finishes, make the fine-tuned model the default for caption, evaluate "
+                        "and the menu")
 
 
 def _caption_parser(sub) -> None:
@@ -237,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "Run without a subcommand for the interactive menu.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (_train_parser, _caption_parser, _evaluate_parser, _info_parser, _extract_parser,
+    for add in (_train_parser, _scst_parser, _caption_parser, _evaluate_parser, _info_parser, _extract_parser,
                 _ensemble_parser, _default_parser, _serve_parser):
         add(sub)
     return parser

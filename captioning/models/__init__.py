@@ -20,6 +20,7 @@ from captioning.data.text import PAD
 
 if TYPE_CHECKING:
     import keras
+    import numpy as np
 
     from captioning.models.attention import AttentionStepDecoder
     from captioning.models.merge import MergeStepDecoder
@@ -79,4 +80,28 @@ def caption_loss() -> keras.losses.Loss:
     return keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=PAD)
 
 
-__all__ = ["build_decoder", "caption_loss", "make_step_decoder"]
+
+
+def set_word_embedding(model: keras.Model, rows: dict[int, np.ndarray], freeze: bool) -> None:
+    """Overwrite the word embedding's rows ``{token id: vector}`` (others keep their initial values).
+
+    Args:
+        model: a decoder training graph (either kind: each has one ``Embedding`` layer).
+        rows: the vectors, each of the embedding's width.
+        freeze: make the embedding untrainable (call before ``compile`` for it to hold).
+    """
+    import keras
+    import numpy
+
+    layers = [layer for layer in model.layers if isinstance(layer, keras.layers.Embedding)]
+    if len(layers) != 1:
+        raise ValueError(f"expected one word embedding in the decoder, found {len(layers)}")
+    embedding = layers[0]
+    matrix = numpy.array(embedding.get_weights()[0])  # (vocab, embedding_dim)
+    for token, vector in rows.items():
+        matrix[token] = vector
+    embedding.set_weights([matrix])
+    embedding.trainable = not freeze
+
+
+__all__ = ["build_decoder", "caption_loss", "make_step_decoder", "set_word_embedding"]

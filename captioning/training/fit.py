@@ -181,7 +181,7 @@ def accepts_any_length(model: keras.Model) -> bool:
 
 def fit(model: keras.Model, data: TrainingData, train_config: TrainConfig, checkpoint_root: Path,
         fingerprint: dict, resume: bool = False, log: Callable[[str], None] = print,
-        progress: bool = False) -> FitResult:
+        progress: bool = False, caption_quality: Callable[[], float] | None = None) -> FitResult:
     """Train ``model`` (compiled) epoch by epoch, checkpointing after each; Ctrl-C stops cleanly.
 
     Args:
@@ -194,9 +194,12 @@ def fit(model: keras.Model, data: TrainingData, train_config: TrainConfig, check
         resume: Continue from the last finished epoch in the checkpoint.
         log: Receives one line per epoch and notices.
         progress: Show a per-batch progress bar (for terminals).
+        caption_quality: With ``train_config.select_by == "val_cider"``: scores the model's
+            current captions of the validation photos (CIDEr-D x100); it then chooses the epoch
+            kept and early stopping, while the learning-rate plateau stays on the loss.
 
     Returns:
-        The FitResult; the model holds the best weights seen (by validation loss) when at least
+        The FitResult; the model holds the best weights seen (by the selection metric) when at least
         one epoch finished. Resuming a run with no epoch left (all done, or stopped early, its
         bundle never written) trains nothing and gives the checkpoint's best weights.
 
@@ -231,6 +234,8 @@ def fit(model: keras.Model, data: TrainingData, train_config: TrainConfig, check
             callbacks = [_BatchProgress(epoch, train_config.epochs)] if progress else []
             metrics = model.fit(train_data, validation_data=val_data, epochs=epoch + 1, initial_epoch=epoch,
                                 verbose=0, callbacks=callbacks, shuffle=False).history
+            if caption_quality is not None:
+                metrics["val_cider"] = [caption_quality()]
             improved = _record_epoch(model, state, metrics, monitor, time.time() - epoch_start, train_config)
             if improved:
                 best_weights = model.get_weights()
@@ -243,6 +248,8 @@ def fit(model: keras.Model, data: TrainingData, train_config: TrainConfig, check
         model.set_weights(best_weights)
     history = state.history
     best = min(history[monitor]) if history[monitor] else None
+    if history.get("val_cider") and state.best_epoch:
+        best = history[monitor][state.best_epoch - 1]  # the loss of the epoch kept
     return FitResult(history=history, epochs_run=state.epoch, best_val_loss=best if monitor == "val_loss" else None,
                      best_epoch=state.best_epoch, interrupted=interrupted, stopped_early=state.stopped_early,
                      seconds=time.time() - started)
@@ -259,9 +266,13 @@ def _record_epoch(model: keras.Model, state: FitState, metrics: dict, monitor: s
     state.history["learning_rate"].append(learning_rate)
     state.history["seconds"].append(round(seconds, 3))
     current = state.history[monitor][-1]
-    improved = current < state.best
+    selected = current  # lower is better
+    if "val_cider" in metrics:
+        state.history.setdefault("val_cider", []).append(round(float(metrics["val_cider"][-1]), 4))
+        selected = -state.history["val_cider"][-1]
+    improved = selected < state.best
     if improved:
-        state.best, state.best_epoch, state.wait = current, state.epoch, 0
+        state.best, state.best_epoch, state.wait = selected, state.epoch, 0
     else:
         state.wait += 1
         state.stopped_early = state.wait >= config.early_stopping_patience
@@ -280,6 +291,8 @@ def _record_epoch(model: keras.Model, state: FitState, metrics: dict, monitor: s
 def _epoch_line(state: FitState, epochs: int, improved: bool) -> str:
     history = state.history
     val = f", val loss {history['val_loss'][-1]:.4f}" if history["val_loss"] else ""
+    if history.get("val_cider"):
+        val += f", val CIDEr-D {history['val_cider'][-1]:.2f}"
     line = (f"epoch {state.epoch}/{epochs}: loss {history['loss'][-1]:.4f}{val}, "
             f"lr {history['learning_rate'][-1]:.2g}, {history['seconds'][-1]:.1f} s")
     if improved:

@@ -48,6 +48,8 @@ class TrainOptions:
     resume: bool = False
     strategy: str = config.DEFAULT_STRATEGY
     progress: bool = False  # per-batch progress bars (terminals)
+    word_vectors: Path | None = None  # GloVe-format text file initialising the word embedding
+    freeze_word_vectors: bool = False  # keep those vectors fixed during training
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> TrainOptions:
@@ -58,20 +60,37 @@ class TrainOptions:
 
         Returns:
             The options.
+
+        Raises:
+            CaptioningError: ``--word-vectors`` unreadable, or of another size than ``--embedding-dim``.
         """
         import sys
 
+        embedding_dim = args.embedding_dim or config.DecoderConfig.embedding_dim
+        word_vectors = Path(args.word_vectors).expanduser() if args.word_vectors else None
+        if word_vectors is not None:
+            from captioning.data.word_vectors import vector_dimension
+
+            size = vector_dimension(word_vectors)  # the embedding takes the vectors' size
+            if args.embedding_dim not in (None, size):
+                raise DatasetError(f"--embedding-dim {args.embedding_dim} differs from the {size} numbers per word "
+                                   f"of {word_vectors}; drop --embedding-dim (it follows the vectors)")
+            embedding_dim = size
+        elif args.freeze_word_vectors:
+            raise DatasetError("--freeze-word-vectors needs --word-vectors FILE")
         return cls(
             dataset=str(args.dataset), encoder=args.encoder, encoder_weights=args.encoder_weights,
             decoder=config.DecoderConfig(
-                kind=args.decoder, embedding_dim=args.embedding_dim, units=args.units, dropout=args.dropout,
+                kind=args.decoder, embedding_dim=embedding_dim, units=args.units, dropout=args.dropout,
                 attention_regularization=args.attention_regularization),
             train=config.TrainConfig(epochs=args.epochs, batch_size=args.batch_size,
-                                     learning_rate=args.learning_rate, seed=args.seed),
+                                     learning_rate=args.learning_rate, seed=args.seed,
+                                     select_by=args.select_by, select_images=args.select_images),
             vocab=config.VocabConfig(min_count=args.min_count),
             split=config.SplitConfig(seed=args.seed),
             limit=args.limit, output=Path(args.output).expanduser() if args.output else None, resume=args.resume,
-            strategy=args.strategy, progress=sys.stderr.isatty())
+            strategy=args.strategy, progress=sys.stderr.isatty(), word_vectors=word_vectors,
+            freeze_word_vectors=args.freeze_word_vectors)
 
 
 @dataclass
@@ -94,6 +113,8 @@ class _Prepared:
     data: TrainingData
     feature_shape: tuple[int, ...]
     counts: dict[str, int]
+    val_images: list[CaptionedImage]  # for the validation CIDEr-D of ``select_by="val_cider"``
+    val_image_rows: np.ndarray  # (len(val_images),) their feature rows
 
 
 def default_output(dataset_name: str, encoder: str, decoder: str) -> Path:
@@ -179,18 +200,20 @@ def _train_into(output: Path, options: TrainOptions, dataset: Dataset, log: Call
     keras.utils.set_random_seed(options.train.seed)
     with strategy.scope():
         model = build_decoder(len(prepared.vocab), prepared.max_length, prepared.feature_shape,
-                                     options.decoder)
+                              options.decoder)
+        found = _load_word_vectors(model, options, prepared.vocab, log)  # a resumed run then loads its checkpoint
         fit.compile_model(model, options.train.learning_rate)
     if strategy.num_replicas_in_sync > 1:
         log(f"training on {strategy.num_replicas_in_sync} devices ({type(strategy).__name__})")
     log(f"training {options.decoder.kind} decoder: {len(prepared.data.train_rows)} train / "
         f"{len(prepared.data.val_rows)} val captions, up to {options.train.epochs} epochs -> {output}")
     result = fit.fit(model, prepared.data, options.train, output, _fingerprint(options, prepared),
-                          resume=options.resume, log=log, progress=options.progress)
+                     resume=options.resume, log=log, progress=options.progress,
+                     caption_quality=_caption_quality(model, options, prepared, log))
     if result.epochs_run == 0:
         log("interrupted before the first epoch finished: nothing saved")
         return TrainResult(None, None, 0, result.history, interrupted=True)
-    bundle_config = _bundle_config(options, prepared, result, time.time() - started)
+    bundle_config = _bundle_config(options, prepared, result, time.time() - started, found)
     try:
         save_bundle(output, model, prepared.vocab, bundle_config, result.history)
     except OutputFolderError as error:  # the checkpoint is intact: the bundle can be written later
@@ -247,7 +270,46 @@ def _prepare(options: TrainOptions, dataset: Dataset, log: Callable[[str], None]
     data = TrainingData(features, image_rows[train_rows], train_tokens, image_rows[val_rows], val_tokens)
     counts = {"train_images": len(train), "val_images": len(val), "test_images": len(split.test),
               "train_captions": len(train_rows), "val_captions": len(val_rows)}
-    return _Prepared(dataset, vocab, max_length, encoder, data, tuple(features.shape[1:]), counts)
+    return _Prepared(dataset, vocab, max_length, encoder, data, tuple(features.shape[1:]), counts,
+                     val, image_rows[len(train):])
+
+
+def _load_word_vectors(model, options: TrainOptions, vocab: Vocabulary, log: Callable[[str], None]) -> int | None:
+    """Put ``--word-vectors`` into the model's embedding; how many vocabulary words the file had."""
+    if options.word_vectors is None:
+        return None
+    from captioning.data.text import RESERVED_TOKENS
+    from captioning.data.word_vectors import read_word_vectors
+    from captioning.models import set_word_embedding
+
+    loaded = read_word_vectors(options.word_vectors, vocab.words)
+    rows = {vocab.id_of(word): vector for word, vector in loaded.vectors.items() if word not in RESERVED_TOKENS}
+    set_word_embedding(model, rows, freeze=options.freeze_word_vectors)
+    words = len(vocab) - len(RESERVED_TOKENS)
+    state = "frozen" if options.freeze_word_vectors else "trained further"
+    log(f"word vectors: {len(rows)} of {words} vocabulary words found in {options.word_vectors} "
+        f"({loaded.dimension} numbers each, {state}); the others start random")
+    return len(rows)
+
+
+def _caption_quality(model, options: TrainOptions, prepared: _Prepared,
+                     log: Callable[[str], None]) -> Callable[[], float] | None:
+    """The validation CIDEr-D scorer ``fit`` selects epochs by, or None to select by the loss."""
+    if options.train.select_by != "val_cider":
+        return None
+    if not prepared.val_images:
+        log("no validation photos: epochs are chosen by the training loss, not validation CIDEr-D")
+        return None
+    from captioning.models import make_step_decoder
+    from captioning.training.caption_quality import CaptionQuality, monitor_subset
+
+    chosen = monitor_subset(len(prepared.val_images), options.train.select_images, options.train.seed)
+    monitor = CaptionQuality(prepared.data.features, prepared.val_image_rows[chosen],
+                             [prepared.val_images[i].captions for i in chosen], prepared.vocab,
+                             prepared.max_length, options.train.select_beam_size)
+    log(f"epochs are chosen by validation CIDEr-D on {len(monitor)} photos (beam {monitor.beam_size})")
+    step_decoder = make_step_decoder(model, options.decoder)  # shares the model's weights
+    return lambda: monitor.score(step_decoder)
 
 
 def _caption_rows(images: Sequence[CaptionedImage], vocab: Vocabulary, max_length: int, offset: int) -> tuple[np.ndarray, np.ndarray]:
@@ -267,11 +329,13 @@ def _fingerprint(options: TrainOptions, prepared: _Prepared) -> dict:
         "decoder": dataclasses.asdict(options.decoder), "train": train,
         "vocab": dataclasses.asdict(options.vocab), "split": dataclasses.asdict(options.split),
         "vocab_size": len(prepared.vocab), "max_length": prepared.max_length,
+        "word_vectors": str(options.word_vectors) if options.word_vectors else None,
+        "freeze_word_vectors": options.freeze_word_vectors,
     }
 
 
 def _bundle_config(options: TrainOptions, prepared: _Prepared, result: FitResult,
-                   seconds: float) -> BundleConfig:
+                   seconds: float, word_vectors_found: int | None = None) -> BundleConfig:
     """What the run's bundle records: the encoder and its weights, the decoder, the data, the run."""
     weights = options.encoder_weights
     random = weights == "none"
@@ -284,8 +348,14 @@ def _bundle_config(options: TrainOptions, prepared: _Prepared, result: FitResult
         note="random encoder weights: for tests and benchmarks only, not for real use" if random else None)
     dataset = DatasetRecord(source=prepared.dataset.source or str(prepared.dataset.root), key=prepared.dataset.key,
                             name=prepared.dataset.name, limit=options.limit, **prepared.counts)
+    val_cider = result.history.get("val_cider") or []
+    best_val_cider = val_cider[result.best_epoch - 1] if val_cider and result.best_epoch else None
     training = TrainingRecord(**dataclasses.asdict(options.train), epochs_run=result.epochs_run,
                               best_epoch=result.best_epoch, best_val_loss=result.best_val_loss,
+                              best_val_cider=best_val_cider,
+                              word_vectors=str(options.word_vectors.resolve()) if options.word_vectors else None,
+                              freeze_word_vectors=options.freeze_word_vectors if options.word_vectors else None,
+                              word_vectors_found=word_vectors_found,
                               stopped_early=result.stopped_early, interrupted=result.interrupted,
                               seconds=round(seconds, 1))
     return BundleConfig(encoder=encoder, decoder=options.decoder, vocab_size=len(prepared.vocab),
