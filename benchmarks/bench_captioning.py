@@ -68,7 +68,7 @@ def build_timing_bundle(target: Path, vocab_size: int) -> Path:
     from captioning.models import build_decoder
 
     vocab = Vocabulary([*RESERVED_TOKENS, *(f"w{i}" for i in range(vocab_size - len(RESERVED_TOKENS)))])
-    decoder = DecoderConfig()
+    decoder = DecoderConfig(kind="merge")
     keras.utils.set_random_seed(0)
     model = build_decoder(len(vocab), 20, (1280,), decoder)
     settings = BundleConfig(encoder=EncoderSpec(name="efficientnet_lite0", weights_id="imagenet"), decoder=decoder,

@@ -19,7 +19,7 @@ from captioning.data.text import Vocabulary
 from captioning.errors import BundleError
 from captioning.storage.output_folder import OutputFolderError
 
-DECODER = config.DecoderConfig(embedding_dim=8, units=8, dropout=0.0)
+DECODER = config.DecoderConfig(kind="merge", embedding_dim=8, units=8, dropout=0.0)
 FEATURE_DIM = config.ENCODER_SHAPES["efficientnet_lite0"].feature_dim  # a bundle's features fit its encoder
 FEATURES = np.random.default_rng(0).normal(size=(2, FEATURE_DIM)).astype(np.float32)
 TOKENS = np.array([[2, 4, 5, 3, 0], [2, 6, 3, 0, 0]], dtype=np.int32)

@@ -223,3 +223,53 @@ def test_attention_map_for_an_attention_model(tmp_path, monkeypatch, capsys, enc
     with Image.open(tmp_path / "captioned_image_attention.png") as attention:
         attention.load()
         assert attention.width > 100
+
+
+def test_captions_are_printed_batch_by_batch_not_all_at_the_end(tmp_path, tiny_bundle, monkeypatch, capsys):
+    from captioning.inference.captioner import Captioner
+
+    folder = tmp_path / "album"
+    for i in range(5):
+        photo(folder / f"{i}.png", colour=(50 * i, 90, 120))
+    monkeypatch.setattr(config, "CAPTION_BATCH_SIZE", 2)
+    printed_before_each_batch, err = [], ""
+    caption_entries = Captioner.caption_entries
+
+    def recording(self, entries, *args, **kwargs):
+        nonlocal err
+        out, more_err = capsys.readouterr()
+        printed_before_each_batch.append(out.count(": "))
+        err += more_err
+        return caption_entries(self, entries, *args, **kwargs)
+
+    monkeypatch.setattr(Captioner, "caption_entries", recording)
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["caption", str(folder), "--model", str(tiny_bundle), "--json", "all.json"]) == 0
+    rest, more_err = capsys.readouterr()
+    err += more_err
+    # Batches of 2, 2 and 1: each batch's two lines were out before the next batch started.
+    assert printed_before_each_batch == [0, 2, 2]
+    assert rest.count(": ") == 1 and "wrote all.json" in rest
+    assert len(json.loads((tmp_path / "all.json").read_text())) == 5
+    assert "captioning 5 images (beam size 3)" in err.splitlines()[:2]
+    assert "%|" not in err  # no progress bar when stderr is not a terminal
+
+
+def test_a_terminal_gets_a_progress_bar_above_which_captions_stream(tmp_path, tiny_bundle):
+    import pexpect
+
+    folder = tmp_path / "album"
+    for i in range(3):
+        photo(folder / f"{i}.png", colour=(50 * i, 90, 120))
+    env = dict(os.environ, CAPTIONING_MODELS_DIR=str(tmp_path / "models"), TERM="dumb")
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # as a user runs it
+    child = pexpect.spawn(sys.executable, [str(PROJECT_ROOT / "image_captioning.py"), "caption", str(folder),
+                                           "--model", str(tiny_bundle), "--no-png"],
+                          cwd=str(tmp_path), env=env, encoding="utf-8", timeout=300, dimensions=(40, 160))
+    child.expect_exact("captioning 3 images (beam size 3)")
+    child.expect(r"captioning: +\d+%\|")  # the bar, drawn while the model loads and captions
+    child.expect_exact(f"{folder / '0.png'}: ")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    assert "Traceback" not in child.before and "WARNING" not in child.before and "E0000" not in child.before

@@ -13,7 +13,7 @@ from captioning.config import DecoderConfig  # noqa: E402
 from captioning.models import merge  # noqa: E402
 
 VOCAB, MAX_LENGTH, FEATURE_DIM = 23, 8, 12
-CONFIG = DecoderConfig(embedding_dim=10, units=16, dropout=0.5)
+CONFIG = DecoderConfig(kind="merge", embedding_dim=10, units=16, dropout=0.5)
 
 
 def _softmax(x):

@@ -461,7 +461,7 @@ def test_evaluate_a_model_trained_on_shapes(tmp_path, monkeypatch, capsys):
     dataset_dir = write_shapes_dataset(tmp_path / "shapes", 144, seed=0)
     options = TrainOptions(
         dataset=str(dataset_dir), encoder="efficientnet_lite0", encoder_weights="imagenet",
-        decoder=config.DecoderConfig(embedding_dim=32, units=64, dropout=0.0),
+        decoder=config.DecoderConfig(kind="merge", embedding_dim=32, units=64, dropout=0.0),
         train=config.TrainConfig(epochs=10, batch_size=32, learning_rate=3e-3,
                                  early_stopping_patience=50),
         vocab=config.VocabConfig(min_count=1), split=split_config, output=tmp_path / "model")

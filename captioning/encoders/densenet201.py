@@ -11,12 +11,7 @@ from captioning.encoders.base import Encoder
 NAME = "densenet201"
 INPUT_SIZE = config.ENCODER_SHAPES[NAME].input_size
 FEATURE_DIM = config.ENCODER_SHAPES[NAME].feature_dim
-_FILE = "densenet201_weights_tf_dim_ordering_tf_kernels_notop.h5"
-# md5: Keras's published hash of the no-top file (keras/src/applications/densenet.py).
-WEIGHTS = keras_weights.KerasWeights(
-    label="DenseNet201", file=_FILE,
-    url=f"https://storage.googleapis.com/tensorflow/keras-applications/densenet/{_FILE}",
-    md5="c13680b51ded0fb44dff2d8f86ac8bb1")
+WEIGHTS = keras_weights.PUBLISHED[NAME]  # Keras's no-top ImageNet file: name, URL, md5
 
 
 @keras.saving.register_keras_serializable(package="captioning")

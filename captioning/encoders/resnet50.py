@@ -11,12 +11,7 @@ from captioning.encoders.base import Encoder
 NAME = "resnet50"
 INPUT_SIZE = config.ENCODER_SHAPES[NAME].input_size
 FEATURE_DIM = config.ENCODER_SHAPES[NAME].feature_dim
-_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
-# md5: Keras's published hash of the no-top file (keras/src/applications/resnet.py).
-WEIGHTS = keras_weights.KerasWeights(
-    label="ResNet50", file=_FILE,
-    url=f"https://storage.googleapis.com/tensorflow/keras-applications/resnet/{_FILE}",
-    md5="4d473c1dd8becc155b73f8504c6f6626")
+WEIGHTS = keras_weights.PUBLISHED[NAME]  # Keras's no-top ImageNet file: name, URL, md5
 
 
 @keras.saving.register_keras_serializable(package="captioning")

@@ -1,8 +1,10 @@
 """Training, end to end: dataset -> split -> vocabulary -> features -> tf.data -> fit -> bundle.
 
 ``train_model`` is the one function the ``train`` subcommand and the menu call. Importing this
-module does not import TensorFlow: ``train_model`` first claims the output folder (refusing one
-that is not the tool's to replace, or that another run is writing), then imports it.
+module does not import TensorFlow: ``train_model`` first says what it will train, claims the output
+folder (refusing one that is not the tool's to replace, or that another run is writing), reads the
+dataset (a mistyped path, an unknown layout or an offline Mini-COCO download fails here) and checks
+that the encoder's weights can be had, and only then imports it.
 """
 
 from __future__ import annotations
@@ -164,15 +166,25 @@ def train_model(options: TrainOptions, log: Callable[[str], None] = print,
             is writing (both before any work), an unreadable dataset, no usable captions, encoder
             or cache failures, a resume that does not match, or a full disk.
     """
+    from captioning.bundles.default_model import shown
+    from captioning.data.datasets import load_dataset
+    from captioning.encoders.keras_weights import check_available
     from captioning.storage.output_folder import claim
 
-    with claim(output_folder(options), log, default=not options.output) as output:
+    target = output_folder(options)
+    log(f"training: {options.encoder} + {options.decoder.kind} decoder on dataset {options.dataset} "
+        f"-> {shown(target)}{' (resuming)' if options.resume else ''}")
+    with claim(target, log, default=not options.output) as output:
+        dataset = load_dataset(options.dataset)
+        for note in dataset.notes:
+            log(f"note: {note}")
+        check_available(options.encoder, options.encoder_weights)
         if before_tensorflow is not None:
             before_tensorflow()  # only now, after the cheap checks
-        return _train_into(output, options, log)
+        return _train_into(output, options, dataset, log)
 
 
-def _train_into(output: Path, options: TrainOptions, log: Callable[[str], None]) -> TrainResult:
+def _train_into(output: Path, options: TrainOptions, dataset: Dataset, log: Callable[[str], None]) -> TrainResult:
     """``train_model`` once ``output`` is claimed."""
     import keras
 
@@ -183,7 +195,7 @@ def _train_into(output: Path, options: TrainOptions, log: Callable[[str], None])
     from captioning.training.checkpoints import remove_checkpoint
 
     started = time.time()
-    prepared = _prepare(options, log)
+    prepared = _prepare(options, dataset, log)
     strategy = fit.make_strategy(options.strategy)
     keras.utils.set_random_seed(options.train.seed)
     with strategy.scope():
@@ -217,17 +229,14 @@ def _train_into(output: Path, options: TrainOptions, log: Callable[[str], None])
     return TrainResult(output, result.best_val_loss, result.epochs_run, result.history, result.interrupted)
 
 
-def _prepare(options: TrainOptions, log: Callable[[str], None]) -> _Prepared:
-    from captioning.data.datasets import load_dataset, split_dataset
+def _prepare(options: TrainOptions, dataset: Dataset, log: Callable[[str], None]) -> _Prepared:
+    from captioning.data.datasets import split_dataset
     from captioning.data.text import Vocabulary, choose_max_length, tokenize
     from captioning.encoders import build_encoder
     from captioning.features.cache import open_features
     from captioning.features.extraction import extract_features
     from captioning.training.fit import TrainingData
 
-    dataset = load_dataset(options.dataset)
-    for note in dataset.notes:
-        log(f"note: {note}")
     images = dataset.images[: options.limit] if options.limit else dataset.images
     split = split_dataset(images, options.split)
     if not split.train:

@@ -26,7 +26,7 @@ def config_without_dataset():
     from captioning.bundles.schema import BundleConfig, EncoderSpec
     from captioning.config import DecoderConfig
 
-    return BundleConfig(encoder=EncoderSpec(name="efficientnet_lite0"), decoder=DecoderConfig(), vocab_size=10,
+    return BundleConfig(encoder=EncoderSpec(name="efficientnet_lite0"), decoder=DecoderConfig(kind="merge"), vocab_size=10,
                         max_length=MAX_LENGTH, feature_shape=(FEATURE_DIM,))
 
 

@@ -9,7 +9,7 @@ from captioning.models import build_decoder
 from captioning.training.fit import TrainingData, compile_model
 
 VOCAB, MAX_LENGTH, FEATURE_DIM = 15, 7, 8
-DECODER = DecoderConfig(embedding_dim=8, units=8, dropout=0.3)
+DECODER = DecoderConfig(kind="merge", embedding_dim=8, units=8, dropout=0.3)
 CONFIG = TrainConfig(epochs=4, batch_size=16, learning_rate=0.01, early_stopping_patience=10,
                      reduce_lr_patience=1, reduce_lr_factor=0.5, seed=7)
 FINGERPRINT = {"dataset": "toy", "batch_size": 16, "epochs": 4}

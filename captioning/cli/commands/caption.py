@@ -3,16 +3,19 @@
 Prints the model it uses first, on stderr (``model: ...``, see ``default_model.model_line``), so
 stdout holds only ``path: caption`` lines and the files written; one ``error: ...`` line per
 unusable input goes to stderr. One image file: writes ``captioned_image.png`` (or ``--output``). Folders or several images:
-one annotated PNG per image in ``--output-dir``, named after the image. ``--json`` writes every
-result in input order. Exit status 0 when every image was captioned, 1 when any failed.
+one annotated PNG per image in ``--output-dir``, named after the image. Captions are printed batch
+by batch as they are made, under a progress bar on stderr (terminals only); ``--json`` writes every
+result in input order once all are done. Exit status 0 when every image was captioned, 1 when any failed.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
+from captioning import config
 from captioning.cli.runtime import EXIT_FAILURE, EXIT_OK
 from captioning.errors import CaptioningError
 from captioning.inference.inputs import expand_paths, names_one_image, png_targets
@@ -22,6 +25,10 @@ from captioning.storage.safe_text import escape, json_text
 
 def run(args: argparse.Namespace) -> int:
     """Caption ``args.paths`` and write the annotated PNGs and JSON asked for.
+
+    Each batch's captions are printed (and their PNGs written) as soon as that batch is done, so
+    a folder of hundreds of photos shows its first lines within seconds; a progress bar on stderr
+    counts the photos when it is a terminal.
 
     Args:
         args: Parsed ``caption`` options (paths, model, beam_size, no_tags, output, output_dir,
@@ -41,17 +48,22 @@ def run(args: argparse.Namespace) -> int:
     if choice.note:
         print(f"note: {choice.note}", file=sys.stderr)
     entries = expand_paths(args.paths)
+    single = names_one_image(args.paths, entries)
+    pngs = _png_targets(args, entries, single)
     captioner = None
     if all(error for _, error in entries):
         results = [CaptionResult(path, None, error) for path, error in entries]
+        failed = _report(results, 0, pngs)
     else:
+        images = sum(error is None for _, error in entries)
+        print(f"captioning {images} image{'s' if images != 1 else ''} (beam size {args.beam_size})",
+              file=sys.stderr, flush=True)
         from captioning.cli.runtime import import_tensorflow
 
         import_tensorflow()  # only now: the checks above need no TensorFlow
         captioner = Captioner.load(model_dir, tags=not args.no_tags)
-        results = captioner.caption_entries(entries, beam_size=args.beam_size)
-    pngs = _png_targets(args, results, single=names_one_image(args.paths, entries))
-    failed = _report(results, pngs)
+        results, failed = _caption_streaming(captioner, entries, args.beam_size, pngs)
+    _say_saved(pngs, len(entries))
     if args.attention_map and captioner is not None:
         failed |= _attention_maps(captioner, results, pngs)
     if args.json:
@@ -60,24 +72,67 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_FAILURE if failed else EXIT_OK
 
 
-def _png_targets(args: argparse.Namespace, results, single: bool) -> dict[int, Path]:
-    """Where each captioned image's annotated PNG goes, by result index (``--no-png``: nowhere)."""
+def _png_targets(args: argparse.Namespace, entries, single: bool) -> dict[int, Path]:
+    """Where each image's annotated PNG goes, by entry index (``--no-png``: nowhere).
+
+    Planned before captioning, so the names do not depend on which images fail; an image that
+    fails loses its entry.
+    """
     if args.no_png:
         return {}
     if args.output and not single:
         print(f"note: --output is for a single image; writing one PNG per image into {args.output_dir}/",
               file=sys.stderr)
-    return png_targets(results, single, args.output, args.output_dir)
+    planned = [_Entry(path, error is None) for path, error in entries]
+    return png_targets(planned, single, args.output, args.output_dir)
 
 
-def _report(results, pngs: dict[int, Path]) -> bool:
-    """Print each caption (writing its PNG) or its error; True when anything failed."""
+@dataclass(frozen=True)
+class _Entry:
+    """An input as ``png_targets`` sees it before captioning: usable unless already failed."""
+
+    path: Path
+    ok: bool
+
+
+def _caption_streaming(captioner, entries, beam_size: int, pngs: dict[int, Path]) -> tuple[list, bool]:
+    """Caption ``entries`` a batch at a time, reporting each batch as soon as it is done.
+
+    Returns:
+        All results in input order, and whether any image failed.
+    """
+    from tqdm import tqdm
+
+    results: list = []
+    failed = False
+    batch_size = config.CAPTION_BATCH_SIZE
+    # Off when stderr is not a terminal (a log file would fill with redraws) or for one image.
+    with tqdm(total=len(entries), unit="img", desc="captioning", file=sys.stderr, leave=False,
+              disable=not sys.stderr.isatty() or len(entries) < 2) as bar:
+        for start in range(0, len(entries), batch_size):
+            batch = captioner.caption_entries(entries[start:start + batch_size], beam_size=beam_size)
+            with tqdm.external_write_mode():  # lines go above the bar, which is redrawn after them
+                failed |= _report(batch, start, pngs)
+            results.extend(batch)
+            bar.update(len(batch))
+    return results, failed
+
+
+def _report(results, offset: int, pngs: dict[int, Path]) -> bool:
+    """Print each caption (writing its PNG) or its error; True when anything failed.
+
+    Args:
+        results: consecutive results, the first being entry number ``offset``.
+        offset: index of ``results[0]`` among all entries (the keys of ``pngs``).
+        pngs: PNG targets by entry index; a failed image's is removed.
+    """
     from captioning.render.captioned_image import write_captioned_image
 
     failed = False
-    for index, result in enumerate(results):
+    for index, result in enumerate(results, start=offset):
         if not result.ok:
-            print(f"error: {escape(result.error)}", file=sys.stderr)
+            pngs.pop(index, None)
+            print(f"error: {escape(result.error)}", file=sys.stderr, flush=True)
             failed = True
             continue
         print(f"{escape(result.path)}: {result.caption}", flush=True)  # names need not be UTF-8
@@ -85,14 +140,18 @@ def _report(results, pngs: dict[int, Path]) -> bool:
             try:
                 write_captioned_image(result.path, result.caption, pngs[index])
             except CaptioningError as error:
-                print(f"error: {escape(error)}", file=sys.stderr)
+                print(f"error: {escape(error)}", file=sys.stderr, flush=True)
                 del pngs[index]
                 failed = True
-    if len(results) == 1 and 0 in pngs:
+    return failed
+
+
+def _say_saved(pngs: dict[int, Path], count: int) -> None:
+    """One line on where the annotated PNGs of ``count`` inputs went."""
+    if count == 1 and 0 in pngs:
         print(f"saved {escape(pngs[0])}")
     elif pngs:
         print(f"saved {len(pngs)} annotated images in {escape(next(iter(pngs.values())).parent)}/")
-    return failed
 
 
 def _attention_maps(captioner, results, pngs: dict[int, Path]) -> bool:

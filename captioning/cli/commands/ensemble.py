@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from captioning.cli.runtime import EXIT_OK
+from captioning.storage.safe_text import escape
 
 
 def run(args: argparse.Namespace) -> int:
@@ -19,6 +20,8 @@ def run(args: argparse.Namespace) -> int:
     """
     from captioning.storage.output_folder import check_output_folder
 
+    names = ", ".join(escape(model) for model in args.models)
+    print(f"ensemble: combining {len(args.models)} models ({names}) -> {escape(args.output)}", flush=True)
     check_output_folder(args.output)  # before TensorFlow loads: a refusal comes at once
     from captioning.cli.runtime import import_tensorflow
 

@@ -10,6 +10,7 @@ The menu's evaluate step calls ``evaluate_model`` too.
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -68,11 +69,14 @@ def evaluate_model(model: str | Path | None, dataset: str | None = None, split: 
     # Turning tags off changes the captions only for a model that has them.
     tags_off = not tags and read_bundle_config(model_path).encoder.has_classifier
     plan = report.plan_reports(model_path, evaluation_set, beam_size, update_bundle, tags_off)
+    say(f"evaluating {evaluation_set.describe()}, beam size {beam_size}")
 
     import_tensorflow()  # only now: every check above is answered without it
     from captioning.inference.captioner import Captioner
 
-    result = evaluate_images(Captioner.load(model_path, tags=tags), evaluation_set, beam_size, model_path)
+    # The bar only where someone watches it: in a log file its redraws are noise.
+    result = evaluate_images(Captioner.load(model_path, tags=tags), evaluation_set, beam_size, model_path,
+                             progress=sys.stderr.isatty())
     say(report.format_table(result))
     written = report.write_reports(result, plan, json_path=json_path)
     say("")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from captioning.cli.runtime import import_tensorflow
 from captioning.data.datasets import load_dataset
+from captioning.encoders.keras_weights import check_available
 from captioning.features.extraction import ExtractionReport, extract_features
 
 
@@ -17,15 +19,19 @@ def run(args: argparse.Namespace) -> int:
     Returns:
         0 when at least one image has features, 1 when no image could be read.
     """
-    from captioning.encoders import build_encoder  # imports TensorFlow: only once we need it
-
+    kind = "grid" if args.grid else "pooled"
+    print(f"extracting: {args.encoder} {kind} features (weights: {args.encoder_weights}) of dataset "
+          f"{args.dataset}", flush=True)
+    # Cheap checks first: a mistyped path, an offline Mini-COCO or unreachable weights answer at once.
     dataset = load_dataset(args.dataset)
     for note in dataset.notes:
         print(f"note: {note}")
+    check_available(args.encoder, args.encoder_weights)
     images = dataset.images[: args.limit] if args.limit else dataset.images
-    kind = "grid" if args.grid else "pooled"
-    print(f"dataset {dataset.root}: {len(images)} images; encoder {args.encoder} "
-          f"(weights: {args.encoder_weights}), {kind} features")
+    print(f"dataset {dataset.root}: {len(images)} images", flush=True)
+    import_tensorflow()
+    from captioning.encoders import build_encoder
+
     encoder = build_encoder(args.encoder, args.encoder_weights)
     report = extract_features(dataset, encoder, kind=kind, image_paths=[image.path for image in images],
                               batch_size=args.batch_size, progress=True)
