@@ -12,10 +12,11 @@ from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # Everything but the modules that build or run a network: the encoders' CNNs, the decoders and the
-# fit loop with its checkpoints, which import TensorFlow at the top.
+# fit loop with its checkpoints and the self-critical loop, which import TensorFlow at the top.
 NEEDS_TENSORFLOW = ("captioning.encoders.resnet50", "captioning.encoders.densenet201",
                     "captioning.encoders.efficientnet_lite", "captioning.models.merge",
-                    "captioning.models.attention", "captioning.training.fit", "captioning.training.checkpoints")
+                    "captioning.models.attention", "captioning.training.fit", "captioning.training.checkpoints",
+                    "captioning.training.self_critical")
 
 
 def _run(code: str) -> subprocess.CompletedProcess:
