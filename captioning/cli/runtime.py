@@ -1,8 +1,7 @@
 """How the command line runs: exit statuses, which commands need TensorFlow, and its quiet import.
 
 TensorFlow is imported only once a command's cheap checks have passed (a missing model or path, an
-output folder that is not the tool's to replace), so those are answered at once; ``extract`` needs
-it from its first step. TensorFlow 2.21 prints absl/CUDA probing lines on stderr while importing
+output folder that is not the tool's to replace, a bad ``--shard``), so those are answered at once. TensorFlow 2.21 prints absl/CUDA probing lines on stderr while importing
 and on first device use, whatever TF_CPP_MIN_LOG_LEVEL says. They are noise to a CLI user (and look
 like errors on a machine without a GPU), so ``import_tensorflow`` points file descriptor 2 at
 /dev/null for exactly that window.
@@ -20,10 +19,10 @@ from types import ModuleType
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-# Subcommands that need TensorFlow from their first step. ``caption``, ``evaluate``, ``train`` and
-# ``ensemble`` import it themselves after their cheap checks, so those are reported at once (and the
-# model line comes first); ``info`` and ``default`` never need it.
-EAGER_TENSORFLOW_COMMANDS = frozenset({"extract"})
+# Subcommands that need TensorFlow from their first step. ``caption``, ``evaluate``, ``train``,
+# ``extract`` and ``ensemble`` import it themselves after their cheap checks, so those are reported
+# at once (and the model line comes first); ``info`` and ``default`` never need it.
+EAGER_TENSORFLOW_COMMANDS: frozenset[str] = frozenset()
 
 
 @contextlib.contextmanager
