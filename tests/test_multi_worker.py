@@ -166,3 +166,20 @@ def test_two_workers_on_loopback_take_the_same_step_as_one_worker(tmp_path):
         np.testing.assert_allclose(chief[key], alone[key], rtol=1e-5, atol=1e-6)
     moved = [np.abs(alone[f"trained_{i}"] - alone[f"initial_{i}"]).max() for i in range(len(alone.files) // 2)]
     assert min(moved) > 1e-3, "every weight took a real step (Adam moves each by about the learning rate)"
+
+
+def test_caption_loss_on_one_device_is_keras_masked_mean_cross_entropy():
+    keras = pytest.importorskip("keras")
+    from captioning.models import caption_loss
+
+    rng = np.random.default_rng(0)
+    targets = rng.integers(1, 12, size=(6, 9)).astype(np.int32)
+    targets[:, 5:] = 0  # padding
+    targets[2, 2:] = 0
+    logits = rng.normal(size=(6, 9, 12)).astype(np.float32)
+    reference = keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=0)(targets, logits)
+    ours = caption_loss()(targets, logits)
+    np.testing.assert_allclose(float(ours), float(reference), rtol=1e-6)
+    half_padded = np.concatenate([targets, np.zeros_like(targets)])  # more padding: the same mean
+    np.testing.assert_allclose(float(caption_loss()(half_padded, np.concatenate([logits, logits]))),
+                               float(reference), rtol=1e-6)
