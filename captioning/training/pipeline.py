@@ -181,8 +181,8 @@ def _train_as_worker(options: TrainOptions, task: ClusterTask, log: Callable[[st
     from captioning.training.checkpoint_layout import ResumeError, checkpoint_dir, has_checkpoint
 
     chief_output = output_folder(options)
-    log(f"{task.name}: the chief writes the model to its {chief_output}; this worker's copies go to a "
-        "temporary folder, removed at the end")
+    log(f"{task.name}: only the chief writes the model and checkpoints (to its --output); this worker's "
+        "copies go to a temporary folder, removed at the end")
     with tempfile.TemporaryDirectory(prefix="captioning-worker-") as scratch:
         output = Path(scratch) / chief_output.name
         if options.resume:
@@ -259,8 +259,9 @@ def _train_into(output: Path, options: TrainOptions, log: Callable[[str], None],
 def _lost_workers_reported(task: ClusterTask | None, output: Path) -> Iterator[None]:
     """In a multi-worker run, a worker that stops or cannot be reached becomes one line.
 
-    TensorFlow's collectives then fail on every other worker (after its health checks notice) with
-    an ``OpError``; the last finished epoch's checkpoint is intact on the chief.
+    TensorFlow's collectives then fail on every other worker (after its health checks notice; seen
+    here: ``UnavailableError`` within seconds of the chief's Ctrl-C); the last finished epoch's
+    checkpoint is intact on the chief.
     """
     if task is None:
         yield
@@ -269,12 +270,12 @@ def _lost_workers_reported(task: ClusterTask | None, output: Path) -> Iterator[N
 
     try:
         yield
-    except tf.errors.OpError as error:
-        reason = str(error.message).strip().splitlines()[0] if error.message else type(error).__name__
+    except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.AbortedError,
+            tf.errors.CancelledError) as error:  # its message is a graph dump, of no use to a user
         where = f"in {output}" if task.is_chief else "by the chief"
         raise WorkerLostError(f"{task.name}: training stopped, another worker stopped or cannot be reached "
-                              f"({type(error).__name__}: {reason[:200]}); the last finished epoch's checkpoint "
-                              f"is kept {where}: start every worker again with --resume") from None
+                              f"({type(error).__name__}); the last finished epoch's checkpoint is kept {where}: "
+                              "start every worker again with --resume") from None
 
 
 def _prepare(options: TrainOptions, log: Callable[[str], None], extract: bool = True) -> _Prepared:
