@@ -101,6 +101,10 @@ MAX_ENSEMBLE_MEMBERS = 16
 EXTRACT_BATCH_SIZE = 32
 CAPTION_BATCH_SIZE = 32
 EVALUATE_BATCH_SIZE = 32
+# How long an extraction worker (``extract --shard``) that has finished its share waits for the
+# feature cache's lock to merge it; past that the share stays in the cache's parts/ folder and
+# the next ``extract`` or ``train`` merges it.
+FEATURE_MERGE_WAIT_SECONDS = 60.0
 
 DEFAULT_CAPTION_PNG = "captioned_image.png"  # caption one image, and the menu
 DEFAULT_CAPTION_FOLDER = "captioned_images"  # caption several, or a folder: one PNG per photo
@@ -160,8 +164,10 @@ class DecoderConfig:
         return DECODER_FEATURES[self.kind]
 
 
-# tf.distribute strategies for training: auto is MirroredStrategy when several GPUs are visible.
-TRAINING_STRATEGIES = ("auto", "default", "mirrored")
+# tf.distribute strategies for training: auto is MirroredStrategy when several GPUs are visible;
+# multi-worker is MultiWorkerMirroredStrategy over the hosts in TF_CONFIG.
+MULTI_WORKER_STRATEGY = "multi-worker"
+TRAINING_STRATEGIES = ("auto", "default", "mirrored", MULTI_WORKER_STRATEGY)
 DEFAULT_STRATEGY = "auto"
 # Held-out splits an evaluation may score; the first is the default.
 EVALUATION_SPLITS = ("test", "val")

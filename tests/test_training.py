@@ -242,7 +242,8 @@ def test_mirrored_strategy_over_two_logical_cpus_trains_an_epoch(tmp_path):
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
         from tests.support import toy_training as t
         from captioning.training import fit
-        strategy = fit.make_strategy("mirrored")
+        from captioning.training.distribution import make_strategy
+        strategy = make_strategy("mirrored")
         assert strategy.num_replicas_in_sync == 2, strategy.num_replicas_in_sync
         with strategy.scope():
             model = t.toy_model(seed=5)

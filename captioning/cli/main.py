@@ -107,6 +107,10 @@ def _extract_parser(sub) -> None:
                    metavar="N", help="images per batch (default: %(default)s)")
     p.add_argument("--grid", action="store_true",
                    help="cache the spatial feature grid (for attention models) instead of pooled vectors")
+    p.add_argument("--shard", metavar="I/N",
+                   help="compute only share I of N (0 <= I < N) of the photos: every Nth photo in path order, "
+                        "from the I-th; run 0/N .. N-1/N on several hosts over one shared cache folder "
+                        "(CAPTIONING_DATA_DIR) and the shares merge into one cache (default: all photos)")
 
 
 def _train_parser(sub) -> None:
@@ -163,7 +167,9 @@ def _train_parser(sub) -> None:
                         "and the menu (otherwise the default stays as it is)")
     p.add_argument("--strategy", choices=config.TRAINING_STRATEGIES, default=config.DEFAULT_STRATEGY,
                    help="tf.distribute strategy: auto = MirroredStrategy when several GPUs are "
-                        "visible, else the default (default: %(default)s)")
+                        "visible, else the default; multi-worker = MultiWorkerMirroredStrategy over the "
+                        "hosts in the TF_CONFIG environment variable (run on every host; features "
+                        "extracted beforehand, see `extract --shard`) (default: %(default)s)")
 
 
 def _scst_parser(sub) -> None:

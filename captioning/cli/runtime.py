@@ -2,7 +2,7 @@
 
 TensorFlow is imported only once a command has said what it is doing and its cheap checks have
 passed (a missing model or path, a dataset folder in no known layout, an output folder that is not
-the tool's to replace, ImageNet weights that cannot be downloaded), so those are answered at once.
+the tool's to replace, a bad ``--shard``, ImageNet weights that cannot be downloaded), so those are answered at once.
 
 TensorFlow 2.21 prints absl/CUDA probing lines on stderr while importing and on first device use,
 whatever TF_CPP_MIN_LOG_LEVEL says. They are noise to a CLI user (and look like errors on a

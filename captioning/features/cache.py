@@ -6,12 +6,22 @@ while their image file is unchanged), checks the disk before writing, commits ea
 shard, and consolidates the shards into one memory-mappable array. ``load_features`` and
 ``open_features`` read rows back for training. The files themselves are described in
 ``cache_files``.
+
+Several extraction workers (``extract --shard I/N``, on one host or several sharing the folder)
+never write the cache folder itself: each writes its share as shards of a *part*, a cache folder
+of its own under ``parts/I-of-N/`` with its own lock, so they run concurrently without touching one
+another's files. Whoever next holds the cache's lock (the worker that finishes, a later ``extract``,
+``train``, or any reader) merges every part no worker is writing: each committed part shard is
+copied into the cache as one of its shards (a commit like any batch's), then removed from the
+part, and the shards are consolidated. A kill at any point leaves either the part shard or its
+copy, or both: a part shard copied twice holds the same rows, and the later copy wins.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +53,13 @@ FEATURE_DTYPE = np.float16
 SPACE_ADVICE = " or set CAPTIONING_DATA_DIR to a bigger disk"
 # Rows copied per step while consolidating, so memory stays flat however big the cache is.
 COPY_CHUNK_ROWS = 256
+# Where extraction workers (``extract --shard``) write their shares, one folder each.
+PARTS_DIR = "parts"
+_LOCK_POLL_SECONDS = 0.2
+
+
+class CacheBusyError(FeatureCacheError):
+    """Another process holds the cache folder's write lock."""
 
 def cache_dir(dataset_key: str, encoder_name: str, weights_id: str, kind: str) -> Path:
     """The cache folder for one dataset, encoder, weights and feature kind.
@@ -72,6 +89,15 @@ class FeatureCache:
     def of(cls, dataset: Dataset, encoder_name: str, weights_id: str, kind: str) -> FeatureCache:
         """The cache of one dataset's ``kind`` features from one encoder and its weights."""
         return cls(cache_dir(dataset.key, encoder_name, weights_id, kind))
+
+    def part(self, name: str) -> FeatureCache:
+        """The part one extraction worker writes (``Shard.name``, e.g. ``0-of-2``): a cache of its own."""
+        return FeatureCache(self.directory / PARTS_DIR / name)
+
+    def pending_parts(self) -> list[FeatureCache]:
+        """Parts holding committed shards not yet merged (some may be still being written)."""
+        parts = sorted(path for path in (self.directory / PARTS_DIR).glob("*") if path.is_dir())
+        return [FeatureCache(path) for path in parts if any((path / "shards").glob("*.json"))]
 
     # ----------------------------------------------------------------------------- reading
 
@@ -198,22 +224,62 @@ class FeatureCache:
     # ----------------------------------------------------------------------------- writing
 
     @contextlib.contextmanager
-    def locked(self):
+    def locked(self, wait_seconds: float = 0.0):
         """Hold the folder's write lock; the kernel drops it if the process dies (even SIGKILL).
 
+        Args:
+            wait_seconds: how long to wait for another process to release it.
+
         Raises:
-            FeatureCacheError: another process is writing this cache.
+            CacheBusyError: another process is writing this cache (still, after ``wait_seconds``).
         """
         self.shard_dir.mkdir(parents=True, exist_ok=True)
         with open(self.directory / ".lock", "w") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise FeatureCacheError(
-                    f"another process is writing the feature cache {self.directory}; wait for it "
-                    f"to finish") from None
+            deadline = time.monotonic() + wait_seconds
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise CacheBusyError(
+                            f"another process is writing the feature cache {self.directory}; wait for it "
+                            f"to finish") from None
+                    time.sleep(_LOCK_POLL_SECONDS)
             self._remove_orphans()
             yield self
+
+    def merge_parts(self, state: CacheState) -> CacheState:
+        """Copy every finished part's committed shards in as shards of this cache (hold :meth:`locked`).
+
+        A part that a worker is still writing is left for a later merge. Each part shard is removed
+        only once its copy is committed here. Call :meth:`consolidate` afterwards.
+
+        Returns:
+            ``state`` with the copied shards added.
+        """
+        for part in self.pending_parts():
+            try:
+                with part.locked():
+                    self._merge_part(state, part)
+            except CacheBusyError:
+                continue  # its worker is still extracting
+        return state
+
+    def _merge_part(self, state: CacheState, part: FeatureCache) -> None:
+        part_state = part.read_state()
+        for name in sorted(part_state.shards, key=int):
+            meta = part_state.shards[name]
+            rows = np.asarray(part._open_source(part_state, name))  # one batch: (rows, *row_shape)
+            if state.row_shape is not None and rows.shape[1:] != tuple(state.row_shape):
+                raise FeatureCacheError(
+                    f"part {part.directory} holds rows of shape {rows.shape[1:]}, the cache "
+                    f"{tuple(state.row_shape)}; delete {part.directory} and extract that share again")
+            state.row_shape = state.row_shape or rows.shape[1:]
+            self.write_shard(state, rows, meta["paths"], [tuple(s) for s in meta["signatures"]],
+                             meta["failures"])
+            for suffix in (".json", ".npy"):  # the sidecar first: the part shard is uncommitted
+                (part.shard_dir / f"{name}{suffix}").unlink(missing_ok=True)
 
     def write_shard(self, state: CacheState, features: np.ndarray, paths: list[str],
                     signatures: list[Signature], failures: dict[str, dict]) -> None:
@@ -404,9 +470,11 @@ def open_features(dataset: Dataset, encoder_name: str, weights_id: str, kind: st
     """
     cache = FeatureCache.of(dataset, encoder_name, weights_id, kind)
     state = cache.read_state()
-    if state.shards:  # left by an interrupted run: merge them so one memmap holds every row
+    # Shards left by an interrupted run, or extraction workers' parts: merge them so one memmap
+    # holds every row.
+    if state.shards or cache.pending_parts():
         with cache.locked():
-            state = cache.consolidate(cache.read_state())
+            state = cache.consolidate(cache.merge_parts(cache.read_state()))
     relative = [relative_path(dataset, path) for path in image_paths]
     missing = [name for name in relative if name not in state.rows]
     if missing:

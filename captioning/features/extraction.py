@@ -3,7 +3,8 @@
 Images are decoded and resized by ``images.load_image`` (the one loader training and captioning
 share) on tf.data's parallel threads while the CNN runs on the previous batch. An unreadable image
 never stops the pipeline: the loader's error becomes a per-image flag, and the row is dropped.
-What to compute, and the storage (shards, index, failures), belong to ``cache.py``.
+What to compute, and the storage (shards, index, failures, extraction workers' parts), belong to
+``cache.py``; which photos an extraction worker computes, to ``sharding.py``.
 """
 
 from __future__ import annotations
@@ -18,11 +19,21 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from captioning import config
-from captioning.features.cache import FEATURE_DTYPE, CacheState, FeatureCache, Signature, Todo
+from captioning.errors import FeatureCacheError
+from captioning.features.cache import (
+    FEATURE_DTYPE,
+    CacheBusyError,
+    CacheState,
+    FeatureCache,
+    Signature,
+    Todo,
+    relative_path,
+)
 
 if TYPE_CHECKING:
     from captioning.data.datasets import Dataset
     from captioning.encoders.base import Encoder
+    from captioning.features.sharding import Shard
 
 _DECODE_THREADS = max(2, os.cpu_count() or 1)  # parallel image decodes in the tf.data pipeline
 _BATCHES_IN_FLIGHT = 2  # decoded batches waiting for the CNN
@@ -39,12 +50,15 @@ class ExtractionReport:
             ones recorded by an earlier run and not retried because the file has not changed.
         images_per_second: throughput of this call's pipeline (decode + CNN); 0.0 when nothing
             was computed.
+        unmerged: a share (``shard``) whose rows could not be merged into the cache yet because
+            another process held it; the next ``extract`` or ``train`` merges them.
     """
 
     computed: int
     reused: int
     failed: list[tuple[Path, str]]
     images_per_second: float
+    unmerged: bool = False
 
 
 @dataclass(frozen=True)
@@ -57,7 +71,8 @@ class _Batch:
 
 
 def extract_features(dataset: Dataset, encoder: Encoder, kind: str = "pooled", image_paths: Sequence[Path] | None = None,
-                     batch_size: int = config.EXTRACT_BATCH_SIZE, progress: bool = True) -> ExtractionReport:
+                     batch_size: int = config.EXTRACT_BATCH_SIZE, progress: bool = True,
+                     shard: Shard | None = None) -> ExtractionReport:
     """Encode a dataset's images into the feature cache, computing only what is missing.
 
     Each finished batch is committed to disk on its own, so an interrupted run (Ctrl-C, kill, full
@@ -74,9 +89,12 @@ def extract_features(dataset: Dataset, encoder: Encoder, kind: str = "pooled", i
         image_paths: absolute paths of the images to encode (default: every image in the dataset).
         batch_size: images per CNN batch (and per committed shard).
         progress: show a tqdm progress bar and the planned cache size.
+        shard: compute only this share of ``image_paths`` (``sharding.Shard``), into the cache's
+            part for it, then merge the finished parts into the cache when its lock is free within
+            ``config.FEATURE_MERGE_WAIT_SECONDS``. Workers with different shares run concurrently.
 
     Returns:
-        An ExtractionReport.
+        An ExtractionReport (about the share's images only, with ``shard``).
 
     Raises:
         FeatureCacheError: the cache cannot be written (disk full, locked by another process) or
@@ -84,8 +102,10 @@ def extract_features(dataset: Dataset, encoder: Encoder, kind: str = "pooled", i
     """
     paths = _unique(image_paths if image_paths is not None else [item.path for item in dataset.images])
     cache = FeatureCache.of(dataset, encoder.name, encoder.weights_id, kind)
+    if shard is not None:
+        return _extract_share(cache, dataset, encoder, kind, paths, batch_size, progress, shard)
     with cache.locked():
-        state = cache.read_state_for(encoder.feature_shape(kind))
+        state = cache.merge_parts(cache.read_state_for(encoder.feature_shape(kind)))
         todo, reused = cache.plan(state, dataset, paths)
         computed, speed = 0, 0.0
         if todo:
@@ -94,6 +114,70 @@ def extract_features(dataset: Dataset, encoder: Encoder, kind: str = "pooled", i
         state = cache.consolidate(state)
     failed = cache.failed(state, dataset, paths)
     return ExtractionReport(computed=computed, reused=reused, failed=failed, images_per_second=speed)
+
+
+def _extract_share(cache: FeatureCache, dataset: Dataset, encoder: Encoder, kind: str, paths: list[Path],
+                   batch_size: int, progress: bool, shard: Shard) -> ExtractionReport:
+    """``extract_features`` for one worker's share: into its part (own lock), then a merge."""
+    mine = shard.select(paths, key=lambda path: relative_path(dataset, path))
+    part = cache.part(shard.name)
+    with part.locked():
+        # The cache itself is only read (readers need no lock): rows it has already are reused.
+        known = cache.read_state_for(encoder.feature_shape(kind))
+        state = part.read_state_for(encoder.feature_shape(kind))
+        todo, reused = part.plan(_overlay(known, state), dataset, mine)
+        computed, speed = 0, 0.0
+        if todo:
+            part.check_space(state, len(todo), kind, announce=progress)
+            computed, speed = _extract_into(part, state, encoder, kind, todo, batch_size, progress)
+        failed = part.failed(_overlay(known, state), dataset, mine)
+    try:
+        with cache.locked(wait_seconds=config.FEATURE_MERGE_WAIT_SECONDS):
+            cache.consolidate(cache.merge_parts(cache.read_state_for(encoder.feature_shape(kind))))
+    except CacheBusyError:
+        return ExtractionReport(computed, reused, failed, speed, unmerged=True)
+    return ExtractionReport(computed=computed, reused=reused, failed=failed, images_per_second=speed)
+
+
+def _overlay(cache_state: CacheState, part_state: CacheState) -> CacheState:
+    """The cache's state with a part's shards on top (for planning and failures; not for reading rows)."""
+    shards = {**cache_state.shards, **{f"part-{name}": meta for name, meta in part_state.shards.items()}}
+    return CacheState(row_shape=part_state.row_shape, features_file=cache_state.features_file,
+                      rows=cache_state.rows, signatures=cache_state.signatures, failures=cache_state.failures,
+                      shards=shards)
+
+
+def cached_features_report(dataset: Dataset, encoder: Encoder, kind: str,
+                           image_paths: Sequence[Path]) -> ExtractionReport:
+    """Check, without writing or locking anything, that the cache holds every image's features.
+
+    For workers of a multi-worker training run, which read the cache (often one folder on shared
+    storage) at the same time: only ``extract`` writes it.
+
+    Returns:
+        An ExtractionReport with ``computed=0`` and the images recorded as unreadable.
+
+    Raises:
+        FeatureCacheError: images without features, or extraction workers' shares not merged
+            yet; the message names the command to run.
+    """
+    paths = _unique(image_paths)
+    cache = FeatureCache.of(dataset, encoder.name, encoder.weights_id, kind)
+    grid = " --grid" if kind == "grid" else ""
+    command = (f"python image_captioning.py extract --dataset {dataset.root} --encoder {encoder.name}{grid}")
+    state = cache.read_state()
+    if state.shards or cache.pending_parts():
+        raise FeatureCacheError(
+            f"the feature cache {cache.directory} holds extracted rows not merged yet; wait for every "
+            f"`extract --shard` to finish, or run `{command}` once to merge them, then train")
+    todo, reused = cache.plan(state, dataset, paths)
+    if todo:
+        raise FeatureCacheError(
+            f"{len(todo)} of {len(paths)} images have no {kind} features in {cache.directory} (first: "
+            f"{todo[0].relative}); multi-worker training reads the cache only: run `{command} --shard I/N` "
+            f"on each host (or `{command}` on one) first")
+    return ExtractionReport(computed=0, reused=reused, failed=cache.failed(state, dataset, paths),
+                            images_per_second=0.0)
 
 
 def encode_paths(encoder: Encoder, paths: Sequence[Path], kind: str = "pooled",

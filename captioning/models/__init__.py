@@ -16,7 +16,6 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 from captioning.config import DECODER_KINDS, DecoderConfig
-from captioning.data.text import PAD
 
 if TYPE_CHECKING:
     import keras
@@ -74,10 +73,14 @@ def make_step_decoder(model: keras.Model, config: DecoderConfig) -> MergeStepDec
 
 
 def caption_loss() -> keras.losses.Loss:
-    """Cross-entropy on integer targets, averaged over real tokens only (PAD targets ignored)."""
-    import keras
+    """Cross-entropy on integer targets, averaged over real tokens only (PAD targets ignored).
 
-    return keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=PAD)
+    The average is over the whole global batch's tokens, also when replicas share the batch
+    (``models/loss.py``), so a distributed step is the one a single device takes.
+    """
+    from captioning.models.loss import CaptionLoss
+
+    return CaptionLoss()
 
 
 

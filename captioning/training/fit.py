@@ -23,7 +23,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from captioning.config import DEFAULT_STRATEGY, TrainConfig
+from captioning.config import TrainConfig
 from captioning.models import caption_loss
 from captioning.training.checkpoint_layout import FitState, checkpoint_dir
 from captioning.training.checkpoints import (
@@ -32,6 +32,7 @@ from captioning.training.checkpoints import (
     save_checkpoint,
     start_state,
 )
+from captioning.training.distribution import dataset_options
 
 MIN_LEARNING_RATE = 1e-6
 
@@ -62,26 +63,6 @@ class FitResult:
     interrupted: bool
     stopped_early: bool
     seconds: float
-
-
-def make_strategy(name: str = DEFAULT_STRATEGY) -> tf.distribute.Strategy:
-    """The tf.distribute strategy for ``--strategy``.
-
-    Args:
-        name: ``auto`` (MirroredStrategy when more than one GPU is visible, else the default),
-            ``default``, or ``mirrored`` (over every GPU, or every logical CPU when there is no
-            GPU).
-
-    Returns:
-        The strategy; build and compile the model inside ``strategy.scope()``.
-    """
-    gpus = tf.config.list_logical_devices("GPU")
-    if name == "default" or (name == "auto" and len(gpus) <= 1):
-        return tf.distribute.get_strategy()
-    if name not in ("auto", "mirrored"):
-        raise ValueError(f"unknown strategy {name!r}; expected auto, default or mirrored")
-    devices = gpus or tf.config.list_logical_devices("CPU")
-    return tf.distribute.MirroredStrategy(devices=[d.name for d in devices])
 
 
 def compile_model(model: keras.Model, learning_rate: float) -> None:
@@ -137,7 +118,8 @@ def make_dataset(features: np.ndarray, rows: np.ndarray, tokens: np.ndarray, bat
 
     return (examples.batch(batch_size, drop_remainder=drop_remainder)
             .map(to_inputs, num_parallel_calls=tf.data.AUTOTUNE)
-            .prefetch(tf.data.AUTOTUNE))
+            .prefetch(tf.data.AUTOTUNE)
+            .with_options(dataset_options()))  # how workers split it (distribution.py)
 
 
 def _row_reader(features: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:

@@ -9,9 +9,10 @@ that the encoder's weights can be had, and only then imports it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,6 +22,7 @@ import numpy as np
 from captioning import config
 from captioning.bundles.schema import BundleConfig, DatasetRecord, EncoderSpec, TrainingRecord
 from captioning.errors import DatasetError
+from captioning.training.cluster import ClusterTask, WorkerLostError, read_cluster
 
 if TYPE_CHECKING:
     import argparse
@@ -151,6 +153,11 @@ def train_model(options: TrainOptions, log: Callable[[str], None] = print,
                 before_tensorflow: Callable[[], object] | None = None) -> TrainResult:
     """Train a caption model and write its bundle.
 
+    With ``strategy="multi-worker"`` every host runs this with the same options and its own
+    ``TF_CONFIG``; only the chief claims and writes the output folder. The other workers run the
+    same steps (TensorFlow's multi-worker saving involves every worker) into a private temporary
+    folder that is removed at the end, so they never touch a folder a user owns.
+
     Args:
         options: The run's settings.
         log: Receives progress lines (per step and per epoch).
@@ -159,33 +166,81 @@ def train_model(options: TrainOptions, log: Callable[[str], None] = print,
 
     Returns:
         The TrainResult. On Ctrl-C after at least one finished epoch, the bundle holds the best
-        weights so far, the checkpoint stays for ``--resume``, and ``interrupted`` is True.
+        weights so far, the checkpoint stays for ``--resume``, and ``interrupted`` is True. A
+        worker that is not the chief returns ``bundle_dir=None``.
 
     Raises:
         CaptioningError: An output folder that is not the tool's to replace or that another run
-            is writing (both before any work), an unreadable dataset, no usable captions, encoder
-            or cache failures, a resume that does not match, or a full disk.
+            is writing (both before any work), a missing or malformed ``TF_CONFIG`` (before any
+            work), an unreadable dataset, no usable captions, encoder or cache failures, a resume
+            that does not match, a worker lost mid-run, or a full disk.
     """
     from captioning.bundles.default_model import shown
-    from captioning.data.datasets import load_dataset
-    from captioning.encoders.keras_weights import check_available
     from captioning.storage.output_folder import claim
 
     target = output_folder(options)
     log(f"training: {options.encoder} + {options.decoder.kind} decoder on dataset {options.dataset} "
         f"-> {shown(target)}{' (resuming)' if options.resume else ''}")
+    task = _cluster_task(options)
+    if task is not None and not task.is_chief:
+        return _train_as_worker(options, task, log, before_tensorflow)
     with claim(target, log, default=not options.output) as output:
-        dataset = load_dataset(options.dataset)
-        for note in dataset.notes:
-            log(f"note: {note}")
-        check_available(options.encoder, options.encoder_weights)
+        dataset = _checked_dataset(options, log)
         if before_tensorflow is not None:
             before_tensorflow()  # only now, after the cheap checks
-        return _train_into(output, options, dataset, log)
+        return _train_into(output, options, dataset, log, task)
 
 
-def _train_into(output: Path, options: TrainOptions, dataset: Dataset, log: Callable[[str], None]) -> TrainResult:
-    """``train_model`` once ``output`` is claimed."""
+def _checked_dataset(options: TrainOptions, log: Callable[[str], None]) -> Dataset:
+    """The cheap checks before TensorFlow: the dataset reads, and the encoder's weights can be had."""
+    from captioning.data.datasets import load_dataset
+    from captioning.encoders.keras_weights import check_available
+
+    dataset = load_dataset(options.dataset)
+    for note in dataset.notes:
+        log(f"note: {note}")
+    check_available(options.encoder, options.encoder_weights)
+    return dataset
+
+
+def _cluster_task(options: TrainOptions) -> ClusterTask | None:
+    """This process's task in a multi-worker run (``TF_CONFIG`` checked); None for other strategies."""
+    return read_cluster() if options.strategy == config.MULTI_WORKER_STRATEGY else None
+
+
+def _train_as_worker(options: TrainOptions, task: ClusterTask, log: Callable[[str], None],
+                     before_tensorflow: Callable[[], object] | None) -> TrainResult:
+    """A worker that is not the chief: the same run, written into a temporary folder, then removed.
+
+    Resuming, it starts from the chief's checkpoint (read, never written), as TensorFlow's
+    multi-worker guide has every worker restore from the chief's folder.
+    """
+    import shutil
+    import tempfile
+
+    from captioning.training.checkpoint_layout import ResumeError, checkpoint_dir, has_checkpoint
+
+    chief_output = output_folder(options)
+    log(f"{task.name}: only the chief writes the model and checkpoints (to its --output); this worker's "
+        "copies go to a temporary folder, removed at the end")
+    with tempfile.TemporaryDirectory(prefix="captioning-worker-") as scratch:
+        output = Path(scratch) / chief_output.name
+        if options.resume:
+            if not has_checkpoint(chief_output):
+                raise ResumeError(f"{task.name}: no checkpoint of the chief's run in {chief_output}; with "
+                                  "--resume every worker reads it, so --output must name a folder all hosts "
+                                  "share (the same path on each)")
+            shutil.copytree(checkpoint_dir(chief_output), checkpoint_dir(output))
+        dataset = _checked_dataset(options, log)
+        if before_tensorflow is not None:
+            before_tensorflow()
+        result = _train_into(output, options, dataset, log, task)
+    return dataclasses.replace(result, bundle_dir=None)
+
+
+def _train_into(output: Path, options: TrainOptions, dataset: Dataset, log: Callable[[str], None],
+                task: ClusterTask | None = None) -> TrainResult:
+    """``train_model`` once ``output`` is claimed (or, for a worker that is not the chief, made)."""
     import keras
 
     from captioning.bundles.store import save_bundle
@@ -193,10 +248,15 @@ def _train_into(output: Path, options: TrainOptions, dataset: Dataset, log: Call
     from captioning.storage.output_folder import OutputFolderError
     from captioning.training import fit
     from captioning.training.checkpoints import remove_checkpoint
+    from captioning.training.distribution import make_strategy
 
     started = time.time()
-    prepared = _prepare(options, dataset, log)
-    strategy = fit.make_strategy(options.strategy)
+    if task is not None:
+        log(f"{task.name}: joining the cluster in TF_CONFIG; training starts once all {task.num_workers} "
+            "workers have joined")
+    # First: a multi-worker strategy must exist before TensorFlow runs anything else.
+    strategy = make_strategy(options.strategy)
+    prepared = _prepare(options, dataset, log, extract=task is None)
     keras.utils.set_random_seed(options.train.seed)
     with strategy.scope():
         model = build_decoder(len(prepared.vocab), prepared.max_length, prepared.feature_shape,
@@ -207,9 +267,16 @@ def _train_into(output: Path, options: TrainOptions, dataset: Dataset, log: Call
         log(f"training on {strategy.num_replicas_in_sync} devices ({type(strategy).__name__})")
     log(f"training {options.decoder.kind} decoder: {len(prepared.data.train_rows)} train / "
         f"{len(prepared.data.val_rows)} val captions, up to {options.train.epochs} epochs -> {output}")
-    result = fit.fit(model, prepared.data, options.train, output, _fingerprint(options, prepared),
-                     resume=options.resume, log=log, progress=options.progress,
-                     caption_quality=_caption_quality(model, options, prepared, log))
+    fitting_scope: contextlib.AbstractContextManager = contextlib.nullcontext()
+    if task is not None:
+        from captioning.training.keras_multi_worker import prepare_model
+
+        prepare_model(model, strategy)
+        fitting_scope = strategy.scope()  # Keras fits it under the strategy of the enclosing scope
+    with _lost_workers_reported(task, output), fitting_scope:
+        result = fit.fit(model, prepared.data, options.train, output, _fingerprint(options, prepared),
+                         resume=options.resume, log=log, progress=options.progress,
+                         caption_quality=_caption_quality(model, options, prepared, log))
     if result.epochs_run == 0:
         log("interrupted before the first epoch finished: nothing saved")
         return TrainResult(None, None, 0, result.history, interrupted=True)
@@ -220,21 +287,52 @@ def _train_into(output: Path, options: TrainOptions, dataset: Dataset, log: Call
         then = "continue" if result.interrupted else "write the bundle without training again"
         raise OutputFolderError(f"{error}; the checkpoint of epoch {result.epochs_run} is kept: run the same "
                                 f"command with --resume to {then}") from None
+    # A worker that is not the chief wrote into its temporary folder: the chief's is the one to name.
+    saved_in = output if task is None or task.is_chief else "the chief's output folder"
     if result.interrupted:
-        log(f"interrupted after epoch {result.epochs_run}: the best weights so far are saved in {output}; "
+        log(f"interrupted after epoch {result.epochs_run}: the best weights so far are saved in {saved_in}; "
             "run the same command with --resume to continue")
     else:
         remove_checkpoint(output)  # finished: nothing left to resume
-        log(f"saved model bundle to {output}")
+        log(f"saved model bundle to {saved_in}")
     return TrainResult(output, result.best_val_loss, result.epochs_run, result.history, result.interrupted)
 
 
-def _prepare(options: TrainOptions, dataset: Dataset, log: Callable[[str], None]) -> _Prepared:
+@contextlib.contextmanager
+def _lost_workers_reported(task: ClusterTask | None, output: Path) -> Iterator[None]:
+    """In a multi-worker run, a worker that stops or cannot be reached becomes one line.
+
+    TensorFlow's collectives then fail on every other worker (after its health checks notice; seen
+    here: ``UnavailableError`` within seconds of the chief's Ctrl-C); the last finished epoch's
+    checkpoint is intact on the chief.
+    """
+    if task is None:
+        yield
+        return
+    import tensorflow as tf
+
+    try:
+        yield
+    except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.AbortedError,
+            tf.errors.CancelledError) as error:  # its message is a graph dump, of no use to a user
+        where = f"in {output}" if task.is_chief else "by the chief"
+        raise WorkerLostError(f"{task.name}: training stopped, another worker stopped or cannot be reached "
+                              f"({type(error).__name__}); the last finished epoch's checkpoint is kept {where}: "
+                              "start every worker again with --resume") from None
+
+
+def _prepare(options: TrainOptions, dataset: Dataset, log: Callable[[str], None], extract: bool = True) -> _Prepared:
+    """Dataset, split, vocabulary and the features' memmap.
+
+    ``extract``: compute missing features into the cache (under its write lock). Workers of a
+    multi-worker run pass False: they only read the cache (filled beforehand by ``extract``,
+    with ``--shard`` on several hosts), so workers sharing a cache folder never contend for it.
+    """
     from captioning.data.datasets import split_dataset
     from captioning.data.text import Vocabulary, choose_max_length, tokenize
     from captioning.encoders import build_encoder
     from captioning.features.cache import open_features
-    from captioning.features.extraction import extract_features
+    from captioning.features.extraction import cached_features_report, extract_features
     from captioning.training.fit import TrainingData
 
     images = dataset.images[: options.limit] if options.limit else dataset.images
@@ -253,8 +351,11 @@ def _prepare(options: TrainOptions, dataset: Dataset, log: Callable[[str], None]
     encoder = build_encoder(options.encoder, options.encoder_weights)
     kind = options.decoder.feature_kind
     wanted = [image.path for image in split.train + split.val]
-    report = extract_features(dataset, encoder, kind=kind, image_paths=wanted,
-                              batch_size=config.EXTRACT_BATCH_SIZE, progress=options.progress)
+    if extract:
+        report = extract_features(dataset, encoder, kind=kind, image_paths=wanted,
+                                  batch_size=config.EXTRACT_BATCH_SIZE, progress=options.progress)
+    else:
+        report = cached_features_report(dataset, encoder, kind=kind, image_paths=wanted)
     failed = {Path(path) for path, _ in report.failed}
     if failed:
         log(f"skipping {len(failed)} unreadable images (first: {sorted(failed)[0]})")

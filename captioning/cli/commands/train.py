@@ -28,7 +28,9 @@ def run(args: argparse.Namespace) -> int:
                   "--resume --make-default")
         return EXIT_INTERRUPTED
     best = f"{result.best_val_loss:.4f}" if result.best_val_loss is not None else "n/a (no validation images)"
-    print(f"done: {result.epochs_run} epochs, best validation loss {best}; bundle {result.bundle_dir}")
+    # A multi-worker run's workers other than the chief write no bundle.
+    where = f"bundle {result.bundle_dir}" if result.bundle_dir is not None else "the chief wrote the bundle"
+    print(f"done: {result.epochs_run} epochs, best validation loss {best}; {where}")
     if args.make_default and result.bundle_dir is not None:
         default_model.set_default(result.bundle_dir, chosen_by="train --make-default")
         print(f"{result.bundle_dir} is now the default model for caption, evaluate and the menu")
