@@ -41,6 +41,8 @@ def isolated_data_dirs(tmp_path_factory, monkeypatch):
     monkeypatch.setattr(config, "DATA_DIR", root / "data")
     monkeypatch.setattr(config, "FEATURE_CACHE_DIR", root / "data" / "features")
     monkeypatch.setattr(config, "MODELS_DIR", root / "saved_models")
+    # Exporting a bundle to LiteRT takes ~10 s: off unless a test is about it (tests/test_export.py).
+    monkeypatch.setattr(config, "EXPORT_BUNDLES", False)
     yield root
 
 

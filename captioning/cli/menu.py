@@ -152,11 +152,11 @@ def caption_step() -> None:
     if bundle_dir is None:
         return
     say(default_model.model_line(bundle_dir))
-    runtime.import_tensorflow()
     from captioning.inference.captioner import Captioner
 
     say(f"Loading {bundle_dir} ...")
-    captioner = Captioner.load(bundle_dir)
+    # TensorFlow only when the model has no exported form yet (it is made now, once).
+    captioner = Captioner.load(bundle_dir, log=say, before_tensorflow=runtime.import_tensorflow)
     while True:
         path = ask_path("Image or folder (Enter or q to go back)", kind="any", allow_empty=True)
         if path is None:

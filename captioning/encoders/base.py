@@ -30,6 +30,11 @@ class Encoder:
         model: keras Model, float32 ``(B, input_size, input_size, 3)`` RGB 0..255 ->
             ``(B, grid_size, grid_size, feature_dim)``; preprocessing is inside the model.
         random_weights: True when built with ``weights="none"`` (tests and benchmarks only).
+        classifier: the CNN's own ImageNet classifier over the pooled features, as
+            ``(kernel (feature_dim, 1000), bias (1000,))`` float32 arrays, so class probabilities
+            come from the features already computed for the caption (tags; the exported encoder's
+            ``class_logits`` output); None when the weights have none (resnet50's and densenet201's
+            include_top=False weights, random weights).
     """
 
     name: str
@@ -39,6 +44,7 @@ class Encoder:
     weights_id: str
     model: keras.Model
     random_weights: bool = False
+    classifier: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False, compare=False)
     _pooled_model: keras.Model | None = field(default=None, init=False, repr=False, compare=False)
     _compiled_calls: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 

@@ -74,6 +74,7 @@ VARIANTS = {variant.name: variant for variant in (
 
 NUM_CLASSES = 1000
 HEAD_OUTPUT = "_head_relu6"  # the layer whose output is the (B, grid, grid, 1280) grid
+CLASSIFIER_LAYER = "_fc"  # pooled grid -> ImageNet logits; kept as Encoder.classifier for tags
 _BN_EPSILON = 1e-3
 _CHANNEL_DIVISOR = 8
 
@@ -143,9 +144,14 @@ def build(name: str, weights: str = "imagenet") -> Encoder:
     classifier, weights_id = _build_classifier(variant, weights)
     grid = classifier.get_layer(HEAD_OUTPUT).output  # (B, g, g, 1280)
     model = keras.Model(classifier.inputs, grid, name=f"{variant.name}_encoder")
+    random = weights == "none"
+    head = None
+    if not random:
+        kernel, bias = (np.asarray(w, dtype=np.float32) for w in classifier.get_layer(CLASSIFIER_LAYER).get_weights())
+        head = (kernel, bias)
     return Encoder(name=variant.name, input_size=variant.input_size, feature_dim=FEATURE_DIM,
                    grid_size=int(grid.shape[1]), weights_id=weights_id, model=model,
-                   random_weights=weights == "none")
+                   random_weights=random, classifier=head)
 
 
 def build_classifier(name: str, weights: str = "imagenet"):
@@ -224,7 +230,7 @@ def architecture(name: str):
             block += 1
     x = _conv_bn_relu6(x, HEAD_CHANNELS, 1, 1, "_conv_head", "_bn1", "_head")  # (B, g, g, 1280)
     pooled = layers.GlobalAveragePooling2D(name="_avg_pooling")(x)  # (B, 1280)
-    logits = layers.Dense(NUM_CLASSES, name="_fc")(pooled)  # (B, 1000); dropout: training only
+    logits = layers.Dense(NUM_CLASSES, name=CLASSIFIER_LAYER)(pooled)  # (B, 1000); dropout: training only
     return keras.Model(inputs, logits, name=variant.name)
 
 

@@ -5,11 +5,15 @@ training) on a few threads, encoded by the bundle's own encoder through one comp
 the captioner's lifetime (so only the first batch pays for tracing), cast to float16 as the feature
 cache stores it, then captioned by one batched beam search. An image that cannot be read becomes a
 ``CaptionResult`` with an ``error``; the rest of its batch is still captioned.
+
+Two runtimes give the same captions: the bundle's exported form (``inference.exported``, LiteRT,
+no TensorFlow: a cold start in about a second) when it has one, else TensorFlow and the Keras
+models (``Captioner.load``'s ``runtime``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -19,11 +23,12 @@ from PIL import Image
 
 from captioning import config
 from captioning.data.images import resize_for_model
-from captioning.errors import BundleError, CaptioningError
+from captioning.errors import BundleError, CaptioningError, ExportError
 from captioning.inference import search
 from captioning.inference.inputs import expand_paths
 
 if TYPE_CHECKING:
+    from captioning.bundles.schema import BundleConfig
     from captioning.bundles.store import Bundle
     from captioning.data.text import Vocabulary
 
@@ -51,6 +56,8 @@ class CaptionResult:
         return self.error is None
 
 
+# How a Captioner runs its models (``Captioner.load``): see there.
+RUNTIMES = ("auto", "litert", "tensorflow")
 LOADER_THREADS = 4  # Pillow releases the GIL while decoding, so threads overlap file reads
 
 
@@ -67,18 +74,22 @@ class Captioner:
     """Everything needed to caption, loaded once and reused for every image."""
 
     def __init__(self, encoder: ImageEncoder, step_decoder: search.StepDecoder, vocab: Vocabulary, max_length: int,
-                 feature_kind: str = "pooled", decoder_kind: str = "merge", bundle: Bundle | None = None):
+                 feature_kind: str = "pooled", decoder_kind: str = "merge", bundle: Bundle | None = None,
+                 path: Path | None = None, runtime: str = "tensorflow"):
         """Assemble a captioner from loaded parts (``load`` is the usual way in).
 
         Args:
-            encoder: an ``encoders.Encoder`` (the bundle's own): its ``input_size`` and
+            encoder: an ``encoders.Encoder`` (the bundle's own) or its export
+                (``inference.exported.ExportedEncoder``): its ``input_size`` and
                 ``encode(pixels, kind)`` are used.
-            step_decoder: from ``models.make_step_decoder``.
+            step_decoder: from ``models.make_step_decoder`` or ``inference.exported``.
             vocab: a ``text.Vocabulary``.
             max_length: caption length counted with START and END, as trained.
             feature_kind: ``"pooled"`` (merge decoder) or ``"grid"`` (attention decoder).
             decoder_kind: ``"merge"`` or ``"attention"``.
-            bundle: the loaded ``bundles.store.Bundle`` when there is one.
+            bundle: the loaded ``bundles.store.Bundle`` (TensorFlow path only).
+            path: the bundle folder, when there is one.
+            runtime: ``"litert"`` (the bundle's export, no TensorFlow) or ``"tensorflow"``.
         """
         self.encoder = encoder
         self.step_decoder = step_decoder
@@ -87,6 +98,8 @@ class Captioner:
         self.feature_kind = feature_kind
         self.decoder_kind = decoder_kind
         self.bundle = bundle
+        self.path = path if path is not None else (bundle.path if bundle is not None else None)
+        self.runtime = runtime
 
     @property
     def has_attention(self) -> bool:
@@ -94,11 +107,18 @@ class Captioner:
         return hasattr(self.step_decoder, "step_with_attention")
 
     @classmethod
-    def load(cls, path: str | Path | None = None) -> Captioner:
+    def load(cls, path: str | Path | None = None, runtime: str = "auto", log: Callable[[str], None] | None = None,
+             before_tensorflow: Callable[[], object] | None = None) -> Captioner:
         """Load a bundle and build its encoder and step decoder.
 
         Args:
             path: a bundle folder; default the default model (``bundles.default_model``).
+            runtime: ``"auto"``: the bundle's exported form (LiteRT, no TensorFlow) when it has a
+                usable one, made now when it has none and ``config.EXPORT_BUNDLES`` is on, else
+                TensorFlow; ``"litert"``: the export, made now if needed; ``"tensorflow"``: the
+                Keras models.
+            log: receives notes (an export being made, or TensorFlow used because it could not be).
+            before_tensorflow: called once before TensorFlow is imported (the CLI's quiet import).
 
         Returns:
             A ready Captioner.
@@ -106,27 +126,71 @@ class Captioner:
         Raises:
             BundleError: no bundle, or one that cannot be loaded.
             EncoderError: the bundle's encoder cannot be built.
+            ExportError: ``runtime="litert"`` and the export cannot be made or loaded.
         """
         from captioning.bundles import store as bundles
         from captioning.bundles.default_model import default_model
-        from captioning.encoders import build_encoder
+
+        if runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+        bundle_path = Path(path) if path is not None else default_model().path
+        settings = bundles.read_bundle_config(bundle_path)
+        if runtime == "litert" or (runtime == "auto" and config.EXPORT_BUNDLES):
+            try:
+                return cls._load_exported(bundle_path, settings, log, before_tensorflow)
+            except ExportError as error:
+                if runtime == "litert":
+                    raise
+                if log is not None:
+                    log(f"note: {error}; captioning with TensorFlow instead")
+        elif runtime == "auto":
+            from captioning.bundles.exported import find_export
+
+            found = find_export(bundle_path, settings).folder  # one made earlier is still used
+            if found is not None:
+                return cls._from_export(bundle_path, settings, found)
+        if before_tensorflow is not None:
+            before_tensorflow()
+        return cls._load_tensorflow(bundle_path)
+
+    @classmethod
+    def _load_exported(cls, bundle_path: Path, settings: BundleConfig, log: Callable[[str], None] | None,
+                       before_tensorflow: Callable[[], object] | None) -> Captioner:
+        from captioning.export.first_use import ensure_export
+
+        return cls._from_export(bundle_path, settings, ensure_export(bundle_path, settings, log, before_tensorflow))
+
+    @classmethod
+    def _from_export(cls, bundle_path: Path, settings: BundleConfig, folder: Path) -> Captioner:
+        from captioning.bundles.store import VOCAB_FILE
+        from captioning.data.text import Vocabulary
+        from captioning.inference.ensemble import make_ensemble_step_decoder
+        from captioning.inference.exported import load_exported
+
+        vocab = Vocabulary.load(bundle_path / VOCAB_FILE)
+        if len(vocab) != settings.vocab_size:
+            raise BundleError(f"{bundle_path}: vocab.json has {len(vocab)} words but the model was trained with "
+                              f"{settings.vocab_size}; the files come from different runs, retrain the model")
+        encoder, members = load_exported(folder, settings)
+        return cls(encoder, make_ensemble_step_decoder(members), vocab, settings.max_length,
+                   feature_kind=settings.feature_kind, decoder_kind=settings.decoder.kind, path=bundle_path,
+                   runtime="litert")
+
+    @classmethod
+    def _load_tensorflow(cls, bundle_path: Path) -> Captioner:
+        from captioning.bundles import store as bundles
+        from captioning.encoders import build_bundle_encoder
         from captioning.inference.ensemble import make_ensemble_step_decoder
         from captioning.models import make_step_decoder
 
-        loaded = bundles.load_bundle(Path(path) if path is not None else default_model().path)
+        loaded = bundles.load_bundle(bundle_path)
         settings = loaded.config
-        wanted = settings.encoder
-        encoder = build_encoder(wanted.name, weights=wanted.weights_to_load(loaded.path / bundles.CONFIG_FILE))
-        if wanted.weights_id and encoder.weights_id != wanted.weights_id:
-            # Other weights give other features: the decoder would caption noise.
-            raise BundleError(f"{loaded.path}: the model was trained on {wanted.name} weights "
-                              f"{wanted.weights_id} but {encoder.weights_id} were loaded; "
-                              "restore those weights or retrain the model")
+        encoder = build_bundle_encoder(settings.encoder, loaded.path)
         # An ensemble bundle has several members; they caption together (inference.ensemble).
         step_decoder = make_ensemble_step_decoder(
             [make_step_decoder(member, settings.decoder) for member in loaded.members])
         return cls(encoder, step_decoder, loaded.vocab, settings.max_length, feature_kind=settings.feature_kind,
-                   decoder_kind=settings.decoder.kind, bundle=loaded)
+                   decoder_kind=settings.decoder.kind, bundle=loaded, runtime="tensorflow")
 
     # ------------------------------------------------------------------------------ captioning
 

@@ -293,13 +293,23 @@ class AttentionStepDecoder:
         self._embedding = model.get_layer(EMBEDDING_LAYER)
         self._lstm = model.get_layer(LSTM_LAYER)
         self._model = model
-        self._initial = tf.function(self._initial_graph, reduce_retracing=True)
-        self._step = tf.function(self._step_graph, reduce_retracing=True)
+        self._initial = tf.function(self.initial_graph, reduce_retracing=True)
+        self._step = tf.function(self.step_graph, reduce_retracing=True)
 
-    def _initial_graph(self, features):
+    @property
+    def state_sizes(self) -> tuple[int, int, int]:
+        """``(D, A, U)``: widths of the reduced grid, its attention projection and the LSTM state."""
+        return self._lstm.feature_dim, self._lstm.attention_dim, self._lstm.units
+
+    def initial_graph(self, features):
+        """Tensor graph of ``initial_state``: grid ``(B, g, g, C)`` -> ``(grid, projected, h, c)``.
+
+        Public so the exporter (``captioning.export``) traces the very arithmetic captioning runs.
+        """
         return self._encoder(features)
 
-    def _step_graph(self, tokens, grid, projected, h, c):
+    def step_graph(self, tokens, grid, projected, h, c):
+        """Tensor graph of ``step_with_attention``: ``(log_probs (B, V), h, c, alpha (B, P))``."""
         embedded = self._embedding(tokens)  # (B, E)
         h, c, context, alpha = self._lstm.step(self._lstm.input_gates(embedded), h, c, grid,
                                                projected)

@@ -47,8 +47,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         from captioning.cli.runtime import import_tensorflow
 
-        import_tensorflow()  # only now: the checks above need no TensorFlow
-        captioner = Captioner.load(model_dir)
+        # TensorFlow only when the model has no exported form yet (it is made now, once).
+        captioner = Captioner.load(model_dir, log=_note, before_tensorflow=import_tensorflow)
         results = captioner.caption_entries(entries, beam_size=args.beam_size)
     pngs = _png_targets(args, results, single=names_one_image(args.paths, entries))
     failed = _report(results, pngs)
@@ -58,6 +58,10 @@ def run(args: argparse.Namespace) -> int:
         _write_json(Path(args.json), results, pngs)
         print(f"wrote {escape(args.json)}")
     return EXIT_FAILURE if failed else EXIT_OK
+
+
+def _note(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def _png_targets(args: argparse.Namespace, results, single: bool) -> dict[int, Path]:
@@ -102,7 +106,7 @@ def _attention_maps(captioner, results, pngs: dict[int, Path]) -> bool:
         True when a map could not be written.
     """
     if not captioner.has_attention:
-        where = captioner.bundle.path if captioner.bundle is not None else "this model"
+        where = captioner.path if captioner.path is not None else "this model"
         print(f"note: --attention-map needs an attention model; {where} uses the "
               f"{captioner.decoder_kind} decoder (train one with --decoder attention)", file=sys.stderr)
         return False
