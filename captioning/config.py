@@ -27,8 +27,9 @@ CHECKPOINT_FOLDER = ".checkpoint"  # an interrupted training run's checkpoints, 
 EXPORT_FOLDER = "exported"
 EXPORT_CACHE_FOLDER = "exported-models"
 # Write the exported form with every saved bundle and make it on first use for a bundle that lacks it.
-# Off, captioning runs on TensorFlow (the test suite turns it off except where the export is tested).
-EXPORT_BUNDLES = True
+# Off (CAPTIONING_EXPORT=0), an export already there is still used, else captioning runs on
+# TensorFlow; the test suite turns it off but where the export is tested (exporting takes ~10 s).
+EXPORT_BUNDLES = os.environ.get("CAPTIONING_EXPORT", "1") != "0"
 # LiteRT interpreter threads (its own default is 1; measured 2x faster with 2 on a 2-core machine).
 LITERT_THREADS = max(1, min(os.cpu_count() or 1, 4))
 # Evaluation results go to DATA_DIR / EVALUATIONS_FOLDER / <model> / <dataset>-<split>[-firstN]-beamK/.

@@ -88,7 +88,7 @@ class Bundle:
 
 
 def save_bundle(target: str | Path, model: keras.Model, vocab: Vocabulary, bundle_config: BundleConfig,
-                history: dict) -> Path:
+                history: dict, export: bool | None = None) -> Path:
     """Write a bundle atomically: a temp folder beside ``target``, then a swap.
 
     An existing bundle at ``target`` stays untouched until the new one is complete; a training
@@ -101,6 +101,7 @@ def save_bundle(target: str | Path, model: keras.Model, vocab: Vocabulary, bundl
         bundle_config: The settings (decoder, vocab_size, max_length, feature_shape, ...);
             ``created`` and ``weights_dtype`` are set here.
         history: Per-epoch metrics, e.g. ``{"loss": [...], "val_loss": [...]}``.
+        export: also write the exported form (as ``write_bundle_folder``).
 
     Returns:
         The bundle folder.
@@ -121,7 +122,7 @@ def save_bundle(target: str | Path, model: keras.Model, vocab: Vocabulary, bundl
         write_json_atomic(staging / HISTORY_FILE, history, sort_keys=True)
         save_loss_curve(history, staging / LOSS_CURVE_FILE)
 
-    return write_bundle_folder(target, dataclasses.replace(bundle_config, weights_dtype="float16"), fill)
+    return write_bundle_folder(target, dataclasses.replace(bundle_config, weights_dtype="float16"), fill, export)
 
 
 def write_bundle_folder(target: str | Path, bundle_config: BundleConfig, fill: Callable[[Path], None],

@@ -10,11 +10,10 @@ like errors on a machine without a GPU), so ``import_tensorflow`` points file de
 
 from __future__ import annotations
 
-import contextlib
 import os
-import sys
-from collections.abc import Iterator
 from types import ModuleType
+
+from captioning.native_logs import stderr_silenced
 
 # TensorFlow's C++ start-up chatter (CUDA probing, oneDNN notices) is noise for a CLI user.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -24,20 +23,6 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 # ``ensemble`` import it themselves after their cheap checks, so those are reported at once (and the
 # model line comes first); ``info`` and ``default`` never need it.
 EAGER_TENSORFLOW_COMMANDS = frozenset({"extract"})
-
-
-@contextlib.contextmanager
-def _stderr_silenced() -> Iterator[None]:
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "wb") as devnull:
-            os.dup2(devnull.fileno(), 2)
-        yield
-    finally:
-        sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
 
 
 _imported: list[ModuleType] = []  # the tensorflow module, once imported here
@@ -51,7 +36,7 @@ def import_tensorflow() -> ModuleType:
     """
     if _imported:
         return _imported[0]
-    with _stderr_silenced():
+    with stderr_silenced():
         import tensorflow as tf
 
         tf.config.list_physical_devices()  # the CUDA probe (cuInit) happens here, still silenced

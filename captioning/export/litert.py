@@ -18,6 +18,7 @@ from tensorflow.python.framework import convert_to_constants
 
 from captioning.errors import ExportError
 from captioning.export.graphs import Functions
+from captioning.native_logs import stderr_silenced
 
 
 def _frozen(function: Callable) -> tf.types.experimental.ConcreteFunction:
@@ -75,7 +76,8 @@ def check(model: bytes, functions: Functions, inputs: Mapping[str, Mapping[str, 
     interpreter = Interpreter(model_content=model)
     for name, feed in inputs.items():
         expected = {key: np.asarray(value) for key, value in functions[name](**feed).items()}
-        actual = interpreter.get_signature_runner(name)(**feed)
+        with stderr_silenced():  # LiteRT's "Created ... XNNPACK delegate" line on the first run
+            actual = interpreter.get_signature_runner(name)(**feed)
         for key, reference in expected.items():
             got = actual.get(key)
             if got is None or got.shape != reference.shape:

@@ -23,6 +23,7 @@ from captioning import config
 from captioning.bundles.exported import ENCODER_FILE, ExportManifest, read_manifest
 from captioning.bundles.schema import BundleConfig
 from captioning.errors import ExportError
+from captioning.native_logs import stderr_silenced
 
 # LiteRT's C++ start-up notices ("Created TensorFlow Lite XNNPACK delegate") are noise to a user.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -169,6 +170,10 @@ def load_exported(folder: Path, bundle_config: BundleConfig,
     """
     manifest = read_manifest(folder)
     encoder = ExportedEncoder(folder / ENCODER_FILE, manifest, bundle_config, threads)
+    with stderr_silenced():
+        # LiteRT announces its CPU delegate on a process's first model run, with no setting to
+        # turn that line off; run the encoder once here, where nothing else is printing.
+        encoder.encode(np.zeros((1, encoder.input_size, encoder.input_size, 3), np.uint8), "pooled")
     step_class = ExportedAttentionStep if manifest.decoder_kind == "attention" else ExportedMergeStep
     return encoder, [step_class(folder / name, threads) for name in manifest.members]
 
