@@ -11,11 +11,12 @@ import textwrap
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-# Everything but the modules that build or run a network: the encoders' CNNs, the decoders and the
-# fit loop with its checkpoints, which import TensorFlow at the top.
+# Everything but the modules that build or run a network: the encoders' CNNs, the decoders, the
+# fit loop with its checkpoints and the exporter, which import TensorFlow at the top.
 NEEDS_TENSORFLOW = ("captioning.encoders.resnet50", "captioning.encoders.densenet201",
                     "captioning.encoders.efficientnet_lite", "captioning.models.merge",
-                    "captioning.models.attention", "captioning.training.fit", "captioning.training.checkpoints")
+                    "captioning.models.attention", "captioning.training.fit", "captioning.training.checkpoints",
+                    "captioning.export.graphs", "captioning.export.litert", "captioning.export.writer")
 
 
 def _run(code: str) -> subprocess.CompletedProcess:
