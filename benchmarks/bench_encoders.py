@@ -165,7 +165,7 @@ def main() -> int:
     args = parse_args()
     import tensorflow as tf
 
-    from captioning.encoders import build_encoder, efficientnet_lite
+    from captioning.encoders import build_encoder, efficientnet_lite, lite_weights
 
     dataset = load_dataset(args.dataset)
     paths = [image.path for image in dataset.images[: args.images]]
@@ -200,7 +200,7 @@ def main() -> int:
               f"({', '.join(f'{w} {n}' for w, n in sorted(counts.items(), key=lambda x: -x[1]))})")
         for name in args.encoders:
             classifier = efficientnet_lite.build_classifier(name)
-            size = efficientnet_lite.VARIANTS[name].input_size
+            size = lite_weights.VARIANTS[name].input_size
             cc0_top1, _ = top_k_hits(classifier, size, cc0, args.batch_size)
             top1, top5 = top_k_hits(classifier, size, coco, args.batch_size)
             print(f"{name:<20} CC0 top-1 {int(cc0_top1.sum())}/2 | coco-mini weak labels: top-1 "

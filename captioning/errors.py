@@ -29,6 +29,10 @@ class BundleError(CaptioningError):
     """A model bundle is missing, incomplete, or from an incompatible version."""
 
 
+class ExportError(CaptioningError):
+    """A bundle's exported (LiteRT) form cannot be made, written or loaded."""
+
+
 class InputFileError(CaptioningError):
     """A file the tool reads is missing, not a regular file, too large, or not JSON within limits.
 

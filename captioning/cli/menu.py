@@ -172,11 +172,11 @@ def caption_step() -> None:
         return
     say(default_model.model_line(bundle_dir))
     tags = _ask_tags(bundle_dir)
-    say(f"Loading {bundle_dir} (TensorFlow first; this takes a few seconds) ...")
-    runtime.import_tensorflow()
     from captioning.inference.captioner import Captioner
 
-    captioner = Captioner.load(bundle_dir, tags=tags)
+    say(f"Loading {bundle_dir} ...")
+    # TensorFlow only when the model has no exported form yet (it is made now, once).
+    captioner = Captioner.load(bundle_dir, tags=tags, log=say, before_tensorflow=runtime.import_tensorflow)
     while True:
         path = ask_path("Image or folder (Enter or q to go back)", kind="any", allow_empty=True)
         if path is None:

@@ -15,11 +15,10 @@ below ERROR. A user who sets ``TF_CPP_MIN_LOG_LEVEL`` gets TensorFlow's logs as 
 
 from __future__ import annotations
 
-import contextlib
 import os
-import sys
-from collections.abc import Iterator
 from types import ModuleType
+
+from captioning.native_logs import stderr_silenced
 
 # TensorFlow's C++ chatter (CUDA probing, oneDNN notices) is noise for a CLI user; real failures
 # still reach them as Python exceptions. Read by TensorFlow when it is imported, so set here, at
@@ -33,20 +32,6 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 # are answered at once; ``info`` and ``default`` never need it.
 
 
-@contextlib.contextmanager
-def _stderr_silenced() -> Iterator[None]:
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "wb") as devnull:
-            os.dup2(devnull.fileno(), 2)
-        yield
-    finally:
-        sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
 _imported: list[ModuleType] = []  # the tensorflow module, once imported here
 
 
@@ -58,7 +43,7 @@ def import_tensorflow() -> ModuleType:
     """
     if _imported:
         return _imported[0]
-    with _stderr_silenced():
+    with stderr_silenced():
         import tensorflow as tf
 
         tf.config.list_physical_devices()  # the CUDA probe (cuInit) happens here, still silenced

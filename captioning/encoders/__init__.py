@@ -7,12 +7,17 @@ imported only when it is built.
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from captioning import config
 from captioning.encoders.base import Encoder
-from captioning.errors import EncoderError
+from captioning.errors import BundleError, EncoderError
 
-__all__ = ["Encoder", "build_encoder", "module_name"]
+if TYPE_CHECKING:
+    from captioning.bundles.schema import EncoderSpec
+
+__all__ = ["Encoder", "build_bundle_encoder", "build_encoder", "module_name"]
 
 # Encoder name -> the module under captioning/encoders/ that builds it (``build(name, weights)``).
 _MODULES = {
@@ -54,4 +59,26 @@ def build_encoder(name: str, weights: str = config.DEFAULT_ENCODER_WEIGHTS) -> E
     if built != config.ENCODER_SHAPES[name]:  # bundles are checked against the table, not the model
         raise EncoderError(f"{name}: the model gives {built}, config.ENCODER_SHAPES says "
                            f"{config.ENCODER_SHAPES[name]}; fix the table")
+    return encoder
+
+
+def build_bundle_encoder(spec: EncoderSpec, bundle_path: str | Path) -> Encoder:
+    """The encoder a bundle was trained on, with the very weights it was trained on.
+
+    Args:
+        spec: the bundle's ``config.json["encoder"]``.
+        bundle_path: the bundle folder, named in errors.
+
+    Returns:
+        The Encoder.
+
+    Raises:
+        BundleError: the weights loaded are not the ones the bundle records.
+        EncoderError: the encoder cannot be built.
+    """
+    encoder = build_encoder(spec.name, weights=spec.weights_to_load(Path(bundle_path) / config.BUNDLE_CONFIG_FILE))
+    if spec.weights_id and encoder.weights_id != spec.weights_id:
+        # Other weights give other features: the decoder would caption noise.
+        raise BundleError(f"{bundle_path}: the model was trained on {spec.name} weights {spec.weights_id} but "
+                          f"{encoder.weights_id} were loaded; restore those weights or retrain the model")
     return encoder

@@ -32,8 +32,9 @@ class Encoder:
         random_weights: True when built with ``weights="none"`` (tests and benchmarks only).
         classifier: the CNN's own ImageNet classifier over the pooled features, as
             ``(kernel (feature_dim, 1000), bias (1000,))`` float32 arrays, so class probabilities
-            come from the features already computed for the caption (``tags.tagger``); None when
-            the weights have none (resnet50's include_top=False weights, random weights).
+            come from the features already computed for the caption (tags; the exported encoder's
+            ``class_logits`` output); None when the weights have none (resnet50's and densenet201's
+            include_top=False weights, random weights).
     """
 
     name: str

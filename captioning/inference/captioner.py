@@ -10,11 +10,15 @@ Tags: when the bundle's encoder has an ImageNet classifier (``Encoder.classifier
 on (the default), the search is ``inference.guided``: a caption that misses what the classifier is
 sure of is searched again, constrained to name it. Off (``tags=False``, ``--no-tags``), or for an
 encoder without a classifier, captions are exactly the ordinary beam search's.
+
+Two runtimes give the same captions: the bundle's exported form (``inference.exported``, LiteRT,
+no TensorFlow: a cold start in about a second) when it has one, else TensorFlow and the Keras
+models (``Captioner.load``'s ``runtime``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -24,7 +28,7 @@ from PIL import Image
 
 from captioning import config
 from captioning.data.images import resize_for_model
-from captioning.errors import BundleError, CaptioningError
+from captioning.errors import BundleError, CaptioningError, ExportError
 from captioning.inference import search
 from captioning.inference.constrained_search import constrained_beam_search
 from captioning.inference.guided import UsedTag, guided_beam_search
@@ -32,6 +36,7 @@ from captioning.inference.inputs import expand_paths
 from captioning.inference.repetition import RepetitionBlocking
 
 if TYPE_CHECKING:
+    from captioning.bundles.schema import BundleConfig
     from captioning.bundles.store import Bundle
     from captioning.data.text import Vocabulary
     from captioning.tags.tagger import Tagger
@@ -68,6 +73,8 @@ class CaptionResult:
         return self.error is None
 
 
+# How a Captioner runs its models (``Captioner.load``): see there.
+RUNTIMES = ("auto", "litert", "tensorflow")
 LOADER_THREADS = 4  # Pillow releases the GIL while decoding, so threads overlap file reads
 
 
@@ -86,23 +93,25 @@ class Captioner:
     def __init__(self, encoder: ImageEncoder, step_decoder: search.StepDecoder, vocab: Vocabulary, max_length: int,
                  feature_kind: str = "pooled", decoder_kind: str = "merge", bundle: Bundle | None = None,
                  tagger: Tagger | None = None, blocking: RepetitionBlocking | None = None,
-                 length_alpha: float = 1.0):
+                 length_alpha: float = 1.0, path: Path | None = None, runtime: str = "tensorflow"):
         """Assemble a captioner from loaded parts (``load`` is the usual way in).
 
         Args:
-            encoder: an ``encoders.Encoder`` (the bundle's own): its ``input_size`` and
+            encoder: an ``encoders.Encoder`` (the bundle's own) or its export
+                (``inference.exported.ExportedEncoder``): its ``input_size`` and
                 ``encode(pixels, kind)`` are used.
-            step_decoder: from ``models.make_step_decoder``.
+            step_decoder: from ``models.make_step_decoder`` or ``inference.exported``.
             vocab: a ``text.Vocabulary``.
             max_length: caption length counted with START and END, as trained.
             feature_kind: ``"pooled"`` (merge decoder) or ``"grid"`` (attention decoder).
             decoder_kind: ``"merge"`` or ``"attention"``.
             bundle: the loaded ``bundles.store.Bundle`` when there is one.
             tagger: a ``tags.tagger.Tagger`` to guide captions with, or None (tags off).
-            blocking: bar repeated content words and trigrams in the search (None: off, as
-                before; issue 17 item 5 decides the default).
+            blocking: bar repeated content words and trigrams in the search (None: off).
             length_alpha: rank finished captions by ``log_prob / length ** length_alpha``
                 (1: the ordinary normalisation).
+            path: the bundle folder, when there is one.
+            runtime: ``"litert"`` (the bundle's export, no TensorFlow) or ``"tensorflow"``.
         """
         self.encoder = encoder
         self.step_decoder = step_decoder
@@ -114,6 +123,8 @@ class Captioner:
         self.tagger = tagger
         self.blocking = blocking
         self.length_alpha = float(length_alpha)
+        self.path = path if path is not None else (bundle.path if bundle is not None else None)
+        self.runtime = runtime
 
     @property
     def has_attention(self) -> bool:
@@ -122,7 +133,9 @@ class Captioner:
 
     @classmethod
     def load(cls, path: str | Path | None = None, tags: bool = True, blocking: bool = config.REPETITION_BLOCKING,
-             length_alpha: float = config.LENGTH_ALPHA) -> Captioner:
+             length_alpha: float = config.LENGTH_ALPHA, runtime: str = "auto",
+             log: Callable[[str], None] | None = None,
+             before_tensorflow: Callable[[], object] | None = None) -> Captioner:
         """Load a bundle and build its encoder and step decoder.
 
         Args:
@@ -130,6 +143,12 @@ class Captioner:
             tags: guide captions with the encoder's ImageNet classifier when it has one.
             blocking: bar repeated content words and trigrams within a caption.
             length_alpha: rank finished captions by ``log_prob / length ** length_alpha``.
+            runtime: ``"auto"``: the bundle's exported form (LiteRT, no TensorFlow) when it has a
+                usable one, made now when it has none and ``config.EXPORT_BUNDLES`` is on, else
+                TensorFlow; ``"litert"``: the export, made now if needed; ``"tensorflow"``: the
+                Keras models.
+            log: receives notes (an export being made, or TensorFlow used because it could not be).
+            before_tensorflow: called once before TensorFlow is imported (the CLI's quiet import).
 
         Returns:
             A ready Captioner.
@@ -137,36 +156,101 @@ class Captioner:
         Raises:
             BundleError: no bundle, or one that cannot be loaded.
             EncoderError: the bundle's encoder cannot be built.
+            ExportError: ``runtime="litert"`` and the export cannot be made or loaded.
         """
         from captioning.bundles import store as bundles
         from captioning.bundles.default_model import default_model
-        from captioning.encoders import build_encoder
+
+        if runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+        bundle_path = Path(path) if path is not None else default_model().path
+        settings = bundles.read_bundle_config(bundle_path)
+        captioner = cls._load_runtime(bundle_path, settings, runtime, log, before_tensorflow)
+        captioner._set_search(settings, tags, blocking, length_alpha)
+        return captioner
+
+    @classmethod
+    def _load_runtime(cls, bundle_path: Path, settings: BundleConfig, runtime: str,
+                      log: Callable[[str], None] | None,
+                      before_tensorflow: Callable[[], object] | None) -> Captioner:
+        """The encoder and step decoder from the exported form or from TensorFlow (see ``load``)."""
+        if runtime == "litert" or (runtime == "auto" and config.EXPORT_BUNDLES):
+            try:
+                return cls._load_exported(bundle_path, settings, log, before_tensorflow)
+            except ExportError as error:
+                if runtime == "litert":
+                    raise
+                if log is not None:
+                    log(f"note: {error}; captioning with TensorFlow instead")
+        elif runtime == "auto":
+            from captioning.bundles.exported import find_export
+
+            found = find_export(bundle_path, settings).folder  # one made earlier is still used
+            if found is not None:
+                return cls._from_export(bundle_path, settings, found)
+        if before_tensorflow is not None:
+            before_tensorflow()
+        return cls._load_tensorflow(bundle_path)
+
+    def _set_search(self, settings: BundleConfig, tags: bool, blocking: bool, length_alpha: float) -> None:
+        """Tags (from the encoder's ImageNet classifier, when it has one), repetition blocking, ranking."""
+        self.tagger = None
+        if tags and settings.encoder.has_classifier:
+            from captioning.tags.tagger import Tagger
+
+            classifier = getattr(self.encoder, "classifier", None)
+            if classifier is None:  # the exported encoder: the same weights, read without TensorFlow
+                from captioning.encoders.lite_weights import classifier_weights
+
+                classifier = classifier_weights(settings.encoder.name,
+                                                settings.encoder.weights_to_load(self._config_file()))
+            self.tagger = Tagger(classifier, self.vocab)
+        self.blocking = RepetitionBlocking.for_vocabulary(self.vocab) if blocking else None
+        self.length_alpha = float(length_alpha)
+
+    def _config_file(self) -> Path:
+        from captioning.bundles.store import CONFIG_FILE
+
+        return Path(self.path or ".") / CONFIG_FILE
+
+    @classmethod
+    def _load_exported(cls, bundle_path: Path, settings: BundleConfig, log: Callable[[str], None] | None,
+                       before_tensorflow: Callable[[], object] | None) -> Captioner:
+        from captioning.export.first_use import ensure_export
+
+        return cls._from_export(bundle_path, settings, ensure_export(bundle_path, settings, log, before_tensorflow))
+
+    @classmethod
+    def _from_export(cls, bundle_path: Path, settings: BundleConfig, folder: Path) -> Captioner:
+        from captioning.bundles.store import VOCAB_FILE
+        from captioning.data.text import Vocabulary
+        from captioning.inference.ensemble import make_ensemble_step_decoder
+        from captioning.inference.exported import load_exported
+
+        vocab = Vocabulary.load(bundle_path / VOCAB_FILE)
+        if len(vocab) != settings.vocab_size:
+            raise BundleError(f"{bundle_path}: vocab.json has {len(vocab)} words but the model was trained with "
+                              f"{settings.vocab_size}; the files come from different runs, retrain the model")
+        encoder, members = load_exported(folder, settings)
+        return cls(encoder, make_ensemble_step_decoder(members), vocab, settings.max_length,
+                   feature_kind=settings.feature_kind, decoder_kind=settings.decoder.kind, path=bundle_path,
+                   runtime="litert")
+
+    @classmethod
+    def _load_tensorflow(cls, bundle_path: Path) -> Captioner:
+        from captioning.bundles import store as bundles
+        from captioning.encoders import build_bundle_encoder
         from captioning.inference.ensemble import make_ensemble_step_decoder
         from captioning.models import make_step_decoder
 
-        loaded = bundles.load_bundle(Path(path) if path is not None else default_model().path)
+        loaded = bundles.load_bundle(bundle_path)
         settings = loaded.config
-        wanted = settings.encoder
-        encoder = build_encoder(wanted.name, weights=wanted.weights_to_load(loaded.path / bundles.CONFIG_FILE))
-        if wanted.weights_id and encoder.weights_id != wanted.weights_id:
-            # Other weights give other features: the decoder would caption noise.
-            raise BundleError(f"{loaded.path}: the model was trained on {wanted.name} weights "
-                              f"{wanted.weights_id} but {encoder.weights_id} were loaded; "
-                              "restore those weights or retrain the model")
+        encoder = build_bundle_encoder(settings.encoder, loaded.path)
         # An ensemble bundle has several members; they caption together (inference.ensemble).
         step_decoder = make_ensemble_step_decoder(
             [make_step_decoder(member, settings.decoder) for member in loaded.members])
-        tagger = None
-        if tags and encoder.classifier is not None:
-            from captioning.tags.tagger import Tagger
-
-            tagger = Tagger(encoder.classifier, loaded.vocab)
-        from captioning.inference.repetition import RepetitionBlocking
-
         return cls(encoder, step_decoder, loaded.vocab, settings.max_length, feature_kind=settings.feature_kind,
-                   decoder_kind=settings.decoder.kind, bundle=loaded, tagger=tagger,
-                   blocking=RepetitionBlocking.for_vocabulary(loaded.vocab) if blocking else None,
-                   length_alpha=length_alpha)
+                   decoder_kind=settings.decoder.kind, bundle=loaded, runtime="tensorflow")
 
     # ------------------------------------------------------------------------------ captioning
 

@@ -299,17 +299,27 @@ class AttentionStepDecoder:
         channels = int(self._encoder.reduce.kernel.shape[0])
         reduced, projected = int(self._encoder.reduce.units), int(self._encoder.project.units)
         units, dtype = int(self._encoder.units), self._encoder.compute_dtype
-        self._initial = tf.function(self._initial_graph,
+        self._initial = tf.function(self.initial_graph,
                                     input_signature=[tf.TensorSpec((None, None, channels), tf.float32)])
-        self._step = tf.function(self._step_graph, input_signature=[
+        self._step = tf.function(self.step_graph, input_signature=[
             tf.TensorSpec((None,), tf.int32), tf.TensorSpec((None, None, reduced), dtype),
             tf.TensorSpec((None, None, projected), dtype), tf.TensorSpec((None, units), dtype),
             tf.TensorSpec((None, units), dtype)])
 
-    def _initial_graph(self, features):
+    @property
+    def state_sizes(self) -> tuple[int, int, int]:
+        """``(D, A, U)``: widths of the reduced grid, its attention projection and the LSTM state."""
+        return self._lstm.feature_dim, self._lstm.attention_dim, self._lstm.units
+
+    def initial_graph(self, features):
+        """Tensor graph of ``initial_state``: grid ``(B, g, g, C)`` -> ``(grid, projected, h, c)``.
+
+        Public so the exporter (``captioning.export``) traces the very arithmetic captioning runs.
+        """
         return self._encoder(features)
 
-    def _step_graph(self, tokens, grid, projected, h, c):
+    def step_graph(self, tokens, grid, projected, h, c):
+        """Tensor graph of ``step_with_attention``: ``(log_probs (B, V), h, c, alpha (B, P))``."""
         embedded = self._embedding(tokens)  # (B, E)
         h, c, context, alpha = self._lstm.step(self._lstm.input_gates(embedded), h, c, grid,
                                                projected)

@@ -89,18 +89,23 @@ class MergeStepDecoder:
         self._merge_dense = training_model.get_layer(MERGE_DENSE)
         self._logits = training_model.get_layer(WORD_LOGITS)
         self.units = int(self._cell.units)
-        feature_dim = int(training_model.get_layer(IMAGE_DENSE).kernel.shape[0])
+        self.feature_dim = int(training_model.get_layer(IMAGE_DENSE).kernel.shape[0])
         state_spec = tf.TensorSpec((None, self.units), tf.float32)
         # Fixed signatures with a None batch: one trace serves every batch size and beam width.
-        self._embed_image = tf.function(self._embed_image_graph,
-                                        input_signature=[tf.TensorSpec((None, feature_dim), tf.float32)])
-        self._step = tf.function(self._step_graph, input_signature=[
+        self._embed_image = tf.function(self.embed_image_graph,
+                                        input_signature=[tf.TensorSpec((None, self.feature_dim), tf.float32)])
+        self._step = tf.function(self.step_graph, input_signature=[
             tf.TensorSpec((None,), tf.int32), state_spec, state_spec, state_spec])
 
-    def _embed_image_graph(self, features):
+    def embed_image_graph(self, features):
+        """Tensor graph of the image embedding ``(B, D) -> (B, U)`` (``initial_state``'s first array).
+
+        Public so the exporter (``captioning.export``) traces the very arithmetic captioning runs.
+        """
         return self._image_dense(features, training=False)  # (B, U)
 
-    def _step_graph(self, tokens, image, h, c):
+    def step_graph(self, tokens, image, h, c):
+        """Tensor graph of ``step``: ``(log_probs (B, V), h, c)``."""
         # A plain lookup: calling the layer would attach a mask the cell cannot take.
         words = tf.gather(self._embedding.embeddings, tokens)  # (B, E)
         output, (h, c) = self._cell(words, [h, c], training=False)  # (B, U)

@@ -51,10 +51,13 @@ def serve(model_dir: str | Path | None = None, host: str = config.ServeConfig.ho
         from captioning.inference.captioner import Captioner
         from captioning.web.app import create_app
 
-        tf = import_tensorflow()  # only now: everything above answers without it
-        # Its Python-side notices (graph retracing while warming up) mean nothing to a user.
-        tf.get_logger().setLevel("ERROR")
-        captioner = Captioner.load(model_dir)
+        def quiet_tensorflow() -> None:
+            tf = import_tensorflow()  # only now: everything above answers without it
+            # Its Python-side notices (graph retracing while warming up) mean nothing to a user.
+            tf.get_logger().setLevel("ERROR")
+
+        # TensorFlow only when the model has no exported form yet (it is made now, once).
+        captioner = Captioner.load(model_dir, log=log, before_tensorflow=quiet_tensorflow)
         url = page_url(host, sock.getsockname()[1])
 
         def ready() -> None:

@@ -60,8 +60,8 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr, flush=True)
         from captioning.cli.runtime import import_tensorflow
 
-        import_tensorflow()  # only now: the checks above need no TensorFlow
-        captioner = Captioner.load(model_dir, tags=not args.no_tags)
+        # TensorFlow only when the model has no exported form yet (it is made now, once).
+        captioner = Captioner.load(model_dir, tags=not args.no_tags, log=_note, before_tensorflow=import_tensorflow)
         results, failed = _caption_streaming(captioner, entries, args.beam_size, pngs)
     _say_saved(pngs, len(entries))
     if args.attention_map and captioner is not None:
@@ -70,6 +70,10 @@ def run(args: argparse.Namespace) -> int:
         _write_json(Path(args.json), results, pngs)
         print(f"wrote {escape(args.json)}")
     return EXIT_FAILURE if failed else EXIT_OK
+
+
+def _note(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def _png_targets(args: argparse.Namespace, entries, single: bool) -> dict[int, Path]:
@@ -161,7 +165,7 @@ def _attention_maps(captioner, results, pngs: dict[int, Path]) -> bool:
         True when a map could not be written.
     """
     if not captioner.has_attention:
-        where = captioner.bundle.path if captioner.bundle is not None else "this model"
+        where = captioner.path if captioner.path is not None else "this model"
         print(f"note: --attention-map needs an attention model; {where} uses the "
               f"{captioner.decoder_kind} decoder (train one with --decoder attention)", file=sys.stderr)
         return False

@@ -1,0 +1,106 @@
+"""Write a bundle's export folder: ``encoder.tflite``, ``member-<n>.tflite`` per decoder, ``manifest.json``.
+
+Made from the weights *as the bundle stores them* (float16), so the exported decoders compute what
+the TensorFlow path computes from the same files. Each model is checked against TensorFlow before
+it is written (``litert.check``); the manifest, written last, marks the folder complete.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from captioning.bundles.exported import (
+    ENCODER_FILE,
+    EXPORT_FORMAT,
+    EXPORT_VERSION,
+    MANIFEST_FILE,
+    ExportManifest,
+    file_sha256,
+    member_file,
+)
+from captioning.bundles.schema import BundleConfig
+from captioning.data.text import START
+from captioning.encoders.base import Encoder
+from captioning.export import graphs, litert
+from captioning.storage.atomic import write_bytes_atomic, write_json_atomic
+
+CHECK_BATCH = 2  # images run through TensorFlow and LiteRT alike before a file is written
+
+
+def write_export(folder: Path, bundle_config: BundleConfig, members: Sequence[keras.Model], encoder: Encoder,
+                 digest: str, log: Callable[[str], None] | None = None) -> ExportManifest:
+    """Export the encoder and every decoder of a bundle into ``folder``.
+
+    Args:
+        folder: an existing, empty folder (a staging folder the caller renames into place).
+        bundle_config: the bundle's settings.
+        members: its decoders' training models, weights loaded from the bundle's files.
+        encoder: its encoder (``encoders.build_encoder`` with the bundle's weights).
+        digest: ``bundles.exported.source_digest`` of the bundle, recorded in the manifest.
+        log: receives a line per file written.
+
+    Returns:
+        The manifest written.
+
+    Raises:
+        ExportError: a converted model disagrees with TensorFlow.
+        OSError: a file cannot be written.
+    """
+    rng = np.random.default_rng(0)
+    size = encoder.input_size
+    pixels = rng.integers(0, 256, (CHECK_BATCH, size, size, 3), dtype=np.uint8)
+    encoder_functions = graphs.encoder_functions(encoder)
+    files = {ENCODER_FILE: _write(folder / ENCODER_FILE, encoder_functions, {"encode": {"pixels": pixels}},
+                                  f"the {encoder.name} encoder", float16_weights=False)}
+    _say(log, f"  exported the {encoder.name} encoder")
+    encoded = {key: np.asarray(value) for key, value in encoder_functions["encode"](pixels=pixels).items()}
+    # The decoders read features as the feature cache stores them: float16.
+    features = encoded[bundle_config.feature_kind].astype(np.float16).astype(np.float32)
+    names = []
+    for number, member in enumerate(members, 1):
+        functions = graphs.decoder_functions(member, bundle_config.decoder, bundle_config.feature_shape)
+        name = member_file(number)
+        files[name] = _write(folder / name, functions, _decoder_inputs(functions, features, rng),
+                             f"decoder {number}", float16_weights=True)
+        names.append(name)
+        _say(log, f"  exported decoder {number} of {len(members)}")
+    manifest = ExportManifest(
+        export_version=EXPORT_VERSION, format=EXPORT_FORMAT, source_digest=digest, files=files,
+        encoder_outputs=tuple(sorted(encoded)), decoder_kind=bundle_config.decoder.kind, members=tuple(names),
+        converter=f"tensorflow {importlib.metadata.version('tensorflow')}",
+        created=datetime.now(UTC).isoformat(timespec="seconds"))
+    write_json_atomic(folder / MANIFEST_FILE, manifest.to_json(), sort_keys=True)
+    return manifest
+
+
+def _write(path: Path, functions: graphs.Functions, inputs: dict, what: str, float16_weights: bool) -> str:
+    """Convert, check and write one model; its sha256."""
+    model = litert.convert(functions, float16_weights=float16_weights)
+    litert.check(model, functions, inputs, what)
+    write_bytes_atomic(path, model)
+    return file_sha256(path)
+
+
+def _decoder_inputs(functions: graphs.Functions, features: np.ndarray, rng: np.random.Generator) -> dict:
+    """Check inputs for a decoder: real encoder features, then one step from a state that is not all zeros."""
+    initial = {key: np.asarray(value) for key, value in functions["initial"](features=features).items()}
+    state = dict(initial)
+    width = initial["h"].shape if "h" in initial else initial["image"].shape  # (B, U)
+    for key in ("h", "c"):  # merge decoders start from zeros; a random state tests the recurrence too
+        state[key] = rng.normal(0.0, 0.5, width).astype(np.float32)
+    tokens = np.array([START] + [4] * (len(features) - 1), dtype=np.int32)
+    return {"initial": {"features": features}, "step": {"tokens": tokens, **state}}
+
+
+def _say(log: Callable[[str], None] | None, line: str) -> None:
+    if log is not None:
+        log(line)
+
+
+__all__ = ["write_export"]
