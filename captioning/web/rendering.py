@@ -1,8 +1,8 @@
 """The PNGs a result links to, rendered on first request into the store's private folder.
 
 Rendering waits until a PNG is asked for: an API client that only wants the captions never pays
-for Matplotlib. Both PNGs come from the tool's own writers (``annotate.write_captioned_image`` and
-``attention_maps.write_attention_map``), so the page shows exactly what ``caption`` writes.
+for Matplotlib. Both PNGs come from the tool's own writers (``render.captioned_image.write_captioned_image`` and
+``render.attention_map.write_attention_map``), so the page shows exactly what ``caption`` writes.
 Matplotlib is not thread-safe, so figures are drawn one at a time.
 """
 
