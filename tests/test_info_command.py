@@ -86,3 +86,19 @@ def test_info_says_whether_the_model_captions_with_tags(tmp_path):
     result = run_info("--model", other)
     assert result.returncode == 0, result.stderr
     assert "  tags: off (the resnet50 encoder's weights have no ImageNet classifier)" in result.stdout.splitlines()
+
+
+def test_a_reader_that_goes_away_is_not_a_traceback():
+    # `info | head`: the pipe is closed before the command writes; it must stop without a traceback.
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    child = subprocess.Popen([sys.executable, "image_captioning.py", "info", "--model", "saved_models/default"],
+                             cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert child.stdout is not None and child.stderr is not None
+    child.stdout.close()  # the reader is gone before the first line
+    err = child.stderr.read().decode()
+    assert child.wait(timeout=120) != 0
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err

@@ -327,8 +327,16 @@ def main(argv: list[str] | None = None) -> int:
     # (caf\xe9.jpg) instead of raising UnicodeEncodeError mid-run.
     protect_streams()
     args = build_parser().parse_args(argv)
-    if args.command is None:
-        from captioning.cli import menu
+    try:
+        if args.command is None:
+            from captioning.cli import menu
 
-        return menu.run()
-    return run_command(args)
+            return menu.run()
+        return run_command(args)
+    except BrokenPipeError:
+        # The reader went away (`... | head`): stop quietly, as other command-line tools do. Later
+        # writes, Python's own flush at exit included, go nowhere instead of raising again.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return runtime.EXIT_FAILURE
