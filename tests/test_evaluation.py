@@ -437,7 +437,7 @@ def test_evaluating_the_real_shipped_model_partially_leaves_its_files_alone(flic
     assert cli.main(["evaluate", "--dataset", str(coco_mini), "--limit", "10"]) == 0
     out = capsys.readouterr().out
     assert _files(shipped) == before
-    assert out.count("(efficientnet_lite0 + 3 x attention ensemble, shipped default)") == 2
+    assert out.count("(efficientnet_lite0 + 6 x attention ensemble, shipped default)") == 2
     assert sorted(p.name for p in (evaluation_root() / "default").iterdir()) == [
         f"{load_dataset(coco_mini).key}-test-first10-beam3", f"{load_dataset(flickr8k).key}-test-first50-beam3"]
 
