@@ -143,6 +143,10 @@ class DecoderConfig:
 # tf.distribute strategies for training: auto is MirroredStrategy when several GPUs are visible.
 TRAINING_STRATEGIES = ("auto", "default", "mirrored")
 DEFAULT_STRATEGY = "auto"
+# Compute dtype of training (captioning.training.precision): auto = mixed bfloat16 where the CPU
+# has native bfloat16 instructions (AVX512_BF16, AMX) and no GPU trains, else float32.
+TRAINING_PRECISIONS = ("auto", "float32", "bfloat16")
+DEFAULT_PRECISION = "auto"
 # Held-out splits an evaluation may score; the first is the default.
 EVALUATION_SPLITS = ("test", "val")
 
@@ -162,6 +166,7 @@ class TrainConfig:
     # decoder had already begun to overfit.
     reduce_lr_min_delta: float = 0.01
     seed: int = 1234
+    precision: str = DEFAULT_PRECISION
 
 
 @dataclass(frozen=True)

@@ -101,6 +101,7 @@ class TrainingRecord:
     stopped_early: bool | None = None
     interrupted: bool | None = None
     seconds: float | None = None
+    precision: str | None = None  # the compute dtype trained in: "float32" or "bfloat16" (mixed)
 
 
 @dataclass(frozen=True)
@@ -335,7 +336,7 @@ def _training(fields: Fields | None) -> TrainingRecord | None:
         best_epoch=fields.integer("best_epoch", 0),
         best_val_loss=fields.number("best_val_loss", allow_nan=True),
         stopped_early=fields.flag("stopped_early"), interrupted=fields.flag("interrupted"),
-        seconds=fields.number("seconds", 0.0),
+        seconds=fields.number("seconds", 0.0), precision=fields.text("precision"),
     )
 
 

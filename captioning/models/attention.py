@@ -8,7 +8,8 @@ with ``add_loss`` so any ``model.fit``/``compute_loss`` loop picks it up.
 Made for a 2-core CPU, so everything that does not depend on the previous step is taken out of the
 recurrence: the grid is reduced (1280 -> ``attention_feature_dim``) and projected for attention once
 per batch, the embedding half of the LSTM gates is one matmul over all steps, the three matmuls that
-read ``h`` are fused into one, and the output layer runs once over all steps after the loop.
+read ``h`` are fused into one, and the output layer runs once over all steps after the loop. The
+loop runs over the batch's own length (``tf.scan``), so the trainer cuts each batch's padding.
 
 Two layers hold every weight the step decoder needs (``attention_encoder`` and ``attention_lstm``);
 ``AttentionStepDecoder`` calls their methods on one step at a time, so stepping and teacher forcing
@@ -146,16 +147,17 @@ class AttentionLSTM(keras.layers.Layer):
         Returns:
             ``(h (B, U), c (B, U), context (B, D), alpha (B, P))``; alpha >= 0 and sums to 1.
         """
-        a, d, u = self.attention_dim, self.feature_dim, self.units
+        a, d = self.attention_dim, self.feature_dim
         fused = ops.matmul(h, self.state_kernel) + self.state_bias  # (B, A + D + 4U)
-        query, beta, state_gates = fused[:, :a], fused[:, a:a + d], fused[:, a + d:]
+        # split, not slices: a slice's gradient is a zero tensor the size of the whole input.
+        query, beta, state_gates = ops.split(fused, [a, a + d], axis=-1)
         energy = ops.tanh(projected + ops.expand_dims(query, 1))  # (B, P, A)
         scores = ops.squeeze(ops.matmul(energy, self.score_kernel), -1)  # (B, P)
         alpha = ops.softmax(scores, axis=-1)
         context = ops.squeeze(ops.matmul(ops.expand_dims(alpha, 1), grid), 1)  # (B, D)
         context = ops.sigmoid(beta) * context
         gates = input_gates + state_gates + ops.matmul(context, self.context_kernel)  # (B, 4U)
-        i, f, g, o = gates[:, :u], gates[:, u:2 * u], gates[:, 2 * u:3 * u], gates[:, 3 * u:]
+        i, f, g, o = ops.split(gates, 4, axis=-1)
         c = ops.sigmoid(f) * c + ops.sigmoid(i) * ops.tanh(g)
         h = ops.sigmoid(o) * ops.tanh(c)
         return h, c, context, alpha
@@ -172,19 +174,25 @@ class AttentionLSTM(keras.layers.Layer):
             ``(hs (B, T, U), contexts (B, T, D), alphas (B, T, P))``.
         """
         gates = self.input_gates(embeddings)  # (B, T, 4U), one matmul for all steps
-        steps = embeddings.shape[1]
-        hs, contexts, alphas = [], [], []
-        # T is static (max_length - 1, ~20): a Python loop unrolls into one graph, which on CPU
-        # ran faster than a while loop (no per-iteration control flow) and needs no scan state.
-        for t in range(steps):
-            h, c, context, alpha = self.step(gates[:, t], h, c, grid, projected)
-            hs.append(h)
-            contexts.append(context)
-            alphas.append(alpha)
-        alphas = ops.stack(alphas, axis=1)  # (B, T, P)
+        hs, contexts, alphas = self._recur(gates, h, c, grid, projected)
         if self.regularization > 0:
             self.add_loss(self.regularization * attention_penalty(alphas, step_mask))
-        return ops.stack(hs, axis=1), ops.stack(contexts, axis=1), alphas
+        return hs, contexts, alphas
+
+    def _recur(self, gates, h, c, grid, projected):
+        """``step`` over every time step of ``gates (B, T, 4U)``; T may be unknown when traced.
+
+        A loop over however many steps the batch has, so the trainer can cut each batch's padding
+        (measured on the 2-core CPU: the same cost per step as a Python-unrolled graph, which
+        needs a static T and so pads every batch to the longest caption).
+        """
+        def body(carry, gate):
+            return self.step(gate, carry[0], carry[1], grid, projected)
+
+        # tf.scan, as keras.ops.scan mis-packs tuple outputs (Keras 3.15).
+        start = (h, c, tf.zeros_like(grid[:, 0]), tf.zeros_like(grid[:, :, 0]))
+        hs, _, contexts, alphas = tf.scan(body, tf.transpose(gates, [1, 0, 2]), start)  # time-major
+        return tuple(tf.transpose(x, [1, 0, 2]) for x in (hs, contexts, alphas))
 
     def compute_output_spec(self, embeddings, grid, projected, h, c, step_mask):
         batch, steps = embeddings.shape[0], embeddings.shape[1]
@@ -214,7 +222,9 @@ def attention_penalty(alphas, step_mask):
     Returns:
         A scalar: ``sum_b sum_p (1 - sum_t mask * alpha)^2 / sum_b sum_t mask``.
     """
-    mask = ops.cast(step_mask, alphas.dtype)
+    # float32 whatever the compute dtype: a bfloat16 sum over ~20 steps would round the coverage.
+    alphas = ops.cast(alphas, "float32")
+    mask = ops.cast(step_mask, "float32")
     coverage = ops.sum(alphas * ops.expand_dims(mask, -1), axis=1)  # (B, P)
     per_caption = ops.sum(ops.square(1.0 - coverage), axis=-1)  # (B,)
     return ops.sum(per_caption) / ops.maximum(ops.sum(mask), 1.0)
@@ -244,7 +254,8 @@ def build(vocab_size: int, max_length: int, feature_shape,
 
     Args:
         vocab_size: number of token ids (PAD=0 .. V-1).
-        max_length: caption length with START and END; the model reads ``T = max_length - 1``.
+        max_length: caption length with START and END; the model reads up to ``max_length - 1``
+            tokens (any T: the trainer cuts each batch's padding).
         feature_shape: one image's grid, ``(g, g, C)`` or ``(g * g, C)``; any ``g`` (the attention
             weights do not depend on it, the bundle records it).
         config: ``kind="attention"``; uses ``embedding_dim``, ``units``, ``attention_dim``,
@@ -252,7 +263,7 @@ def build(vocab_size: int, max_length: int, feature_shape,
 
     Returns:
         A ``keras.Model`` with inputs ``{"features": (B, *feature_shape), "tokens": (B, T)
-        int32}`` and output logits ``(B, T, vocab_size)``; the attention penalty is in
+        int32}`` (any T) and output logits ``(B, T, vocab_size)``; the attention penalty is in
         ``model.losses``.
     """
     feature_shape = tuple(int(n) for n in feature_shape)
@@ -261,7 +272,8 @@ def build(vocab_size: int, max_length: int, feature_shape,
                          f"got shape {feature_shape}")
     feature_dim = config.attention_feature_dim
     features = keras.Input(shape=feature_shape, name="features")
-    tokens = keras.Input(shape=(max_length - 1,), dtype="int32", name="tokens")
+    # Any length up to max_length - 1: the trainer cuts each batch's padding.
+    tokens = keras.Input(shape=(None,), dtype="int32", name="tokens")
 
     encoder = GridEncoder(feature_dim, config.attention_dim, config.units, name=ENCODER_LAYER)
     grid, projected, h, c = encoder(features)

@@ -30,6 +30,9 @@ if TYPE_CHECKING:
     from captioning.training.fit import FitResult, TrainingData
 
 
+PRECISION_WORDS = {"float32": "float32", "bfloat16": "mixed bfloat16"}
+
+
 @dataclass(frozen=True)
 class TrainOptions:
     """Everything a training run depends on (built from the CLI or the menu)."""
@@ -65,7 +68,8 @@ class TrainOptions:
                 kind=args.decoder, embedding_dim=args.embedding_dim, units=args.units, dropout=args.dropout,
                 attention_regularization=args.attention_regularization),
             train=config.TrainConfig(epochs=args.epochs, batch_size=args.batch_size,
-                                     learning_rate=args.learning_rate, seed=args.seed),
+                                     learning_rate=args.learning_rate, seed=args.seed,
+                                     precision=args.precision),
             vocab=config.VocabConfig(min_count=args.min_count),
             split=config.SplitConfig(seed=args.seed),
             limit=args.limit, output=Path(args.output).expanduser() if args.output else None, resume=args.resume,
@@ -160,25 +164,28 @@ def _train_into(output: Path, options: TrainOptions, log: Callable[[str], None])
     from captioning.storage.output_folder import OutputFolderError
     from captioning.training import fit
     from captioning.training.checkpoints import remove_checkpoint
+    from captioning.training.precision import compute_precision, resolve_precision
 
     started = time.time()
     prepared = _prepare(options, log)
     strategy = fit.make_strategy(options.strategy)
+    precision = resolve_precision(options.train.precision)
     keras.utils.set_random_seed(options.train.seed)
-    with strategy.scope():
+    with strategy.scope(), compute_precision(precision):
         model = build_decoder(len(prepared.vocab), prepared.max_length, prepared.feature_shape,
                                      options.decoder)
         fit.compile_model(model, options.train.learning_rate)
     if strategy.num_replicas_in_sync > 1:
         log(f"training on {strategy.num_replicas_in_sync} devices ({type(strategy).__name__})")
-    log(f"training {options.decoder.kind} decoder: {len(prepared.data.train_rows)} train / "
-        f"{len(prepared.data.val_rows)} val captions, up to {options.train.epochs} epochs -> {output}")
+    log(f"training {options.decoder.kind} decoder in {PRECISION_WORDS[precision]}: "
+        f"{len(prepared.data.train_rows)} train / {len(prepared.data.val_rows)} val captions, "
+        f"up to {options.train.epochs} epochs -> {output}")
     result = fit.fit(model, prepared.data, options.train, output, _fingerprint(options, prepared),
                           resume=options.resume, log=log, progress=options.progress)
     if result.epochs_run == 0:
         log("interrupted before the first epoch finished: nothing saved")
         return TrainResult(None, None, 0, result.history, interrupted=True)
-    bundle_config = _bundle_config(options, prepared, result, time.time() - started)
+    bundle_config = _bundle_config(options, prepared, result, time.time() - started, precision)
     try:
         save_bundle(output, model, prepared.vocab, bundle_config, result.history)
     except OutputFolderError as error:  # the checkpoint is intact: the bundle can be written later
@@ -262,7 +269,7 @@ def _fingerprint(options: TrainOptions, prepared: _Prepared) -> dict:
 
 
 def _bundle_config(options: TrainOptions, prepared: _Prepared, result: FitResult,
-                   seconds: float) -> BundleConfig:
+                   seconds: float, precision: str) -> BundleConfig:
     """What the run's bundle records: the encoder and its weights, the decoder, the data, the run."""
     weights = options.encoder_weights
     random = weights == "none"
@@ -275,7 +282,9 @@ def _bundle_config(options: TrainOptions, prepared: _Prepared, result: FitResult
         note="random encoder weights: for tests and benchmarks only, not for real use" if random else None)
     dataset = DatasetRecord(source=prepared.dataset.source or str(prepared.dataset.root), key=prepared.dataset.key,
                             name=prepared.dataset.name, limit=options.limit, **prepared.counts)
-    training = TrainingRecord(**dataclasses.asdict(options.train), epochs_run=result.epochs_run,
+    # The precision it resolved to ("auto" would not say what the run trained in).
+    settings = {**dataclasses.asdict(options.train), "precision": precision}
+    training = TrainingRecord(**settings, epochs_run=result.epochs_run,
                               best_epoch=result.best_epoch, best_val_loss=result.best_val_loss,
                               stopped_early=result.stopped_early, interrupted=result.interrupted,
                               seconds=round(seconds, 1))
