@@ -96,20 +96,6 @@ def test_penalty_is_the_doubly_stochastic_term_over_real_steps_per_token():
     assert float(model.losses[0]) == pytest.approx(penalty, rel=1e-5)
 
 
-def test_a_batch_cut_to_its_longest_caption_gives_the_padded_batch_logits_and_loss():
-    """The trainer cuts each batch's padding (fit.make_dataset(trim=True)); that must change nothing."""
-    model, features = _model_and_features(seed=2)
-    model.compile(optimizer="adam", loss=models.caption_loss())
-    short = TOKENS[:2, :5]  # both captions end by the fifth token
-    padded = np.zeros((2, MAX_LENGTH), np.int32)
-    padded[:, :5] = short
-    cut = {"features": features[:2], "tokens": short[:, :-1]}
-    full = {"features": features[:2], "tokens": padded[:, :-1]}
-    np.testing.assert_allclose(model(cut, training=False), model(full, training=False)[:, :4], atol=1e-5)
-    assert model.evaluate(cut, short[:, 1:], verbose=0) == pytest.approx(
-        model.evaluate(full, padded[:, 1:], verbose=0), rel=1e-5)  # cross-entropy + penalty
-
-
 def test_weights_round_trip_through_a_keras_weights_file_into_a_rebuilt_model(tmp_path):
     model, features = _model_and_features(seed=1)
     path = tmp_path / "model.weights.h5"

@@ -48,8 +48,8 @@ def build_decoder(vocab_size: int, max_length: int, feature_shape: Sequence[int]
 
     Returns:
         An uncompiled keras Model with dict inputs ``{"features": (B, *feature_shape), "tokens":
-        (B, T) int32}`` (the same for every kind; T is any length up to ``max_length - 1``: the
-        trainer cuts each batch's padding), returning logits ``(B, T, vocab_size)``.
+        (B, T) int32}`` (the same for every kind; T is ``max_length - 1`` or, for the merge
+        decoder, any length up to it), returning logits ``(B, T, vocab_size)``.
 
     Raises:
         ValueError: An unknown kind or a feature shape the kind cannot take.

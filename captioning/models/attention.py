@@ -8,8 +8,7 @@ with ``add_loss`` so any ``model.fit``/``compute_loss`` loop picks it up.
 Made for a 2-core CPU, so everything that does not depend on the previous step is taken out of the
 recurrence: the grid is reduced (1280 -> ``attention_feature_dim``) and projected for attention once
 per batch, the embedding half of the LSTM gates is one matmul over all steps, the three matmuls that
-read ``h`` are fused into one, and the output layer runs once over all steps after the loop. The
-loop runs over the batch's own length (``tf.scan``), so the trainer cuts each batch's padding.
+read ``h`` are fused into one, and the output layer runs once over all steps after the loop.
 
 Two layers hold every weight the step decoder needs (``attention_encoder`` and ``attention_lstm``);
 ``AttentionStepDecoder`` calls their methods on one step at a time, so stepping and teacher forcing
@@ -180,19 +179,21 @@ class AttentionLSTM(keras.layers.Layer):
         return hs, contexts, alphas
 
     def _recur(self, gates, h, c, grid, projected):
-        """``step`` over every time step of ``gates (B, T, 4U)``; T may be unknown when traced.
+        """``step`` over every time step of ``gates (B, T, 4U)``, T static.
 
-        A loop over however many steps the batch has, so the trainer can cut each batch's padding
-        (measured on the 2-core CPU: the same cost per step as a Python-unrolled graph, which
-        needs a static T and so pads every batch to the longest caption).
+        T is max_length - 1 (~20): a Python loop unrolls into one graph, which on CPU ran faster
+        than a while loop (no per-iteration control flow). Batches are not cut to their longest
+        caption: that needs batches of similar lengths, which slowed this decoder's learning
+        (3 epochs on 1,500 Flickr8k photos: validation loss 3.87 against 3.80; seeds moved it 0.005).
         """
-        def body(carry, gate):
-            return self.step(gate, carry[0], carry[1], grid, projected)
-
-        # tf.scan, as keras.ops.scan mis-packs tuple outputs (Keras 3.15).
-        start = (h, c, tf.zeros_like(grid[:, 0]), tf.zeros_like(grid[:, :, 0]))
-        hs, _, contexts, alphas = tf.scan(body, tf.transpose(gates, [1, 0, 2]), start)  # time-major
-        return tuple(tf.transpose(x, [1, 0, 2]) for x in (hs, contexts, alphas))
+        hs, contexts, alphas = [], [], []
+        # unstack, not gates[:, t]: each slice's gradient is a zero tensor of all T steps.
+        for gate in ops.unstack(gates, axis=1):
+            h, c, context, alpha = self.step(gate, h, c, grid, projected)
+            hs.append(h)
+            contexts.append(context)
+            alphas.append(alpha)
+        return ops.stack(hs, axis=1), ops.stack(contexts, axis=1), ops.stack(alphas, axis=1)
 
     def compute_output_spec(self, embeddings, grid, projected, h, c, step_mask):
         batch, steps = embeddings.shape[0], embeddings.shape[1]
@@ -254,8 +255,7 @@ def build(vocab_size: int, max_length: int, feature_shape,
 
     Args:
         vocab_size: number of token ids (PAD=0 .. V-1).
-        max_length: caption length with START and END; the model reads up to ``max_length - 1``
-            tokens (any T: the trainer cuts each batch's padding).
+        max_length: caption length with START and END; the model reads ``T = max_length - 1``.
         feature_shape: one image's grid, ``(g, g, C)`` or ``(g * g, C)``; any ``g`` (the attention
             weights do not depend on it, the bundle records it).
         config: ``kind="attention"``; uses ``embedding_dim``, ``units``, ``attention_dim``,
@@ -263,7 +263,7 @@ def build(vocab_size: int, max_length: int, feature_shape,
 
     Returns:
         A ``keras.Model`` with inputs ``{"features": (B, *feature_shape), "tokens": (B, T)
-        int32}`` (any T) and output logits ``(B, T, vocab_size)``; the attention penalty is in
+        int32}`` and output logits ``(B, T, vocab_size)``; the attention penalty is in
         ``model.losses``.
     """
     feature_shape = tuple(int(n) for n in feature_shape)
@@ -272,8 +272,7 @@ def build(vocab_size: int, max_length: int, feature_shape,
                          f"got shape {feature_shape}")
     feature_dim = config.attention_feature_dim
     features = keras.Input(shape=feature_shape, name="features")
-    # Any length up to max_length - 1: the trainer cuts each batch's padding.
-    tokens = keras.Input(shape=(None,), dtype="int32", name="tokens")
+    tokens = keras.Input(shape=(max_length - 1,), dtype="int32", name="tokens")
 
     encoder = GridEncoder(feature_dim, config.attention_dim, config.units, name=ENCODER_LAYER)
     grid, projected, h, c = encoder(features)
