@@ -88,7 +88,9 @@ def time_training(kind: str, features, rows, tokens, vocab_size: int, max_length
 
     model = models.build_decoder(vocab_size, max_length, features.shape[1:], decoder_config)
     fit.compile_model(model, config.TrainConfig.learning_rate)
-    data = fit.make_dataset(features, rows, tokens, args.batch_size, shuffle_seed=0)
+    # Batches as train makes them (merge: similar lengths, padding cut). float32, the dtype
+    # time_captioning then captions in, for both decoders.
+    data = fit.make_dataset(features, rows, tokens, args.batch_size, shuffle_seed=0, trim=fit.accepts_any_length(model))
     warmup = 3
     model.fit(data.take(warmup), epochs=1, verbose=0)  # traces the graph
     started = time.perf_counter()

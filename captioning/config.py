@@ -180,6 +180,10 @@ class DecoderConfig:
 MULTI_WORKER_STRATEGY = "multi-worker"
 TRAINING_STRATEGIES = ("auto", "default", "mirrored", MULTI_WORKER_STRATEGY)
 DEFAULT_STRATEGY = "auto"
+# Compute dtype of training (captioning.training.precision): auto = mixed bfloat16 where the CPU
+# has native bfloat16 instructions (AVX512_BF16, AMX) and no GPU trains, else float32.
+TRAINING_PRECISIONS = ("auto", "float32", "bfloat16")
+DEFAULT_PRECISION = "auto"
 # Held-out splits an evaluation may score; the first is the default.
 EVALUATION_SPLITS = ("test", "val")
 
@@ -206,6 +210,7 @@ class TrainConfig:
     select_by: str = "val_loss"
     select_images: int = 500
     select_beam_size: int = 1
+    precision: str = DEFAULT_PRECISION
 
 
 EPOCH_SELECTION = ("val_loss", "val_cider")  # TrainConfig.select_by

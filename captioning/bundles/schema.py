@@ -119,6 +119,7 @@ class TrainingRecord:
     stopped_early: bool | None = None
     interrupted: bool | None = None
     seconds: float | None = None
+    precision: str | None = None  # the compute dtype trained in: "float32" or "bfloat16" (mixed)
 
 
 @dataclass(frozen=True)
@@ -394,7 +395,7 @@ def _training(fields: Fields | None) -> TrainingRecord | None:
         word_vectors=fields.text("word_vectors"), freeze_word_vectors=fields.flag("freeze_word_vectors"),
         word_vectors_found=fields.integer("word_vectors_found", 0),
         stopped_early=fields.flag("stopped_early"), interrupted=fields.flag("interrupted"),
-        seconds=fields.number("seconds", 0.0),
+        seconds=fields.number("seconds", 0.0), precision=fields.text("precision"),
     )
 
 

@@ -165,6 +165,10 @@ def _train_parser(sub) -> None:
     p.add_argument("--make-default", action="store_true",
                    help="when training finishes, make this model the default for caption, evaluate "
                         "and the menu (otherwise the default stays as it is)")
+    p.add_argument("--precision", choices=config.TRAINING_PRECISIONS, default=t.precision,
+                   help="compute dtype: auto = mixed bfloat16 (float32 weights) where the CPU has native "
+                        "bfloat16 instructions (AVX512_BF16 or AMX) and no GPU is used, else float32 "
+                        "(default: %(default)s)")
     p.add_argument("--strategy", choices=config.TRAINING_STRATEGIES, default=config.DEFAULT_STRATEGY,
                    help="tf.distribute strategy: auto = MirroredStrategy when several GPUs are "
                         "visible, else the default; multi-worker = MultiWorkerMirroredStrategy over the "

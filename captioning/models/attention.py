@@ -146,16 +146,17 @@ class AttentionLSTM(keras.layers.Layer):
         Returns:
             ``(h (B, U), c (B, U), context (B, D), alpha (B, P))``; alpha >= 0 and sums to 1.
         """
-        a, d, u = self.attention_dim, self.feature_dim, self.units
+        a, d = self.attention_dim, self.feature_dim
         fused = ops.matmul(h, self.state_kernel) + self.state_bias  # (B, A + D + 4U)
-        query, beta, state_gates = fused[:, :a], fused[:, a:a + d], fused[:, a + d:]
+        # split, not slices: a slice's gradient is a zero tensor the size of the whole input.
+        query, beta, state_gates = ops.split(fused, [a, a + d], axis=-1)
         energy = ops.tanh(projected + ops.expand_dims(query, 1))  # (B, P, A)
         scores = ops.squeeze(ops.matmul(energy, self.score_kernel), -1)  # (B, P)
         alpha = ops.softmax(scores, axis=-1)
         context = ops.squeeze(ops.matmul(ops.expand_dims(alpha, 1), grid), 1)  # (B, D)
         context = ops.sigmoid(beta) * context
         gates = input_gates + state_gates + ops.matmul(context, self.context_kernel)  # (B, 4U)
-        i, f, g, o = gates[:, :u], gates[:, u:2 * u], gates[:, 2 * u:3 * u], gates[:, 3 * u:]
+        i, f, g, o = ops.split(gates, 4, axis=-1)
         c = ops.sigmoid(f) * c + ops.sigmoid(i) * ops.tanh(g)
         h = ops.sigmoid(o) * ops.tanh(c)
         return h, c, context, alpha
@@ -172,19 +173,27 @@ class AttentionLSTM(keras.layers.Layer):
             ``(hs (B, T, U), contexts (B, T, D), alphas (B, T, P))``.
         """
         gates = self.input_gates(embeddings)  # (B, T, 4U), one matmul for all steps
-        steps = embeddings.shape[1]
+        hs, contexts, alphas = self._recur(gates, h, c, grid, projected)
+        if self.regularization > 0:
+            self.add_loss(self.regularization * attention_penalty(alphas, step_mask))
+        return hs, contexts, alphas
+
+    def _recur(self, gates, h, c, grid, projected):
+        """``step`` over every time step of ``gates (B, T, 4U)``, T static.
+
+        T is max_length - 1 (~20): a Python loop unrolls into one graph, which on CPU ran faster
+        than a while loop (no per-iteration control flow). Batches are not cut to their longest
+        caption: that needs batches of similar lengths, which slowed this decoder's learning
+        (3 epochs on 1,500 Flickr8k photos: validation loss 3.87 against 3.80; seeds moved it 0.005).
+        """
         hs, contexts, alphas = [], [], []
-        # T is static (max_length - 1, ~20): a Python loop unrolls into one graph, which on CPU
-        # ran faster than a while loop (no per-iteration control flow) and needs no scan state.
-        for t in range(steps):
-            h, c, context, alpha = self.step(gates[:, t], h, c, grid, projected)
+        # unstack, not gates[:, t]: each slice's gradient is a zero tensor of all T steps.
+        for gate in ops.unstack(gates, axis=1):
+            h, c, context, alpha = self.step(gate, h, c, grid, projected)
             hs.append(h)
             contexts.append(context)
             alphas.append(alpha)
-        alphas = ops.stack(alphas, axis=1)  # (B, T, P)
-        if self.regularization > 0:
-            self.add_loss(self.regularization * attention_penalty(alphas, step_mask))
-        return ops.stack(hs, axis=1), ops.stack(contexts, axis=1), alphas
+        return ops.stack(hs, axis=1), ops.stack(contexts, axis=1), ops.stack(alphas, axis=1)
 
     def compute_output_spec(self, embeddings, grid, projected, h, c, step_mask):
         batch, steps = embeddings.shape[0], embeddings.shape[1]
@@ -214,7 +223,9 @@ def attention_penalty(alphas, step_mask):
     Returns:
         A scalar: ``sum_b sum_p (1 - sum_t mask * alpha)^2 / sum_b sum_t mask``.
     """
-    mask = ops.cast(step_mask, alphas.dtype)
+    # float32 whatever the compute dtype: a bfloat16 sum over ~20 steps would round the coverage.
+    alphas = ops.cast(alphas, "float32")
+    mask = ops.cast(step_mask, "float32")
     coverage = ops.sum(alphas * ops.expand_dims(mask, -1), axis=1)  # (B, P)
     per_caption = ops.sum(ops.square(1.0 - coverage), axis=-1)  # (B,)
     return ops.sum(per_caption) / ops.maximum(ops.sum(mask), 1.0)

@@ -34,6 +34,9 @@ if TYPE_CHECKING:
     from captioning.training.fit import FitResult, TrainingData
 
 
+PRECISION_WORDS = {"float32": "float32", "bfloat16": "mixed bfloat16"}
+
+
 @dataclass(frozen=True)
 class TrainOptions:
     """Everything a training run depends on (built from the CLI or the menu)."""
@@ -87,7 +90,8 @@ class TrainOptions:
                 attention_regularization=args.attention_regularization),
             train=config.TrainConfig(epochs=args.epochs, batch_size=args.batch_size,
                                      learning_rate=args.learning_rate, seed=args.seed,
-                                     select_by=args.select_by, select_images=args.select_images),
+                                     select_by=args.select_by, select_images=args.select_images,
+                                     precision=args.precision),
             vocab=config.VocabConfig(min_count=args.min_count),
             split=config.SplitConfig(seed=args.seed),
             limit=args.limit, output=Path(args.output).expanduser() if args.output else None, resume=args.resume,
@@ -249,6 +253,7 @@ def _train_into(output: Path, options: TrainOptions, dataset: Dataset, log: Call
     from captioning.training import fit
     from captioning.training.checkpoints import remove_checkpoint
     from captioning.training.distribution import make_strategy
+    from captioning.training.precision import compute_precision, resolve_precision
 
     started = time.time()
     if task is not None:
@@ -257,16 +262,18 @@ def _train_into(output: Path, options: TrainOptions, dataset: Dataset, log: Call
     # First: a multi-worker strategy must exist before TensorFlow runs anything else.
     strategy = make_strategy(options.strategy)
     prepared = _prepare(options, dataset, log, extract=task is None)
+    precision = resolve_precision(options.train.precision)
     keras.utils.set_random_seed(options.train.seed)
-    with strategy.scope():
+    with strategy.scope(), compute_precision(precision):
         model = build_decoder(len(prepared.vocab), prepared.max_length, prepared.feature_shape,
                               options.decoder)
         found = _load_word_vectors(model, options, prepared.vocab, log)  # a resumed run then loads its checkpoint
         fit.compile_model(model, options.train.learning_rate)
     if strategy.num_replicas_in_sync > 1:
         log(f"training on {strategy.num_replicas_in_sync} devices ({type(strategy).__name__})")
-    log(f"training {options.decoder.kind} decoder: {len(prepared.data.train_rows)} train / "
-        f"{len(prepared.data.val_rows)} val captions, up to {options.train.epochs} epochs -> {output}")
+    log(f"training {options.decoder.kind} decoder in {PRECISION_WORDS[precision]}: "
+        f"{len(prepared.data.train_rows)} train / {len(prepared.data.val_rows)} val captions, "
+        f"up to {options.train.epochs} epochs -> {output}")
     fitting_scope: contextlib.AbstractContextManager = contextlib.nullcontext()
     if task is not None:
         from captioning.training.keras_multi_worker import prepare_model
@@ -280,7 +287,7 @@ def _train_into(output: Path, options: TrainOptions, dataset: Dataset, log: Call
     if result.epochs_run == 0:
         log("interrupted before the first epoch finished: nothing saved")
         return TrainResult(None, None, 0, result.history, interrupted=True)
-    bundle_config = _bundle_config(options, prepared, result, time.time() - started, found)
+    bundle_config = _bundle_config(options, prepared, result, time.time() - started, precision, found)
     try:
         save_bundle(output, model, prepared.vocab, bundle_config, result.history)
     except OutputFolderError as error:  # the checkpoint is intact: the bundle can be written later
@@ -436,7 +443,7 @@ def _fingerprint(options: TrainOptions, prepared: _Prepared) -> dict:
 
 
 def _bundle_config(options: TrainOptions, prepared: _Prepared, result: FitResult,
-                   seconds: float, word_vectors_found: int | None = None) -> BundleConfig:
+                   seconds: float, precision: str, word_vectors_found: int | None = None) -> BundleConfig:
     """What the run's bundle records: the encoder and its weights, the decoder, the data, the run."""
     weights = options.encoder_weights
     random = weights == "none"
@@ -451,7 +458,9 @@ def _bundle_config(options: TrainOptions, prepared: _Prepared, result: FitResult
                             name=prepared.dataset.name, limit=options.limit, **prepared.counts)
     val_cider = result.history.get("val_cider") or []
     best_val_cider = val_cider[result.best_epoch - 1] if val_cider and result.best_epoch else None
-    training = TrainingRecord(**dataclasses.asdict(options.train), epochs_run=result.epochs_run,
+    # The precision it resolved to ("auto" would not say what the run trained in).
+    settings = {**dataclasses.asdict(options.train), "precision": precision}
+    training = TrainingRecord(**settings, epochs_run=result.epochs_run,
                               best_epoch=result.best_epoch, best_val_loss=result.best_val_loss,
                               best_val_cider=best_val_cider,
                               word_vectors=str(options.word_vectors.resolve()) if options.word_vectors else None,
