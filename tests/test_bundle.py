@@ -286,7 +286,7 @@ def test_only_a_bundle_can_be_the_default(tmp_path, shipped):
 def test_default_command_shows_sets_and_resets(tmp_path, shipped, capsys):
     mine = _config_only_bundle(config.MODELS_DIR / "mine")
     assert cli.main(["default"]) == 0
-    assert capsys.readouterr().out.splitlines()[0].endswith("(efficientnet_lite0 + 6 x attention ensemble, "
+    assert capsys.readouterr().out.splitlines()[0].endswith("(efficientnet_lite0 + 3 x attention ensemble, "
                                                             "shipped default)")
     assert cli.main(["default", str(mine)]) == 0
     lines = capsys.readouterr().out.splitlines()

@@ -417,7 +417,8 @@ def test_train_interrupt_resume_then_caption(workdir):
     child.expect_exact("1) shapes-efficientnet_lite0-merge (efficientnet_lite0 + merge, ")
     answer(child, "", "model: saved_models/shapes-efficientnet_lite0-merge (efficientnet_lite0 + merge, "
                       "your default)")
-    child.expect_exact("Loading ")
+    child.expect_exact(TAGS_QUESTION)  # ImageNet weights: the encoder has a classifier
+    answer(child, "", "Loading ")
     child.expect_exact("Image or folder (Enter or q to go back): ")
     image = sorted((dataset / "Images").iterdir())[0]
     answer(child, str(image), f"{image}: a ")  # shapes captions all start with "a"

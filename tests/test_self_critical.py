@@ -125,7 +125,7 @@ def _weak_decoder(seed: int, warm_up: tuple | None = None):
     from captioning.training.fit import compile_model
 
     keras.utils.set_random_seed(seed)
-    decoder = DecoderConfig(embedding_dim=16, units=32, dropout=0.0)
+    decoder = DecoderConfig(kind="merge", embedding_dim=16, units=32, dropout=0.0)
     model = build_decoder(len(VOCAB), MAX_LENGTH, (FEATURE_DIM,), decoder)
     compile_model(model, 1e-2)
     if warm_up is not None:

@@ -80,8 +80,9 @@ def test_no_tags_gives_exactly_the_ordinary_search_and_the_json_says_which_tags_
     assert {Path(e["image"]).stem: e["caption"] for e in plain} == CAPTIONS_WITHOUT_TAGS
     assert all(entry["tags"] is None for entry in plain)
     entries, stderr = run_caption_json(tmp_path)
-    (line,) = stderr.splitlines()  # the model line only: no TensorFlow retracing warnings
-    assert line.startswith("model: ")
+    # What the tool says it is doing, and nothing from TensorFlow (no retracing warnings).
+    first, *rest = stderr.splitlines()
+    assert first.startswith("model: ") and rest == ["captioning 4 images (beam size 3)"], stderr
     tagged = {Path(e["image"]).stem: e for e in entries}
     (cat,) = tagged["chelsea"]["tags"]
     assert (cat["tag"], cat["added"]) == ("cat", True) and cat["confidence"] > 0.5

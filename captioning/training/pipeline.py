@@ -408,16 +408,26 @@ def _caption_quality(model, options: TrainOptions, prepared: _Prepared,
     if not prepared.val_images:
         log("no validation photos: epochs are chosen by the training loss, not validation CIDEr-D")
         return None
-    from captioning.models import make_step_decoder
+    from captioning.models import build_decoder, make_step_decoder
     from captioning.training.caption_quality import CaptionQuality, monitor_subset
+    from captioning.training.precision import compute_precision
 
     chosen = monitor_subset(len(prepared.val_images), options.train.select_images, options.train.seed)
     monitor = CaptionQuality(prepared.data.features, prepared.val_image_rows[chosen],
                              [prepared.val_images[i].captions for i in chosen], prepared.vocab,
                              prepared.max_length, options.train.select_beam_size)
     log(f"epochs are chosen by validation CIDEr-D on {len(monitor)} photos (beam {monitor.beam_size})")
-    step_decoder = make_step_decoder(model, options.decoder)  # shares the model's weights
-    return lambda: monitor.score(step_decoder)
+    # Captions come from a float32 copy of the model, as users' captions do (the model may train in
+    # mixed bfloat16, whose step decoder would mix dtypes); its weights are refreshed before scoring.
+    with compute_precision("float32"):
+        scorer = build_decoder(len(prepared.vocab), prepared.max_length, prepared.feature_shape, options.decoder)
+    step_decoder = make_step_decoder(scorer, options.decoder)
+
+    def score() -> float:
+        scorer.set_weights(model.get_weights())
+        return monitor.score(step_decoder)
+
+    return score
 
 
 def _caption_rows(images: Sequence[CaptionedImage], vocab: Vocabulary, max_length: int, offset: int) -> tuple[np.ndarray, np.ndarray]:

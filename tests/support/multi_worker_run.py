@@ -43,8 +43,9 @@ def main(argv: list[str]) -> int:
     options = TrainOptions(
         dataset=dataset, encoder="tiny", encoder_weights="none",
         # No dropout: each replica draws its own masks, so only the gradients can be compared.
-        decoder=config.DecoderConfig(embedding_dim=8, units=8, dropout=0.0),
-        train=config.TrainConfig(epochs=1, batch_size=train_captions, learning_rate=0.01, seed=3),
+        decoder=config.DecoderConfig(kind="merge", embedding_dim=8, units=8, dropout=0.0),
+        train=config.TrainConfig(epochs=1, batch_size=train_captions, learning_rate=0.01, seed=3,
+                                 precision="float32"),  # exact comparison: no bfloat16 rounding
         vocab=config.VocabConfig(min_count=1), output=Path(output), strategy=strategy)
     result = train_model(options)
     print("RESULT", result.epochs_run, result.bundle_dir, flush=True)
