@@ -113,6 +113,16 @@ def _extract_parser(sub) -> None:
                         "(CAPTIONING_DATA_DIR) and the shares merge into one cache (default: all photos)")
 
 
+def _add_run_output_args(parser: argparse.ArgumentParser, default_output: str) -> None:
+    """--output, --resume and --make-default: the same for every command that writes a bundle by training."""
+    parser.add_argument("--output", metavar="DIR", help=f"bundle folder to write (default: {default_output})")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the interrupted run in --output from its last finished epoch")
+    parser.add_argument("--make-default", action="store_true",
+                        help="when the run finishes, make its model the default for caption, evaluate and "
+                             "the menu (otherwise the default stays as it is)")
+
+
 def _train_parser(sub) -> None:
     t, d = config.TrainConfig, config.DecoderConfig
     p = sub.add_parser("train", help="train a captioning model",
@@ -158,13 +168,7 @@ def _train_parser(sub) -> None:
                         "(slower; the learning-rate plateau stays on the loss) (default: %(default)s)")
     p.add_argument("--select-images", type=positive_int, default=t.select_images, metavar="N",
                    help="validation photos captioned for --select-by val_cider (default: %(default)s)")
-    p.add_argument("--output", metavar="DIR",
-                   help="bundle folder (default: saved_models/<dataset>-<encoder>-<decoder>)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the interrupted run in --output from its last finished epoch")
-    p.add_argument("--make-default", action="store_true",
-                   help="when training finishes, make this model the default for caption, evaluate "
-                        "and the menu (otherwise the default stays as it is)")
+    _add_run_output_args(p, "saved_models/<dataset>-<encoder>-<decoder>")
     p.add_argument("--precision", choices=config.TRAINING_PRECISIONS, default=t.precision,
                    help="compute dtype: auto = mixed bfloat16 (float32 weights) where the CPU has native "
                         "bfloat16 instructions (AVX512_BF16 or AMX) and no GPU is used, else float32 "
@@ -210,13 +214,7 @@ def _scst_parser(sub) -> None:
                                                             "photos (default: %(default)s)")
     p.add_argument("--limit", type=positive_int, metavar="N",
                    help="only the first N training photos (quick trials; default: all)")
-    p.add_argument("--output", metavar="DIR",
-                   help="bundle folder to write (default: MODEL-scst, or MODEL-member-N-scst, beside it)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the interrupted run in --output from its last finished epoch")
-    p.add_argument("--make-default", action="store_true",
-                   help="when it finishes, make the fine-tuned model the default for caption, evaluate "
-                        "and the menu")
+    _add_run_output_args(p, "MODEL-scst, or MODEL-member-N-scst, beside it")
 
 
 def _caption_parser(sub) -> None:
