@@ -12,6 +12,7 @@ import json
 import pytest
 
 from captioning.bundles.combine import combine_bundles
+from captioning.bundles.trained_photos import read_trained_photos
 from captioning.cli.main import main
 from tests.support.bundles import make_tiny_bundle
 
@@ -85,6 +86,8 @@ def test_train_selecting_by_cider_then_scst_gives_a_fine_tuned_bundle(tmp_path, 
     assert record["epochs_run"] == 1 and record["samples_per_image"] == 3 and record["monitor_images"] == min(4, saved["dataset"]["val_images"])
     assert record["source"] == str(trained.resolve()) and record["best_epoch"] in (0, 1)
     assert saved["training"] == json.loads((trained / "config.json").read_text())["training"]
+    # Fine-tuned on the same dataset and split: it has seen exactly the photos its source had.
+    assert read_trained_photos(tuned) == read_trained_photos(trained) is not None
     history = json.loads((tuned / "history.json").read_text())
     assert len(history["self_critical"]["val_cider"]) == 1 and history["loss"]
 

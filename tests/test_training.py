@@ -294,6 +294,12 @@ def test_train_command_interrupt_resume_and_bundle_config(tmp_path, capsys):
     assert saved["training"]["epochs_run"] == 2 and saved["feature_shape"] == [1280]
     assert saved["dataset"]["key"].startswith("shapes-") and saved["split"]["seed"] == 1234
     assert saved["format_version"] == 1 and saved["vocab_size"] == 20 and saved["training"]["seconds"] > 0
+    # The photos it learnt from or chose its epoch by, by content, so evaluations elsewhere leave them out.
+    from captioning.bundles.trained_photos import photo_digests, read_trained_photos
+    from captioning.data.datasets import load_dataset, split_dataset
+
+    parts = split_dataset(load_dataset(folder).images, config.SplitConfig())
+    assert read_trained_photos(bundle_dir) == photo_digests(image.path for image in parts.train + parts.val)
 
 
 def test_selecting_by_validation_cider_keeps_the_epoch_with_the_best_captions(tmp_path):

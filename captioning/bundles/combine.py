@@ -15,6 +15,7 @@ from pathlib import Path
 
 from captioning.bundles import store as bundles
 from captioning.bundles.schema import WEIGHTS_FILE, BundleConfig, EnsembleMember
+from captioning.bundles.trained_photos import read_trained_photos, write_trained_photos
 from captioning.config import DecoderConfig
 from captioning.errors import BundleError
 from captioning.storage.disk_space import ensure_free_space
@@ -32,7 +33,8 @@ def combine_bundles(member_paths: Sequence[str | Path], target: str | Path) -> P
 
     Each member is loaded first (so broken weights are caught here, not at caption time); its
     weights file is copied as is (already float16), the vocabulary and loss history come from the
-    first member, and config.json records every member's decoder settings and training summary.
+    first member, config.json records every member's decoder settings and training summary, and
+    trained_photos.json every photo any member was trained on (when each member has that record).
 
     Args:
         member_paths: two or more bundle folders, not ensembles themselves.
@@ -69,7 +71,10 @@ def combine_bundles(member_paths: Sequence[str | Path], target: str | Path) -> P
             shutil.copyfile(source, staging / name)
         for source in extras:
             shutil.copyfile(source, staging / source.name)
+        if seen_photos is not None:
+            write_trained_photos(staging, seen_photos)
 
+    seen_photos = _seen_photos(loaded)
     members = tuple(EnsembleMember(source=member.path.name, created=member.config.created,
                                    decoder=member.config.decoder, training=member.config.training,
                                    fine_tuning=member.config.fine_tuning)
@@ -94,6 +99,13 @@ def _check_compatible(first: bundles.Bundle, other: bundles.Bundle) -> None:
     if first_decoder != other_decoder:
         raise BundleError(f"{other.path}: decoder {other_decoder} differs from {first.path}'s "
                           f"{first_decoder}; an ensemble's members share one architecture")
+
+
+def _seen_photos(loaded: Sequence[bundles.Bundle]) -> frozenset[str] | None:
+    """Every photo any member saw in training; None if a member has no record (then it is unknown)."""
+    records = [read_trained_photos(member.path) for member in loaded]
+    known = [record for record in records if record is not None]
+    return frozenset().union(*known) if len(known) == len(records) else None
 
 
 def _dataset_name(bundle_config: BundleConfig) -> str | None:

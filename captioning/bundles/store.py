@@ -8,6 +8,7 @@ A bundle is a folder::
                        encoder, dataset and split, training summary
     history.json       per-epoch loss / val_loss / learning rate
     loss_curve.png     training and validation loss by epoch
+    trained_photos.json  digests of the photos training saw (``trained_photos``; optional)
 
 An ensemble (``bundles.combine``) is the same folder with one more weights file per extra member
 (``model-2.weights.h5``, ...) and an ``ensemble`` entry in config.json describing every member;
@@ -26,7 +27,7 @@ import dataclasses
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,6 +45,7 @@ from captioning.bundles.schema import (
     read_config,
     write_config,
 )
+from captioning.bundles.trained_photos import write_trained_photos
 from captioning.data.text import Vocabulary
 from captioning.errors import BundleError, ExportError
 from captioning.storage import atomic
@@ -89,7 +91,7 @@ class Bundle:
 
 
 def save_bundle(target: str | Path, model: keras.Model, vocab: Vocabulary, bundle_config: BundleConfig,
-                history: dict, export: bool | None = None) -> Path:
+                history: dict, export: bool | None = None, trained_photos: Collection[str] | None = None) -> Path:
     """Write a bundle atomically: a temp folder beside ``target``, then a swap.
 
     An existing bundle at ``target`` stays untouched until the new one is complete; a training
@@ -103,6 +105,8 @@ def save_bundle(target: str | Path, model: keras.Model, vocab: Vocabulary, bundl
             ``created`` and ``weights_dtype`` are set here.
         history: Per-epoch metrics, e.g. ``{"loss": [...], "val_loss": [...]}``.
         export: also write the exported form (as ``write_bundle_folder``).
+        trained_photos: digests of the photos training saw (``bundles.trained_photos``),
+            written to trained_photos.json so evaluations leave them out; None writes no record.
 
     Returns:
         The bundle folder.
@@ -122,6 +126,8 @@ def save_bundle(target: str | Path, model: keras.Model, vocab: Vocabulary, bundl
         vocab.save(staging / VOCAB_FILE)
         write_json_atomic(staging / HISTORY_FILE, history, sort_keys=True)
         save_loss_curve(history, staging / LOSS_CURVE_FILE)
+        if trained_photos is not None:
+            write_trained_photos(staging, trained_photos)
 
     return write_bundle_folder(target, dataclasses.replace(bundle_config, weights_dtype="float16"), fill, export)
 

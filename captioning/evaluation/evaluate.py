@@ -3,7 +3,9 @@
 Which images: the bundle's ``config.json`` records the dataset it was trained on (source and key)
 and the split settings. On that same dataset the split is recomputed and only its test (or val)
 images are captioned, so the model is never scored on images it was trained on. A dataset with a
-different key was never seen in training, so all of its images are test images.
+different key was not the training dataset, so all of its images are test images, but for the photos
+the bundle's ``trained_photos.json`` lists by content (a model trained on a mix of datasets has seen
+some of them; ``bundles.trained_photos``): those are left out, on any dataset, and counted.
 
 Scoring is ``metrics.score_captions`` against all of each image's references; files are written by
 ``report.py`` (which also decides where: each evaluation in its own folder, the bundle's own record
@@ -24,6 +26,7 @@ from captioning import config
 from captioning.bundles.default_model import choose_model
 from captioning.bundles.schema import BundleConfig, DatasetRecord
 from captioning.bundles.store import read_bundle_config
+from captioning.bundles.trained_photos import photo_digest, read_trained_photos
 from captioning.data.datasets import CaptionedImage, Dataset, load_dataset, split_dataset
 from captioning.errors import BundleError, CaptioningError, DatasetError
 from captioning.evaluation import metrics
@@ -58,6 +61,8 @@ class EvaluationSet:
             recomputed); False means all of its images are test images.
         split_config: the split settings used (None for an unseen dataset).
         available: held-out images before ``--limit``.
+        left_out_trained: images of the split left out because the bundle was trained on them
+            (the same photo by content, under any name; ``bundles.trained_photos``).
     """
 
     images: list[CaptionedImage]
@@ -66,6 +71,7 @@ class EvaluationSet:
     seen_in_training: bool
     split_config: config.SplitConfig | None
     available: int
+    left_out_trained: int = 0
 
     def describe(self) -> str:
         """One line: how many images, which split, of which dataset, and why these."""
@@ -77,6 +83,10 @@ class EvaluationSet:
                    f"{self.dataset.key}")
         else:
             how = f"dataset {self.dataset.key}, not used in training (all images held out)"
+        if self.left_out_trained:
+            how += f"; {self.left_out_trained:,} photos the model was trained on left out"
+            if self.split_config is None:
+                how = how.replace(" (all images held out)", "")
         return f"{count} images: {how}"
 
 
@@ -133,6 +143,7 @@ class EvaluationResult:
             "num_images": len(self.scored),
             "num_images_requested": len(self.outcomes),
             "num_images_held_out": chosen.available,
+            "num_images_left_out_as_trained_on": chosen.left_out_trained,
             "beam_size": self.beam_size,
             "tags": None if self.tags is None else dataclasses.asdict(self.tags),
             "seconds": round(self.seconds, 2),
@@ -214,12 +225,25 @@ def choose_images(bundle_config: BundleConfig, dataset: Dataset, split: str = "t
                               "it has no validation split (all its images are test images); use --split test")
     else:
         split_config, held_out = None, list(dataset.images)
+    held_out, left_out = _without_trained_photos(held_out, model_path)
+    if not held_out and left_out:
+        raise DatasetError(f"dataset {dataset.key}: the model was trained on all {left_out:,} photos of its "
+                           f"{split} split; evaluate on photos it has not seen")
     if not held_out:
         raise DatasetError(f"dataset {dataset.key}: its {split} split is empty; use a larger dataset "
                            f"or the other split")
     images = held_out[:limit] if limit else list(held_out)
     return EvaluationSet(images=images, split=split, dataset=dataset, seen_in_training=seen,
-                         split_config=split_config, available=len(held_out))
+                         split_config=split_config, available=len(held_out), left_out_trained=left_out)
+
+
+def _without_trained_photos(images: list[CaptionedImage], model_path: Path | str) -> tuple[list[CaptionedImage], int]:
+    """``images`` but those the bundle lists as trained on (by content), and how many were left out."""
+    trained = read_trained_photos(model_path) if model_path else None
+    if not trained:
+        return images, 0
+    kept = [image for image in images if photo_digest(image.path) not in trained]
+    return kept, len(images) - len(kept)
 
 
 # ------------------------------------------------------------------------------ captioning, scoring

@@ -26,6 +26,7 @@ from captioning.errors import BundleError, CaptioningError, DatasetError
 
 if TYPE_CHECKING:
     from captioning.bundles.store import Bundle
+    from captioning.data.datasets import Dataset
     from captioning.training.self_critical import SelfCriticalData
 
 METHOD = "self-critical sequence training for CIDEr-D (Rennie et al. 2017, mean-of-other-samples baseline)"
@@ -125,7 +126,7 @@ def _finetune_into(output: Path, source: Path, options: FineTuneOptions, log: Ca
     loaded = load_bundle(source)
     member_config = _member_config(loaded, options.member)
     model = loaded.members[(options.member or 1) - 1]
-    data, dataset_note = _prepare(loaded.config, loaded, options, log)
+    data, dataset_note, seen_photos = _prepare(loaded.config, loaded, options, log)
     settings = options.settings
     model.compile(optimizer=keras.optimizers.Adam(settings.learning_rate))
     which = source if options.member is None else f"{source} member {options.member}"
@@ -149,7 +150,7 @@ def _finetune_into(output: Path, source: Path, options: FineTuneOptions, log: Ca
     bundle_config = dataclasses.replace(member_config, fine_tuning=record)
     history = {**loaded.history, "self_critical": result.history}  # the loss curve stays cross-entropy's
     try:
-        save_bundle(output, model, loaded.vocab, bundle_config, history)
+        save_bundle(output, model, loaded.vocab, bundle_config, history, trained_photos=seen_photos)
     except OutputFolderError as error:
         raise OutputFolderError(f"{error}; the checkpoint of epoch {result.epochs_run} is kept: run the same "
                                 "command with --resume") from None
@@ -176,8 +177,9 @@ def _member_config(loaded: Bundle, member: int | None) -> BundleConfig:
 
 
 def _prepare(bundle_config: BundleConfig, loaded: Bundle, options: FineTuneOptions,
-             log: Callable[[str], None]) -> tuple[SelfCriticalData, str]:
-    """The training photos' features and references and the validation monitor.
+             log: Callable[[str], None]) -> tuple[SelfCriticalData, str, frozenset[str] | None]:
+    """The training photos' features and references, the validation monitor, the dataset's key,
+    and the digests of every photo the fine-tuned model will have seen (None when unknown).
 
     The split is the bundle's own, so the photos it was validated (and tested) on stay unseen.
     """
@@ -219,7 +221,23 @@ def _prepare(bundle_config: BundleConfig, loaded: Bundle, options: FineTuneOptio
         f"{len(val)} validation photos (beam {options.settings.monitor_beam_size})")
     data = SelfCriticalData(features=features, train_rows=np.asarray(rows[: len(train)], dtype=np.int64),
                             train_references=[image.captions for image in train], monitor=monitor)
-    return data, dataset.key
+    return data, dataset.key, _seen_photos(loaded, dataset, [image.path for image in train + val])
+
+
+def _seen_photos(loaded: Bundle, dataset: Dataset, paths: list[Path]) -> frozenset[str] | None:
+    """The source bundle's trained photos and this run's, by content (``bundles.trained_photos``).
+
+    A source without a record (written before the record existed) saw the train and validation
+    photos of its own dataset's split: when that is this dataset, this run's photos include them.
+    On another dataset what it saw is unknown, so no record is written rather than a partial one.
+    """
+    from captioning.bundles.trained_photos import photo_digests, read_trained_photos
+
+    before = read_trained_photos(loaded.path)
+    recorded = loaded.config.dataset
+    if before is None and (recorded is None or recorded.key != dataset.key):
+        return None
+    return (before or frozenset()) | photo_digests(paths)
 
 
 def _fingerprint(source: Path, options: FineTuneOptions, dataset_key: str) -> dict:

@@ -121,6 +121,7 @@ class _Prepared:
     counts: dict[str, int]
     val_images: list[CaptionedImage]  # for the validation CIDEr-D of ``select_by="val_cider"``
     val_image_rows: np.ndarray  # (len(val_images),) their feature rows
+    seen_paths: list[Path]  # every photo training or the choice of epoch looked at (train + val)
 
 
 def default_output(dataset_name: str, encoder: str, decoder: str) -> Path:
@@ -248,6 +249,7 @@ def _train_into(output: Path, options: TrainOptions, dataset: Dataset, log: Call
     import keras
 
     from captioning.bundles.store import save_bundle
+    from captioning.bundles.trained_photos import photo_digests
     from captioning.models import build_decoder
     from captioning.storage.output_folder import OutputFolderError
     from captioning.training import fit
@@ -289,7 +291,8 @@ def _train_into(output: Path, options: TrainOptions, dataset: Dataset, log: Call
         return TrainResult(None, None, 0, result.history, interrupted=True)
     bundle_config = _bundle_config(options, prepared, result, time.time() - started, precision, found)
     try:
-        save_bundle(output, model, prepared.vocab, bundle_config, result.history)
+        save_bundle(output, model, prepared.vocab, bundle_config, result.history,
+                    trained_photos=photo_digests(prepared.seen_paths))
     except OutputFolderError as error:  # the checkpoint is intact: the bundle can be written later
         then = "continue" if result.interrupted else "write the bundle without training again"
         raise OutputFolderError(f"{error}; the checkpoint of epoch {result.epochs_run} is kept: run the same "
@@ -379,7 +382,7 @@ def _prepare(options: TrainOptions, dataset: Dataset, log: Callable[[str], None]
     counts = {"train_images": len(train), "val_images": len(val), "test_images": len(split.test),
               "train_captions": len(train_rows), "val_captions": len(val_rows)}
     return _Prepared(dataset, vocab, max_length, encoder, data, tuple(features.shape[1:]), counts,
-                     val, image_rows[len(train):])
+                     val, image_rows[len(train):], [image.path for image in train + val])
 
 
 def _load_word_vectors(model, options: TrainOptions, vocab: Vocabulary, log: Callable[[str], None]) -> int | None:
