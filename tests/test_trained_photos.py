@@ -16,7 +16,7 @@ from PIL import Image
 
 from captioning import config
 from captioning.bundles.combine import combine_bundles
-from captioning.bundles.store import read_bundle_config
+from captioning.bundles.store import describe_bundle, read_bundle_config
 from captioning.bundles.trained_photos import (
     FILE,
     photo_digest,
@@ -149,3 +149,5 @@ def test_an_ensemble_records_what_any_member_saw_or_nothing_if_a_member_cannot_s
     assert read_trained_photos(ensemble) == {"0000000000000001", "0000000000000002", "0000000000000003"}
     (members[1] / FILE).unlink()
     assert read_trained_photos(combine_bundles(members, tmp_path / "unknown")) is None
+    assert "photos it learnt from: 3, recorded by content" in describe_bundle(ensemble)
+    assert "photos it learnt from" not in describe_bundle(tmp_path / "unknown")

@@ -45,7 +45,8 @@ from captioning.bundles.schema import (
     read_config,
     write_config,
 )
-from captioning.bundles.trained_photos import write_trained_photos
+from captioning.bundles.trained_photos import FILE as TRAINED_PHOTOS_FILE
+from captioning.bundles.trained_photos import read_trained_photos, write_trained_photos
 from captioning.data.text import Vocabulary
 from captioning.errors import BundleError, ExportError
 from captioning.storage import atomic
@@ -389,6 +390,14 @@ def describe_bundle(path: str | Path) -> str:
         f"  dataset: {_known(dataset.source)} (key {_known(dataset.key)}, {_known(dataset.train_images)} train / "
         f"{_known(dataset.val_images)} val images)",
     ]
+    try:
+        seen = read_trained_photos(path)
+    except BundleError as error:
+        lines.append(f"  photos it learnt from: unreadable record ({error})")
+    else:
+        if seen is not None:
+            lines.append(f"  photos it learnt from: {len(seen):,}, recorded by content in {TRAINED_PHOTOS_FILE} "
+                         "(evaluate leaves them out of any dataset)")
     if bundle_config.members:
         lines.append(f"  ensemble of {len(bundle_config.members)} decoders, next-word probabilities averaged:")
         for member in bundle_config.members:
