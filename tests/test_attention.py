@@ -88,6 +88,24 @@ def test_one_trace_serves_every_batch_size_and_beam_width():
     assert step_decoder._step.experimental_get_tracing_count() == 1
 
 
+def test_an_ensembles_members_each_traced_once_draw_no_retracing_warning(caplog):
+    # TensorFlow counts traces per Python code object: six members sharing `initial_graph` looked
+    # like one function retraced six times, and `caption` printed its warning to users who had
+    # TF_CPP_MIN_LOG_LEVEL set.
+    import logging
+
+    from captioning.models.merge import MergeStepDecoder, build as build_merge
+
+    model, features = _model_and_features()
+    merge_model = build_merge(VOCAB, MAX_LENGTH, (CHANNELS,), DecoderConfig(kind="merge", embedding_dim=8, units=8))
+    pooled = features.mean(axis=(1, 2)).astype(np.float32)
+    with caplog.at_level(logging.WARNING, logger="tensorflow"):
+        for _ in range(6):
+            attention.AttentionStepDecoder(model, CONFIG).initial_state(features)
+            MergeStepDecoder(merge_model, DecoderConfig(kind="merge", embedding_dim=8, units=8)).initial_state(pooled)
+    assert not [record for record in caplog.records if "retracing" in record.getMessage()]
+
+
 def test_penalty_is_the_doubly_stochastic_term_over_real_steps_per_token():
     model, features = _model_and_features()
     inputs = TOKENS[:, :-1]

@@ -17,6 +17,7 @@ share the exact same arithmetic.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import keras
@@ -310,9 +311,12 @@ class AttentionStepDecoder:
         channels = int(self._encoder.reduce.kernel.shape[0])
         reduced, projected = int(self._encoder.reduce.units), int(self._encoder.project.units)
         units, dtype = int(self._encoder.units), self._encoder.compute_dtype
-        self._initial = tf.function(self.initial_graph,
+        # TensorFlow counts traces per Python code object, so an ensemble's members, each traced
+        # once, would look like one function retraced six times and draw its retracing warning; a
+        # partial has no code object of its own, so each member is counted apart.
+        self._initial = tf.function(functools.partial(AttentionStepDecoder.initial_graph, self),
                                     input_signature=[tf.TensorSpec((None, None, channels), tf.float32)])
-        self._step = tf.function(self.step_graph, input_signature=[
+        self._step = tf.function(functools.partial(AttentionStepDecoder.step_graph, self), input_signature=[
             tf.TensorSpec((None,), tf.int32), tf.TensorSpec((None, None, reduced), dtype),
             tf.TensorSpec((None, None, projected), dtype), tf.TensorSpec((None, units), dtype),
             tf.TensorSpec((None, units), dtype)])

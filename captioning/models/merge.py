@@ -12,6 +12,7 @@ never rename them.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import keras
@@ -92,9 +93,11 @@ class MergeStepDecoder:
         self.feature_dim = int(training_model.get_layer(IMAGE_DENSE).kernel.shape[0])
         state_spec = tf.TensorSpec((None, self.units), tf.float32)
         # Fixed signatures with a None batch: one trace serves every batch size and beam width.
-        self._embed_image = tf.function(self.embed_image_graph,
+        # Partials, so an ensemble's members are counted apart by TensorFlow's retracing warning
+        # (as in attention.AttentionStepDecoder).
+        self._embed_image = tf.function(functools.partial(MergeStepDecoder.embed_image_graph, self),
                                         input_signature=[tf.TensorSpec((None, self.feature_dim), tf.float32)])
-        self._step = tf.function(self.step_graph, input_signature=[
+        self._step = tf.function(functools.partial(MergeStepDecoder.step_graph, self), input_signature=[
             tf.TensorSpec((None,), tf.int32), state_spec, state_spec, state_spec])
 
     def embed_image_graph(self, features):
