@@ -117,8 +117,8 @@ def test_evaluating_on_a_dataset_in_the_training_mix_leaves_out_its_trained_phot
     # What is left is exactly the first dataset's share of the mix's test split.
     assert kept == {photo_digest(image.path) for image in mixed.test} & photo_digests(
         image.path for image in load_dataset(first).images)
-    assert f"{chosen.left_out_trained} photos the model was trained on left out" in chosen.describe()
-    assert "all images held out" not in chosen.describe()
+    assert f"less the {chosen.left_out_trained} photos of it the model was trained on" in chosen.describe()
+    assert "not used in training" not in chosen.describe()
 
 
 def test_a_dataset_the_model_learnt_all_of_is_one_clear_error(tmp_path):

@@ -81,12 +81,13 @@ class EvaluationSet:
         if self.split_config is not None:  # the dataset it was trained on: the split was recomputed
             how = (f"{self.split} split (seed {self.split_config.seed}) of the training dataset "
                    f"{self.dataset.key}")
+            if self.left_out_trained:
+                how += f", less {self.left_out_trained:,} photos it also has under other names"
+        elif self.left_out_trained:
+            how = (f"dataset {self.dataset.key}, less the {self.left_out_trained:,} photos of it the model was "
+                   "trained on (by content, from its training dataset)")
         else:
             how = f"dataset {self.dataset.key}, not used in training (all images held out)"
-        if self.left_out_trained:
-            how += f"; {self.left_out_trained:,} photos the model was trained on left out"
-            if self.split_config is None:
-                how = how.replace(" (all images held out)", "")
         return f"{count} images: {how}"
 
 
