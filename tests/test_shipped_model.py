@@ -24,10 +24,10 @@ PEOPLE = {"man", "woman", "person", "girl", "boy", "people", "lady", "men", "wom
 # The examples' captions from the search without tags (repetition blocking and length ranking
 # still on; MODEL_CARD.md): --no-tags must give exactly these. Re-shipping the model changes them (and the model card with them).
 CAPTIONS_WITHOUT_TAGS = {
-    "astronaut": "a group of men are playing on a red and white game",
-    "camera": "a man is playing a microphone",
-    "chelsea": "a little boy in a yellow shirt is playing with a yellow toy",
-    "coffee": "a little girl is sitting on a beach with a stick in the background",
+    "astronaut": "a group of people are playing with a red and white ball",
+    "camera": "a man is playing a violin at a camera",
+    "chelsea": "a brown and white cat is playing with a red toy",
+    "coffee": "a black and white dog is sitting on a beach",
 }
 
 
@@ -84,12 +84,13 @@ def test_no_tags_gives_exactly_the_ordinary_search_and_the_json_says_which_tags_
     first, *rest = stderr.splitlines()
     assert first.startswith("model: ") and rest == ["captioning 4 images (beam size 3)"], stderr
     tagged = {Path(e["image"]).stem: e for e in entries}
+    # The cat and the camera are named without help (the caption already has the word: not added);
+    # without tags the espresso is "a dog on a beach", the classifier's espresso/cup makes it coffee.
     (cat,) = tagged["chelsea"]["tags"]
-    assert (cat["tag"], cat["added"]) == ("cat", True) and cat["confidence"] > 0.5
+    assert (cat["tag"], cat["added"]) == ("cat", False) and cat["confidence"] > 0.5
+    assert [(t["tag"], t["added"]) for t in tagged["camera"]["tags"]] == [("camera", False)]
     assert [(t["tag"], t["added"]) for t in tagged["coffee"]["tags"]] == [("coffee", True)]
-    # Without tags the camera is "a microphone"; the classifier's tripod/camera makes it a camera.
-    assert [(t["tag"], t["added"]) for t in tagged["camera"]["tags"]] == [("camera", True)]
-    assert "camera" in tagged["camera"]["caption"].split()
+    assert {"coffee", "cup"} & set(tagged["coffee"]["caption"].split())
     assert tagged["astronaut"]["tags"] == [] and tagged["astronaut"]["caption"] == CAPTIONS_WITHOUT_TAGS["astronaut"]
 
 
