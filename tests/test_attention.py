@@ -94,7 +94,8 @@ def test_an_ensembles_members_each_traced_once_draw_no_retracing_warning(caplog)
     # TF_CPP_MIN_LOG_LEVEL set.
     import logging
 
-    from captioning.models.merge import MergeStepDecoder, build as build_merge
+    from captioning.models.merge import MergeStepDecoder
+    from captioning.models.merge import build as build_merge
 
     model, features = _model_and_features()
     merge_model = build_merge(VOCAB, MAX_LENGTH, (CHANNELS,), DecoderConfig(kind="merge", embedding_dim=8, units=8))
