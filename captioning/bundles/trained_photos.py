@@ -26,7 +26,7 @@ DIGITS = 16  # 64 bits of SHA-1: no two of a few million photos collide by chanc
 # Enough for COCO's 123k photos several times over, and a bound for a hostile file's size.
 MAX_PHOTOS = 1_000_000
 MAX_FILE_BYTES = MAX_PHOTOS * (DIGITS + 4) + 4096
-_FINGERPRINT = re.compile(f"[0-9a-f]{{{DIGITS}}}")
+_DIGEST = re.compile(f"[0-9a-f]{{{DIGITS}}}")
 _CHUNK = 1 << 20
 
 
@@ -69,7 +69,7 @@ def read_trained_photos(folder: str | Path) -> frozenset[str] | None:
         raise BundleError(f"{error}; delete {path} to evaluate without it") from None
     photos = data.get("photos") if isinstance(data, dict) else None
     if not isinstance(photos, list) or len(photos) > MAX_PHOTOS or \
-            not all(isinstance(item, str) and _FINGERPRINT.fullmatch(item) for item in photos):
+            not all(isinstance(item, str) and _DIGEST.fullmatch(item) for item in photos):
         raise BundleError(f"{path}: expected {{\"photos\": [{DIGITS}-digit hex digests]}}; "
                           f"delete it to evaluate without it")
     return frozenset(photos)
