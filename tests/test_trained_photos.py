@@ -121,6 +121,21 @@ def test_evaluating_on_a_dataset_in_the_training_mix_leaves_out_its_trained_phot
     assert "not used in training" not in chosen.describe()
 
 
+def test_the_validation_split_of_its_own_dataset_is_scored_but_for_photos_it_also_learnt_from(tmp_path):
+    """The record lists validation photos too (they chose the epoch); ``--split val`` still scores
+    them, leaving out only a validation photo whose bytes are also a training photo's."""
+    dataset_dir = _photos_dataset(tmp_path / "first", [f"f{i:02d}.png" for i in range(40)], shade=10)
+    split = config.SplitConfig(seed=3, val_fraction=0.25, test_fraction=0.2)
+    parts = split_dataset(load_dataset(dataset_dir).images, split)
+    duplicate = parts.val[0].path
+    shutil.copyfile(parts.train[0].path, duplicate)  # one photo under two names, as Flickr8k has
+    model = _bundle_trained_on(tmp_path / "model", dataset_dir, split)
+
+    chosen = evaluation.choose_images(read_bundle_config(model), load_dataset(dataset_dir), "val", model_path=model)
+    assert chosen.seen_in_training and chosen.left_out_trained == 1
+    assert [image.path for image in chosen.images] == [image.path for image in parts.val if image.path != duplicate]
+
+
 def test_a_dataset_the_model_learnt_all_of_is_one_clear_error(tmp_path):
     first = _photos_dataset(tmp_path / "first", [f"f{i:02d}.png" for i in range(12)], shade=10)
     model = _bundle_trained_on(tmp_path / "model", first, config.SplitConfig(seed=1, val_fraction=0.0,

@@ -5,7 +5,8 @@ Flickr8k plus part of coco-mini, gathered in a folder of links) and then evaluat
 would otherwise count its own training photos as test photos. So a bundle keeps
 ``trained_photos.json``: a short SHA-1 of the bytes of every photo its training or its choice of
 epoch saw (the train and validation splits), whatever the folder or file name. ``evaluate`` leaves
-those photos out of any dataset and says how many it left out.
+those photos out of any dataset and says how many it left out; on the validation split of the
+model's own dataset, only those it learnt from (``evaluation.evaluate._without_trained_photos``).
 
 Bundles written before this file existed have none; they are evaluated as before.
 """

@@ -26,7 +26,7 @@ from captioning import config
 from captioning.bundles.default_model import choose_model
 from captioning.bundles.schema import BundleConfig, DatasetRecord
 from captioning.bundles.store import read_bundle_config
-from captioning.bundles.trained_photos import photo_digest, read_trained_photos
+from captioning.bundles.trained_photos import photo_digest, photo_digests, read_trained_photos
 from captioning.data.datasets import CaptionedImage, Dataset, load_dataset, split_dataset
 from captioning.errors import BundleError, CaptioningError, DatasetError
 from captioning.evaluation import metrics
@@ -220,13 +220,15 @@ def choose_images(bundle_config: BundleConfig, dataset: Dataset, split: str = "t
     seen = bundle_config.dataset is not None and _same_dataset(bundle_config.dataset, dataset)
     if seen:
         split_config = recorded_split_config(bundle_config, model_path)
-        held_out = getattr(split_dataset(dataset.images, split_config), split)
+        parts = split_dataset(dataset.images, split_config)
+        held_out = getattr(parts, split)
     elif split == "val":
         raise CaptioningError(f"--split val: dataset {dataset.key} was not used to train {model_path}, so "
                               "it has no validation split (all its images are test images); use --split test")
     else:
         split_config, held_out = None, list(dataset.images)
-    held_out, left_out = _without_trained_photos(held_out, model_path)
+    learnt_from = parts.train if seen and split == "val" else None
+    held_out, left_out = _without_trained_photos(held_out, model_path, learnt_from)
     if not held_out and left_out:
         raise DatasetError(f"dataset {dataset.key}: the model was trained on all {left_out:,} photos of its "
                            f"{split} split; evaluate on photos it has not seen")
@@ -238,12 +240,22 @@ def choose_images(bundle_config: BundleConfig, dataset: Dataset, split: str = "t
                          split_config=split_config, available=len(held_out), left_out_trained=left_out)
 
 
-def _without_trained_photos(images: list[CaptionedImage], model_path: Path | str) -> tuple[list[CaptionedImage], int]:
-    """``images`` but those the bundle lists as trained on (by content), and how many were left out."""
+def _without_trained_photos(images: list[CaptionedImage], model_path: Path | str,
+                            learnt_from: list[CaptionedImage] | None = None) -> tuple[list[CaptionedImage], int]:
+    """``images`` but those the bundle lists as trained on (by content), and how many were left out.
+
+    ``learnt_from``: given when ``images`` is the validation split of the bundle's own dataset, its
+    train split. The record lists validation photos too (they chose the epoch), but scoring them is
+    what ``--split val`` asks for; only photos the model also learnt from are left out then: the
+    train split's (a photo can be there under another name) and any other the record lists.
+    """
     trained = read_trained_photos(model_path) if model_path else None
     if not trained:
         return images, 0
-    kept = [image for image in images if photo_digest(image.path) not in trained]
+    digests = [photo_digest(image.path) for image in images]
+    if learnt_from is not None:
+        trained = (trained - set(digests)) | photo_digests(image.path for image in learnt_from)
+    kept = [image for image, digest in zip(images, digests, strict=True) if digest not in trained]
     return kept, len(images) - len(kept)
 
 
