@@ -8,7 +8,7 @@ from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # Only the tests and CI's checks use these; the tool itself never imports them.
-TEST_ONLY = ("pytest", "pexpect", "scikit-image", "httpx2", "selenium", "ruff", "mypy")
+TEST_ONLY = ("pytest", "pytest-xdist", "pexpect", "scikit-image", "httpx2", "selenium", "ruff", "mypy")
 
 
 def _requirements(name: str) -> dict[str, str]:
