@@ -17,12 +17,11 @@ from captioning import config
 from captioning.data import images
 from captioning.encoders import (
     build_encoder,
-    densenet201,
     efficientnet_lite,
+    keras_applications,
     keras_weights,
     lite_weights,
     module_name,
-    resnet50,
     torch_checkpoint,
 )
 from captioning.errors import EncoderError
@@ -60,47 +59,47 @@ def test_importing_encoders_does_not_import_tensorflow_or_torch():
 
 def test_every_encoder_name_has_a_builder():
     assert {module_name(name) for name in config.ENCODER_NAMES} == {
-        "resnet50", "densenet201", "efficientnet_lite"}
+        "keras_applications", "efficientnet_lite"}
     assert set(lite_weights.VARIANTS) == {n for n in config.ENCODER_NAMES if "lite" in n}
 
 
 # --- Keras Applications weights (ResNet50, DenseNet201) -----------------------------------------
 
-KERAS_ENCODERS = [pytest.param(resnet50, id="resnet50"), pytest.param(densenet201, id="densenet201")]
+KERAS_ENCODERS = list(keras_applications.PREPROCESSING)
 
 
-@pytest.mark.parametrize("module", KERAS_ENCODERS)
-def test_wrong_h5_file_is_rejected_with_the_expected_md5(tmp_path, module):
+@pytest.mark.parametrize("name", KERAS_ENCODERS)
+def test_wrong_h5_file_is_rejected_with_the_expected_md5(tmp_path, name):
     path = tmp_path / "weights.h5"
     path.write_bytes(b"not the real weights" * 100)
     with pytest.raises(EncoderError) as info:
-        build_encoder(module.NAME, str(path))
+        build_encoder(name, str(path))
     message = str(info.value)
-    assert str(path) in message and module.WEIGHTS.md5 in message and module.WEIGHTS.label in message
-    assert module.WEIGHTS.file in message and "\n" not in message
+    assert str(path) in message and keras_weights.PUBLISHED[name].md5 in message and keras_weights.PUBLISHED[name].label in message
+    assert keras_weights.PUBLISHED[name].file in message and "\n" not in message
 
 
-@pytest.mark.parametrize("module", KERAS_ENCODERS)
-def test_missing_h5_file(tmp_path, module):
-    with pytest.raises(EncoderError, match=f"weights file not found; give a copy of {module.WEIGHTS.file}"):
-        build_encoder(module.NAME, str(tmp_path / "absent.h5"))
+@pytest.mark.parametrize("name", KERAS_ENCODERS)
+def test_missing_h5_file(tmp_path, name):
+    with pytest.raises(EncoderError, match=f"weights file not found; give a copy of {keras_weights.PUBLISHED[name].file}"):
+        build_encoder(name, str(tmp_path / "absent.h5"))
 
 
-@pytest.mark.parametrize("module", KERAS_ENCODERS)
-def test_download_failure_says_which_file_to_get_and_where(tmp_path, monkeypatch, module):
+@pytest.mark.parametrize("name", KERAS_ENCODERS)
+def test_download_failure_says_which_file_to_get_and_where(tmp_path, monkeypatch, name):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "kerashome"))
 
     def offline(fname, origin, **kwargs):
-        assert fname == module.WEIGHTS.file and origin == module.WEIGHTS.url
-        assert kwargs["file_hash"] == module.WEIGHTS.md5 and kwargs["cache_subdir"] == "models"
+        assert fname == keras_weights.PUBLISHED[name].file and origin == keras_weights.PUBLISHED[name].url
+        assert kwargs["file_hash"] == keras_weights.PUBLISHED[name].md5 and kwargs["cache_subdir"] == "models"
         raise Exception(f"URL fetch failure on {origin}: None -- [Errno -2] Name or service not known")
 
     monkeypatch.setattr(keras.utils, "get_file", offline)
     with pytest.raises(EncoderError) as info:
-        build_encoder(module.NAME, "imagenet")
+        build_encoder(name, "imagenet")
     message = str(info.value)
-    expected_place = tmp_path / "kerashome" / "models" / module.WEIGHTS.file
-    for part in (f"cannot download the {module.WEIGHTS.label} ImageNet weights", module.WEIGHTS.url,
+    expected_place = tmp_path / "kerashome" / "models" / keras_weights.PUBLISHED[name].file
+    for part in (f"cannot download the {keras_weights.PUBLISHED[name].label} ImageNet weights", keras_weights.PUBLISHED[name].url,
                  str(expected_place), "--encoder-weights", "--encoder efficientnet_lite0",
                  "Name or service not known"):
         assert part in message
@@ -113,18 +112,18 @@ def test_published_md5s_are_keras_own():
 
     from keras.src.applications import densenet, resnet
 
-    for module, source in ((resnet50, resnet), (densenet201, densenet)):
-        assert module.WEIGHTS.md5 in inspect.getsource(source)
-        assert module.WEIGHTS.url.rsplit("/", 1)[0] in inspect.getsource(source)
+    for name, source in (("resnet50", resnet), ("densenet201", densenet)):
+        assert keras_weights.PUBLISHED[name].md5 in inspect.getsource(source)
+        assert keras_weights.PUBLISHED[name].url.rsplit("/", 1)[0] in inspect.getsource(source)
 
 
 # DenseNet201's ~700 layers take ~30 s to build and trace on 2 cores: slow.
-@pytest.mark.parametrize("module, dim", [
-    pytest.param(resnet50, 2048, id="resnet50"),
-    pytest.param(densenet201, 1920, id="densenet201", marks=pytest.mark.slow)])
-def test_keras_encoders_random_weights_shapes_and_pooling(tmp_path, module, dim):
-    encoder = build_encoder(module.NAME, "none")
-    assert (encoder.name, encoder.weights_id, encoder.random_weights) == (module.NAME, "none", True)
+@pytest.mark.parametrize("name, dim", [
+    pytest.param("resnet50", 2048, id="resnet50"),
+    pytest.param("densenet201", 1920, id="densenet201", marks=pytest.mark.slow)])
+def test_keras_encoders_random_weights_shapes_and_pooling(tmp_path, name, dim):
+    encoder = build_encoder(name, "none")
+    assert (encoder.name, encoder.weights_id, encoder.random_weights) == (name, "none", True)
     assert (encoder.input_size, encoder.grid_size, encoder.feature_dim) == (224, 7, dim)
     batch = _photos(tmp_path, 2)
     grid = encoder.encode(batch, "grid")
@@ -139,42 +138,39 @@ def test_keras_encoders_random_weights_shapes_and_pooling(tmp_path, module, dim)
 
 def test_resnet50_preprocessing_is_caffe_bgr_mean_subtraction():
     pixels = np.random.default_rng(0).uniform(0, 255, (2, 4, 4, 3)).astype(np.float32)
-    out = np.asarray(resnet50.CaffePreprocess()(pixels))
+    out = np.asarray(keras_applications.Preprocess("resnet50")(pixels))
     expected = pixels[..., ::-1] - np.array([103.939, 116.779, 123.68], dtype=np.float32)
     np.testing.assert_allclose(out, expected, rtol=1e-6, atol=1e-4)
 
 
 def test_densenet201_preprocessing_is_torch_mean_std():
     pixels = np.random.default_rng(0).uniform(0, 255, (2, 4, 4, 3)).astype(np.float32)
-    out = np.asarray(densenet201.TorchPreprocess()(pixels))
+    out = np.asarray(keras_applications.Preprocess("densenet")(pixels))
     expected = (pixels / 255 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("module, application, preprocess", [
-    pytest.param(resnet50, "ResNet50", "CaffePreprocess", id="resnet50"),
-    pytest.param(densenet201, "DenseNet201", "TorchPreprocess", id="densenet201"),
-])
-def test_keras_encoder_loads_a_verified_h5_weights_file(tmp_path, monkeypatch, module, application,
-                                                        preprocess):
+@pytest.mark.parametrize("name", KERAS_ENCODERS)
+def test_keras_encoder_loads_a_verified_h5_weights_file(tmp_path, monkeypatch, name):
     """The load path for a verified .h5 (Keras's legacy weights format, as the official file)."""
     import dataclasses
 
     import h5py
     from keras.src.legacy.saving import legacy_h5_format
 
-    source = getattr(keras.applications, application)(include_top=False, weights=None,
-                                                      input_shape=(224, 224, 3))
-    path = tmp_path / module.WEIGHTS.file
+    published = keras_weights.PUBLISHED[name]
+    source = getattr(keras.applications, published.label)(include_top=False, weights=None,
+                                                          input_shape=(224, 224, 3))
+    path = tmp_path / published.file
     with h5py.File(path, "w") as file:
         legacy_h5_format.save_weights_to_hdf5_group(file, source)
-    monkeypatch.setattr(module, "WEIGHTS",
-                        dataclasses.replace(module.WEIGHTS, md5=keras_weights.file_md5(path)))
-    encoder = build_encoder(module.NAME, str(path))
+    monkeypatch.setitem(keras_weights.PUBLISHED, name,
+                        dataclasses.replace(published, md5=keras_weights.file_md5(path)))
+    encoder = build_encoder(name, str(path))
     assert encoder.weights_id == "imagenet" and not encoder.random_weights  # verified = official
     batch = _photos(tmp_path, 1).astype(np.float32)
-    expected = np.asarray(source(getattr(module, preprocess)()(batch)))
+    expected = np.asarray(source(keras_applications.Preprocess(keras_applications.PREPROCESSING[name])(batch)))
     np.testing.assert_allclose(encoder.model(batch), expected, rtol=1e-4, atol=1e-4)
 
 

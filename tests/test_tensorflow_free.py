@@ -14,9 +14,8 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # Everything but the modules that build or run a network: the encoders' CNNs, the decoders and their
 # loss, and the fit loop with its checkpoints and distribution strategies the self-critical loop and the exporter, which import TensorFlow at
 # the top. (TF_CONFIG is read by training.cluster, which does not.)
-NEEDS_TENSORFLOW = ("captioning.encoders.resnet50", "captioning.encoders.densenet201",
-                    "captioning.encoders.efficientnet_lite", "captioning.models.merge",
-                    "captioning.models.attention", "captioning.models.loss", "captioning.training.fit",
+NEEDS_TENSORFLOW = ("captioning.encoders.keras_applications", "captioning.encoders.efficientnet_lite",
+                    "captioning.models.merge", "captioning.models.attention", "captioning.models.loss", "captioning.training.fit",
                     "captioning.training.checkpoints", "captioning.training.distribution",
                     "captioning.training.keras_multi_worker", "captioning.training.self_critical",
                     "captioning.export.graphs", "captioning.export.litert", "captioning.export.writer")

@@ -21,8 +21,8 @@ __all__ = ["Encoder", "build_bundle_encoder", "build_encoder", "module_name"]
 
 # Encoder name -> the module under captioning/encoders/ that builds it (``build(name, weights)``).
 _MODULES = {
-    "resnet50": "resnet50",
-    "densenet201": "densenet201",
+    "resnet50": "keras_applications",
+    "densenet201": "keras_applications",
     "efficientnet_lite0": "efficientnet_lite",
     "efficientnet_lite1": "efficientnet_lite",
     "efficientnet_lite2": "efficientnet_lite",
