@@ -70,13 +70,23 @@ def test_ensemble_probabilities_are_the_mean_of_the_members(members, ensemble, g
     assert not np.allclose(single[-1], _steps(combined, grids, tokens)[-1], atol=1e-3)  # both members count
 
 
-def test_an_ensemble_of_one_model_twice_captions_exactly_like_it(members, tmp_path, grids):
-    twin = shutil.copytree(members[0], tmp_path / "twin")
-    doubled = Captioner.load(combine_bundles([members[0], twin], tmp_path / "doubled"))
+def test_an_ensemble_of_one_model_twice_captions_exactly_like_it(members, grids):
     alone = Captioner.load(members[0])
+    doubled = Captioner.load(members[0])
+    doubled.step_decoder = EnsembleStepDecoder([doubled.step_decoder, Captioner.load(members[0]).step_decoder])
     for beam in (1, 3):  # beam search reorders the concatenated state like a single decoder's
         assert [h.tokens for h in doubled.decode_features(grids, beam)] == \
                [h.tokens for h in alone.decode_features(grids, beam)]
+
+
+def test_one_model_twice_is_refused_by_name_or_by_its_weights(members, tmp_path):
+    """``ensemble m1 m1`` (or m1 and a copy of it) would caption as m1 does, at twice the cost."""
+    with pytest.raises(BundleError, match="is named twice; an ensemble needs different trained models"):
+        combine_bundles([members[0], members[1], members[0]], tmp_path / "twice")
+    twin = shutil.copytree(members[0], tmp_path / "twin")
+    with pytest.raises(BundleError, match=f"twin has the same weights as {members[0]}"):
+        combine_bundles([members[0], twin], tmp_path / "copies")
+    assert not (tmp_path / "twice").exists() and not (tmp_path / "copies").exists()
 
 
 def test_attention_of_an_ensemble_is_the_members_mean(members, ensemble, grids):
@@ -115,6 +125,17 @@ def test_members_with_other_features_are_refused(members, tmp_path):
     merge = make_tiny_bundle(tmp_path / "merge", kind="merge")
     with pytest.raises(BundleError, match="feature_shape differs"):
         combine_bundles([members[0], merge], tmp_path / "mixed")
+
+
+def test_a_differing_setting_is_named_by_the_fields_that_differ(members, tmp_path):
+    resized = shutil.copytree(members[1], tmp_path / "resized")
+    settings = json.loads((resized / "config.json").read_text())
+    settings["encoder"]["input_size"] = 260
+    (resized / "config.json").write_text(json.dumps(settings))
+    with pytest.raises(BundleError) as error:
+        combine_bundles([members[0], resized], tmp_path / "mixed")
+    assert "its encoder differs" in str(error.value) and "(input_size 260 vs " in str(error.value)
+    assert "EncoderSpec(" not in str(error.value)
 
 
 def test_an_ensemble_is_not_a_member(members, ensemble, tmp_path):

@@ -7,6 +7,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from captioning.bundles.schema import BundleConfig
 from captioning.bundles.store import read_bundle_config
 from captioning.cli import main as cli
 from captioning.data.datasets import load_dataset, split_dataset
-from captioning.errors import BundleError, CaptioningError
+from captioning.errors import BundleError, CaptioningError, DatasetError
 from captioning.evaluation import evaluate as evaluation
 from captioning.evaluation import ptb_tokenizer, report
 from tests.support.bundles import config_without_dataset
@@ -139,6 +140,16 @@ def test_training_dataset_gives_its_recomputed_held_out_split(model_dir, dataset
         assert [i.path for i in chosen.images] == [i.path for i in getattr(expected, split)]
         assert not {i.path for i in chosen.images} & {i.path for i in expected.train}
     assert 0 < len(expected.test) < len(dataset.images)
+
+
+def test_a_training_dataset_that_is_not_on_this_machine_says_to_pass_dataset(model_dir, dataset_dir):
+    """The shipped bundle names the folder it was trained from on the team's machine."""
+    shutil.rmtree(dataset_dir)
+    with pytest.raises(DatasetError) as error:
+        evaluation.prepare(model_dir, None)
+    message = str(error.value)
+    assert f"trained on the dataset at {dataset_dir}, which is not on this machine" in message
+    assert "--dataset PATH" in message and "\n" not in message
 
 
 def test_unseen_dataset_is_all_test(model_dir, tmp_path):

@@ -96,7 +96,9 @@ def test_bad_menu_choices_reprompt(workdir):
 def test_every_train_prompt_reprompts_then_ctrl_c_returns_to_menu(workdir):
     not_a_folder = workdir / "notes.txt"
     not_a_folder.write_text("not a dataset")
-    (workdir / "my data").mkdir()
+    (workdir / "my data" / "Images").mkdir(parents=True)  # a dataset's layout (its photos are not read yet)
+    (workdir / "my data" / "captions.txt").write_text("image,caption\n")
+    (workdir / "no dataset").mkdir()
     child = spawn_menu(workdir)
     answer(child, "1", "Dataset:")
     child.expect_exact("Choose [1]: ")
@@ -105,6 +107,8 @@ def test_every_train_prompt_reprompts_then_ctrl_c_returns_to_menu(workdir):
     answer(child, str(workdir / "missing"), f"Not found: {workdir / 'missing'}")
     answer(child, str(not_a_folder), f"Not a folder: {not_a_folder}")
     answer(child, "", "Please enter a path")
+    answer(child, str(workdir / "no dataset"), "no dataset layout recognised")  # asked again at once
+    child.expect_exact("Dataset folder: ")
     answer(child, f"'{workdir / 'my data'}'", "Encoder:")  # pasted with quotes
     answer(child, "resnet", f"Please enter a number from 1 to {len(config.ENCODER_NAMES)}")
     answer(child, "2", "Decoder:")
@@ -135,7 +139,9 @@ def test_library_error_prints_one_line_and_menu_carries_on(workdir):
     (workdir / "empty").mkdir()
     answer(child, "1", "Dataset:")
     answer(child, "2", "Dataset folder: ")
-    answer(child, "empty", "error: ")  # relative to the current folder
+    answer(child, "empty", "no dataset layout recognised")  # relative to the current folder; asked again
+    child.expect_exact("Dataset folder: ")
+    interrupt(child, "Cancelled - back to the menu.")
     child.expect_exact(MENU_PROMPT)
     answer(child, QUIT, "Goodbye.")
     expect_exit_ok(child)
@@ -312,6 +318,13 @@ def _stand_in_training(monkeypatch, trained: Path, interrupted: bool = False) ->
         trained, 2.5, 2, {}, interrupted=interrupted))
 
 
+def _dataset_layout(folder: Path) -> Path:
+    """A folder the menu takes as a dataset (Images/ + captions.txt; training is stood in for)."""
+    (folder / "Images").mkdir(exist_ok=True)
+    (folder / "captions.txt").write_text("image,caption\n")
+    return folder
+
+
 @pytest.mark.parametrize("reply, becomes_default", [("", False), ("n", False), ("y", True)])
 def test_training_asks_before_making_the_model_the_default(monkeypatch, capsys, tmp_path, tiny_bundle,
                                                            reply, becomes_default):
@@ -323,7 +336,7 @@ def test_training_asks_before_making_the_model_the_default(monkeypatch, capsys, 
     trained = shutil.copytree(tiny_bundle, config.MODELS_DIR / "trial-2-epochs")
     _stand_in_training(monkeypatch, trained)
     shipped = default_model.default_model().path
-    asked = _answer_prompts(monkeypatch, ["2", str(tmp_path), *DEFAULT_TRAIN_ANSWERS, reply])
+    asked = _answer_prompts(monkeypatch, ["2", str(_dataset_layout(tmp_path)), *DEFAULT_TRAIN_ANSWERS, reply])
     menu.train_step()
     out = capsys.readouterr().out
     assert asked[-1] == QUESTION
@@ -331,7 +344,7 @@ def test_training_asks_before_making_the_model_the_default(monkeypatch, capsys, 
     assert ("now use" in out) == becomes_default and ("unchanged" in out) != becomes_default
 
     if becomes_default:  # training it again does not ask what is already so
-        asked = _answer_prompts(monkeypatch, ["2", str(tmp_path), *DEFAULT_TRAIN_ANSWERS])
+        asked = _answer_prompts(monkeypatch, ["2", str(_dataset_layout(tmp_path)), *DEFAULT_TRAIN_ANSWERS])
         menu.train_step()
         assert QUESTION not in asked and "It is the default model already" in capsys.readouterr().out
 
@@ -366,7 +379,7 @@ def test_an_interrupted_training_does_not_ask(monkeypatch, capsys, tmp_path, tin
 
     _stand_in_training(monkeypatch, shutil.copytree(tiny_bundle, config.MODELS_DIR / "stopped"),
                        interrupted=True)
-    asked = _answer_prompts(monkeypatch, ["2", str(tmp_path), *DEFAULT_TRAIN_ANSWERS])
+    asked = _answer_prompts(monkeypatch, ["2", str(_dataset_layout(tmp_path)), *DEFAULT_TRAIN_ANSWERS])
     menu.train_step()
     assert QUESTION not in asked and "answer y to resume" in capsys.readouterr().out
     assert not (config.MODELS_DIR / config.DEFAULT_MODEL_POINTER).exists()

@@ -9,6 +9,7 @@ them; ``inference.ensemble`` makes them caption together.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -57,6 +58,7 @@ def combine_bundles(member_paths: Sequence[str | Path], target: str | Path) -> P
     for member in loaded:
         if len(member.members) > 1:
             raise BundleError(f"{member.path}: already an ensemble; name its member bundles instead")
+    _check_distinct(loaded)
     first = loaded[0]
     for member in loaded[1:]:
         _check_compatible(first, member)
@@ -88,8 +90,8 @@ def _check_compatible(first: bundles.Bundle, other: bundles.Bundle) -> None:
     for key in SHARED_SETTINGS:
         mine, theirs = getattr(first.config, key), getattr(other.config, key)
         if mine != theirs:
-            raise BundleError(f"{other.path}: its {key} differs from {first.path}'s ({theirs} vs {mine}); an "
-                              "ensemble's members must be trained on the same features, split and vocabulary")
+            raise BundleError(f"{other.path}: its {key} differs from {first.path}'s ({_difference(theirs, mine)}); "
+                              "an ensemble's members must be trained on the same features, split and vocabulary")
     if first.vocab.words != other.vocab.words:
         raise BundleError(f"{other.path}: its vocabulary differs from {first.path}'s; train the members "
                           "with the same dataset, split and --min-count")
@@ -99,6 +101,28 @@ def _check_compatible(first: bundles.Bundle, other: bundles.Bundle) -> None:
     if first_decoder != other_decoder:
         raise BundleError(f"{other.path}: decoder {other_decoder} differs from {first.path}'s "
                           f"{first_decoder}; an ensemble's members share one architecture")
+
+
+def _difference(theirs: object, mine: object) -> str:
+    """``theirs vs mine``; for two records of one kind, only the fields that differ."""
+    if dataclasses.is_dataclass(theirs) and type(theirs) is type(mine):
+        fields = [field.name for field in dataclasses.fields(theirs)
+                  if getattr(theirs, field.name) != getattr(mine, field.name)]
+        return ", ".join(f"{name} {getattr(theirs, name)} vs {getattr(mine, name)}" for name in fields)
+    return f"{theirs} vs {mine}"
+
+
+def _check_distinct(loaded: Sequence[bundles.Bundle]) -> None:
+    """Refuse a member named twice, or two folders holding the same weights: such an "ensemble"
+    captions exactly as the one model does, at twice the cost."""
+    seen: dict[str, Path] = {}
+    for member in loaded:
+        digest = hashlib.sha1((member.path / WEIGHTS_FILE).read_bytes()).hexdigest()
+        if digest in seen:
+            same = "is named twice" if seen[digest].resolve() == member.path.resolve() else \
+                f"has the same weights as {seen[digest]}"
+            raise BundleError(f"{member.path} {same}; an ensemble needs different trained models")
+        seen[digest] = member.path
 
 
 def _seen_photos(loaded: Sequence[bundles.Bundle]) -> frozenset[str] | None:

@@ -73,7 +73,18 @@ def _ask_dataset() -> str:
     index = ask_choice("Dataset:", ["Mini-COCO (download with kagglehub)", "A local folder"], 1)
     if index == 0:
         return config.MINI_COCO_SOURCE
-    return str(ask_path("Dataset folder", kind="dir"))
+    from captioning.data.layouts import find_layout
+
+    while True:
+        folder = ask_path("Dataset folder", kind="dir")
+        if folder is None:  # not without allow_empty; keeps the type checker sure
+            continue
+        try:
+            find_layout(folder)  # a folder that is not a dataset is asked again now, not after 5 questions
+        except CaptioningError as error:
+            say(f"{error}")
+            continue
+        return str(folder)
 
 
 def _pick(title: str, names: tuple[str, ...], default: str) -> str:

@@ -178,7 +178,7 @@ def _json_file(folder: Path) -> Path | None:
     files = with_captions or files
     if len(files) > 1:
         names = ", ".join(str(p.relative_to(folder)) for p in files)
-        raise DatasetError(f"{folder}: several caption JSON files ({names}); keep one, or name it "
+        raise DatasetError(f"{folder}: several caption JSON files ({names}); rename the one to use "
                            "captions.json")
     return files[0] if files else None
 

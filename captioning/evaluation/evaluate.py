@@ -176,11 +176,16 @@ def training_dataset(bundle_config: BundleConfig, model_path: Path | str = "") -
 
     Raises:
         BundleError: the config does not say which dataset the model was trained on.
+        DatasetError: it names a folder that is not here (a bundle trained on another machine).
     """
     source = bundle_config.dataset.source if bundle_config.dataset is not None else None
     if not source:
         raise BundleError(f"{model_path}: config.json does not record the training dataset; "
                           "pass --dataset PATH to evaluate on a dataset")
+    if source != config.MINI_COCO_SOURCE and not Path(source).expanduser().exists():
+        # A bundle trained elsewhere (the shipped one included) names a folder of that machine.
+        raise DatasetError(f"{model_path} was trained on the dataset at {source}, which is not on this "
+                           "machine; pass --dataset PATH to a copy of it or to another dataset")
     return source
 
 

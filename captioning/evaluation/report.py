@@ -187,7 +187,7 @@ def _differences_from_record(evaluation_set: EvaluationSet, beam_size: int, tags
     chosen = evaluation_set
     differences = []
     if not chosen.seen_in_training:
-        differences.append(f"dataset {chosen.dataset.key}, which it was not trained on")
+        differences.append(f"dataset {chosen.dataset.key}, not its training dataset")
     elif chosen.split != "test":
         differences.append(f"the {chosen.split} split")
     if len(chosen.images) < chosen.available:

@@ -78,7 +78,7 @@ def read_checkpoint_state(checkpoints: Path) -> dict:
     path = checkpoints / STATE_FILE
     if not path.exists():  # anything else there (a FIFO, say) is reported by the reader
         raise ResumeError(f"no interrupted training run to resume in {checkpoints.parent} "
-                          f"(no {CHECKPOINT_DIR}/{STATE_FILE}); train without --resume")
+                          f"(no {CHECKPOINT_DIR}/{STATE_FILE}); run again without --resume")
     try:
         # Infinity is allowed: a fresh early-stopping state records its best loss as infinite.
         saved = read_json_file(path, config.MAX_BUNDLE_JSON_BYTES, allow_nan=True)
@@ -87,10 +87,10 @@ def read_checkpoint_state(checkpoints: Path) -> dict:
         if not (folder / "model.keras").is_file():
             raise ValueError("incomplete checkpoint")
     except InputFileError as error:
-        raise ResumeError(f"{path}: unusable checkpoint ({error.reason}); train without --resume to "
+        raise ResumeError(f"{path}: unusable checkpoint ({error.reason}); run again without --resume to "
                           "start over") from None
     except (OSError, ValueError) as error:
-        raise ResumeError(f"{path}: unusable checkpoint ({error}); train without --resume to start over") from None
+        raise ResumeError(f"{path}: unusable checkpoint ({error}); run again without --resume to start over") from None
     return saved
 
 

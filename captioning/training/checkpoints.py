@@ -69,7 +69,7 @@ def _check_fingerprint(checkpoints: Path, saved: dict, current: dict) -> None:
     if differing:
         details = ", ".join(f"{k}: {saved.get(k)!r} then, {current.get(k)!r} now" for k in differing[:4])
         raise ResumeError(f"cannot resume the run in {checkpoints.parent}: options differ ({details}); "
-                          "use the same options, or train without --resume to start over")
+                          "use the same options, or run again without --resume to start over")
 
 
 def _restore_model(model: keras.Model, path: Path) -> None:
@@ -80,7 +80,7 @@ def _restore_model(model: keras.Model, path: Path) -> None:
         model.load_weights(str(path))
     except (ValueError, OSError, KeyError) as error:
         raise ResumeError(f"{path}: checkpoint does not fit this model ({str(error).splitlines()[0]}); "
-                          "train without --resume to start over") from None
+                          "run again without --resume to start over") from None
 
 
 def load_best_weights(model: keras.Model, checkpoints: Path, state: FitState) -> list | None:
