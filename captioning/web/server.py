@@ -50,6 +50,7 @@ def serve(model_dir: str | Path | None = None, host: str = config.ServeConfig.ho
         from captioning.cli.runtime import import_tensorflow
         from captioning.inference.captioner import Captioner
         from captioning.web.app import create_app
+        from captioning.web.stopping import CaptioningServer
 
         def quiet_tensorflow() -> None:
             tf = import_tensorflow()  # only now: everything above answers without it
@@ -67,10 +68,10 @@ def serve(model_dir: str | Path | None = None, host: str = config.ServeConfig.ho
             log(f"Open {url} in a browser (Ctrl-C stops the server)")
 
         app = create_app(captioner, model_dir, settings, on_ready=ready)
-        server = uvicorn.Server(uvicorn.Config(
+        server = CaptioningServer(uvicorn.Config(
             app, log_level="warning", access_log=False, server_header=False,
-            timeout_graceful_shutdown=5, limit_concurrency=settings.max_queued_images,
-            timeout_keep_alive=5))
+            timeout_graceful_shutdown=settings.shutdown_grace_s, limit_concurrency=settings.max_queued_images,
+            timeout_keep_alive=5), app.state.server, log)
         interrupted = False
         try:
             server.run(sockets=[sock])

@@ -26,6 +26,22 @@ function megabytes(bytes) {
   return bytes >= 1024 ? Math.round(bytes / 1024) + " KB" : bytes + " bytes";
 }
 
+function overLimit(size, limit) {
+  // As the server words it (app.over_limit): "20.03 MiB, over the 20 MiB limit", both in the unit
+  // the limit is a whole number of, the size with the decimals it needs to read as over the limit.
+  let unit = 1, name = "bytes";
+  if (limit >= 1024 * 1024 && limit % (1024 * 1024) === 0) { unit = 1024 * 1024; name = "MiB"; }
+  else if (limit >= 1024 && limit % 1024 === 0) { unit = 1024; name = "KiB"; }
+  let limitText = unit > 1 ? (limit / unit).toLocaleString("en-US") + " " + name
+                           : limit.toLocaleString("en-US") + "-byte";
+  for (let decimals = 1; unit > 1 && decimals <= 3; decimals++) {
+    const shown = Number((size / unit).toFixed(decimals));
+    if (shown > limit / unit) return shown.toFixed(decimals) + " " + name + ", over the " + limitText + " limit";
+  }
+  if (unit > 1) limitText += " (" + limit.toLocaleString("en-US") + "-byte)";
+  return size.toLocaleString("en-US") + " bytes, over the " + limitText + " limit";
+}
+
 function element(tag, className, text) {
   const node = document.createElement(tag);
   if (className) node.className = className;
@@ -115,8 +131,8 @@ function addFiles(files) {
     photos.push(photo);
     setState(photo, "ready");
     if (file.size > limits.max_file_bytes) {
-      showError(photo, file.name + ": file is too large (" + megabytes(file.size) + ", over the "
-        + megabytes(limits.max_file_bytes) + " limit); resize or compress it");
+      showError(photo, file.name + ": file is too large (" + overLimit(file.size, limits.max_file_bytes)
+        + "); resize or compress it");
     }
   }
   updateButtons();
