@@ -263,6 +263,9 @@ class ServeConfig:
     batch_max_images: int = 32
     max_queued_images: int = 256  # beyond this, new requests get 503 (try again) instead of queueing
     request_timeout_s: float = 300.0
+    # After Ctrl-C, how long requests in progress may take to finish before they are dropped
+    # (answered 503); a second Ctrl-C drops them at once.
+    shutdown_grace_s: float = 5.0
     # Uploads and rendered PNGs live in a private temporary folder (never a served one) until they
     # expire or the oldest are evicted to stay under the byte budget.
     result_ttl_s: float = 3600.0

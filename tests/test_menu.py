@@ -263,6 +263,19 @@ def test_ask_int_default_and_reprompt(monkeypatch, capsys):
     assert printed().count("epochs must be a whole number >= 1") == 2
 
 
+def test_the_menu_port_follows_the_serve_port_rule(monkeypatch, capsys):
+    from captioning.cli.main import port_number
+
+    printed = _feed(monkeypatch, capsys, ["", "99999", "-1", "http", "0", "65535"])
+    assert prompts.ask_parsed("port", port_number, 8000) == 8000
+    assert prompts.ask_parsed("port", port_number, 8000) == 0  # a free port, as serve --port 0
+    assert prompts.ask_parsed("port", port_number, 8000) == 65535
+    lines = printed().splitlines()
+    assert lines == ["port: expected a port from 0 to 65535, got 99999",
+                     "port: expected a port from 0 to 65535, got -1",
+                     "port: expected a port number, got 'http'"]
+
+
 def test_ask_choice_returns_index_and_uses_default(monkeypatch, capsys):
     printed = _feed(monkeypatch, capsys, ["", "7", "3"])
     assert prompts.ask_choice("Pick:", ["a", "b", "c"], default=2) == 1

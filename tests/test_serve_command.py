@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -133,3 +135,79 @@ def test_menu_entry_serves_until_ctrl_c_then_returns_to_the_menu(tmp_path, tiny_
     child.expect_exact(MENU_PROMPT)
     answer(child, QUIT, "Goodbye.")
     expect_exit_ok(child)
+
+
+STALLED_UPLOAD = (b"POST /api/captions HTTP/1.1\r\nHost: test\r\n"
+                  b"Content-Type: multipart/form-data; boundary=XX\r\nContent-Length: 100000\r\n\r\n"
+                  b'--XX\r\nContent-Disposition: form-data; name="files"; filename="a.jpg"\r\n\r\n\xff\xd8')
+
+
+def _stall_an_upload(url: str) -> socket.socket:
+    """A connection that sent part of an upload's body and then nothing more."""
+    host, port = url.removeprefix("http://").rstrip("/").rsplit(":", 1)
+    sock = socket.create_connection((host, int(port)), timeout=30)
+    sock.sendall(STALLED_UPLOAD)
+    return sock
+
+
+def _answer(sock: socket.socket) -> bytes:
+    with sock:
+        return b"".join(iter(lambda: sock.recv(4096), b""))
+
+
+def test_ctrl_c_drops_a_stalled_upload_in_one_line_and_malformed_bodies_are_quiet(tmp_path, tiny_bundle):
+    import httpx2
+
+    private = tmp_path / "server-tmp"
+    private.mkdir()
+    with running_server("--model", str(tiny_bundle), env={"TMPDIR": str(private)}) as server:
+        response = httpx2.post(server.url + "api/captions", content=b"garbage",
+                               headers={"content-type": "multipart/form-data; boundary=XX"}, timeout=60)
+        assert response.status_code == 400
+        stalled = _stall_an_upload(server.url)
+        time.sleep(0.5)  # the request has reached the app and waits for the rest of the body
+        server.process.send_signal(signal.SIGINT)
+        assert server.process.wait(60) == 0
+    assert _answer(stalled).startswith(b"HTTP/1.1 503 ")
+    # running_server checked: exit status 0, "Server stopped.", no traceback.
+    assert server.lines[2:] == [
+        "Dropped 1 request still unfinished 5 s after Ctrl-C (a stalled upload or a slow client; answered 503)\n",
+        "Server stopped.\n"], server.output  # nothing from the malformed body, no uvicorn error line
+    assert list(private.glob("captioning-serve-*")) == []
+
+
+def test_a_second_ctrl_c_stops_at_once_and_says_what_it_cut_short(tmp_path, tiny_bundle):
+    private = tmp_path / "server-tmp"
+    private.mkdir()
+    with running_server("--model", str(tiny_bundle), env={"TMPDIR": str(private)}) as server:
+        stalled = _stall_an_upload(server.url)
+        time.sleep(0.5)
+        server.process.send_signal(signal.SIGINT)
+        time.sleep(0.5)  # uvicorn is waiting for the request to finish
+        server.process.send_signal(signal.SIGINT)
+        assert server.process.wait(3) == 0  # at once, not after the 5 s grace
+    assert _answer(stalled).startswith(b"HTTP/1.1 503 ")
+    assert server.lines[2:] == ["Second Ctrl-C: stopping at once; cancelled 1 request in progress (answered 503)\n",
+                                "Server stopped.\n"], server.output
+    assert list(private.glob("captioning-serve-*")) == []
+
+
+def test_a_missing_web_library_is_named_and_a_broken_one_says_why(monkeypatch, tmp_path):
+    from captioning.web import server
+
+    monkeypatch.setitem(sys.modules, "fastapi_offline", None)  # as if it were not installed
+    with pytest.raises(CaptioningError, match=r"^the web server needs fastapi_offline, which is not installed; "
+                                              r"run pip install -r requirements\.txt$"):
+        server._web_libraries()
+    monkeypatch.undo()
+    broken = tmp_path / "site" / "fastapi"  # installed, but one of its own imports fails
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text("from pydantic import NoSuchThing\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    for name in [name for name in sys.modules if name == "fastapi" or name.startswith("fastapi.")]:
+        monkeypatch.delitem(sys.modules, name)
+    with pytest.raises(CaptioningError) as error:
+        server._web_libraries()
+    assert str(error.value) == ("the web server's fastapi is installed but does not import (cannot import name "
+                                "'NoSuchThing' from 'pydantic' (" + str(__import__("pydantic").__file__) + ")); "
+                                "run pip install -r requirements.txt to repair it")

@@ -28,7 +28,7 @@ from tests.support.bundles import WORDS, make_tiny_bundle
 pytest.importorskip("fastapi", reason="the web server's libraries are not installed")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from captioning.web.app import STATIC_DIR, create_app  # noqa: E402
+from captioning.web.app import STATIC_DIR, create_app, over_limit  # noqa: E402
 from captioning.web.batching import CaptionBatcher, ServerStopping  # noqa: E402
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -271,7 +271,8 @@ def test_limits_on_size_and_count(tiny_captioner, tiny_bundle):
         assert response.status_code == 200
         small, too_big = response.json()["results"]
         assert small["caption"] and too_big["caption"] is None
-        assert too_big["error"] == "big.jpg: file is too large (29 KB, over the 20 KB limit); resize or compress it"
+        assert too_big["error"] == ("big.jpg: file is too large (30,002 bytes, over the 20,000-byte limit); "
+                                    "resize or compress it")
         response = post(client, *[(f"{i}.jpg", jpeg_bytes()) for i in range(4)])
         assert response.status_code == 413 and "at most 3" in response.json()["detail"]
         response = post(client, *[(f"{i}.jpg", bytes(40_000)) for i in range(3)])
@@ -280,6 +281,18 @@ def test_limits_on_size_and_count(tiny_captioner, tiny_bundle):
             assert post(client, ("a.jpg", jpeg_bytes()), beam_size=beam).status_code == 422
         assert client.post("/api/captions", data={"beam_size": "2"}).status_code == 422  # no files
         assert client.get("/healthz").json()["status"] == "ok"  # refusals leave it serving
+
+
+@pytest.mark.parametrize(("size", "limit", "said"), [
+    (21_000_000, 20 * 2**20, "20.03 MiB, over the 20 MiB limit"),  # not "20.0 MB, over the 20.0 MB limit"
+    (20 * 2**20 + 6_000, 20 * 2**20, "20.01 MiB, over the 20 MiB limit"),
+    (20 * 2**20 + 1, 20 * 2**20, "20,971,521 bytes, over the 20 MiB (20,971,520-byte) limit"),
+    (30_000, 20 * 1024, "29.3 KiB, over the 20 KiB limit"),
+    (30_002, 20_000, "30,002 bytes, over the 20,000-byte limit"),
+    (None, 20 * 2**20, "over the 20 MiB limit"),
+])
+def test_a_size_over_the_limit_reads_as_over_it(size, limit, said):
+    assert over_limit(size, limit) == said
 
 
 def test_a_body_without_a_length_is_cut_off_at_the_limit(tiny_captioner, tiny_bundle):

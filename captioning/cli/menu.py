@@ -21,7 +21,15 @@ from captioning import config
 from captioning.bundles import default_model
 from captioning.bundles.store import read_bundle_config
 from captioning.cli import runtime
-from captioning.cli.prompts import ask_choice, ask_int, ask_path, ask_yes_no, enable_line_editing, say
+from captioning.cli.prompts import (
+    ask_choice,
+    ask_int,
+    ask_parsed,
+    ask_path,
+    ask_yes_no,
+    enable_line_editing,
+    say,
+)
 from captioning.errors import CaptioningError
 
 if TYPE_CHECKING:
@@ -249,8 +257,10 @@ def serve_step() -> None:
     bundle_dir = choose_bundle()
     if bundle_dir is None:
         return
-    port = ask_int("port", config.ServeConfig.port)
+    from captioning.cli.main import port_number  # the rule `serve --port` follows
     from captioning.web.server import serve
+
+    port = ask_parsed("port", port_number, config.ServeConfig.port)
 
     say("Loading the model; the address to open follows. Ctrl-C stops the server and comes back here.")
     serve(bundle_dir, host=config.ServeConfig.host, port=port, log=say)

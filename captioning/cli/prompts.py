@@ -7,9 +7,13 @@ input and Ctrl-C mean (exit cleanly / go back), so a prompt deep inside a step b
 
 from __future__ import annotations
 
+import argparse
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 QUIT_WORDS = ("q", "quit")
 
@@ -90,6 +94,28 @@ def ask_int(name: str, default: int | None = None, minimum: int = 1) -> int:
         if value is not None and value >= minimum:
             return value
         say(f"{name} must be a whole number >= {minimum}")
+
+
+def ask_parsed(name: str, parse: Callable[[str], T], default: T | None = None) -> T:
+    """Ask for a value the command line reads with ``parse`` (one rule for both), re-asking with its reason.
+
+    Args:
+        name: what is asked for, e.g. ``"port"``.
+        parse: an argparse ``type=`` function; it raises ``ArgumentTypeError`` or ``ValueError``
+            with the reason an answer is refused.
+        default: what Enter gives, or None to require an answer.
+
+    Returns:
+        What ``parse`` made of the answer.
+    """
+    while True:
+        answer = read_line(_with_default(name[:1].upper() + name[1:], default))
+        if not answer and default is not None:
+            return default
+        try:
+            return parse(answer)
+        except (argparse.ArgumentTypeError, ValueError) as error:
+            say(f"{name}: {error}")
 
 
 def ask_yes_no(question: str, default: bool = False) -> bool:

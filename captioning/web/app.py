@@ -26,7 +26,7 @@ from captioning import config
 from captioning.errors import CaptioningError
 from captioning.web import rendering
 from captioning.web.batching import CaptionBatcher, ServerBusy, ServerStopping
-from captioning.web.middleware import BodySizeLimit, SafetyHeaders
+from captioning.web.middleware import AnswerCancelled, BodySizeLimit, SafetyHeaders
 from captioning.web.store import ResultStore, StoredUpload, display_name
 
 if TYPE_CHECKING:
@@ -130,6 +130,8 @@ class ServerState:
                                       wait_s=settings.batch_wait_ms / 1000.0,
                                       max_queued_images=settings.max_queued_images)
         self.store: ResultStore | None = None  # from start() to stop()
+        self.cancelled_requests = 0  # cancelled by the server as it stopped (middleware.AnswerCancelled)
+        self._wait_for_worker = True  # at stop; False after stop_now()
 
     @property
     def results(self) -> ResultStore:
@@ -148,9 +150,21 @@ class ServerState:
         self.batcher.warm_up(config.DEFAULT_BEAM_SIZE)
 
     def stop(self) -> None:
-        self.batcher.stop()
+        """Fail the work still waiting, delete the uploads; waits for the batch in progress unless
+        ``stop_now`` was called."""
+        self.batcher.stop(timeout=30.0 if self._wait_for_worker else 0)
         if self.store is not None:
             self.store.close()
+
+    def stop_now(self) -> None:
+        """Make ``stop`` leave the batch in progress to the worker thread (a daemon) and return at once.
+
+        For a second Ctrl-C: its requests are cancelled, nobody waits for their captions.
+        """
+        self._wait_for_worker = False
+
+    def count_cancelled(self) -> None:
+        self.cancelled_requests += 1
 
     def decode_upload(self, name: str, data: bytes) -> tuple[StoredUpload, object] | str:
         """Store an upload privately and decode it as ``caption`` would; the error line otherwise.
@@ -185,11 +199,24 @@ def _download_name(name: str, kind: str) -> str:
     return f"{re.sub(r'[^A-Za-z0-9._-]+', '_', stem)[:80]}_{kind}.png"
 
 
-def _size(size: int) -> str:
-    """``12.3 MB``, ``29 KB`` or ``18 bytes``."""
-    if size >= 2**20:
-        return f"{size / 2**20:.1f} MB"
-    return f"{round(size / 1024)} KB" if size >= 1024 else f"{size} bytes"
+def over_limit(size: int | None, limit: int) -> str:
+    """``20.03 MiB, over the 20 MiB limit``: both in the unit the limit is a whole number of.
+
+    MiB, else KiB, else bytes; the size gets the decimals it needs to read as more than the limit
+    (up to three, then exact bytes), so the two numbers never look the same.
+    """
+    unit, name = next(((unit, name) for unit, name in ((2**20, "MiB"), (2**10, "KiB"))
+                       if limit >= unit and limit % unit == 0), (1, "bytes"))
+    limit_text = f"{limit // unit:,} {name}" if unit > 1 else f"{limit:,}-byte"
+    if size is None:
+        return f"over the {limit_text} limit"
+    for decimals in range(1, 4) if unit > 1 else ():
+        shown = round(size / unit, decimals)
+        if shown > limit / unit:
+            return f"{shown:.{decimals}f} {name}, over the {limit_text} limit"
+    if unit > 1:
+        limit_text = f"{limit_text} ({limit:,}-byte)"
+    return f"{size:,} bytes, over the {limit_text} limit"
 
 
 # ---------------------------------------------------------------------------- the app
@@ -228,6 +255,7 @@ def create_app(captioner: "Captioner", model_dir: str | Path, settings: config.S
     app.state.server = state
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     app.add_middleware(SafetyHeaders, content_security_policy=PAGE_CSP)
+    app.add_middleware(AnswerCancelled, on_cancel=state.count_cancelled)  # outermost of these three
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     _add_error_handlers(app)
     _add_page_routes(app)
@@ -380,9 +408,7 @@ async def _receive(upload: UploadFile, index: int, max_bytes: int) -> tuple[str,
         data = await upload.read(max_bytes + 1)
         if len(data) <= max_bytes:
             return name, data
-    size = upload.size if upload.size is not None else max_bytes + 1
-    return name, (f"{name}: file is too large ({_size(size)}, over the "
-                  f"{_size(max_bytes)} limit); resize or compress it")
+    return name, f"{name}: file is too large ({over_limit(upload.size, max_bytes)}); resize or compress it"
 
 
 async def _done(value):

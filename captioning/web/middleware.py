@@ -1,8 +1,12 @@
-"""Two small ASGI guards: a cap on request bodies and safety headers on every response."""
+"""Small ASGI guards: a cap on request bodies, safety headers on every response, and a quiet 503
+for a request the server cancels as it stops."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+from collections.abc import Callable
 
 from starlette.exceptions import HTTPException
 
@@ -20,7 +24,7 @@ class BodySizeLimit:
         self.max_bytes = int(max_bytes)
 
     def _message(self) -> str:
-        return (f"the request is larger than {self.max_bytes // (1024 * 1024)} MB; "
+        return (f"the request is larger than {self.max_bytes / 2**20:g} MiB; "
                 "send fewer or smaller photos per request")
 
     async def __call__(self, scope, receive, send):
@@ -73,10 +77,50 @@ class SafetyHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
-async def _send_json(send, status: int, body: dict) -> None:
+class AnswerCancelled:
+    """A request whose task the server cancels gets 503 and ends quietly.
+
+    uvicorn cancels a request's task only to stop: after a second Ctrl-C, or when the request is
+    still running ``timeout_graceful_shutdown`` seconds after the first (a stalled upload, a slow
+    client). Left to propagate, the cancellation reaches uvicorn as a crash: it logs "Exception in
+    ASGI application" with a long traceback and answers 500. Here it is answered 503 (unless the
+    response had begun), counted through ``on_cancel``, and not re-raised: nothing else awaits the
+    request's own task, and the server reports the count in one line.
+    """
+
+    DETAIL = "the server stopped before this request finished; try again when it is back"
+
+    def __init__(self, app, on_cancel: Callable[[], None]):
+        self.app = app
+        self.on_cancel = on_cancel
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()  # handled: the answer below may await
+            self.on_cancel()
+            if not started:
+                with contextlib.suppress(Exception):  # the client may be gone; nothing to tell it
+                    await _send_json(send, 503, {"detail": self.DETAIL}, ((b"retry-after", b"5"),))
+
+
+async def _send_json(send, status: int, body: dict, headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
     payload = json.dumps(body).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"),
                             (b"content-length", str(len(payload)).encode()),
-                            (b"connection", b"close")]})
+                            (b"connection", b"close"), *headers]})
     await send({"type": "http.response.body", "body": payload})

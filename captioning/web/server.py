@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import importlib
+import importlib.util
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -50,6 +52,7 @@ def serve(model_dir: str | Path | None = None, host: str = config.ServeConfig.ho
         from captioning.cli.runtime import import_tensorflow
         from captioning.inference.captioner import Captioner
         from captioning.web.app import create_app
+        from captioning.web.stopping import CaptioningServer
 
         def quiet_tensorflow() -> None:
             tf = import_tensorflow()  # only now: everything above answers without it
@@ -67,10 +70,10 @@ def serve(model_dir: str | Path | None = None, host: str = config.ServeConfig.ho
             log(f"Open {url} in a browser (Ctrl-C stops the server)")
 
         app = create_app(captioner, model_dir, settings, on_ready=ready)
-        server = uvicorn.Server(uvicorn.Config(
+        server = CaptioningServer(uvicorn.Config(
             app, log_level="warning", access_log=False, server_header=False,
-            timeout_graceful_shutdown=5, limit_concurrency=settings.max_queued_images,
-            timeout_keep_alive=5))
+            timeout_graceful_shutdown=settings.shutdown_grace_s, limit_concurrency=settings.max_queued_images,
+            timeout_keep_alive=5), app.state.server, log)
         interrupted = False
         try:
             server.run(sockets=[sock])
@@ -122,14 +125,34 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+# python_multipart is FastAPI's form parser.
+WEB_LIBRARIES = ("fastapi", "fastapi_offline", "python_multipart", "uvicorn")
+
+
 def _web_libraries():
-    """uvicorn, after checking every web library is installed (one line saying how if not)."""
+    """uvicorn, after checking every web library imports (one line saying why and how if not).
+
+    A library that is missing is named as such (the one missing may be a dependency of these); one
+    that is installed but fails to import says the error, which is the real cause (a broken or
+    mismatched dependency), instead of claiming it is not installed.
+    """
+    for name in WEB_LIBRARIES:
+        try:
+            module = importlib.import_module(name)
+        except ImportError as error:
+            missing = error.name if error.name and not _installed(error.name) else None
+            if missing is not None:
+                raise CaptioningError(f"the web server needs {missing.partition('.')[0]}, which is not "
+                                      "installed; run pip install -r requirements.txt") from None
+            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise CaptioningError(f"the web server's {name} is installed but does not import ({reason}); "
+                                  "run pip install -r requirements.txt to repair it") from None
+    return module  # uvicorn, the last
+
+
+def _installed(module: str) -> bool:
+    """Whether the top-level package of ``module`` can be found (not whether it imports)."""
     try:
-        import fastapi  # noqa: F401
-        import fastapi_offline  # noqa: F401
-        import python_multipart  # noqa: F401  (FastAPI's form parser)
-        import uvicorn
-    except ImportError as error:
-        raise CaptioningError(f"the web server needs {error.name}, which is not installed; run "
-                              "pip install -r requirements.txt") from None
-    return uvicorn
+        return importlib.util.find_spec(module.partition(".")[0]) is not None
+    except (ImportError, ValueError):  # a half-imported or odd entry in sys.modules
+        return True

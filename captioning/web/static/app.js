@@ -26,6 +26,32 @@ function megabytes(bytes) {
   return bytes >= 1024 ? Math.round(bytes / 1024) + " KB" : bytes + " bytes";
 }
 
+function limitUnit(limit) {
+  // The unit a limit is a whole number of, as the server's app.over_limit chooses it.
+  if (limit >= 1024 * 1024 && limit % (1024 * 1024) === 0) return { unit: 1024 * 1024, name: "MiB" };
+  if (limit >= 1024 && limit % 1024 === 0) return { unit: 1024, name: "KiB" };
+  return { unit: 1, name: "bytes" };
+}
+
+function limitSize(limit) {
+  // "20 MiB", in the unit the limit is a whole number of.
+  const { unit, name } = limitUnit(limit);
+  return (limit / unit).toLocaleString("en-US") + " " + name;
+}
+
+function overLimit(size, limit) {
+  // As the server words it (app.over_limit): "20.03 MiB, over the 20 MiB limit", both in the unit
+  // the limit is a whole number of, the size with the decimals it needs to read as over the limit.
+  const { unit, name } = limitUnit(limit);
+  let limitText = unit > 1 ? limitSize(limit) : limit.toLocaleString("en-US") + "-byte";
+  for (let decimals = 1; unit > 1 && decimals <= 3; decimals++) {
+    const shown = Number((size / unit).toFixed(decimals));
+    if (shown > limit / unit) return shown.toFixed(decimals) + " " + name + ", over the " + limitText + " limit";
+  }
+  if (unit > 1) limitText += " (" + limit.toLocaleString("en-US") + "-byte)";
+  return size.toLocaleString("en-US") + " bytes, over the " + limitText + " limit";
+}
+
 function element(tag, className, text) {
   const node = document.createElement(tag);
   if (className) node.className = className;
@@ -49,7 +75,7 @@ async function loadSettings() {
     option.selected = beam === limits.default_beam_size;
     beamSelect.append(option);
   }
-  $("limits").textContent = "Up to " + megabytes(limits.max_file_bytes) + " per photo; "
+  $("limits").textContent = "Up to " + limitSize(limits.max_file_bytes) + " per photo; "
     + limits.max_files + " photos are sent at a time.";
   try {
     const response = await fetch("/api/model");
@@ -115,8 +141,8 @@ function addFiles(files) {
     photos.push(photo);
     setState(photo, "ready");
     if (file.size > limits.max_file_bytes) {
-      showError(photo, file.name + ": file is too large (" + megabytes(file.size) + ", over the "
-        + megabytes(limits.max_file_bytes) + " limit); resize or compress it");
+      showError(photo, file.name + ": file is too large (" + overLimit(file.size, limits.max_file_bytes)
+        + "); resize or compress it");
     }
   }
   updateButtons();
