@@ -160,14 +160,15 @@ def _caption_streaming(captioner, entries, beam_size: int, pngs: dict[int, Path]
     return failed
 
 
-def _report(results, offset: int, pngs: dict[int, Path], plan: OutputPlan) -> bool:
+def _report(results, offset: int, pngs: dict[int, Path], plan: OutputPlan | None = None) -> bool:
     """Print each caption (writing its PNG) or its error; True when anything failed.
 
     Args:
         results: consecutive results, the first being entry number ``offset``.
         offset: index of ``results[0]`` among all entries (the keys of ``pngs``).
         pngs: PNG targets by entry index; a failed image's is removed.
-        plan: which targets hold the tool's own earlier output (replaced; the rest must be new).
+        plan: which targets hold the tool's own earlier output (replaced); every other target,
+            and every target when there is no plan, must still be free when written.
     """
     from captioning.render.captioned_image import write_captioned_image
 
@@ -182,7 +183,7 @@ def _report(results, offset: int, pngs: dict[int, Path], plan: OutputPlan) -> bo
         if index in pngs:
             try:
                 write_captioned_image(result.path, result.caption, pngs[index],
-                                      replace=pngs[index] in plan.replaces)
+                                      replace=plan is not None and pngs[index] in plan.replaces)
             except CaptioningError as error:
                 print(f"error: {escape(error)}", file=sys.stderr, flush=True)
                 del pngs[index]
