@@ -99,6 +99,9 @@ MAX_VOCAB_JSON_BYTES = 16 * MIB  # vocab.json: MAX_VOCAB_SIZE words of up to ~80
 # tens of MB; COCO 2017's biggest is 91 MB).
 MAX_DATASET_FILE_BYTES = 1024 * MIB
 MAX_TORCH_CHECKPOINT_BYTES = 1024 * MIB  # efficientnet_lite0's .pth is 19 MB
+# An existing ``caption --json`` file is read to check it is an earlier captions file of this tool
+# before it is replaced; ~300 bytes per photo, so this is millions of photos.
+MAX_CAPTIONS_JSON_BYTES = 1024 * MIB
 MAX_VOCAB_SIZE = 200_000  # words, reserved tokens included; COCO's full vocabulary is ~25,000
 MIN_CAPTION_LENGTH = 3  # tokens with START and END: at least one word
 MAX_CAPTION_LENGTH = 100  # tokens with START and END; captions are ~10 words, the longest ~50

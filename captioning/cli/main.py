@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from pathlib import Path
 
 from captioning import config
 from captioning.cli import runtime
@@ -30,6 +31,14 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
     return value
+
+
+def png_file(text: str) -> str:
+    """argparse type: a file name ending in .png (the annotated image is always a PNG)."""
+    if Path(text).suffix.lower() != ".png":
+        raise argparse.ArgumentTypeError(f"the annotated image is a PNG; give a name ending in .png, "
+                                         f"not {escape(text)!r}")
+    return text
 
 
 def positive_float(text: str) -> float:
@@ -227,11 +236,13 @@ def _caption_parser(sub) -> None:
     p.add_argument("--beam-size", type=positive_int, default=config.DEFAULT_BEAM_SIZE, metavar="N",
                    help="beam width; 1 is greedy (default: %(default)s)")
     p.add_argument("--no-tags", action="store_true", help=NO_TAGS_HELP)
-    p.add_argument("--output", metavar="PNG",
-                   help=f"annotated PNG for a single image (default: {config.DEFAULT_CAPTION_PNG})")
+    p.add_argument("--output", metavar="PNG", type=png_file,
+                   help=f"annotated PNG for a single image (default: {config.DEFAULT_CAPTION_PNG}); "
+                        "an existing file is replaced only if this tool drew it")
     p.add_argument("--output-dir", metavar="DIR", default=config.DEFAULT_CAPTION_FOLDER,
-                   help="folder for the annotated PNGs when captioning several images "
-                        "(default: %(default)s)")
+                   help="folder for the annotated PNGs when captioning several images (default: "
+                        "%(default)s); left out of the folders searched, and a name held by a file this "
+                        "tool did not draw gets -2, -3...")
     p.add_argument("--no-png", action="store_true", help="print captions only")
     p.add_argument("--json", metavar="FILE", help="also write the captions as JSON")
     p.add_argument("--attention-map", action="store_true",

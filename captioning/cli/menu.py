@@ -166,22 +166,31 @@ def _ask_make_default(bundle_dir: Path) -> None:
 def caption_typed_path(captioner: Captioner, path: Path) -> None:
     """Caption an image or every image in a folder: print each caption and write its PNG.
 
+    As ``caption`` does: the PNGs go to ``captioned_image.png`` or ``captioned_images/`` in the
+    current folder, which is left out of a folder's search, and no file the tool did not draw is
+    written over (a taken name gives way to ``<name>-2.png``).
+
     Args:
         captioner: a loaded ``Captioner``.
         path: an existing image file or folder.
     """
-    from captioning.inference.inputs import png_targets
+    from captioning.inference.inputs import gather_inputs, plan_outputs
     from captioning.render.captioned_image import write_captioned_image
 
-    results = captioner.caption_many([path], config.DEFAULT_BEAM_SIZE)
-    pngs = png_targets(results, single=not path.is_dir(), output=Path.cwd() / config.DEFAULT_CAPTION_PNG,
-                       output_dir=Path.cwd() / config.DEFAULT_CAPTION_FOLDER)
+    output_dir = Path.cwd() / config.DEFAULT_CAPTION_FOLDER
+    found = gather_inputs([path], output_dir)
+    plan = plan_outputs(found.entries, single=not path.is_dir(), output_dir=output_dir,
+                        default_output=Path.cwd() / config.DEFAULT_CAPTION_PNG)
+    for note in found.notes + plan.notes:
+        say(note)
+    results = captioner.caption_entries(found.entries, config.DEFAULT_BEAM_SIZE)
     for index, result in enumerate(results):
         if result.error:
             say(f"error: {result.error}")
             continue
         say(f"{result.path}: {result.caption}")
-        say(f"  saved {write_captioned_image(result.path, result.caption or '', pngs[index])}")
+        target = plan.pngs[index]
+        say(f"  saved {write_captioned_image(result.path, result.caption or '', target, target in plan.replaces)}")
 
 
 def caption_step() -> None:

@@ -15,6 +15,7 @@ from PIL import Image
 
 from captioning.errors import CaptioningError
 from captioning.render.photo import load_photo
+from captioning.render.tool_png import ATTENTION_MAP, png_metadata
 from captioning.storage.atomic import atomic_output
 
 COLUMNS = 5
@@ -23,14 +24,15 @@ DISPLAY_SIZE = 320  # longest side of the photo in a panel; enough to read, smal
 
 
 def write_attention_map(image_path: str | Path, words: Sequence[str], alphas: np.ndarray,
-                        output_png: str | Path) -> Path:
+                        output_png: str | Path, replace: bool = True) -> Path:
     """Draw the photo once per word with that word's attention as a heat map over it.
 
     Args:
         image_path: the captioned photo.
         words: the generated words, one panel each (titled with the word).
         alphas: ``(len(words), P)`` attention weights over a square grid (P = 49 for 7x7, 81 for 9x9).
-        output_png: where to write the PNG (written atomically).
+        output_png: where to write the PNG (written atomically, with the tool's mark).
+        replace: False writes only if nothing is at ``output_png`` yet.
 
     Returns:
         The written path.
@@ -50,8 +52,11 @@ def write_attention_map(image_path: str | Path, words: Sequence[str], alphas: np
     output_png = Path(output_png)
     try:
         output_png.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_output(output_png, suffix=".png") as temp:
-            figure.savefig(temp, format="png", dpi=100)
+        with atomic_output(output_png, suffix=".png", replace=replace) as temp:
+            figure.savefig(temp, format="png", dpi=100, metadata=png_metadata(ATTENTION_MAP))
+    except FileExistsError:
+        raise CaptioningError(f"cannot write {output_png}: a file appeared there while captioning; "
+                              "it was left alone") from None
     except OSError as error:
         raise CaptioningError(f"cannot write {output_png}: {error.strerror or error}; "
                               "choose a writable output folder") from None

@@ -15,6 +15,7 @@ import numpy as np
 
 from captioning.errors import CaptioningError
 from captioning.render.photo import load_photo
+from captioning.render.tool_png import CAPTIONED, png_metadata
 from captioning.storage.atomic import atomic_output
 
 # The photo is shown at its own pixel size, scaled into this range so thumbnails stay legible and
@@ -84,13 +85,18 @@ def build_caption_figure(photo: np.ndarray, caption: str):
     return figure
 
 
-def write_captioned_image(image_path: str | Path, caption: str, output_png: str | Path) -> Path:
+def write_captioned_image(image_path: str | Path, caption: str, output_png: str | Path,
+                          replace: bool = True) -> Path:
     """Write ``output_png``: the photo with its caption beneath it (atomic: temp file + rename).
+
+    The PNG carries the tool's mark (``render.tool_png``), so later runs know it as theirs.
 
     Args:
         image_path: the captioned image file.
         caption: its caption.
         output_png: where to write; parent folders are created.
+        replace: False writes only if nothing is at ``output_png`` (a file that appeared there
+            since the name was chosen is left alone, and this raises).
 
     Returns:
         The written path.
@@ -103,8 +109,11 @@ def write_captioned_image(image_path: str | Path, caption: str, output_png: str 
     figure = build_caption_figure(display_image(image_path), caption)
     try:
         output_png.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_output(output_png, suffix=".png") as temp:
-            figure.savefig(temp, format="png", dpi=DPI, facecolor="white")
+        with atomic_output(output_png, suffix=".png", replace=replace) as temp:
+            figure.savefig(temp, format="png", dpi=DPI, facecolor="white", metadata=png_metadata(CAPTIONED))
+    except FileExistsError:
+        raise CaptioningError(f"cannot write {output_png}: a file appeared there while captioning; "
+                              "it was left alone, caption again to use another name") from None
     except OSError as error:
         raise CaptioningError(f"cannot write {output_png}: {error.strerror or error}; "
                               "choose a writable --output/--output-dir") from None

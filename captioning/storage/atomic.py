@@ -30,7 +30,7 @@ FILE_MODE = 0o644
 
 
 @contextlib.contextmanager
-def atomic_output(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
+def atomic_output(path: str | Path, suffix: str | None = None, replace: bool = True) -> Iterator[Path]:
     """A temp path beside ``path`` that replaces ``path`` when the block succeeds.
 
     For writers that want a file name (``figure.savefig``, ``np.save``, Keras ``save_weights``)
@@ -40,11 +40,14 @@ def atomic_output(path: str | Path, suffix: str | None = None) -> Iterator[Path]
         path: the target file.
         suffix: the temp file's ending, for writers that choose the format from the name or
             append their own (``".png"``, ``".npy"``, ``".weights.h5"``); default ``".tmp"``.
+        replace: False publishes only where nothing is at ``path`` yet (a hard link, which fails
+            if the name is taken, so a file someone puts there meanwhile is never written over).
 
     Yields:
         The temp file's path (the file exists, empty).
 
     Raises:
+        FileExistsError: ``replace=False`` and something is at ``path``; it is left as it was.
         OSError: the temp file cannot be created, written, synced or renamed; the target is
             untouched and the temp file removed.
     """
@@ -57,10 +60,31 @@ def atomic_output(path: str | Path, suffix: str | None = None) -> Iterator[Path]
         yield temp
         _sync(temp)  # the data reaches the disk before the rename that publishes it
         os.chmod(temp, FILE_MODE)
-        os.replace(temp, path)
+        if replace:
+            os.replace(temp, path)
+        else:
+            _publish_new(temp, path)
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
+
+
+# Errors of os.link on file systems without hard links (FAT, some network and FUSE mounts).
+_NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK, errno.EXDEV}
+
+
+def _publish_new(temp: Path, path: Path) -> None:
+    """Give ``temp`` the name ``path`` only if that name is free, in one step where links exist."""
+    try:
+        os.link(temp, path)  # atomic, and fails with EEXIST rather than replacing
+    except OSError as error:
+        if error.errno not in _NO_HARD_LINKS:
+            raise
+        if os.path.lexists(path):  # no links here: check, then rename (a tiny window remains)
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(path)) from None
+        os.replace(temp, path)
+        return
+    temp.unlink()
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:

@@ -5,21 +5,27 @@ stdout holds only ``path: caption`` lines and the files written; one ``error: ..
 unusable input goes to stderr. One image file: writes ``captioned_image.png`` (or ``--output``). Folders or several images:
 one annotated PNG per image in ``--output-dir``, named after the image. Captions are printed batch
 by batch as they are made, under a progress bar on stderr (terminals only); ``--json`` writes every
-result in input order once all are done. Exit status 0 when every image was captioned, 1 when any failed.
+result in input order once all are done (on Ctrl-C, those finished so far). Exit status 0 when every
+image was captioned, 1 when any failed.
+
+Every output path is checked before the model loads, and no file the tool did not write itself is
+ever written over (``inference.inputs.plan_outputs``): a taken name gives way to ``<name>-2.png``.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 from captioning import config
 from captioning.cli.runtime import EXIT_FAILURE, EXIT_OK
-from captioning.errors import CaptioningError
-from captioning.inference.inputs import expand_paths, names_one_image, png_targets
+from captioning.errors import CaptioningError, InputFileError
+from captioning.inference.inputs import OutputPlan, gather_inputs, names_one_image, plan_outputs
 from captioning.storage.atomic import write_json_atomic
+from captioning.storage.output_files import OutputFileError, check_file_target
+from captioning.storage.safe_json import read_json_file
 from captioning.storage.safe_text import escape, json_text
 
 
@@ -41,31 +47,45 @@ def run(args: argparse.Namespace) -> int:
     from captioning.bundles import default_model
     from captioning.inference.captioner import Captioner, CaptionResult
 
-    # Cheap checks first: a missing model or no usable input is reported before TensorFlow loads.
+    # Cheap checks first: a missing model, no usable input or an output path that cannot be
+    # written is reported before TensorFlow loads.
     choice = default_model.choose_model(args.model)
     model_dir = choice.path
     print(default_model.model_line(model_dir), file=sys.stderr)  # reads config.json: fails if broken
     if choice.note:
         print(f"note: {choice.note}", file=sys.stderr)
-    entries = expand_paths(args.paths)
+    found = gather_inputs(args.paths, args.output_dir)
+    entries = found.entries
     single = names_one_image(args.paths, entries)
-    pngs = _png_targets(args, entries, single)
+    plan = _plan_outputs(args, entries, single)
+    if args.json:
+        _check_json_target(Path(args.json))
+    for note in found.notes + plan.notes:
+        print(note, file=sys.stderr)
+    pngs = {} if args.no_png else dict(plan.pngs)
     captioner = None
-    if all(error for _, error in entries):
-        results = [CaptionResult(path, None, error) for path, error in entries]
-        failed = _report(results, 0, pngs)
-    else:
-        images = sum(error is None for _, error in entries)
-        print(f"captioning {images} image{'s' if images != 1 else ''} (beam size {args.beam_size})",
-              file=sys.stderr, flush=True)
-        from captioning.cli.runtime import import_tensorflow
+    results: list = []
+    try:
+        if all(error for _, error in entries):
+            results = [CaptionResult(path, None, error) for path, error in entries]
+            failed = _report(results, 0, pngs, plan)
+        else:
+            images = sum(error is None for _, error in entries)
+            print(f"captioning {images} image{'s' if images != 1 else ''} (beam size {args.beam_size})",
+                  file=sys.stderr, flush=True)
+            from captioning.cli.runtime import import_tensorflow
 
-        # TensorFlow only when the model has no exported form yet (it is made now, once).
-        captioner = Captioner.load(model_dir, tags=not args.no_tags, log=_note, before_tensorflow=import_tensorflow)
-        results, failed = _caption_streaming(captioner, entries, args.beam_size, pngs)
-    _say_saved(pngs, len(entries))
-    if args.attention_map and captioner is not None:
-        failed |= _attention_maps(captioner, results, pngs)
+            # TensorFlow only when the model has no exported form yet (it is made now, once).
+            captioner = Captioner.load(model_dir, tags=not args.no_tags, log=_note,
+                                       before_tensorflow=import_tensorflow)
+            failed = _caption_streaming(captioner, entries, args.beam_size, pngs, plan, results)
+        _say_saved(pngs, len(entries))
+        if args.attention_map and captioner is not None:
+            failed |= _attention_maps(captioner, results, plan)
+    except KeyboardInterrupt:
+        if args.json:
+            _write_json_when_interrupted(Path(args.json), entries, results, pngs)
+        raise
     if args.json:
         _write_json(Path(args.json), results, pngs)
         print(f"wrote {escape(args.json)}")
@@ -76,38 +96,56 @@ def _note(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def _png_targets(args: argparse.Namespace, entries, single: bool) -> dict[int, Path]:
-    """Where each image's annotated PNG goes, by entry index (``--no-png``: nowhere).
+def _plan_outputs(args: argparse.Namespace, entries, single: bool) -> OutputPlan:
+    """Where each image's annotated PNG (and attention map) goes, by entry index.
 
-    Planned before captioning, so the names do not depend on which images fail; an image that
-    fails loses its entry.
+    Chosen before captioning, so the names do not depend on which images fail and a path that
+    cannot be written is refused before the model loads; an image that fails loses its entry.
+    With ``--no-png`` and no ``--attention-map`` nothing is written, so nothing is planned.
     """
-    if args.no_png:
-        return {}
+    if args.no_png and not args.attention_map:
+        return OutputPlan()
     if args.output and not single:
         print(f"note: --output is for a single image; writing one PNG per image into {args.output_dir}/",
               file=sys.stderr)
-    planned = [_Entry(path, error is None) for path, error in entries]
-    return png_targets(planned, single, args.output, args.output_dir)
+    return plan_outputs(entries, single, args.output if single else None, args.output_dir,
+                        attention_maps=args.attention_map)
 
 
-@dataclass(frozen=True)
-class _Entry:
-    """An input as ``png_targets`` sees it before captioning: usable unless already failed."""
+def _check_json_target(path: Path) -> None:
+    """Refuse a ``--json`` path that cannot be written, or that holds a file this tool did not write.
 
-    path: Path
-    ok: bool
+    An earlier captions file of the tool's (a JSON list of objects with ``image`` and ``caption``)
+    is replaced; any other file there is the user's and is left alone.
+    """
+    check_file_target(path, "--json")
+    if os.path.lexists(path) and not _is_captions_json(path):
+        raise OutputFileError(f"--json {escape(path)} already exists and is not a captions file this tool "
+                              "wrote; move it or choose another --json path")
 
 
-def _caption_streaming(captioner, entries, beam_size: int, pngs: dict[int, Path]) -> tuple[list, bool]:
+def _is_captions_json(path: Path) -> bool:
+    try:
+        data = read_json_file(path, config.MAX_CAPTIONS_JSON_BYTES, allow_nan=True, allow_surrogates=True)
+    except InputFileError:
+        return False
+    return isinstance(data, list) and all(isinstance(entry, dict) and "image" in entry and "caption" in entry
+                                          for entry in data)
+
+
+def _caption_streaming(captioner, entries, beam_size: int, pngs: dict[int, Path], plan: OutputPlan,
+                       results: list) -> bool:
     """Caption ``entries`` a batch at a time, reporting each batch as soon as it is done.
 
+    Args:
+        results: receives every result in input order as its batch finishes, so an interrupted
+            run still knows the captions it finished.
+
     Returns:
-        All results in input order, and whether any image failed.
+        Whether any image failed.
     """
     from tqdm import tqdm
 
-    results: list = []
     failed = False
     batch_size = config.CAPTION_BATCH_SIZE
     # Off when stderr is not a terminal (a log file would fill with redraws) or for one image.
@@ -115,20 +153,22 @@ def _caption_streaming(captioner, entries, beam_size: int, pngs: dict[int, Path]
               disable=not sys.stderr.isatty() or len(entries) < 2) as bar:
         for start in range(0, len(entries), batch_size):
             batch = captioner.caption_entries(entries[start:start + batch_size], beam_size=beam_size)
-            with tqdm.external_write_mode():  # lines go above the bar, which is redrawn after them
-                failed |= _report(batch, start, pngs)
             results.extend(batch)
+            with tqdm.external_write_mode():  # lines go above the bar, which is redrawn after them
+                failed |= _report(batch, start, pngs, plan)
             bar.update(len(batch))
-    return results, failed
+    return failed
 
 
-def _report(results, offset: int, pngs: dict[int, Path]) -> bool:
+def _report(results, offset: int, pngs: dict[int, Path], plan: OutputPlan | None = None) -> bool:
     """Print each caption (writing its PNG) or its error; True when anything failed.
 
     Args:
         results: consecutive results, the first being entry number ``offset``.
         offset: index of ``results[0]`` among all entries (the keys of ``pngs``).
         pngs: PNG targets by entry index; a failed image's is removed.
+        plan: which targets hold the tool's own earlier output (replaced); every other target,
+            and every target when there is no plan, must still be free when written.
     """
     from captioning.render.captioned_image import write_captioned_image
 
@@ -142,7 +182,8 @@ def _report(results, offset: int, pngs: dict[int, Path]) -> bool:
         print(f"{escape(result.path)}: {result.caption}", flush=True)  # names need not be UTF-8
         if index in pngs:
             try:
-                write_captioned_image(result.path, result.caption, pngs[index])
+                write_captioned_image(result.path, result.caption, pngs[index],
+                                      replace=plan is not None and pngs[index] in plan.replaces)
             except CaptioningError as error:
                 print(f"error: {escape(error)}", file=sys.stderr, flush=True)
                 del pngs[index]
@@ -158,8 +199,9 @@ def _say_saved(pngs: dict[int, Path], count: int) -> None:
         print(f"saved {len(pngs)} annotated images in {escape(next(iter(pngs.values())).parent)}/")
 
 
-def _attention_maps(captioner, results, pngs: dict[int, Path]) -> bool:
-    """Write ``<name>_attention.png`` per captioned image: where the decoder looked for each word.
+def _attention_maps(captioner, results, plan: OutputPlan) -> bool:
+    """Write ``<name>_attention.png`` beside each captioned image's PNG: where the decoder looked
+    for each word.
 
     Returns:
         True when a map could not be written.
@@ -175,21 +217,44 @@ def _attention_maps(captioner, results, pngs: dict[int, Path]) -> bool:
 
     failed = False
     for index, result in enumerate(results):
-        if not result.ok:
+        target = plan.attention_maps.get(index)
+        if not result.ok or target is None:
             continue
-        base = pngs.get(index) or Path(f"{result.path.stem}.png")
-        target = base.with_name(f"{base.stem}_attention.png")
         try:
             # The same loader and encoder as the caption, so the maps explain that caption.
             features = captioner.encode(load_image(result.path, captioner.encoder.input_size)[None])
             alphas = attention_for_tokens(captioner.step_decoder, features, result.tokens)
             words = [captioner.vocab.words[token] for token in result.tokens]
-            write_attention_map(result.path, words, alphas, target)
-            print(f"saved {target}")
+            write_attention_map(result.path, words, alphas, target, replace=target in plan.replaces)
+            print(f"saved {escape(target)}")
         except (CaptioningError, ValueError) as error:
-            print(f"error: {result.path}: no attention map ({error})", file=sys.stderr)
+            print(f"error: {escape(result.path)}: no attention map ({escape(error)})", file=sys.stderr)
             failed = True
     return failed
+
+
+def _write_json_when_interrupted(path: Path, entries, results, pngs: dict[int, Path]) -> None:
+    """On Ctrl-C, write the captions finished so far (atomically), or say the file was not written.
+
+    Images not reached get ``caption: null`` and an ``error`` saying so, so the file still has one
+    entry per image in input order.
+    """
+    from captioning.inference.captioner import CaptionResult
+
+    done = sum(result.ok for result in results)
+    if not done:
+        print(f"note: interrupted before any image was captioned; {escape(path)} was not written",
+              file=sys.stderr, flush=True)
+        return
+    rest = [CaptionResult(image, None, error or f"{escape(image)}: not captioned (interrupted)")
+            for image, error in entries[len(results):]]
+    try:
+        _write_json(path, [*results, *rest], pngs)
+    except CaptioningError as error:
+        print(f"note: interrupted; {escape(path)} was not written ({escape(error)})", file=sys.stderr, flush=True)
+        return
+    print(f"note: interrupted; wrote {escape(path)} with the {done} caption{'s' if done != 1 else ''} finished "
+          f"(the other {len(rest)} entries say not captioned)", file=sys.stderr, flush=True)
 
 
 def _write_json(path: Path, results, pngs: dict[int, Path]) -> None:
