@@ -185,7 +185,9 @@ def test_a_second_ctrl_c_stops_at_once_and_says_what_it_cut_short(tmp_path, tiny
         server.process.send_signal(signal.SIGINT)
         time.sleep(0.5)  # uvicorn is waiting for the request to finish
         server.process.send_signal(signal.SIGINT)
-        assert server.process.wait(3) == 0  # at once, not after the 5 s grace
+        # The lines below tell "at once" from the 5 s grace path ("Dropped ... 5 s after Ctrl-C");
+        # the exit itself may take seconds on a loaded machine (TensorFlow's teardown), so no tight bound.
+        assert server.process.wait(20) == 0
     assert _answer(stalled).startswith(b"HTTP/1.1 503 ")
     assert server.lines[2:] == ["Second Ctrl-C: stopping at once; cancelled 1 request in progress (answered 503)\n",
                                 "Server stopped.\n"], server.output
