@@ -120,8 +120,9 @@ def _ask_encoder() -> str:
 
 def train_step() -> None:
     """Ask for the training settings, train, and say where the bundle went."""
+    # No TensorFlow yet.
     from captioning.storage.output_folder import check_output_folder
-    from captioning.training.pipeline import TrainOptions, interrupted_run, output_folder, train_model  # no TF yet
+    from captioning.training.pipeline import TrainOptions, interrupted_run, output_folder, train_model
 
     dataset = _ask_dataset()
     encoder = _ask_encoder()
