@@ -398,6 +398,26 @@ def test_an_interrupted_training_does_not_ask(monkeypatch, capsys, tmp_path, tin
     assert not (config.MODELS_DIR / config.DEFAULT_MODEL_POINTER).exists()
 
 
+def test_training_into_a_bundle_holding_a_users_file_is_refused_before_the_resume_question(monkeypatch, capsys,
+                                                                                           tmp_path, tiny_bundle):
+    from captioning.training import pipeline as train_pipeline
+
+    (tmp_path / "photos").mkdir()
+    dataset = _dataset_layout(tmp_path / "photos")
+    target = shutil.copytree(tiny_bundle, train_pipeline.default_output(
+        "photos", config.DEFAULT_ENCODER, config.DecoderConfig.kind))  # where the menu trains to
+    (target / "NOTES.md").write_text("mine")
+    monkeypatch.setattr(train_pipeline, "train_model", lambda *args, **kwargs: pytest.fail("it trained"))
+    asked = _answer_prompts(monkeypatch, ["2", str(dataset), *DEFAULT_TRAIN_ANSWERS])
+    menu._run_step(menu.train_step)
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        f"error: {target} is a model bundle but also holds 1 file or folder that is not part of one (NOTES.md); "
+        f"replacing it would delete it, so move it out first or train with --output naming a new folder "
+        f"(e.g. {target}-model)")
+    assert not any(prompt.startswith("Resume") for prompt in asked)
+    assert (target / "NOTES.md").read_text() == "mine"
+
+
 # ---------------------------------------------------------------- the whole walk (slow)
 
 

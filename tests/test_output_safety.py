@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -124,17 +125,151 @@ def test_a_path_under_a_file_is_refused(tmp_path):
         check_output_folder(tmp_path / "afile" / "x")
 
 
-def test_a_config_json_of_this_tool_makes_a_bundle_whatever_else_it_holds(tmp_path):
-    path = _fake_bundle(tmp_path / "b")
-    (path / "evaluation_samples.png").write_bytes(b"png")
-    check_output_folder(path)  # a bundle is the tool's whole, files in it included
+def _everything_a_bundle_holds(path: Path) -> Path:
+    """A bundle with every file and folder the tool writes into one, and what killed writes leave."""
+    _fake_bundle(path)
+    for name in ("vocab.json", "history.json", "loss_curve.png", "trained_photos.json", "metrics.json",
+                 "evaluation_samples.png", "model-2.weights.h5", "model-12.weights.h5",
+                 ".metrics.json.ab3d_f78.tmp", ".evaluation_samples.png.k2j4h6g8.png", ".model-2.weights.h5.x1y2z3w4.tmp"):
+        (path / name).write_bytes(b"the tool's")
+    for name in ("exported", ".checkpoint/epoch-0002", ".exported.new-abcd1234"):
+        (path / name).mkdir(parents=True)
+    (path / "exported" / "manifest.json").write_text("{}")
+    return path
 
 
-def _run_cli(argv: list[str], env: dict, cwd: Path) -> subprocess.CompletedProcess:
-    """The CLI in a fresh process, reporting whether TensorFlow got imported."""
+def test_a_bundle_holding_only_what_bundles_are_made_of_may_be_replaced(tmp_path):
+    path = _everything_a_bundle_holds(tmp_path / "b")
+    check_output_folder(path)
+    _fake_bundle(path, "new")  # retraining into the same --output, as the README says users do
+    assert _marker(path) == "new" and (path / ".checkpoint" / "epoch-0002").is_dir()  # the run's checkpoint is kept
+
+
+def test_every_file_a_real_save_writes_is_listed_as_part_of_a_bundle(tmp_path):
+    """bundles.layout is the one list of what a bundle folder holds: a file a save adds must be in it,
+    or retraining into that bundle would be refused."""
+    from captioning.bundles import layout
+    from tests.support.bundles import make_tiny_bundle
+
+    path = make_tiny_bundle(tmp_path / "m", seed=0)
+    (path / "exported").mkdir()  # the export is written on first use (tests turn it off at save)
+    written = sorted(os.listdir(path))
+    assert {"config.json", "model.weights.h5", "vocab.json", "history.json", "loss_curve.png"} <= set(written)
+    assert all(layout.is_part_of_bundle(name, (path / name).is_dir()) for name in written), written
+    shipped = config.PROJECT_ROOT / "saved_models" / "default"  # a 6-member ensemble, evaluated: only read
+    assert len(bundle.read_bundle_config(shipped).weights_files) == 6
+    assert [name for name in os.listdir(shipped) if not layout.is_part_of_bundle(name, (shipped / name).is_dir())
+            and not name.startswith(".")] == ["MODEL_CARD.md"]  # hand-written: the tool never writes one
+    check_output_folder(path)
+
+
+def _bundle_with(*names: str):
+    """A maker of a bundle holding, besides its own files, ``names`` (a trailing / makes a folder)."""
+
+    def make(path: Path) -> Path:
+        _everything_a_bundle_holds(path)
+        for name in names:
+            if name.endswith("/"):
+                (path / name / "inside.txt").parent.mkdir(parents=True)
+                (path / name / "inside.txt").write_text("mine")
+            else:
+                (path / name).write_text("mine")
+        return path
+
+    return make
+
+
+def _interrupted_run_with_notes(path: Path) -> Path:
+    (path / ".checkpoint").mkdir(parents=True)
+    (path / ".checkpoint" / "state.json").write_text("{}")
+    (path / "NOTES.md").write_text("mine")
+    return path
+
+
+@pytest.mark.parametrize("make, expected", [
+    (_bundle_with("NOTES.md"), r"is a model bundle but also holds 1 file or folder that is not part of one "
+                               r"\(NOTES.md\); replacing it would delete it, so move it out first or pass --output "
+                               r"a new folder \(e.g. .*/out-model\)$"),
+    (_bundle_with("MODEL_CARD.md", "cat.jpg", "photos/", "vocab.txt"),
+     r"is a model bundle but also holds 4 files or folders that are not part of one \(MODEL_CARD.md, cat.jpg, "
+     r"photos/, \.\.\.\); replacing it would delete them, so move them out first or pass --output"),
+    (_bundle_with("exported.zip"), r".* not part of one \(exported.zip\)"),
+    (_bundle_with(".notes"), r".* not part of one \(.notes\)"),  # a hidden file of the user's, not a leftover of the tool's writes
+    (_bundle_with("model-3.weights.h5/"), r".* not part of one \(model-3.weights.h5/\)"),  # a folder where the tool writes a file
+    (_interrupted_run_with_notes, r"holds an interrupted training run \(.checkpoint/\) but also holds 1 file or "
+                                  r"folder that is not part of one \(NOTES.md\); replacing it would delete it"),
+], ids=["notes", "a model card, a photo, a folder and more", "a file named like exported/", "a hidden file",
+        "a folder named like a bundle file", "an interrupted run with notes"])
+def test_a_bundle_holding_anything_else_is_refused_and_left_alone(tmp_path, make, expected):
+    path = make(tmp_path / "out")
+    before = _snapshot(path)
+    with pytest.raises(OutputFolderError, match=f"^{path} {expected}") as caught:
+        check_output_folder(path)
+    assert "\n" not in str(caught.value)
+    with pytest.raises(OutputFolderError, match=f"^{path} {expected}"):
+        _fake_bundle(path, "new")  # the writer itself refuses it too (train, scst and ensemble all save so)
+    assert _snapshot(path) == before and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_the_tool_choosing_the_folder_changes_only_the_advice(tmp_path):
+    path = _bundle_with("NOTES.md")(tmp_path / "out")
+    with pytest.raises(OutputFolderError, match=r"so move it out first or train with --output naming a new "
+                                                rf"folder \(e.g. {tmp_path / 'out-model'}\)$"):
+        check_output_folder(path, default=True)
+
+
+def test_the_export_on_first_use_still_writes_into_a_bundle_holding_other_files(tmp_path):
+    """Adding exported/ replaces nothing, so it claims the bundle as before (not the export cache)."""
+    path = _bundle_with("NOTES.md")(tmp_path / "out")
+    with claim(path, replace_whole=False):
+        pass
+    check_output_folder(config.DEFAULT_BUNDLE_DIR, replace_whole=False)
+
+
+@pytest.fixture
+def shipped_copy(tmp_path, monkeypatch) -> Path:
+    """A stand-in for the shipped bundle (``config.DEFAULT_BUNDLE_DIR``), so no test can replace the real one."""
+    shipped = _fake_bundle(tmp_path / "repo" / "saved_models" / "default", "shipped")
+    (shipped / "MODEL_CARD.md").write_text("hand-written")
+    monkeypatch.setattr(config, "DEFAULT_BUNDLE_DIR", shipped)
+    return shipped
+
+
+def test_the_shipped_bundle_is_never_replaced_by_any_name(tmp_path, shipped_copy):
+    (shipped_copy / "MODEL_CARD.md").unlink()  # even holding nothing but a bundle's files
+    before = _snapshot(shipped_copy)
+    link = tmp_path / "models-link"
+    os.symlink(shipped_copy.parent, link)
+    for name, shown in ((shipped_copy, shipped_copy), (link / "default", link / "default"),
+                        (shipped_copy.parent / "." / "default", shipped_copy)):
+        with pytest.raises(OutputFolderError, match=rf"^{re.escape(str(shown))} is the shipped model \(tracked in "
+                                                    r"git\), which train, scst and ensemble never replace; pass "
+                                                    rf"--output a new folder \(e\.g\. {re.escape(str(link.parent))}"
+                                                    r"/.*my-model\)$"):
+            _fake_bundle(name, "new")
+    assert _snapshot(shipped_copy) == before
+
+
+def test_the_real_shipped_bundle_is_refused(tmp_path):
+    shipped = config.PROJECT_ROOT / "saved_models" / "default"
+    os.symlink(config.PROJECT_ROOT, tmp_path / "project-link")
+    for name in (shipped, tmp_path / "project-link" / "saved_models" / "default"):
+        with pytest.raises(OutputFolderError, match="is the shipped model"):
+            check_output_folder(name)  # only read, so a failure here cannot cost the real one
+
+
+def _run_cli(argv: list[str], env: dict, cwd: Path, shipped: Path | None = None) -> subprocess.CompletedProcess:
+    """The CLI in a fresh process, reporting whether TensorFlow got imported.
+
+    ``shipped``: a stand-in for the shipped bundle (``config.DEFAULT_BUNDLE_DIR``) in that process.
+    """
     code = textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {str(PROJECT_ROOT)!r})
+        from pathlib import Path
+        from captioning import config
+        if {str(shipped) if shipped else None!r}:
+            config.DEFAULT_BUNDLE_DIR = Path({str(shipped)!r})
         from captioning.cli.main import main
         status = main({argv!r})
         print("tensorflow imported:", "tensorflow" in sys.modules)
@@ -163,6 +298,60 @@ def test_train_and_ensemble_refuse_a_folder_with_a_file_before_tensorflow_loads(
     assert "tensorflow imported: False" in done.stdout
     assert _snapshot(out) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine", "shapes"]  # no lock or staging beside it
+
+
+SCST_TRAIN_ENSEMBLE = [
+    ["train", "--dataset", "{dataset}", "--encoder", "efficientnet_lite0", "--output", "{out}"],
+    ["scst", "--model", "{source}", "--dataset", "{dataset}", "--output", "{out}"],
+    ["ensemble", "{source}", "{dataset}/b", "--output", "{out}"],
+]
+
+
+@pytest.mark.parametrize("command", SCST_TRAIN_ENSEMBLE, ids=["train", "scst", "ensemble"])
+def test_train_scst_and_ensemble_refuse_a_bundle_holding_a_users_file_before_tensorflow_loads(tmp_path, command):
+    from tests.support.shapes_dataset import write_shapes_dataset
+
+    dataset = write_shapes_dataset(tmp_path / "shapes", n_images=4, seed=0)
+    source = _fake_bundle(tmp_path / "m3")
+    out = _fake_bundle(tmp_path / "m5")  # cp -r m3 m5; echo notes > m5/NOTES.md
+    (out / "NOTES.md").write_text("notes")
+    before = _snapshot(out)
+    argv = [part.format(dataset=dataset, out=out, source=source) for part in command]
+    done = _run_cli(argv, _env(tmp_path), tmp_path)
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines() == [
+        f"error: {out} is a model bundle but also holds 1 file or folder that is not part of one (NOTES.md); "
+        f"replacing it would delete it, so move it out first or pass --output a new folder (e.g. {out}-model)"]
+    assert "tensorflow imported: False" in done.stdout
+    assert _snapshot(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m3", "m5", "shapes"]  # no lock or staging beside it
+
+
+@pytest.mark.parametrize("command", SCST_TRAIN_ENSEMBLE, ids=["train", "scst", "ensemble"])
+def test_train_scst_and_ensemble_refuse_the_shipped_bundle_before_tensorflow_loads(tmp_path, shipped_copy, command):
+    from tests.support.shapes_dataset import write_shapes_dataset
+
+    dataset = write_shapes_dataset(tmp_path / "shapes", n_images=4, seed=0)
+    source = _fake_bundle(tmp_path / "m3")
+    before = _snapshot(shipped_copy)
+    argv = [part.format(dataset=dataset, out=shipped_copy, source=source) for part in command]
+    done = _run_cli(argv, _env(tmp_path), shipped_copy.parent, shipped=shipped_copy)
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines() == [
+        f"error: {shipped_copy} is the shipped model (tracked in git), which train, scst and ensemble never replace; "
+        f"pass --output a new folder (e.g. {shipped_copy.parent / 'my-model'})"]
+    assert "tensorflow imported: False" in done.stdout
+    assert _snapshot(shipped_copy) == before and sorted(p.name for p in shipped_copy.parent.iterdir()) == ["default"]
+
+
+def test_resuming_into_a_bundle_with_its_checkpoint_is_still_allowed(tmp_path):
+    """Ctrl-C after an epoch leaves the bundle of the best epoch plus .checkpoint/: --resume claims it."""
+    path = _fake_bundle(tmp_path / "run")
+    (path / ".checkpoint").mkdir()
+    (path / ".checkpoint" / "state.json").write_text("{}")
+    with claim(path) as claimed:
+        _fake_bundle(claimed, "resumed")  # the save at the end of the resumed run, under the same claim
+    assert _marker(path) == "resumed" and (path / ".checkpoint" / "state.json").is_file()
 
 
 def test_the_must_show_command_leaves_the_file_and_fails(tmp_path, coco_mini):

@@ -21,6 +21,7 @@ from typing import Any
 
 from captioning import config
 from captioning.bundles.config_fields import HINT, Fields, describe_value
+from captioning.bundles.layout import WEIGHTS_FILE, member_weights_file
 from captioning.data.text import RESERVED_TOKENS
 from captioning.errors import BundleError, InputFileError
 from captioning.storage.atomic import write_json_atomic
@@ -29,7 +30,6 @@ from captioning.storage.safe_text import escape
 
 FORMAT_VERSION = 1
 WEIGHTS_DTYPES = ("float16", "float32")
-WEIGHTS_FILE = "model.weights.h5"  # the first (or only) decoder's weights; ensembles add model-2...
 
 
 @dataclass(frozen=True)
@@ -253,7 +253,7 @@ class BundleConfig:
     @property
     def weights_files(self) -> list[str]:
         """The bundle's weights files, one per member: ``model.weights.h5``, then ``model-2.weights.h5``..."""
-        return [WEIGHTS_FILE] + [f"model-{n}.weights.h5" for n in range(2, self.member_count + 1)]
+        return [member_weights_file(n) for n in range(1, self.member_count + 1)]
 
     def to_json(self) -> dict[str, Any]:
         """config.json's content: what ``from_json`` reads back as this same BundleConfig.

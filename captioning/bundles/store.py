@@ -10,6 +10,8 @@ A bundle is a folder::
     loss_curve.png     training and validation loss by epoch
     trained_photos.json  digests of the photos training saw (``trained_photos``; optional)
 
+(``layout`` lists every name a bundle folder may hold, these and what evaluate and the export add.)
+
 An ensemble (``bundles.combine``) is the same folder with one more weights file per extra member
 (``model-2.weights.h5``, ...) and an ``ensemble`` entry in config.json describing every member;
 the members share the architecture, vocabulary and encoder. A tool that predates ensembles reads
@@ -34,6 +36,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from captioning import config as settings
+from captioning.bundles import layout
+from captioning.bundles.layout import (
+    CONFIG_FILE,
+    HISTORY_FILE,
+    LOSS_CURVE_FILE,
+    TRAINED_PHOTOS_FILE,
+    VOCAB_FILE,
+)
 from captioning.bundles.schema import (
     FORMAT_VERSION,
     WEIGHTS_FILE,
@@ -45,7 +55,6 @@ from captioning.bundles.schema import (
     read_config,
     write_config,
 )
-from captioning.bundles.trained_photos import FILE as TRAINED_PHOTOS_FILE
 from captioning.bundles.trained_photos import read_trained_photos, write_trained_photos
 from captioning.data.text import Vocabulary
 from captioning.errors import BundleError, ExportError
@@ -65,13 +74,9 @@ from captioning.storage.output_folder import (
 if TYPE_CHECKING:
     import keras
 
-VOCAB_FILE = "vocab.json"
-CONFIG_FILE = settings.BUNDLE_CONFIG_FILE
-HISTORY_FILE = "history.json"
-LOSS_CURVE_FILE = "loss_curve.png"
 REQUIRED_FILES = (CONFIG_FILE, VOCAB_FILE, WEIGHTS_FILE, HISTORY_FILE)
 # Folders inside a bundle that belong to a training run, not to the bundle; kept across saves.
-KEPT_FOLDERS = (settings.CHECKPOINT_FOLDER,)
+KEPT_FOLDERS = (layout.CHECKPOINT_FOLDER,)
 TRAIN_HINT = "train one with `python image_captioning.py train`"
 
 

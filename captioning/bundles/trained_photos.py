@@ -18,11 +18,12 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
+from captioning.bundles.layout import TRAINED_PHOTOS_FILE
 from captioning.errors import BundleError, InputFileError
 from captioning.storage.atomic import write_json_atomic
 from captioning.storage.safe_json import read_json_file
 
-FILE = "trained_photos.json"
+FILE = TRAINED_PHOTOS_FILE
 DIGITS = 16  # 64 bits of SHA-1: no two of a few million photos collide by chance
 # Enough for COCO's 123k photos several times over, and a bound for a hostile file's size.
 MAX_PHOTOS = 1_000_000

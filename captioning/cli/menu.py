@@ -120,7 +120,9 @@ def _ask_encoder() -> str:
 
 def train_step() -> None:
     """Ask for the training settings, train, and say where the bundle went."""
-    from captioning.training.pipeline import TrainOptions, interrupted_run, train_model  # no TensorFlow yet
+    # No TensorFlow yet.
+    from captioning.storage.output_folder import check_output_folder
+    from captioning.training.pipeline import TrainOptions, interrupted_run, output_folder, train_model
 
     dataset = _ask_dataset()
     encoder = _ask_encoder()
@@ -130,6 +132,7 @@ def train_step() -> None:
     options = TrainOptions(dataset=dataset, encoder=encoder, decoder=config.DecoderConfig(kind=decoder),
                            train=config.TrainConfig(epochs=epochs, batch_size=batch_size),
                            progress=sys.stderr.isatty())
+    check_output_folder(output_folder(options), default=True)  # before asking about resuming: train refuses it
     found = interrupted_run(options)
     if found is not None:
         say(f"An interrupted run of this model is saved in {found}.")

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from captioning import config
 from captioning.bundles.default_model import shown
+from captioning.bundles.layout import METRICS_FILE, SAMPLES_FILE
 from captioning.errors import CaptioningError
 from captioning.evaluation.evaluate import EvaluationResult, EvaluationSet, ImageOutcome
 from captioning.evaluation.metrics import SCALE
@@ -30,8 +31,6 @@ from captioning.render.sample_grid import write_sample_grid
 from captioning.storage import atomic
 from captioning.storage.safe_text import escape
 
-METRICS_FILE = "metrics.json"
-SAMPLES_FILE = "evaluation_samples.png"
 SAMPLE_COUNT = 12
 
 # Display order and the short note printed beside each metric family.

@@ -86,7 +86,7 @@ def make_export(bundle_path: Path, bundle_config: BundleConfig, lookup: ExportLo
                                                                    lookup.digest, log))
 
     try:
-        with claim(bundle_path):
+        with claim(bundle_path, replace_whole=False):  # adds exported/, replaces nothing of the bundle
             _tidy(own)
             return write(own)
     except OutputFolderError:

@@ -1,11 +1,13 @@
 """Folders the tool writes whole (model bundles): what it may replace, one writer at a time, and
 the clean-up after a killed save.
 
-``train --output``, ``ensemble --output`` and the default ``saved_models/<name>`` are replaced
-whole by the finished bundle, so the tool writes only where nothing of the user's can be lost: a
-path that does not exist, an empty folder, a model bundle (its config.json is this tool's), or an
-interrupted run's folder (nothing but ``.checkpoint``). Anything else is refused before any work
-starts. A bundle folder is the tool's whole: files put into one are replaced with it.
+``train --output``, ``scst --output``, ``ensemble --output`` and the default ``saved_models/<name>``
+are replaced whole by the finished bundle, so the tool writes only where nothing of the user's can be
+lost: a path that does not exist, an empty folder, a model bundle (its config.json is this tool's)
+holding nothing but what bundles are made of (``bundles.layout``), or an interrupted run's folder
+(nothing but ``.checkpoint``). Anything else is refused before any work starts: a file a user put
+into a bundle (notes, a photo) is theirs, and replacing the bundle would delete it. The shipped
+bundle (``config.DEFAULT_BUNDLE_DIR``, tracked in git) is never replaced at all.
 
 Beside the folder ``NAME`` (same parent, so the same disk) live, hidden:
 
@@ -40,6 +42,7 @@ from datetime import datetime
 from pathlib import Path
 
 from captioning import config as settings
+from captioning.bundles import layout
 from captioning.errors import CaptioningError, InputFileError
 from captioning.storage.safe_json import read_json_file
 from captioning.storage.safe_text import escape
@@ -68,20 +71,30 @@ def resolve(path: str | Path) -> Path:
     return Path(os.path.abspath(Path(path).expanduser()))
 
 
-def check_output_folder(path: str | Path, default: bool = False) -> None:
+def check_output_folder(path: str | Path, default: bool = False, replace_whole: bool = True) -> None:
     """Refuse ``path`` unless it is absent, an empty folder, a bundle, or an interrupted run.
 
-    Reads no more than the folder's listing and its config.json, so it answers at once.
+    A bundle or an interrupted run's folder must hold nothing else (``bundles.layout`` says what a
+    bundle is made of); the shipped bundle is refused whatever it holds. Reads no more than the
+    folder's listing and its config.json, so it answers at once.
 
     Args:
         path: the folder a bundle is about to be written to.
         default: whether the tool chose it (``saved_models/<name>``) rather than ``--output``;
             only changes the advice.
+        replace_whole: False for a writer that only adds the tool's own files to an existing bundle
+            (the export on first use): then any bundle of this tool passes, the shipped one and one
+            holding other files included, as nothing in it is replaced.
 
     Raises:
         OutputFolderError: one line saying what is there and what to pass instead.
     """
     path = resolve(path)
+    if replace_whole and is_shipped_bundle(path):
+        suggestion = _unused(path.parent / "my-model")
+        example = f" (e.g. {suggestion})" if suggestion.parent.is_dir() else ""
+        raise OutputFolderError(f"{path} is the shipped model (tracked in git), which train, scst and ensemble "
+                                f"never replace; pass --output a new folder{example}")
     try:
         info = os.lstat(path)
     except FileNotFoundError:
@@ -98,15 +111,49 @@ def check_output_folder(path: str | Path, default: bool = False) -> None:
         entries = sorted(os.listdir(path))
     except OSError as error:
         raise _refusal(path, f"cannot be read ({error.strerror})", default) from None
-    if not entries or is_this_tools_bundle(path):
+    if not entries:
         return
-    if entries == [CHECKPOINT_DIR] and (path / CHECKPOINT_DIR).is_dir():
-        return  # an interrupted run's checkpoint, before its first bundle
-    shown = [escape(name) + ("/" if (path / name).is_dir() else "") for name in entries[:3]]
-    more = ", ..." if len(entries) > 3 else ""
-    count = "1 file or folder" if len(entries) == 1 else f"{len(entries)} files or folders"
-    raise _refusal(path, f"holds {count} that {'is' if len(entries) == 1 else 'are'} not a model bundle "
-                         f"({', '.join(shown)}{more})", default, inside=True)
+    bundle = is_this_tools_bundle(path)
+    if bundle and not replace_whole:
+        return
+    if bundle or _is_real_folder(path / CHECKPOINT_DIR):  # or an interrupted run before its first bundle
+        foreign = [name for name in entries
+                   if not (layout.is_part_of_bundle(name, _is_real_folder(path / name)) if bundle
+                           else name == CHECKPOINT_DIR)]
+        if not foreign:
+            return
+        them = "it" if len(foreign) == 1 else "them"
+        what = ("is a model bundle" if bundle else f"holds an interrupted training run ({CHECKPOINT_DIR}/)")
+        raise _refusal(path, f"{what} but also {_holds(path, foreign, 'not part of one')}; replacing it would "
+                             f"delete {them}, so move {them} out first", default, also=True)
+    raise _refusal(path, _holds(path, entries, "not a model bundle"), default, inside=True)
+
+
+def is_shipped_bundle(path: str | Path) -> bool:
+    """Whether ``path`` is the shipped bundle (``config.DEFAULT_BUNDLE_DIR``), by any name (a link above it too)."""
+    shipped = Path(settings.DEFAULT_BUNDLE_DIR)
+    if os.path.realpath(Path(path).expanduser()) == os.path.realpath(shipped):
+        return True
+    try:
+        return os.path.samefile(Path(path).expanduser(), shipped)  # the same folder mounted elsewhere
+    except OSError:
+        return False
+
+
+def _holds(path: Path, names: list[str], what: str) -> str:
+    """``holds 2 files or folders that are WHAT (a, b/)``: the first three named, folders with a slash."""
+    shown = [escape(name) + ("/" if (path / name).is_dir() else "") for name in names[:3]]
+    more = ", ..." if len(names) > 3 else ""
+    count = "1 file or folder" if len(names) == 1 else f"{len(names)} files or folders"
+    return f"holds {count} that {'is' if len(names) == 1 else 'are'} {what} ({', '.join(shown)}{more})"
+
+
+def _is_real_folder(path: Path) -> bool:
+    """A folder, not a link to one (``os.lstat``: replacing a bundle unlinks a link, never follows it)."""
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 def is_this_tools_bundle(path: str | Path) -> bool:
@@ -123,14 +170,17 @@ def is_this_tools_bundle(path: str | Path) -> bool:
             and "vocab_size" in data and "decoder" in data)
 
 
-def _refusal(path: Path, what: str, default: bool, inside: bool = False) -> OutputFolderError:
+def _refusal(path: Path, what: str, default: bool, inside: bool = False, also: bool = False) -> OutputFolderError:
+    """The one-line refusal. ``also``: ``what`` already says what to move; offer only the other way out."""
     suggestion = _unused(path / "model") if inside else _unused(path.parent / f"{path.name or 'output'}-model")
     example = f" (e.g. {suggestion})" if suggestion.parent.is_dir() else ""
-    if default:
+    if also:
+        advice = f"or {'train with --output naming' if default else 'pass --output'} a new folder{example}"
+    elif default:
         advice = f"move what is there elsewhere, or train with --output naming a new folder{example}"
     else:
         advice = f"the tool replaces its output folder whole, so pass --output a new folder{example}"
-    return OutputFolderError(f"{path} {what}; {advice}")
+    return OutputFolderError(f"{path} {what}{' ' if also else '; '}{advice}")
 
 
 def _unused(candidate: Path) -> Path:
@@ -163,7 +213,8 @@ def _kind(mode: int) -> str:
 # ---------------------------------------------------------------------------------- the lock
 
 @contextlib.contextmanager
-def claim(target: str | Path, log: Callable[[str], None] | None = None, default: bool = False) -> Iterator[Path]:
+def claim(target: str | Path, log: Callable[[str], None] | None = None, default: bool = False,
+          replace_whole: bool = True) -> Iterator[Path]:
     """Check ``target``, take its lock, tidy what killed saves left beside it; hold until the end.
 
     Re-entrant within one process: a save inside a training run that holds the claim passes
@@ -172,7 +223,7 @@ def claim(target: str | Path, log: Callable[[str], None] | None = None, default:
     Args:
         target: the bundle folder about to be written.
         log: receives a line for each leftover put back or removed.
-        default: as for ``check_output_folder``.
+        default, replace_whole: as for ``check_output_folder``.
 
     Yields:
         ``target``, resolved.
@@ -182,7 +233,7 @@ def claim(target: str | Path, log: Callable[[str], None] | None = None, default:
             it (the message names that process), or its parent cannot be written.
     """
     target = resolve(target)
-    check_output_folder(target, default)
+    check_output_folder(target, default, replace_whole)
     lock_path = lock_file(target)
     if str(lock_path) in _held:
         _held[str(lock_path)][1] += 1
@@ -205,7 +256,7 @@ def claim(target: str | Path, log: Callable[[str], None] | None = None, default:
         for line in tidy_leftovers(target):
             if log is not None:
                 log(line)
-        check_output_folder(target, default)  # what was put back, or what appeared while unlocked
+        check_output_folder(target, default, replace_whole)  # what was put back, or what appeared while unlocked
         yield target
     finally:
         del _held[str(lock_path)]
@@ -374,7 +425,7 @@ def write_failure(error: OSError) -> str:
 
 
 __all__ = [
-    "OutputFolderError", "check_output_folder", "claim", "is_this_tools_bundle",
+    "OutputFolderError", "check_output_folder", "claim", "is_shipped_bundle", "is_this_tools_bundle",
     "leftovers", "lock_file", "recover_moved_bundle", "recover_moved_bundles", "resolve", "tidy_leftovers",
     "write_failure",
 ]
