@@ -12,6 +12,7 @@ import errno
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -132,9 +133,15 @@ def _everything_a_bundle_holds(path: Path) -> Path:
                  "evaluation_samples.png", "model-2.weights.h5", "model-12.weights.h5",
                  ".metrics.json.ab3d_f78.tmp", ".evaluation_samples.png.k2j4h6g8.png", ".model-2.weights.h5.x1y2z3w4.tmp"):
         (path / name).write_bytes(b"the tool's")
-    for name in ("exported", ".checkpoint/epoch-0002", ".exported.new-abcd1234"):
+    for name in ("exported", ".checkpoint/epoch-0002", ".checkpoint/.epoch-0003-x1_2y3z4", ".exported.new-abcd1234",
+                 ".exported.old-a_cd1234"):
         (path / name).mkdir(parents=True)
-    (path / "exported" / "manifest.json").write_text("{}")
+    for name in ("exported/manifest.json", "exported/encoder.tflite", "exported/member-1.tflite",
+                 "exported/member-12.tflite", ".checkpoint/state.json", ".checkpoint/.state.json.a1b2c3d4.tmp",
+                 ".checkpoint/epoch-0002/model.keras", ".checkpoint/epoch-0002/best.weights.h5",
+                 ".checkpoint/.epoch-0003-x1_2y3z4/model.keras",
+                 ".checkpoint/.epoch-0003-x1_2y3z4/.best.weights.h5.k9j8h7g6.tmp"):
+        (path / name).write_text("{}")
     return path
 
 
@@ -186,6 +193,20 @@ def _interrupted_run_with_notes(path: Path) -> Path:
     return path
 
 
+def _interrupted_run_with_checkpoint_notes(path: Path) -> Path:
+    (path / ".checkpoint" / "epoch-0003").mkdir(parents=True)
+    (path / ".checkpoint" / "state.json").write_text("{}")
+    (path / ".checkpoint" / "notes").mkdir()
+    return path
+
+
+def _bundle_with_linked_export(path: Path) -> Path:
+    _everything_a_bundle_holds(path)
+    shutil.move(path / "exported", path.parent / "elsewhere")
+    (path / "exported").symlink_to(path.parent / "elsewhere")
+    return path
+
+
 @pytest.mark.parametrize("make, expected", [
     (_bundle_with("NOTES.md"), r"is a model bundle but also holds 1 file or folder that is not part of one "
                                r"\(NOTES.md\); replacing it would delete it, so move it out first or pass --output "
@@ -196,10 +217,27 @@ def _interrupted_run_with_notes(path: Path) -> Path:
     (_bundle_with("exported.zip"), r".* not part of one \(exported.zip\)"),
     (_bundle_with(".notes"), r".* not part of one \(.notes\)"),  # a hidden file of the user's, not a leftover of the tool's writes
     (_bundle_with("model-3.weights.h5/"), r".* not part of one \(model-3.weights.h5/\)"),  # a folder where the tool writes a file
-    (_interrupted_run_with_notes, r"holds an interrupted training run \(.checkpoint/\) but also holds 1 file or "
-                                  r"folder that is not part of one \(NOTES.md\); replacing it would delete it"),
+    (_interrupted_run_with_notes, r"holds an interrupted training run \(.checkpoint/\) and 1 file or "
+                                  r"folder that is not part of it \(NOTES.md\); replacing it would delete it"),
+    # Hidden names shaped like the tool's temp files but not the exact shapes it makes are the user's.
+    (_bundle_with(".config.json.orig", ".vocab.json.mynotes", ".metrics.json.keep/"),
+     r".* 3 files or folders that are not part of one \(.config.json.orig, .metrics.json.keep/, .vocab.json.mynotes\)"),
+    (_bundle_with(".exported.new-notes/", ".exported.old-wxyz1234"),  # a file where the tool makes a folder
+     r".* 2 files or folders that are not part of one \(.exported.new-notes/, .exported.old-wxyz1234\)"),
+    (_bundle_with(".metrics.json.ab3d_f78.tmp.bak", ".metrics.json.abc.tmp"),
+     r".* 2 files or folders that are not part of one \(.metrics.json.ab3d_f78.tmp.bak, .metrics.json.abc.tmp\)"),
+    (_bundle_with("exported/MYNOTE", "exported/member-2.tflite/"),
+     r".* 2 files or folders that are not part of one \(exported/MYNOTE, exported/member-2.tflite/\)"),
+    (_bundle_with(".checkpoint/NOTES.md", ".checkpoint/epoch-0002/mine.txt", ".checkpoint/epoch-0002/model.keras"),
+     r".* 2 files or folders that are not part of one \(.checkpoint/NOTES.md, .checkpoint/epoch-0002/mine.txt\)"),
+    (_interrupted_run_with_checkpoint_notes,
+     r"holds an interrupted training run \(.checkpoint/\) and 1 file or folder that is not part of it "
+     r"\(.checkpoint/notes/\)"),
+    (_bundle_with_linked_export, r".* 1 file or folder that is not part of one \(exported \(a link\)\)"),
 ], ids=["notes", "a model card, a photo, a folder and more", "a file named like exported/", "a hidden file",
-        "a folder named like a bundle file", "an interrupted run with notes"])
+        "a folder named like a bundle file", "an interrupted run with notes", "names like temp files",
+        "names like export temp folders", "near-miss temp files", "a file in exported/", "files in .checkpoint/",
+        "an interrupted run with notes in .checkpoint/", "a linked exported/"])
 def test_a_bundle_holding_anything_else_is_refused_and_left_alone(tmp_path, make, expected):
     path = make(tmp_path / "out")
     before = _snapshot(path)
@@ -208,7 +246,7 @@ def test_a_bundle_holding_anything_else_is_refused_and_left_alone(tmp_path, make
     assert "\n" not in str(caught.value)
     with pytest.raises(OutputFolderError, match=f"^{path} {expected}"):
         _fake_bundle(path, "new")  # the writer itself refuses it too (train, scst and ensemble all save so)
-    assert _snapshot(path) == before and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert _snapshot(path) == before and not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp folder, no lock
 
 
 def test_the_tool_choosing_the_folder_changes_only_the_advice(tmp_path):

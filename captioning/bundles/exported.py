@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from captioning import config
+from captioning.bundles import layout
 from captioning.bundles.schema import BundleConfig
 from captioning.errors import CaptioningError, InputFileError
 from captioning.storage.safe_json import read_json_file
@@ -35,14 +36,10 @@ from captioning.storage.safe_json import read_json_file
 # Bump when the exported graphs, their inputs or outputs change: every older export is then remade.
 EXPORT_VERSION = 1
 EXPORT_FORMAT = "litert"
-MANIFEST_FILE = "manifest.json"
-ENCODER_FILE = "encoder.tflite"
+MANIFEST_FILE = layout.EXPORT_MANIFEST_FILE
+ENCODER_FILE = layout.EXPORT_ENCODER_FILE
+member_file = layout.export_member_file
 MAX_MANIFEST_BYTES = 1 * config.MIB
-
-
-def member_file(number: int) -> str:
-    """The exported file of decoder ``number`` (1-based, as the weights files count)."""
-    return f"member-{number}.tflite"
 
 
 @dataclass(frozen=True)

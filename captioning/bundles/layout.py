@@ -24,6 +24,7 @@ No imports beyond ``config``: ``storage.output_folder`` reads this.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from captioning import config
 
@@ -43,10 +44,48 @@ FILES = (CONFIG_FILE, VOCAB_FILE, WEIGHTS_FILE, HISTORY_FILE, LOSS_CURVE_FILE, T
 FOLDERS = (EXPORT_FOLDER, CHECKPOINT_FOLDER)
 
 _MEMBER_WEIGHTS = re.compile(r"model-[1-9][0-9]*\.weights\.h5")
-# What a killed write into a bundle leaves: an atomic write's ``.NAME.<random><suffix>`` temp file
-# (storage.atomic), a first-use export's ``.exported.new-<random>`` or ``.old-`` (export.first_use).
-_LEFTOVER = re.compile(r"\.(?:" + "|".join(re.escape(name) for name in (*FILES, EXPORT_FOLDER))
-                       + "|" + _MEMBER_WEIGHTS.pattern + r")\..+")
+
+# What exported/ holds (``bundles.exported``, written by ``export.writer``): nothing else.
+EXPORT_ENCODER_FILE = "encoder.tflite"
+EXPORT_MANIFEST_FILE = "manifest.json"
+_EXPORT_MEMBER = re.compile(r"member-[1-9][0-9]*\.tflite")
+
+# The random part of a ``tempfile.mkstemp``/``mkdtemp`` name: 8 of [a-z0-9_]. Matching it exactly
+# keeps a user's ``.config.json.orig`` or ``.exported.new-notes`` from being taken for the tool's.
+TEMP_TAIL = r"[a-z0-9_]{8}"
+# Infixes of the temp folders beside a folder ``NAME`` being replaced whole: ``.NAME.new-<random>``
+# (being written) and ``.NAME.old-<random>`` (the old one moved aside); ``storage.output_folder``
+# uses them for bundles, ``export.first_use`` for a bundle's exported/.
+STAGING_INFIX = ".new-"
+BACKUP_INFIX = ".old-"
+
+
+def _temp_file_pattern(name_pattern: str, suffixes: tuple[str, ...]) -> str:
+    """``storage.atomic``'s temp file of a file: ``.NAME.<random><suffix>``, where the suffix is the default
+    ``.tmp`` or the file's own ending (writers that choose the format from the name pass it)."""
+    endings = "|".join(re.escape(suffix) for suffix in (".tmp", *suffixes))
+    return r"\." + name_pattern + r"\." + TEMP_TAIL + "(?:" + endings + ")"
+
+
+# What a killed write into a bundle leaves: an atomic write's temp file (files only), a first-use
+# export's ``.exported.new-<random>`` or ``.exported.old-<random>`` (folders only).
+_LEFTOVER_FILE = re.compile("|".join(
+    [_temp_file_pattern(re.escape(name), (Path(name).suffix, "".join(Path(name).suffixes))) for name in FILES]
+    + [_temp_file_pattern(_MEMBER_WEIGHTS.pattern, (".h5", ".weights.h5"))]))
+_LEFTOVER_FOLDER = re.compile(r"\." + re.escape(EXPORT_FOLDER) + "(?:" + re.escape(STAGING_INFIX) + "|"
+                              + re.escape(BACKUP_INFIX) + ")" + TEMP_TAIL)
+
+
+def export_member_file(number: int) -> str:
+    """The exported file of decoder ``number`` (1-based, as the weights files count): ``member-<n>.tflite``."""
+    return f"member-{number}.tflite"
+
+
+def is_part_of_export(name: str, is_folder: bool) -> bool:
+    """Whether an entry of a bundle's ``exported/`` is one the export writes (files only, no temp files:
+    an export is written in a staging folder and renamed into place only when complete)."""
+    return not is_folder and (name in (EXPORT_ENCODER_FILE, EXPORT_MANIFEST_FILE)
+                              or _EXPORT_MEMBER.fullmatch(name) is not None)
 
 
 def member_weights_file(number: int) -> str:
@@ -69,9 +108,10 @@ def is_part_of_bundle(name: str, is_folder: bool) -> bool:
         return is_folder
     if _is_file_name(name):
         return not is_folder
-    return _LEFTOVER.fullmatch(name) is not None
+    return (_LEFTOVER_FOLDER if is_folder else _LEFTOVER_FILE).fullmatch(name) is not None
 
 
-__all__ = ["CHECKPOINT_FOLDER", "CONFIG_FILE", "EXPORT_FOLDER", "FILES", "FOLDERS", "HISTORY_FILE",
-           "LOSS_CURVE_FILE", "METRICS_FILE", "SAMPLES_FILE", "TRAINED_PHOTOS_FILE", "VOCAB_FILE", "WEIGHTS_FILE",
-           "is_part_of_bundle", "member_weights_file"]
+__all__ = ["BACKUP_INFIX", "CHECKPOINT_FOLDER", "CONFIG_FILE", "EXPORT_ENCODER_FILE", "EXPORT_FOLDER",
+           "EXPORT_MANIFEST_FILE", "FILES", "FOLDERS", "HISTORY_FILE", "LOSS_CURVE_FILE", "METRICS_FILE",
+           "SAMPLES_FILE", "STAGING_INFIX", "TEMP_TAIL", "TRAINED_PHOTOS_FILE", "VOCAB_FILE", "WEIGHTS_FILE",
+           "export_member_file", "is_part_of_bundle", "is_part_of_export", "member_weights_file"]

@@ -19,6 +19,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from captioning.bundles import layout
 from captioning.bundles.exported import (
     ExportLookup,
     bundle_export_folder,
@@ -31,7 +32,7 @@ from captioning.errors import ExportError
 from captioning.storage import atomic
 from captioning.storage.output_folder import OutputFolderError, claim, write_failure
 
-STAGING_INFIX, OLD_INFIX = ".new-", ".old-"
+STAGING_INFIX, OLD_INFIX = layout.STAGING_INFIX, layout.BACKUP_INFIX
 # Errors that mean "this folder is not ours to write": the export then goes to the cache.
 NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
 

@@ -46,16 +46,17 @@ from captioning.bundles import layout
 from captioning.errors import CaptioningError, InputFileError
 from captioning.storage.safe_json import read_json_file
 from captioning.storage.safe_text import escape
+from captioning.training import checkpoint_layout
 
 CHECKPOINT_DIR = settings.CHECKPOINT_FOLDER
 BUNDLE_CONFIG = settings.BUNDLE_CONFIG_FILE
-STAGING_INFIX = ".new-"
-BACKUP_INFIX = ".old-"
+STAGING_INFIX = layout.STAGING_INFIX
+BACKUP_INFIX = layout.BACKUP_INFIX
 LOCK_SUFFIX = ".lock"
 MAX_LOCK_FILE_BYTES = 64 * 1024  # the holder's pid, start time and command line
-# tempfile.mkdtemp's random part: 8 of [a-z0-9_]. Matching it exactly keeps another bundle's
-# leftovers (say of a bundle named "NAME.new-x") from being taken for NAME's.
-_LEFTOVER_TAIL = r"[a-z0-9_]{8}"
+# tempfile.mkdtemp's random part, matched exactly: keeps another bundle's leftovers (say of a
+# bundle named "NAME.new-x") from being taken for NAME's.
+_LEFTOVER_TAIL = layout.TEMP_TAIL
 # How long a writer waits for a lock held by a reader putting a bundle back (a moment).
 LOCK_WAIT_SECONDS = 2.0
 
@@ -117,16 +118,51 @@ def check_output_folder(path: str | Path, default: bool = False, replace_whole: 
     if bundle and not replace_whole:
         return
     if bundle or _is_real_folder(path / CHECKPOINT_DIR):  # or an interrupted run before its first bundle
-        foreign = [name for name in entries
-                   if not (layout.is_part_of_bundle(name, _is_real_folder(path / name)) if bundle
-                           else name == CHECKPOINT_DIR)]
+        foreign = ([name for name in entries if not layout.is_part_of_bundle(name, _is_real_folder(path / name))]
+                   + _foreign_inside(path, layout.EXPORT_FOLDER) if bundle
+                   else [name for name in entries if name != CHECKPOINT_DIR])
+        foreign += _foreign_inside(path, CHECKPOINT_DIR)
         if not foreign:
             return
         them = "it" if len(foreign) == 1 else "them"
-        what = ("is a model bundle" if bundle else f"holds an interrupted training run ({CHECKPOINT_DIR}/)")
-        raise _refusal(path, f"{what} but also {_holds(path, foreign, 'not part of one')}; replacing it would "
-                             f"delete {them}, so move {them} out first", default, also=True)
+        what = ("is a model bundle but also " + _holds(path, foreign, "not part of one") if bundle
+                else f"holds an interrupted training run ({CHECKPOINT_DIR}/) and "
+                     + _holds(path, foreign, "not part of it", verb=False))
+        raise _refusal(path, f"{what}; replacing it would delete {them}, so move {them} out first", default,
+                       also=True)
     raise _refusal(path, _holds(path, entries, "not a model bundle"), default, inside=True)
+
+
+def _foreign_inside(path: Path, folder: str) -> list[str]:
+    """``folder/NAME`` for each entry of the bundle's ``exported/`` or ``.checkpoint/`` (and its epoch
+    folders) that the tool does not write there; nothing when ``folder`` is absent or not a real folder
+    (then it is judged as an entry of the bundle). An unreadable folder counts as foreign: what it holds
+    is unknown."""
+    if not _is_real_folder(path / folder):
+        return []
+    if folder == CHECKPOINT_DIR:
+        return _foreign_entries(path, folder, checkpoint_layout.is_part_of_checkpoint, inner=lambda name: (
+            lambda entry, is_folder: checkpoint_layout.is_part_of_epoch_folder(entry, is_folder,
+                                                                               staging=name.startswith("."))))
+    return _foreign_entries(path, folder, layout.is_part_of_export)
+
+
+def _foreign_entries(path: Path, folder: str, is_ours: Callable[[str, bool], bool],
+                     inner: Callable[[str], Callable[[str, bool], bool]] | None = None) -> list[str]:
+    """The entries of ``path/folder`` that ``is_ours`` rejects, as ``folder/NAME``; ``inner(NAME)`` judges
+    what a sub-folder the tool writes holds."""
+    try:
+        names = sorted(os.listdir(path / folder))
+    except OSError:
+        return [folder]
+    foreign = []
+    for name in names:
+        is_folder = _is_real_folder(path / folder / name)
+        if not is_ours(name, is_folder):
+            foreign.append(f"{folder}/{name}")
+        elif is_folder and inner is not None:
+            foreign += _foreign_entries(path, f"{folder}/{name}", inner(name))
+    return foreign
 
 
 def is_shipped_bundle(path: str | Path) -> bool:
@@ -140,12 +176,21 @@ def is_shipped_bundle(path: str | Path) -> bool:
         return False
 
 
-def _holds(path: Path, names: list[str], what: str) -> str:
-    """``holds 2 files or folders that are WHAT (a, b/)``: the first three named, folders with a slash."""
-    shown = [escape(name) + ("/" if (path / name).is_dir() else "") for name in names[:3]]
+def _holds(path: Path, names: list[str], what: str, verb: bool = True) -> str:
+    """``holds 2 files or folders that are WHAT (a, b/)``: the first three named, folders with a slash, links
+    said to be links (``verb=False`` leaves out ``holds``)."""
+    shown = [escape(name) + _kind_mark(path / name) for name in names[:3]]
     more = ", ..." if len(names) > 3 else ""
     count = "1 file or folder" if len(names) == 1 else f"{len(names)} files or folders"
-    return f"holds {count} that {'is' if len(names) == 1 else 'are'} {what} ({', '.join(shown)}{more})"
+    holds = "holds " if verb else ""
+    return f"{holds}{count} that {'is' if len(names) == 1 else 'are'} {what} ({', '.join(shown)}{more})"
+
+
+def _kind_mark(path: Path) -> str:
+    """``/`` after a folder's name, `` (a link)`` after a symbolic link's (replacing removes the link alone)."""
+    if path.is_symlink():
+        return " (a link)"
+    return "/" if path.is_dir() else ""
 
 
 def _is_real_folder(path: Path) -> bool:

@@ -9,6 +9,11 @@ Checkpoint layout (``<bundle>/.checkpoint/``)::
                                    inspection: resuming rebuilds the model and loads into it)
     epoch-0003/best.weights.h5     the best weights so far (restored at the end)
 
+plus what a killed save leaves: ``.state.json.<random>.tmp`` and a staging folder
+``.epoch-0003-<random>`` (``is_part_of_checkpoint`` knows these shapes, and nothing else, so
+``storage.output_folder`` refuses a ``.checkpoint`` holding a file of the user's: a finished run
+deletes the folder).
+
 The menu asks ``has_checkpoint`` whether to offer resuming; ``checkpoints.py`` writes and restores
 them.
 """
@@ -26,7 +31,34 @@ from captioning.storage.safe_json import read_json_file
 
 CHECKPOINT_DIR = config.CHECKPOINT_FOLDER
 STATE_FILE = "state.json"
+MODEL_FILE = "model.keras"
+BEST_WEIGHTS_FILE = "best.weights.h5"
 STATE_VERSION = 1
+_EPOCH_FOLDER = r"epoch-[0-9]{4,9}"  # f"epoch-{epoch:04d}"
+_TEMP = r"[a-z0-9_]{8}"  # tempfile's random part (as bundles.layout.TEMP_TAIL)
+_STATE_TEMP = re.compile(r"\." + re.escape(STATE_FILE) + r"\." + _TEMP + r"\.tmp")
+_STAGING_FOLDER = re.compile(r"\." + _EPOCH_FOLDER + "-" + _TEMP)
+_EPOCH_FILE_TEMP = re.compile(r"\.(?:" + re.escape(MODEL_FILE) + "|" + re.escape(BEST_WEIGHTS_FILE) + r")\."
+                              + _TEMP + r"\.tmp")
+
+
+def epoch_folder(epoch: int) -> str:
+    """The checkpoint folder of ``epoch`` finished epochs: ``epoch-0003``."""
+    return f"epoch-{epoch:04d}"
+
+
+def is_part_of_checkpoint(name: str, is_folder: bool) -> bool:
+    """Whether an entry of ``.checkpoint/`` is one a training run writes there."""
+    if is_folder:
+        return re.fullmatch(_EPOCH_FOLDER, name) is not None or _STAGING_FOLDER.fullmatch(name) is not None
+    return name == STATE_FILE or _STATE_TEMP.fullmatch(name) is not None
+
+
+def is_part_of_epoch_folder(name: str, is_folder: bool, staging: bool) -> bool:
+    """Whether an entry of an epoch folder (or, ``staging``, of one being written) is the run's own."""
+    if is_folder:
+        return False
+    return name in (MODEL_FILE, BEST_WEIGHTS_FILE) or (staging and _EPOCH_FILE_TEMP.fullmatch(name) is not None)
 
 
 class ResumeError(CaptioningError):
@@ -84,7 +116,7 @@ def read_checkpoint_state(checkpoints: Path) -> dict:
         saved = read_json_file(path, config.MAX_BUNDLE_JSON_BYTES, allow_nan=True)
         _check_state(saved)
         folder = checkpoints / saved["folder"]
-        if not (folder / "model.keras").is_file():
+        if not (folder / MODEL_FILE).is_file():
             raise ValueError("incomplete checkpoint")
     except InputFileError as error:
         raise ResumeError(f"{path}: unusable checkpoint ({error.reason}); run again without --resume to "
@@ -132,5 +164,6 @@ def _valid(value, kind: str) -> bool:
     return value >= 0 and isinstance(value, int) if kind == "count" else not math.isnan(value)
 
 
-__all__ = ["CHECKPOINT_DIR", "STATE_FILE", "FitState", "ResumeError", "checkpoint_dir", "has_checkpoint",
+__all__ = ["BEST_WEIGHTS_FILE", "CHECKPOINT_DIR", "MODEL_FILE", "STATE_FILE", "epoch_folder",
+           "is_part_of_checkpoint", "is_part_of_epoch_folder", "FitState", "ResumeError", "checkpoint_dir", "has_checkpoint",
            "read_checkpoint_state"]

@@ -25,11 +25,14 @@ from captioning.storage.disk_space import ensure_free_space
 from captioning.storage.model_files import model_file_bytes, weights_file_bytes
 from captioning.storage.output_folder import OutputFolderError, write_failure
 from captioning.training.checkpoint_layout import (
+    BEST_WEIGHTS_FILE,
     CHECKPOINT_DIR,
+    MODEL_FILE,
     STATE_FILE,
     STATE_VERSION,
     FitState,
     ResumeError,
+    epoch_folder,
     read_checkpoint_state,
 )
 
@@ -48,7 +51,7 @@ def start_state(model: keras.Model, checkpoints: Path, fingerprint: dict, resume
     saved = read_checkpoint_state(checkpoints)
     _check_fingerprint(checkpoints, saved.get("fingerprint", {}), fingerprint)
     state = FitState(**{k: v for k, v in saved["fit"].items() if k in FitState.__dataclass_fields__})
-    _restore_model(model, checkpoints / saved["folder"] / "model.keras")
+    _restore_model(model, checkpoints / saved["folder"] / MODEL_FILE)
     model.optimizer.learning_rate.assign(state.learning_rate)
     # A run with nothing left to train still has a checkpoint only when its bundle was not written
     # (killed or out of disk during the final save): resuming it writes that bundle.
@@ -86,7 +89,7 @@ def _restore_model(model: keras.Model, path: Path) -> None:
 def load_best_weights(model: keras.Model, checkpoints: Path, state: FitState) -> list | None:
     saved = read_checkpoint_state(checkpoints)
     current = model.get_weights()
-    model.load_weights(str(checkpoints / saved["folder"] / "best.weights.h5"))
+    model.load_weights(str(checkpoints / saved["folder"] / BEST_WEIGHTS_FILE))
     best = model.get_weights()
     model.set_weights(current)
     return best
@@ -111,7 +114,7 @@ def save_checkpoint(model: keras.Model, best_weights: list | None, checkpoints: 
         best_bytes = weights_file_bytes(model)
     finally:
         model.set_weights(current)
-    folder = f"epoch-{state.epoch:04d}"
+    folder = epoch_folder(state.epoch)
     then = (f"; then run the same command with --resume (it continues after epoch {state.epoch - 1})"
             if state.epoch > 1 else "; then run the same command again")
     ensure_free_space(checkpoints, len(model_bytes) + len(best_bytes), f"the checkpoint of epoch {state.epoch}", then,
@@ -121,8 +124,8 @@ def save_checkpoint(model: keras.Model, best_weights: list | None, checkpoints: 
         checkpoints.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{folder}-", dir=checkpoints))
         try:
-            write_bytes_atomic(staging / "model.keras", model_bytes)
-            write_bytes_atomic(staging / "best.weights.h5", best_bytes)
+            write_bytes_atomic(staging / MODEL_FILE, model_bytes)
+            write_bytes_atomic(staging / BEST_WEIGHTS_FILE, best_bytes)
             if (checkpoints / folder).exists():
                 shutil.rmtree(checkpoints / folder)
             os.replace(staging, checkpoints / folder)
