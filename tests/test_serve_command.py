@@ -150,6 +150,37 @@ def _stall_an_upload(url: str) -> socket.socket:
     return sock
 
 
+def _wait_until(condition, what: str, timeout: float = 60) -> None:
+    """Poll ``condition`` until it holds (a loaded machine may take seconds), failing after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        time.sleep(0.05)
+
+
+def _requests_in_progress(url: str) -> int:
+    """What /healthz reports: requests being answered besides its own."""
+    import httpx2
+
+    return httpx2.get(url + "healthz", timeout=60).json()["requests_in_progress"]
+
+
+def _refuses_connections(url: str) -> bool:
+    """Whether the server stopped listening (uvicorn's first step after Ctrl-C)."""
+    host, port = url.removeprefix("http://").rstrip("/").rsplit(":", 1)
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError:
+        return True
+    return False
+
+
+def _after_start_up(server) -> list[str]:
+    """The lines after the one saying where to open the page."""
+    opened = next(i for i, line in enumerate(server.lines) if line.startswith(f"Open {server.url} "))
+    return server.lines[opened + 1:]
+
+
 def _answer(sock: socket.socket) -> bytes:
     with sock:
         return b"".join(iter(lambda: sock.recv(4096), b""))
@@ -165,13 +196,15 @@ def test_ctrl_c_drops_a_stalled_upload_in_one_line_and_malformed_bodies_are_quie
                                headers={"content-type": "multipart/form-data; boundary=XX"}, timeout=60)
         assert response.status_code == 400
         stalled = _stall_an_upload(server.url)
-        time.sleep(0.5)  # the request has reached the app and waits for the rest of the body
+        _wait_until(lambda: _requests_in_progress(server.url) == 1, "the stalled upload reached the app")
         server.process.send_signal(signal.SIGINT)
         assert server.process.wait(60) == 0
     assert _answer(stalled).startswith(b"HTTP/1.1 503 ")
     # running_server checked: exit status 0, "Server stopped.", no traceback.
-    assert server.lines[2:] == [
-        "Dropped 1 request still unfinished 5 s after Ctrl-C (a stalled upload or a slow client; answered 503)\n",
+    grace = config.ServeConfig().shutdown_grace_s
+    assert _after_start_up(server) == [
+        f"Dropped 1 request still unfinished {grace:g} s after Ctrl-C (a stalled upload or a slow client; "
+        "answered 503)\n",
         "Server stopped.\n"], server.output  # nothing from the malformed body, no uvicorn error line
     assert list(private.glob("captioning-serve-*")) == []
 
@@ -181,16 +214,17 @@ def test_a_second_ctrl_c_stops_at_once_and_says_what_it_cut_short(tmp_path, tiny
     private.mkdir()
     with running_server("--model", str(tiny_bundle), env={"TMPDIR": str(private)}) as server:
         stalled = _stall_an_upload(server.url)
-        time.sleep(0.5)
+        _wait_until(lambda: _requests_in_progress(server.url) == 1, "the stalled upload reached the app")
         server.process.send_signal(signal.SIGINT)
-        time.sleep(0.5)  # uvicorn is waiting for the request to finish
-        server.process.send_signal(signal.SIGINT)
+        _wait_until(lambda: _refuses_connections(server.url), "the first Ctrl-C stopped the listening")
+        server.process.send_signal(signal.SIGINT)  # uvicorn is waiting for the request to finish
         # The lines below tell "at once" from the 5 s grace path ("Dropped ... 5 s after Ctrl-C");
         # the exit itself may take seconds on a loaded machine (TensorFlow's teardown), so no tight bound.
         assert server.process.wait(20) == 0
     assert _answer(stalled).startswith(b"HTTP/1.1 503 ")
-    assert server.lines[2:] == ["Second Ctrl-C: stopping at once; cancelled 1 request in progress (answered 503)\n",
-                                "Server stopped.\n"], server.output
+    assert _after_start_up(server) == [
+        "Second Ctrl-C: stopping at once; cancelled 1 request in progress (answered 503)\n",
+        "Server stopped.\n"], server.output
     assert list(private.glob("captioning-serve-*")) == []
 
 

@@ -420,7 +420,7 @@ def test_requests_arriving_together_are_captioned_in_one_batch(tiny_bundle):
             thread.join(60)
         stats = client.get("/healthz").json()
     assert encoder.batch_sizes == [1, len(others)]  # 8 requests, 2 model calls
-    assert stats["requests"] == len(colours) and stats["batches"] == 2
+    assert stats["requests"] == len(colours) and stats["batches"] == 2 and stats["requests_in_progress"] == 0
     assert stats["largest_batch"] == len(others)
     for index, colour in enumerate(colours):  # every request got its own photo's caption
         assert answers[index] == [{"image": f"{colour}-{index}.jpg", "caption": colour,

@@ -131,6 +131,7 @@ class ServerState:
                                       max_queued_images=settings.max_queued_images)
         self.store: ResultStore | None = None  # from start() to stop()
         self.cancelled_requests = 0  # cancelled by the server as it stopped (middleware.AnswerCancelled)
+        self.requests_in_progress = 0  # changed on the event loop's thread only (AnswerCancelled): no lock
         self._wait_for_worker = True  # at stop; False after stop_now()
 
     @property
@@ -165,6 +166,9 @@ class ServerState:
 
     def count_cancelled(self) -> None:
         self.cancelled_requests += 1
+
+    def count_in_progress(self, step: int) -> None:
+        self.requests_in_progress += step
 
     def decode_upload(self, name: str, data: bytes) -> tuple[StoredUpload, object] | str:
         """Store an upload privately and decode it as ``caption`` would; the error line otherwise.
@@ -255,7 +259,8 @@ def create_app(captioner: "Captioner", model_dir: str | Path, settings: config.S
     app.state.server = state
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     app.add_middleware(SafetyHeaders, content_security_policy=PAGE_CSP)
-    app.add_middleware(AnswerCancelled, on_cancel=state.count_cancelled)  # outermost of these three
+    app.add_middleware(AnswerCancelled, on_cancel=state.count_cancelled,  # outermost of these three
+                       on_change=state.count_in_progress)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     _add_error_handlers(app)
     _add_page_routes(app)
@@ -294,7 +299,9 @@ def _add_api_routes(app: FastAPI, state: ServerState) -> None:
         alive = state.batcher.alive
         body = {"status": "ok" if alive else "unavailable", "model": state.model_name,
                 "queued_images": state.batcher.queued_images, **asdict(state.batcher.stats),
-                "stored_results": len(state.store) if state.store is not None else 0}
+                "stored_results": len(state.store) if state.store is not None else 0,
+                # besides this one: a stalled upload shows here (and is what Ctrl-C waits for)
+                "requests_in_progress": max(state.requests_in_progress - 1, 0)}
         return JSONResponse(body, status_code=200 if alive else 503)
 
     @app.get("/api/model", summary="The loaded model, as `info --model` describes it", tags=["model"])

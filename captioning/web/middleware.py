@@ -85,19 +85,28 @@ class AnswerCancelled:
     client). Left to propagate, the cancellation reaches uvicorn as a crash: it logs "Exception in
     ASGI application" with a long traceback and answers 500. Here it is answered 503 (unless the
     response had begun), counted through ``on_cancel``, and not re-raised: nothing else awaits the
-    request's own task, and the server reports the count in one line.
+    request's own task, and the server reports the count in one line. ``on_change(+1)`` and
+    ``on_change(-1)`` mark each request's start and end (``/healthz`` reports the count in progress).
     """
 
     DETAIL = "the server stopped before this request finished; try again when it is back"
 
-    def __init__(self, app, on_cancel: Callable[[], None]):
+    def __init__(self, app, on_cancel: Callable[[], None], on_change: Callable[[int], None] = lambda step: None):
         self.app = app
         self.on_cancel = on_cancel
+        self.on_change = on_change
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        self.on_change(1)
+        try:
+            await self._answer(scope, receive, send)
+        finally:
+            self.on_change(-1)
+
+    async def _answer(self, scope, receive, send):
         started = False
 
         async def tracking_send(message):

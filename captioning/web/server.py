@@ -138,7 +138,7 @@ def _web_libraries():
     """
     for name in WEB_LIBRARIES:
         try:
-            module = importlib.import_module(name)
+            importlib.import_module(name)
         except ImportError as error:
             missing = error.name if error.name and not _installed(error.name) else None
             if missing is not None:
@@ -147,7 +147,7 @@ def _web_libraries():
             reason = str(error).splitlines()[0] if str(error) else type(error).__name__
             raise CaptioningError(f"the web server's {name} is installed but does not import ({reason}); "
                                   "run pip install -r requirements.txt to repair it") from None
-    return module  # uvicorn, the last
+    return importlib.import_module("uvicorn")  # imported above
 
 
 def _installed(module: str) -> bool:
