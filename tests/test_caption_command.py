@@ -19,7 +19,6 @@ from PIL import Image
 
 from captioning import config
 from captioning.cli import main as cli
-from captioning.inference.inputs import unique_png_names
 from tests.support.bundles import WORDS
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -200,11 +199,6 @@ def test_model_folder_that_is_not_a_bundle(tmp_path):
     result = run_caption(photo(tmp_path / "x.png"), "--model", tmp_path / "nowhere", cwd=tmp_path)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "nowhere" in result.stderr.strip().splitlines()[-1]
-
-
-def test_unique_png_names():
-    paths = [Path("a/cat.jpg"), Path("b/cat.png"), Path("Cat.jpg"), Path("dog.jpg"), Path("c/cat.jpg")]
-    assert unique_png_names(paths) == ["cat.png", "cat-2.png", "Cat-3.png", "dog.png", "cat-4.png"]
 
 
 @pytest.mark.parametrize("encoder", ["efficientnet_lite0", "efficientnet_lite2"])  # 7x7, 9x9 grid

@@ -242,9 +242,67 @@ def test_an_output_that_is_not_png_is_a_usage_error(tmp_path, capsys):
 def test_an_earlier_captions_file_is_replaced(tmp_path, tiny_bundle, monkeypatch):
     monkeypatch.chdir(tmp_path)
     photo(tmp_path / "x.png")
-    for _ in range(2):
-        assert cli.main(["caption", "x.png", "--model", str(tiny_bundle), "--no-png", "--json", "c.json"]) == 0
-    assert [entry["image"] for entry in json.loads((tmp_path / "c.json").read_text())] == ["x.png"]
+    photo(tmp_path / "y.png", colour=(200, 30, 60))
+    # The first run writes both kinds of entry (a PNG's, and a failed image's), the second another image.
+    assert cli.main(["caption", "x.png", "missing.png", "--model", str(tiny_bundle), "--json", "c.json"]) == 1
+    first = json.loads((tmp_path / "c.json").read_text())
+    assert [entry["image"] for entry in first] == ["x.png", "missing.png"] and "png" in first[0]
+    assert "error" in first[1]
+    assert cli.main(["caption", "y.png", "--model", str(tiny_bundle), "--no-png", "--json", "c.json"]) == 0
+    assert [entry["image"] for entry in json.loads((tmp_path / "c.json").read_text())] == ["y.png"]
+
+
+def test_a_datasets_captions_json_is_never_written_over(tmp_path, tiny_bundle, monkeypatch, capsys):
+    # The review's repro: the dataset format of README's "captions.json" (image and caption only).
+    images = tmp_path / "ds" / "Images"
+    images.mkdir(parents=True)
+    (images / "chelsea.jpg").write_bytes((EXAMPLES / "chelsea.jpg").read_bytes())
+    dataset = tmp_path / "ds" / "captions.json"
+    dataset.write_text('[{"image":"chelsea.jpg","caption":"a cat"},{"image":"chelsea.jpg","caption":"a kitten"}]')
+    before = dataset.read_bytes()
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["caption", "ds/Images", "--model", str(tiny_bundle), "--json", "ds/captions.json",
+                     "--no-png"]) == 1
+    assert dataset.read_bytes() == before
+    assert "error: --json ds/captions.json already exists and is not a captions file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("data", [
+    [{"image": "a.jpg", "caption": "a cat"}],
+    [{"image": "a.jpg", "caption": "a cat", "score": -1.0, "tags": None, "mine": 1}],
+    [{"image": "a.jpg", "caption": None, "error": "x", "score": 1.0}],
+    [],
+    {"image": "a.jpg", "caption": "a cat", "score": -1.0, "tags": None},
+])
+def test_only_exactly_what_caption_writes_is_taken_for_its_own(data):
+    from captioning.cli.commands.caption import _is_captions_json
+
+    assert not _is_captions_json(data)
+    assert _is_captions_json([{"image": "caf\\xe9.jpg", "image_escaping": "backslashreplace", "caption": "a cat",
+                               "score": -1.0, "tags": None, "png": "out/a.png"},
+                              {"image": "b.jpg", "caption": None, "error": "b.jpg: unreadable"}])
+
+
+def test_a_symlink_or_a_file_appearing_at_the_json_path_is_left_alone(tmp_path, tiny_bundle, monkeypatch):
+    from captioning.cli.commands import caption
+
+    monkeypatch.chdir(tmp_path)
+    photo(tmp_path / "x.png")
+    assert cli.main(["caption", "x.png", "--model", str(tiny_bundle), "--no-png", "--json", "c.json"]) == 0
+    # A link to the tool's own file is still the user's link: replacing it would lose it.
+    (tmp_path / "link.json").symlink_to("c.json")
+    assert cli.main(["caption", "x.png", "--model", str(tiny_bundle), "--no-png", "--json", "link.json"]) == 1
+    assert (tmp_path / "link.json").is_symlink()
+    # Free at the start, taken by the end: the newcomer is kept.
+    write_json = caption._write_json
+
+    def someone_writes_first(path, *args):
+        path.write_text("theirs")
+        return write_json(path, *args)
+
+    monkeypatch.setattr(caption, "_write_json", someone_writes_first)
+    assert cli.main(["caption", "x.png", "--model", str(tiny_bundle), "--no-png", "--json", "new.json"]) == 1
+    assert (tmp_path / "new.json").read_text() == "theirs" and not list(tmp_path.glob(".new.json*"))
 
 
 # ------------------------------------------------------------------ 4. Ctrl-C keeps the captions finished so far
@@ -278,6 +336,31 @@ def test_ctrl_c_writes_the_captions_finished_so_far(tmp_path, tiny_bundle, monke
     assert not list(tmp_path.glob(".all.json*"))  # written atomically
 
 
+def test_ctrl_c_while_writing_pngs_names_only_the_pngs_written(tmp_path, tiny_bundle, monkeypatch, capsys):
+    from captioning.cli.commands import caption
+    from captioning.render import captioned_image
+
+    folder = tmp_path / "album"
+    for i in range(3):
+        photo(folder / f"{i}.png", colour=(50 * i, 90, 120))
+    write = captioned_image.write_captioned_image
+    written = []
+
+    def interrupted_on_the_second_png(*args, **kwargs):
+        if written:
+            raise KeyboardInterrupt
+        written.append(write(*args, **kwargs))
+        return written[-1]
+
+    monkeypatch.setattr(captioned_image, "write_captioned_image", interrupted_on_the_second_png)
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["caption", "album", "--model", str(tiny_bundle), "--json", "all.json"]) == 130
+    entries = json.loads((tmp_path / "all.json").read_text())
+    assert [entry["caption"] is not None for entry in entries] == [True, True, True]  # one batch
+    assert [entry.get("png") for entry in entries] == [str(written[0]), None, None]
+    assert (tmp_path / entries[0]["png"]).is_file() and caption._is_captions_json(entries)
+
+
 def test_ctrl_c_before_any_caption_says_the_json_was_not_written(tmp_path, tiny_bundle, monkeypatch, capsys):
     from captioning.inference.captioner import Captioner
 
@@ -289,6 +372,13 @@ def test_ctrl_c_before_any_caption_says_the_json_was_not_written(tmp_path, tiny_
     photo(tmp_path / "x.png")
     assert cli.main(["caption", "x.png", "--model", str(tiny_bundle), "--json", "c.json"]) == 130
     assert "c.json was not written" in capsys.readouterr().err and not (tmp_path / "c.json").exists()
+
+
+def test_plan_outputs_names_each_png_after_its_image_case_insensitively_apart(tmp_path):
+    paths = [Path("a/cat.jpg"), Path("b/cat.png"), Path("Cat.jpg"), Path("dog.jpg"), Path("c/cat.jpg")]
+    plan = plan_outputs([(path, None) for path in paths], single=False, output_dir=tmp_path)
+    assert [plan.pngs[index].name for index in range(5)] == ["cat.png", "cat-2.png", "Cat-3.png", "dog.png",
+                                                             "cat-4.png"]
 
 
 def test_plan_outputs_never_names_an_input_even_one_the_tool_drew(tmp_path):

@@ -364,6 +364,39 @@ def test_evaluate_command_with_a_limit_leaves_the_bundle_alone(model_dir, datase
     assert json.loads((folder / "metrics.json").read_text())["num_images"] == 5
 
 
+@pytest.mark.parametrize("target, expected", [
+    ("a_file.jpg/x.json", "error: --json a_file.jpg/x.json cannot be created"),
+    ("folder", "error: --json folder is a folder; give a file name"),
+    ("notes.json", "error: --json notes.json already exists and is not an evaluation file this tool wrote"),
+    # A caption run's --json is not an evaluation's either.
+    ("captions.json", "error: --json captions.json already exists and is not an evaluation file"),
+])
+def test_evaluate_json_is_checked_before_the_model_loads(model_dir, dataset_dir, tmp_path, fake_captioner,
+                                                         monkeypatch, capsys, target, expected):
+    (tmp_path / "a_file.jpg").write_text("a file")
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "notes.json").write_text('{"beam_size": 3, "mine": true}')
+    (tmp_path / "captions.json").write_text('[{"image": "a.jpg", "caption": "a cat", "score": -1.0, "tags": null}]')
+    before = {path.name: path.read_bytes() for path in tmp_path.iterdir() if path.is_file()}
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["evaluate", "--model", str(model_dir), "--limit", "3", "--json", target]) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(expected)
+    assert not fake_captioner  # refused before the model was loaded
+    assert {path.name: path.read_bytes() for path in tmp_path.iterdir() if path.is_file()} == before
+
+
+def test_evaluate_replaces_only_an_earlier_evaluations_json(model_dir, dataset_dir, tmp_path, fake_captioner):
+    out = tmp_path / "out.json"
+    assert cli.main(["evaluate", "--model", str(model_dir), "--limit", "3", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert report.is_evaluation_json(data) and data["beam_size"] == 3
+    assert cli.main(["evaluate", "--model", str(model_dir), "--limit", "3", "--beam-size", "1",
+                     "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["beam_size"] == 1
+    for changed in ({**data, "mine": 1}, {key: value for key, value in data.items() if key != "captions"}, [data]):
+        assert not report.is_evaluation_json(changed)
+
+
 def test_evaluate_keeps_each_evaluation_apart(model_dir, dataset_dir, tmp_path, fake_captioner, capsys):
     other = make_dataset(tmp_path / "other", count=6)
     runs = [[], ["--split", "val"], ["--limit", "3"], ["--beam-size", "1"], ["--dataset", str(other)]]

@@ -431,7 +431,7 @@ def test_caption_report_prints_escaped_names_to_a_strict_utf8_stream(capsys):
     from captioning.inference.captioner import CaptionResult
 
     bad = Path(os.fsdecode(NOT_UTF8 + b".jpg"))
-    failed = _report([CaptionResult(bad, "a red square"), CaptionResult(bad, None, f"{bad}: cannot read")], 0, {})
+    failed = _report([CaptionResult(bad, "a red square"), CaptionResult(bad, None, f"{bad}: cannot read")], 0, {}, {})
     out, err = capsys.readouterr()  # capsys encodes strictly as UTF-8: a raw surrogate would raise
     assert failed and out == "caf\\xe9.jpg: a red square\n" and err == "error: caf\\xe9.jpg: cannot read\n"
 

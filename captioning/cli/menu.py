@@ -193,7 +193,8 @@ def caption_typed_path(captioner: Captioner, path: Path) -> None:
             continue
         say(f"{result.path}: {result.caption}")
         target = plan.pngs[index]
-        say(f"  saved {write_captioned_image(result.path, result.caption or '', target, target in plan.replaces)}")
+        written = write_captioned_image(result.path, result.caption or "", target, replace=target in plan.replaces)
+        say(f"  saved {written}")
 
 
 def caption_step() -> None:

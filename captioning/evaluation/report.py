@@ -20,6 +20,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from captioning import config
 from captioning.bundles.default_model import shown
@@ -29,6 +30,7 @@ from captioning.evaluation.evaluate import EvaluationResult, EvaluationSet, Imag
 from captioning.evaluation.metrics import SCALE
 from captioning.render.sample_grid import write_sample_grid
 from captioning.storage import atomic
+from captioning.storage.output_files import check_json_target
 from captioning.storage.safe_text import escape
 
 SAMPLE_COUNT = 12
@@ -88,22 +90,56 @@ def _rate(result: EvaluationResult) -> str:
     return f"{len(result.outcomes) / result.caption_seconds:.1f} images/s"
 
 
-def write_json_atomic(path: str | Path, data: dict) -> Path:
+# The top-level keys of ``EvaluationResult.to_dict`` (``metrics.json``, ``--json``), and the one
+# added when the model's path is not UTF-8. A ``--json`` file is replaced only when it has exactly
+# these: an earlier evaluation's.
+_EVALUATION_KEYS = frozenset({
+    "date", "model", "dataset", "split", "split_config", "num_images", "num_images_requested",
+    "num_images_held_out", "num_images_left_out_as_trained_on", "beam_size", "tags", "seconds",
+    "captioning_seconds", "scale", "scores", "implementations", "tokenizer", "skipped", "notes",
+    "distinct_caption_share", "mean_caption_length_tokens", "warnings", "failed_images", "captions"})
+_ESCAPED_KEY = "model_escaping"
+
+
+def is_evaluation_json(data: Any) -> bool:
+    """Whether parsed JSON is an evaluation's metrics (exactly the keys ``to_dict`` writes)."""
+    return isinstance(data, dict) and set(data) - {_ESCAPED_KEY} == _EVALUATION_KEYS
+
+
+def check_json_path(json_path: str | Path) -> bool:
+    """Refuse a ``--json`` path that cannot be written or holds a file that is not an earlier
+    evaluation's (call before the model loads).
+
+    Returns:
+        True when an earlier evaluation's file is there (``write_reports`` replaces it).
+
+    Raises:
+        OutputFileError: the path cannot be written, or something of the user's is there.
+    """
+    return check_json_target(json_path, "--json", "an evaluation file", is_evaluation_json)
+
+
+def write_json_atomic(path: str | Path, data: dict, replace: bool = True) -> Path:
     """Write JSON to a temp file beside ``path`` and rename it over ``path``.
 
     Args:
         path: the target file; its folder must exist.
         data: JSON-serialisable dict.
+        replace: False writes only where nothing is at ``path`` yet.
 
     Returns:
         The path written.
 
     Raises:
-        CaptioningError: the folder is missing or not writable, or the disk is full.
+        CaptioningError: the folder is missing or not writable, the disk is full, or
+            (``replace=False``) a file is at ``path``, which is left alone.
     """
     path = Path(path)
     try:
-        return atomic.write_json_atomic(path, data)
+        return atomic.write_json_atomic(path, data, replace=replace)
+    except FileExistsError:
+        raise CaptioningError(f"cannot write {escape(path)}: a file appeared there while evaluating; it was "
+                              "left alone, choose another --json path") from None
     except OSError as error:
         raise _write_error(path, error) from None
 
@@ -237,7 +273,7 @@ def plan_reports(model_path: str | Path, evaluation_set: EvaluationSet, beam_siz
 
 
 def write_reports(result: EvaluationResult, plan: ReportPlan,
-                  json_path: str | Path | None = None) -> dict[str, Path]:
+                  json_path: str | Path | None = None, json_replace: bool = False) -> dict[str, Path]:
     """Write ``metrics.json`` and ``evaluation_samples.png`` where ``plan`` says, and ``--json FILE``.
 
     The evaluation's own folder is written first, so its results are kept even when the bundle
@@ -246,7 +282,9 @@ def write_reports(result: EvaluationResult, plan: ReportPlan,
     Args:
         result: from ``evaluation.evaluate_images``.
         plan: from ``plan_reports``.
-        json_path: an extra copy of the metrics JSON, or None.
+        json_path: an extra copy of the metrics JSON, or None (checked by ``check_json_path``).
+        json_replace: ``json_path`` held an earlier evaluation's file when checked; otherwise it
+            is written only where nothing is yet, so a file that appeared meanwhile is left alone.
 
     Returns:
         ``{"metrics", "samples"}`` in the evaluation's folder, plus ``"json"`` when asked and
@@ -265,7 +303,7 @@ def write_reports(result: EvaluationResult, plan: ReportPlan,
              f"{result.evaluation_set.dataset.key}, beam {result.beam_size}")
     written["samples"] = write_sample_grid(choose_samples(result.outcomes), plan.folder / SAMPLES_FILE, title)
     if json_path:
-        written["json"] = write_json_atomic(json_path, data)
+        written["json"] = write_json_atomic(json_path, data, replace=json_replace)
     if plan.update_bundle:
         try:
             written["bundle_metrics"] = write_json_atomic(plan.model_path / METRICS_FILE, data)

@@ -223,6 +223,9 @@ class _Checker:
         return self._plan({index: self.first_free(names)}, target.parent)
 
     def folder(self, indexes: Sequence[int], paths: Sequence[Path], folder: Path, attention: bool) -> OutputPlan:
+        """``<stem>.png`` per image in ``folder``; a name taken by an earlier image of this run
+        (case-insensitively, for macOS and Windows disks) or by a file of the user's gives way to
+        ``<stem>-2.png``, ``<stem>-3.png``..."""
         taken: set[str] = set()
         chosen = {}
         for index, path in zip(indexes, paths, strict=True):
@@ -275,27 +278,4 @@ def _some(paths: Sequence[Path], shown: int = 3) -> str:
     return names + (", ..." if len(paths) > shown else "")
 
 
-def unique_png_names(paths: Sequence[Path]) -> list[str]:
-    """``<stem>.png`` per image; images sharing a stem get ``<stem>-2.png``, ``<stem>-3.png``...
-
-    Args:
-        paths: image paths in input order.
-
-    Returns:
-        One file name per path, all distinct (case-insensitively, for macOS and Windows disks).
-    """
-    taken: set[str] = set()
-    names = []
-    for path in paths:
-        stem, number = path.stem or "image", 1
-        name = f"{stem}.png"
-        while name.lower() in taken:
-            number += 1
-            name = f"{stem}-{number}.png"
-        taken.add(name.lower())
-        names.append(name)
-    return names
-
-
-__all__ = ["Inputs", "OutputPlan", "expand_paths", "gather_inputs", "names_one_image", "plan_outputs",
-           "unique_png_names"]
+__all__ = ["Inputs", "OutputPlan", "expand_paths", "gather_inputs", "names_one_image", "plan_outputs"]

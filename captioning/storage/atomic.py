@@ -87,21 +87,23 @@ def _publish_new(temp: Path, path: Path) -> None:
     temp.unlink()
 
 
-def write_text_atomic(path: str | Path, text: str) -> Path:
+def write_text_atomic(path: str | Path, text: str, replace: bool = True) -> Path:
     """Write ``text`` (UTF-8) to ``path`` atomically.
 
     Args:
         path: the target file; its folder must exist.
         text: the whole new content.
+        replace: False writes only where nothing is at ``path`` (as ``atomic_output``).
 
     Returns:
         ``path`` as a Path.
 
     Raises:
+        FileExistsError: ``replace=False`` and something is at ``path``; it is left as it was.
         OSError: the file cannot be written; ``path`` keeps its old content.
     """
     path = Path(path)
-    with atomic_output(path) as temp:
+    with atomic_output(path, replace=replace) as temp:
         temp.write_text(text, encoding="utf-8")
     return path
 
@@ -125,23 +127,25 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
     return path
 
 
-def write_json_atomic(path: str | Path, data: Any, sort_keys: bool = False) -> Path:
+def write_json_atomic(path: str | Path, data: Any, sort_keys: bool = False, replace: bool = True) -> Path:
     """Write ``data`` as indented UTF-8 JSON (non-ASCII kept as is, trailing newline) atomically.
 
     Args:
         path: the target file; its folder must exist.
         data: JSON-serialisable value.
         sort_keys: sort object keys (stable files for diffs).
+        replace: False writes only where nothing is at ``path`` (as ``atomic_output``).
 
     Returns:
         ``path`` as a Path.
 
     Raises:
+        FileExistsError: ``replace=False`` and something is at ``path``; it is left as it was.
         OSError: the file cannot be written; ``path`` keeps its old content.
         TypeError, ValueError: ``data`` is not JSON-serialisable (nothing is written).
     """
     text = json.dumps(data, indent=2, ensure_ascii=False, sort_keys=sort_keys) + "\n"
-    return write_text_atomic(path, text)
+    return write_text_atomic(path, text, replace=replace)
 
 
 # renameat2(2)'s flag that swaps two existing paths in one step (Linux 3.15+, glibc 2.28+).

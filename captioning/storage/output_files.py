@@ -4,8 +4,8 @@
 A path that can never be written (a folder where a file is wanted, a file where a folder is wanted,
 a path under a file, a folder the tool may not create files in) is refused at once, in one line,
 instead of after every photo has been captioned. Whether an existing file may be replaced is the
-caller's decision (only files the tool wrote itself are; see ``inference.inputs``); writes then go
-through ``storage.atomic``.
+caller's decision (only files the tool wrote itself are; see ``inference.inputs`` and
+``check_json_target``); writes then go through ``storage.atomic``.
 """
 
 from __future__ import annotations
@@ -13,11 +13,15 @@ from __future__ import annotations
 import os
 import stat
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from captioning.errors import CaptioningError
+from captioning import config
+from captioning.errors import CaptioningError, InputFileError
 from captioning.storage.output_folder import write_failure
 from captioning.storage.regular_files import file_kind
+from captioning.storage.safe_json import read_json_file
 from captioning.storage.safe_text import escape
 
 
@@ -44,6 +48,43 @@ def check_file_target(path: str | Path, option: str) -> None:
     if info is not None and not stat.S_ISREG(info.st_mode):
         raise OutputFileError(f"{_label(option, path)} is {file_kind(info.st_mode)}; give a new file name")
     check_can_create_in(path.parent, option, path)
+
+
+def check_json_target(path: str | Path, option: str, what: str, is_own: Callable[[Any], bool]) -> bool:
+    """``check_file_target``, then refuse a file at ``path`` unless it is an earlier one of the tool's.
+
+    Args:
+        path: the JSON file about to be written.
+        option: how the user named it (``--json``), for the message.
+        what: what the tool writes there, for the message (``"a captions file"``).
+        is_own: True for parsed JSON of exactly the structure the tool writes there (a file of the
+            user's that merely looks alike, a dataset's captions list say, must not match).
+
+    Returns:
+        True when an earlier file of the tool's is there (the caller replaces it); False when
+        nothing is (the caller then writes only where nothing is yet, so a file that appears
+        meanwhile is left alone).
+
+    Raises:
+        OutputFileError: as ``check_file_target``, or something else is at ``path`` (a symlink
+            included, even to a file of the tool's: replacing it would lose the link).
+    """
+    path = Path(path)
+    check_file_target(path, option)
+    if not os.path.lexists(path):
+        return False
+    if not (stat.S_ISREG(os.lstat(path).st_mode) and _holds_own_json(path, is_own)):
+        raise OutputFileError(f"{_label(option, path)} already exists and is not {what} this tool wrote; "
+                              f"move it or choose another {option or 'file'} path")
+    return True
+
+
+def _holds_own_json(path: Path, is_own: Callable[[Any], bool]) -> bool:
+    try:
+        data = read_json_file(path, config.MAX_CAPTIONS_JSON_BYTES, allow_nan=True, allow_surrogates=True)
+    except InputFileError:
+        return False
+    return is_own(data)
 
 
 def check_folder_target(path: str | Path, option: str) -> None:
@@ -96,4 +137,5 @@ def _stat(path: Path, option: str) -> os.stat_result | None:
         raise OutputFileError(f"{_label(option, path)} is not a usable file name ({error})") from None
 
 
-__all__ = ["OutputFileError", "check_can_create_in", "check_file_target", "check_folder_target"]
+__all__ = ["OutputFileError", "check_can_create_in", "check_file_target", "check_folder_target",
+           "check_json_target"]

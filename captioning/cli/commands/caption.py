@@ -15,18 +15,25 @@ ever written over (``inference.inputs.plan_outputs``): a taken name gives way to
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from captioning import config
 from captioning.cli.runtime import EXIT_FAILURE, EXIT_OK
-from captioning.errors import CaptioningError, InputFileError
+from captioning.errors import CaptioningError
 from captioning.inference.inputs import OutputPlan, gather_inputs, names_one_image, plan_outputs
 from captioning.storage.atomic import write_json_atomic
-from captioning.storage.output_files import OutputFileError, check_file_target
-from captioning.storage.safe_json import read_json_file
+from captioning.storage.output_files import check_json_target
 from captioning.storage.safe_text import escape, json_text
+
+# The keys of each entry of the --json file (``_write_json``): a captioned image's (``png`` too
+# when its PNG was written) and a failed one's; a field whose text is not UTF-8 adds
+# ``<field>_escaping``. A file is taken for the tool's own only when every entry has one of these
+# key sets exactly, so a dataset's ``captions.json`` (``image`` and ``caption`` only) never is.
+_CAPTIONED_KEYS = frozenset({"image", "caption", "score", "tags"})
+_FAILED_KEYS = frozenset({"image", "caption", "error"})
+_ESCAPED_FIELDS = ("image", "png", "error")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -58,17 +65,18 @@ def run(args: argparse.Namespace) -> int:
     entries = found.entries
     single = names_one_image(args.paths, entries)
     plan = _plan_outputs(args, entries, single)
-    if args.json:
-        _check_json_target(Path(args.json))
+    # Replace the --json file only when it is an earlier one of the tool's, known now.
+    json_replace = bool(args.json) and check_json_target(args.json, "--json", "a captions file", _is_captions_json)
     for note in found.notes + plan.notes:
         print(note, file=sys.stderr)
     pngs = {} if args.no_png else dict(plan.pngs)
+    saved: dict[int, Path] = {}  # the PNGs written so far, by entry index
     captioner = None
     results: list = []
     try:
         if all(error for _, error in entries):
             results = [CaptionResult(path, None, error) for path, error in entries]
-            failed = _report(results, 0, pngs, plan)
+            failed = _report(results, 0, pngs, saved, plan)
         else:
             images = sum(error is None for _, error in entries)
             print(f"captioning {images} image{'s' if images != 1 else ''} (beam size {args.beam_size})",
@@ -78,16 +86,16 @@ def run(args: argparse.Namespace) -> int:
             # TensorFlow only when the model has no exported form yet (it is made now, once).
             captioner = Captioner.load(model_dir, tags=not args.no_tags, log=_note,
                                        before_tensorflow=import_tensorflow)
-            failed = _caption_streaming(captioner, entries, args.beam_size, pngs, plan, results)
-        _say_saved(pngs, len(entries))
+            failed = _caption_streaming(captioner, entries, args.beam_size, pngs, saved, plan, results)
+        _say_saved(saved, len(entries))
         if args.attention_map and captioner is not None:
             failed |= _attention_maps(captioner, results, plan)
     except KeyboardInterrupt:
         if args.json:
-            _write_json_when_interrupted(Path(args.json), entries, results, pngs)
+            _write_json_when_interrupted(Path(args.json), entries, results, saved, json_replace)
         raise
     if args.json:
-        _write_json(Path(args.json), results, pngs)
+        _write_json(Path(args.json), results, saved, json_replace)
         print(f"wrote {escape(args.json)}")
     return EXIT_FAILURE if failed else EXIT_OK
 
@@ -112,32 +120,25 @@ def _plan_outputs(args: argparse.Namespace, entries, single: bool) -> OutputPlan
                         attention_maps=args.attention_map)
 
 
-def _check_json_target(path: Path) -> None:
-    """Refuse a ``--json`` path that cannot be written, or that holds a file this tool did not write.
-
-    An earlier captions file of the tool's (a JSON list of objects with ``image`` and ``caption``)
-    is replaced; any other file there is the user's and is left alone.
-    """
-    check_file_target(path, "--json")
-    if os.path.lexists(path) and not _is_captions_json(path):
-        raise OutputFileError(f"--json {escape(path)} already exists and is not a captions file this tool "
-                              "wrote; move it or choose another --json path")
+def _is_captions_json(data: Any) -> bool:
+    """Whether parsed JSON is a ``--json`` file of ``caption``'s: a non-empty list whose every entry
+    has exactly the keys ``_write_json`` writes (see ``_CAPTIONED_KEYS``)."""
+    return isinstance(data, list) and bool(data) and all(
+        isinstance(entry, dict) and _entry_keys(entry) in (_CAPTIONED_KEYS, _CAPTIONED_KEYS | {"png"}, _FAILED_KEYS)
+        for entry in data)
 
 
-def _is_captions_json(path: Path) -> bool:
-    try:
-        data = read_json_file(path, config.MAX_CAPTIONS_JSON_BYTES, allow_nan=True, allow_surrogates=True)
-    except InputFileError:
-        return False
-    return isinstance(data, list) and all(isinstance(entry, dict) and "image" in entry and "caption" in entry
-                                          for entry in data)
+def _entry_keys(entry: dict) -> set:
+    """The entry's keys less each ``<field>_escaping`` that stands beside its field."""
+    return set(entry) - {f"{field}_escaping" for field in _ESCAPED_FIELDS if field in entry}
 
 
-def _caption_streaming(captioner, entries, beam_size: int, pngs: dict[int, Path], plan: OutputPlan,
-                       results: list) -> bool:
+def _caption_streaming(captioner, entries, beam_size: int, pngs: dict[int, Path], saved: dict[int, Path],
+                       plan: OutputPlan, results: list) -> bool:
     """Caption ``entries`` a batch at a time, reporting each batch as soon as it is done.
 
     Args:
+        saved: receives each PNG as it is written (``_report``).
         results: receives every result in input order as its batch finishes, so an interrupted
             run still knows the captions it finished.
 
@@ -155,18 +156,21 @@ def _caption_streaming(captioner, entries, beam_size: int, pngs: dict[int, Path]
             batch = captioner.caption_entries(entries[start:start + batch_size], beam_size=beam_size)
             results.extend(batch)
             with tqdm.external_write_mode():  # lines go above the bar, which is redrawn after them
-                failed |= _report(batch, start, pngs, plan)
+                failed |= _report(batch, start, pngs, saved, plan)
             bar.update(len(batch))
     return failed
 
 
-def _report(results, offset: int, pngs: dict[int, Path], plan: OutputPlan | None = None) -> bool:
+def _report(results, offset: int, pngs: dict[int, Path], saved: dict[int, Path],
+            plan: OutputPlan | None = None) -> bool:
     """Print each caption (writing its PNG) or its error; True when anything failed.
 
     Args:
         results: consecutive results, the first being entry number ``offset``.
         offset: index of ``results[0]`` among all entries (the keys of ``pngs``).
-        pngs: PNG targets by entry index; a failed image's is removed.
+        pngs: PNG targets by entry index.
+        saved: receives each PNG once it is written, so the ``--json`` of a run stopped midway
+            names only PNGs that exist.
         plan: which targets hold the tool's own earlier output (replaced); every other target,
             and every target when there is no plan, must still be free when written.
     """
@@ -175,24 +179,22 @@ def _report(results, offset: int, pngs: dict[int, Path], plan: OutputPlan | None
     failed = False
     for index, result in enumerate(results, start=offset):
         if not result.ok:
-            pngs.pop(index, None)
             print(f"error: {escape(result.error)}", file=sys.stderr, flush=True)
             failed = True
             continue
         print(f"{escape(result.path)}: {result.caption}", flush=True)  # names need not be UTF-8
         if index in pngs:
             try:
-                write_captioned_image(result.path, result.caption, pngs[index],
-                                      replace=plan is not None and pngs[index] in plan.replaces)
+                saved[index] = write_captioned_image(result.path, result.caption, pngs[index],
+                                                     replace=plan is not None and pngs[index] in plan.replaces)
             except CaptioningError as error:
                 print(f"error: {escape(error)}", file=sys.stderr, flush=True)
-                del pngs[index]
                 failed = True
     return failed
 
 
 def _say_saved(pngs: dict[int, Path], count: int) -> None:
-    """One line on where the annotated PNGs of ``count`` inputs went."""
+    """One line on where the annotated PNGs of ``count`` inputs went (``pngs``: those written)."""
     if count == 1 and 0 in pngs:
         print(f"saved {escape(pngs[0])}")
     elif pngs:
@@ -233,7 +235,7 @@ def _attention_maps(captioner, results, plan: OutputPlan) -> bool:
     return failed
 
 
-def _write_json_when_interrupted(path: Path, entries, results, pngs: dict[int, Path]) -> None:
+def _write_json_when_interrupted(path: Path, entries, results, pngs: dict[int, Path], replace: bool) -> None:
     """On Ctrl-C, write the captions finished so far (atomically), or say the file was not written.
 
     Images not reached get ``caption: null`` and an ``error`` saying so, so the file still has one
@@ -249,7 +251,7 @@ def _write_json_when_interrupted(path: Path, entries, results, pngs: dict[int, P
     rest = [CaptionResult(image, None, error or f"{escape(image)}: not captioned (interrupted)")
             for image, error in entries[len(results):]]
     try:
-        _write_json(path, [*results, *rest], pngs)
+        _write_json(path, [*results, *rest], pngs, replace)
     except CaptioningError as error:
         print(f"note: interrupted; {escape(path)} was not written ({escape(error)})", file=sys.stderr, flush=True)
         return
@@ -257,8 +259,12 @@ def _write_json_when_interrupted(path: Path, entries, results, pngs: dict[int, P
           f"(the other {len(rest)} entries say not captioned)", file=sys.stderr, flush=True)
 
 
-def _write_json(path: Path, results, pngs: dict[int, Path]) -> None:
+def _write_json(path: Path, results, pngs: dict[int, Path], replace: bool) -> None:
     """``[{"image", "caption", "score", "tags", "png"?, "error"?}]`` in input order, written atomically.
+
+    ``pngs``: the PNGs written, by entry index. ``replace``: ``path`` held an earlier file of the
+    tool's when the run started; otherwise the file is published only where nothing is yet, so one
+    that appeared meanwhile (or a symlink) is left alone.
 
     ``tags``: the classifier's confident tags, ``[{"tag", "confidence", "added"}]`` (``added``: the
     caption names it only because the search was made to), or null when tags were off.
@@ -279,6 +285,9 @@ def _write_json(path: Path, results, pngs: dict[int, Path]) -> None:
         entries.append(entry)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(path, entries)
+        write_json_atomic(path, entries, replace=replace)
+    except FileExistsError:
+        raise CaptioningError(f"cannot write {escape(path)}: a file appeared there while captioning; it was left "
+                              "alone, caption again with another --json path") from None
     except OSError as error:
         raise CaptioningError(f"cannot write {path}: {error.strerror or error}; choose a writable --json path") from None

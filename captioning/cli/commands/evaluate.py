@@ -51,7 +51,8 @@ def evaluate_model(model: str | Path | None, dataset: str | None = None, split: 
         split: ``test`` or ``val``.
         beam_size: beam width; 1 is greedy.
         limit: only the first N held-out images.
-        json_path: one more copy of the metrics, or None.
+        json_path: one more copy of the metrics, or None; refused up front when it cannot be
+            written or holds a file that is not an earlier evaluation's (``report.check_json_path``).
         update_bundle: also replace the shipped bundle's own record (``--update-bundle``).
         tags: guide captions with the encoder's ImageNet classifier when it has one (``--no-tags``:
             False; then the results keep a folder of their own, never the bundle's record).
@@ -69,6 +70,7 @@ def evaluate_model(model: str | Path | None, dataset: str | None = None, split: 
     # Turning tags off changes the captions only for a model that has them.
     tags_off = not tags and read_bundle_config(model_path).encoder.has_classifier
     plan = report.plan_reports(model_path, evaluation_set, beam_size, update_bundle, tags_off)
+    json_replace = report.check_json_path(json_path) if json_path else False
     say(f"evaluating {evaluation_set.describe()}, beam size {beam_size}")
 
     import_tensorflow()  # only now: every check above is answered without it
@@ -78,7 +80,7 @@ def evaluate_model(model: str | Path | None, dataset: str | None = None, split: 
     result = evaluate_images(Captioner.load(model_path, tags=tags), evaluation_set, beam_size, model_path,
                              progress=sys.stderr.isatty())
     say(report.format_table(result))
-    written = report.write_reports(result, plan, json_path=json_path)
+    written = report.write_reports(result, plan, json_path=json_path, json_replace=json_replace)
     say("")
     say(f"results saved in {shown(plan.folder)}/ (each evaluation setting keeps its own folder):")
     say(f"  metrics written to {shown(written['metrics'])}")
