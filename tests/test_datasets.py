@@ -146,6 +146,18 @@ def test_layout_found_one_level_down(tmp_path):
     assert dataset.root == (tmp_path / "download" / "flickr8k").resolve()
 
 
+def test_a_cluttered_sibling_folder_does_not_hide_the_dataset_one_level_down(tmp_path):
+    make_flickr_csv(tmp_path / "download" / "flickr8k")
+    notes = tmp_path / "download" / "notes"  # two caption JSON files: no layout can be chosen there
+    notes.mkdir()
+    (notes / "caps.json").write_text("[]")
+    (notes / "mine.json").write_text("[]")
+    assert load_dataset(tmp_path / "download").root == (tmp_path / "download" / "flickr8k").resolve()
+    (tmp_path / "download" / "flickr8k" / "captions.txt").unlink()  # now the cluttered one is all there is
+    with pytest.raises(DatasetError, match="several caption JSON files"):
+        load_dataset(tmp_path / "download")
+
+
 @pytest.mark.parametrize("content, fragment", [
     ('{"images": [', "invalid JSON"),
     ('{"images": []}', "no captions found"),

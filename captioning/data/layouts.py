@@ -127,12 +127,22 @@ def find_layout(root: Path) -> _Found:
     if found:
         return found
     subfolders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    candidates = [f for f in map(_detect, subfolders) if f]
+    candidates, unclear = [], []
+    for subfolder in subfolders:
+        try:
+            found_there = _detect(subfolder)
+        except DatasetError as error:  # e.g. several caption files: not the dataset asked for, unless it is the only one
+            unclear.append(error)
+            continue
+        if found_there:
+            candidates.append(found_there)
     if len(candidates) == 1:
         return candidates[0]
     if candidates:
         names = ", ".join(f"{f.captions_file.parent.name} ({f.layout})" for f in candidates)
         raise DatasetError(f"{root}: several datasets found ({names}); pass one of these folders")
+    if unclear:
+        raise unclear[0]
     raise DatasetError(f"{root}: no dataset layout recognised; expected {LAYOUTS_HELP}")
 
 
