@@ -7,7 +7,8 @@ import argparse
 import pytest
 
 from captioning import config
-from captioning.cli.main import build_parser, dropout_rate
+from captioning.cli.arg_types import dropout_rate
+from captioning.cli.main import build_parser
 
 
 def _subparsers() -> dict[str, argparse.ArgumentParser]:

@@ -264,7 +264,7 @@ def test_ask_int_default_and_reprompt(monkeypatch, capsys):
 
 
 def test_the_menu_port_follows_the_serve_port_rule(monkeypatch, capsys):
-    from captioning.cli.main import port_number
+    from captioning.cli.arg_types import port_number
 
     printed = _feed(monkeypatch, capsys, ["", "99999", "-1", "http", "0", "65535"])
     assert prompts.ask_parsed("port", port_number, 8000) == 8000

@@ -9,10 +9,17 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from pathlib import Path
 
 from captioning import config
 from captioning.cli import runtime
+from captioning.cli.arg_types import (
+    dropout_rate,
+    non_negative_float,
+    png_file,
+    port_number,
+    positive_float,
+    positive_int,
+)
 from captioning.errors import CaptioningError
 from captioning.storage.safe_text import escape, protect_streams
 
@@ -20,61 +27,6 @@ NO_TAGS_HELP = ("do not make captions name what the encoder's ImageNet classifie
                 "(tags are on for models whose encoder has one, e.g. efficientnet_lite0)")
 MODEL_HELP = ("model bundle (default: the one chosen with `default DIR` or `train --make-default`, "
               "else the shipped saved_models/default)")
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
-    return value
-
-
-def png_file(text: str) -> str:
-    """argparse type: a file name ending in .png (the annotated image is always a PNG)."""
-    if Path(text).suffix.lower() != ".png":
-        raise argparse.ArgumentTypeError(f"the annotated image is a PNG; give a name ending in .png, "
-                                         f"not {escape(text)!r}")
-    return text
-
-
-def positive_float(text: str) -> float:
-    """argparse type: a float > 0."""
-    return _checked_float(text, lambda value: value > 0, "> 0")
-
-
-def non_negative_float(text: str) -> float:
-    """argparse type: a float >= 0."""
-    return _checked_float(text, lambda value: value >= 0, ">= 0")
-
-
-def port_number(text: str) -> int:
-    """argparse type: a TCP port, 0 (any free port) to 65535."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"expected a port from 0 to 65535, got {value}")
-    return value
-
-
-def dropout_rate(text: str) -> float:
-    """argparse type: a float in [0, 1)."""
-    return _checked_float(text, lambda value: 0 <= value < 1, "from 0 to below 1")
-
-
-def _checked_float(text: str, accept, bound: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not accept(value):  # nan fails every comparison, so it is refused too
-        raise argparse.ArgumentTypeError(f"expected a number {bound}, got {value}")
-    return value
 
 
 def _add_dataset_arg(parser: argparse.ArgumentParser, default: str | None, help_extra: str = "") -> None:

@@ -270,7 +270,7 @@ def serve_step() -> None:
     bundle_dir = choose_bundle()
     if bundle_dir is None:
         return
-    from captioning.cli.main import port_number  # the rule `serve --port` follows
+    from captioning.cli.arg_types import port_number  # the rule `serve --port` follows
     from captioning.web.server import serve
 
     port = ask_parsed("port", port_number, config.ServeConfig.port)
