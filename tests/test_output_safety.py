@@ -91,7 +91,7 @@ def _folder_with_a_file_and_photos(path: Path) -> Path:
      r"\(config.json\)"),
     (lambda p: (p.mkdir(), os.mkfifo(p / "config.json"), p)[-1], r"\(config.json\)"),  # never opened: no hang
     (lambda p: (p.write_text("mine"), p)[-1], r"is a file, not a folder"),
-    (lambda p: (os.mkfifo(p), p)[-1], r"is a FIFO, not a folder"),
+    (lambda p: (os.mkfifo(p), p)[-1], r"is a FIFO \(named pipe\), not a folder"),
     (lambda p: (os.symlink(_fake_bundle(p.parent / "real"), p), p)[-1], r"is a symbolic link \(to .*real\)"),
 ], ids=["a file and photos", "a parent of bundles", "another tool's config.json", "config.json nested 100,000 deep",
         "config.json a FIFO", "a regular file", "a FIFO", "a symbolic link"])
@@ -317,6 +317,19 @@ def _run_cli(argv: list[str], env: dict, cwd: Path, shipped: Path | None = None)
                           timeout=120)
 
 
+
+def _assert_refused_before_tensorflow(argv: list[str], tmp_path: Path, out: Path, error_line: str) -> None:
+    """Run the CLI on ``argv``: one ``error_line``, exit 1, TensorFlow never imported, ``out``
+    unchanged and nothing (a lock, a staging folder) left beside it in ``tmp_path``."""
+    before, beside = _snapshot(out), sorted(p.name for p in tmp_path.iterdir())
+    done = _run_cli(argv, _env(tmp_path), tmp_path)
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines() == [error_line]
+    assert "tensorflow imported: False" in done.stdout
+    assert _snapshot(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == beside
+
+
 @pytest.mark.parametrize("command", [
     ["train", "--dataset", "{dataset}", "--encoder", "efficientnet_lite0", "--output", "{out}"],
     ["ensemble", "{dataset}/a", "{dataset}/b", "--output", "{out}"],
@@ -326,16 +339,10 @@ def test_train_and_ensemble_refuse_a_folder_with_a_file_before_tensorflow_loads(
 
     dataset = write_shapes_dataset(tmp_path / "shapes", n_images=4, seed=0)
     out = _folder_with_a_file_and_photos(tmp_path / "mine")
-    before = _snapshot(out)
-    argv = [part.format(dataset=dataset, out=out) for part in command]
-    done = _run_cli(argv, _env(tmp_path), tmp_path)
-    assert done.returncode == 1, done.stderr[-2000:]
-    assert done.stderr.strip().splitlines() == [
+    _assert_refused_before_tensorflow(
+        [part.format(dataset=dataset, out=out) for part in command], tmp_path, out,
         f"error: {out} holds 2 files or folders that are not a model bundle (notes.txt, photos/); the tool "
-        f"replaces its output folder whole, so pass --output a new folder (e.g. {out / 'model'})"]
-    assert "tensorflow imported: False" in done.stdout
-    assert _snapshot(out) == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine", "shapes"]  # no lock or staging beside it
+        f"replaces its output folder whole, so pass --output a new folder (e.g. {out / 'model'})")
 
 
 SCST_TRAIN_ENSEMBLE = [
@@ -353,16 +360,10 @@ def test_train_scst_and_ensemble_refuse_a_bundle_holding_a_users_file_before_ten
     source = _fake_bundle(tmp_path / "m3")
     out = _fake_bundle(tmp_path / "m5")  # cp -r m3 m5; echo notes > m5/NOTES.md
     (out / "NOTES.md").write_text("notes")
-    before = _snapshot(out)
-    argv = [part.format(dataset=dataset, out=out, source=source) for part in command]
-    done = _run_cli(argv, _env(tmp_path), tmp_path)
-    assert done.returncode == 1, done.stderr[-2000:]
-    assert done.stderr.strip().splitlines() == [
+    _assert_refused_before_tensorflow(
+        [part.format(dataset=dataset, out=out, source=source) for part in command], tmp_path, out,
         f"error: {out} is a model bundle but also holds 1 file or folder that is not part of one (NOTES.md); "
-        f"replacing it would delete it, so move it out first or pass --output a new folder (e.g. {out}-model)"]
-    assert "tensorflow imported: False" in done.stdout
-    assert _snapshot(out) == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["m3", "m5", "shapes"]  # no lock or staging beside it
+        f"replacing it would delete it, so move it out first or pass --output a new folder (e.g. {out}-model)")
 
 
 @pytest.mark.parametrize("command", SCST_TRAIN_ENSEMBLE, ids=["train", "scst", "ensemble"])

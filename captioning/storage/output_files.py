@@ -20,7 +20,7 @@ from typing import Any
 from captioning import config
 from captioning.errors import CaptioningError, InputFileError
 from captioning.storage.output_folder import write_failure
-from captioning.storage.regular_files import file_kind
+from captioning.storage.regular_files import file_kind, not_a_folder
 from captioning.storage.safe_json import read_json_file
 from captioning.storage.safe_text import escape
 
@@ -96,8 +96,7 @@ def check_folder_target(path: str | Path, option: str) -> None:
     path = Path(path)
     info = _stat(path, option)
     if info is not None and not stat.S_ISDIR(info.st_mode):
-        kind = "a file" if stat.S_ISREG(info.st_mode) else file_kind(info.st_mode)
-        raise OutputFileError(f"{_label(option, path)} is {kind}, not a folder; "
+        raise OutputFileError(f"{_label(option, path)} is {not_a_folder(info.st_mode)}; "
                               "pass a folder (it is created if missing)")
     check_can_create_in(path, option, path)
 

@@ -44,6 +44,7 @@ from pathlib import Path
 from captioning import config as settings
 from captioning.bundles import layout
 from captioning.errors import CaptioningError, InputFileError
+from captioning.storage.regular_files import not_a_folder
 from captioning.storage.safe_json import read_json_file
 from captioning.storage.safe_text import escape
 from captioning.training import checkpoint_layout
@@ -107,7 +108,7 @@ def check_output_folder(path: str | Path, default: bool = False, replace_whole: 
     if stat.S_ISLNK(info.st_mode):
         raise _refusal(path, f"is a symbolic link (to {os.readlink(path)})", default)
     if not stat.S_ISDIR(info.st_mode):
-        raise _refusal(path, f"is {_kind(info.st_mode)}, not a folder", default)
+        raise _refusal(path, f"is {not_a_folder(info.st_mode)}", default)
     try:
         entries = sorted(os.listdir(path))
     except OSError as error:
@@ -241,18 +242,6 @@ def _first_non_folder(path: Path) -> Path:
         if os.path.lexists(parent) and not parent.is_dir():
             return parent
     return path.parent
-
-
-def _kind(mode: int) -> str:
-    if stat.S_ISREG(mode):
-        return "a file"
-    if stat.S_ISFIFO(mode):
-        return "a FIFO"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
-    return "not a folder"
 
 
 # ---------------------------------------------------------------------------------- the lock

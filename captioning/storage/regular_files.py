@@ -38,6 +38,12 @@ def file_kind(mode: int) -> str:
     return next((words for test, words in _KINDS if test(mode)), "a special file")
 
 
+def not_a_folder(mode: int) -> str:
+    """The reason for refusing a non-folder where a folder is wanted: ``a file, not a folder``,
+    ``a FIFO (named pipe), not a folder``."""
+    return f"{'a file' if stat.S_ISREG(mode) else file_kind(mode)}, not a folder"
+
+
 def not_regular(mode: int) -> str:
     """The reason for refusing a path whose ``st_mode`` is ``mode``: ``a FIFO (named pipe), not a
     regular file``."""
@@ -139,5 +145,5 @@ def _os_error(path: str | Path, error: OSError) -> InputFileError:
     return InputFileError(path, f"cannot read the file ({error.strerror or error})")
 
 
-__all__ = ["check_regular_file", "file_kind", "not_regular", "open_regular_file",
+__all__ = ["check_regular_file", "file_kind", "not_a_folder", "not_regular", "open_regular_file",
            "read_regular_file", "too_large"]
