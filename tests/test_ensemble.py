@@ -138,9 +138,38 @@ def test_a_differing_setting_is_named_by_the_fields_that_differ(members, tmp_pat
     assert "EncoderSpec(" not in str(error.value)
 
 
-def test_an_ensemble_is_not_a_member(members, ensemble, tmp_path):
-    with pytest.raises(BundleError, match="already an ensemble"):
-        combine_bundles([ensemble, members[0]], tmp_path / "nested")
+def test_an_ensemble_named_brings_its_members_so_an_ensemble_grows(members, ensemble, tmp_path):
+    third = make_tiny_bundle(tmp_path / "member-3", kind="attention", seed=3)
+    grown = combine_bundles([ensemble, third], tmp_path / "grown")
+    config = json.loads((grown / bundles.CONFIG_FILE).read_text())
+    assert [m["source"] for m in config["ensemble"]["members"]] == [p.name for p in (*members, third)]
+    for name, source in zip(bundles.read_bundle_config(grown).weights_files, (*members, third), strict=True):
+        assert (grown / name).read_bytes() == (source / "model.weights.h5").read_bytes()
+    assert len(bundles.load_bundle(grown).members) == 3
+    again = combine_bundles([third, ensemble], tmp_path / "grown-other-way")  # a single bundle first works too
+    assert [m["source"] for m in json.loads((again / bundles.CONFIG_FILE).read_text())["ensemble"]["members"]] == \
+        [p.name for p in (third, *members)]
+
+
+def test_a_member_already_in_the_named_ensemble_is_refused(members, ensemble, tmp_path):
+    with pytest.raises(BundleError, match=r"member-1 has the same weights as .*pair \(its member member-1\); an "
+                                          r"ensemble needs different"):
+        combine_bundles([ensemble, members[0]], tmp_path / "twice")
+    with pytest.raises(BundleError, match="at least two"):
+        combine_bundles([members[0]], tmp_path / "alone")
+
+
+def test_more_decoders_than_a_bundle_may_hold_are_refused_before_anything_is_written(members, ensemble, tmp_path,
+                                                                                     monkeypatch):
+    from captioning.bundles import combine
+
+    keep = make_tiny_bundle(tmp_path / "keep", kind="attention", seed=4)
+    before = (keep / bundles.CONFIG_FILE).read_bytes()
+    third = make_tiny_bundle(tmp_path / "member-3", kind="attention", seed=3)
+    monkeypatch.setattr(combine, "MAX_ENSEMBLE_MEMBERS", 2)
+    with pytest.raises(BundleError, match="hold 3 decoders, more than the 2 an ensemble may have; name fewer"):
+        combine_bundles([ensemble, third], keep)
+    assert (keep / bundles.CONFIG_FILE).read_bytes() == before
 
 
 def test_a_missing_member_weights_file_is_refused_on_load(ensemble, tmp_path):
@@ -153,6 +182,9 @@ def test_a_missing_member_weights_file_is_refused_on_load(ensemble, tmp_path):
 def test_ensemble_command_writes_the_bundle_and_reports_errors_in_one_line(members, tmp_path, capsys):
     assert main(["ensemble", *map(str, members), "--output", str(tmp_path / "cli")]) == 0
     assert "ensemble of 2 models saved" in capsys.readouterr().out
+    third = make_tiny_bundle(tmp_path / "member-3", kind="attention", seed=3)
+    assert main(["ensemble", str(tmp_path / "cli"), str(third), "--output", str(tmp_path / "grown")]) == 0
+    assert "ensemble of 3 models saved" in capsys.readouterr().out
     assert len(bundles.load_bundle(tmp_path / "cli").members) == 2
     assert main(["ensemble", str(members[0]), "--output", str(tmp_path / "cli")]) == 1
     err = capsys.readouterr().err.strip()

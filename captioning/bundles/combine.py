@@ -3,7 +3,8 @@
 The members must share the encoder, the features, the split, the vocabulary and the decoder's sizes
 (they may differ in what shapes only training: dropout and the attention penalty). The ensemble is
 the first member's bundle with one weights file per member and an ``ensemble`` record listing
-them; ``inference.ensemble`` makes them caption together.
+them; ``inference.ensemble`` makes them caption together. A bundle that is already an ensemble
+brings all its members, so an ensemble grows by naming it with the new models (nothing nests).
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from captioning.bundles import store as bundles
-from captioning.bundles.schema import WEIGHTS_FILE, BundleConfig, EnsembleMember
+from captioning.bundles.schema import BundleConfig, EnsembleMember
 from captioning.bundles.trained_photos import read_trained_photos, write_trained_photos
-from captioning.config import DecoderConfig
+from captioning.config import MAX_ENSEMBLE_MEMBERS, DecoderConfig
 from captioning.errors import BundleError
 from captioning.storage.disk_space import ensure_free_space
 from captioning.storage.output_folder import OutputFolderError, resolve
@@ -29,42 +30,58 @@ TRAINING_ONLY_DECODER_SETTINGS = ("dropout", "attention_regularization")
 # held-out split (a member trained on another split would have seen the test photos).
 SHARED_SETTINGS = ("encoder", "feature_shape", "max_length", "vocab_size", "split")
 
+@dataclasses.dataclass(frozen=True)
+class _Member:
+    """One decoder going into the ensemble: its weights file and what config.json says of it."""
+
+    weights: Path
+    record: EnsembleMember
+    bundle: bundles.Bundle  # the bundle it comes from (an ensemble brings several members)
+
+
 def combine_bundles(member_paths: Sequence[str | Path], target: str | Path) -> Path:
     """Write an ensemble bundle at ``target`` from trained bundles, checked to fit together.
 
-    Each member is loaded first (so broken weights are caught here, not at caption time); its
-    weights file is copied as is (already float16), the vocabulary and loss history come from the
-    first member, config.json records every member's decoder settings and training summary, and
-    trained_photos.json every photo any member was trained on (when each member has that record).
+    Each bundle is loaded first (so broken weights are caught here, not at caption time); its
+    weights files are copied as they are (already float16). A bundle that is itself an ensemble
+    brings every member it has, with their records. The vocabulary and loss history come from the
+    first bundle, config.json records every member's decoder settings and training summary, and
+    trained_photos.json every photo any bundle was trained on (when each has that record).
 
     Args:
-        member_paths: two or more bundle folders, not ensembles themselves.
-        target: the ensemble's folder; written atomically, never one of the members.
+        member_paths: bundle folders, two or more decoders in all.
+        target: the ensemble's folder; written atomically, never one of the bundles named.
 
     Returns:
         The ensemble folder.
 
     Raises:
-        BundleError: fewer than two members, a member that is missing, broken or an ensemble, the
-            target being a member, or members that differ in encoder, vocabulary, split or sizes.
+        BundleError: fewer than two decoders, a bundle that is missing or broken, the target
+            being one of the bundles, the same weights twice, or bundles that differ in encoder,
+            vocabulary, split or sizes.
     """
     paths = [Path(path) for path in member_paths]
-    if len(paths) < 2:
+    if len(paths) < 2:  # one ensemble alone would only be copied
         raise BundleError("an ensemble needs at least two model bundles; name two or more")
     target = resolve(target)
     if any(target.resolve() == path.resolve() for path in paths):
         raise BundleError(f"{target}: the ensemble would overwrite one of its members; choose another --output")
     loaded = [bundles.load_bundle(path) for path in paths]
-    for member in loaded:
-        if len(member.members) > 1:
-            raise BundleError(f"{member.path}: already an ensemble; name its member bundles instead")
-    _check_distinct(loaded)
+    members = [member for bundle in loaded for member in _members_of(bundle)]
+    if len(members) < 2:
+        raise BundleError("an ensemble needs at least two model bundles; name two or more")
+    if len(members) > MAX_ENSEMBLE_MEMBERS:  # else a bundle no command could load would replace --output
+        raise BundleError(f"these bundles hold {len(members)} decoders, more than the {MAX_ENSEMBLE_MEMBERS} an "
+                          "ensemble may have; name fewer models")
+    _check_distinct(members)
     first = loaded[0]
-    for member in loaded[1:]:
-        _check_compatible(first, member)
+    for bundle in loaded[1:]:
+        _check_compatible(first, bundle)
+    for member in members[1:]:
+        _check_same_architecture(members[0], member)
 
     def fill(staging: Path) -> None:
-        weights = [member.path / WEIGHTS_FILE for member in loaded]
+        weights = [member.weights for member in members]
         extras = [first.path / name for name in (bundles.VOCAB_FILE, bundles.HISTORY_FILE, bundles.LOSS_CURVE_FILE)
                   if (first.path / name).is_file()]
         ensure_free_space(staging.parent, sum(path.stat().st_size for path in weights + extras), "the ensemble bundle",
@@ -77,12 +94,22 @@ def combine_bundles(member_paths: Sequence[str | Path], target: str | Path) -> P
             write_trained_photos(staging, seen_photos)
 
     seen_photos = _seen_photos(loaded)
-    members = tuple(EnsembleMember(source=member.path.name, created=member.config.created,
-                                   decoder=member.config.decoder, training=member.config.training,
-                                   fine_tuning=member.config.fine_tuning)
-                    for member in loaded)
-    ensemble_config = dataclasses.replace(first.config, ensemble=members)
+    ensemble_config = dataclasses.replace(first.config, decoder=members[0].record.decoder or first.config.decoder,
+                                          training=members[0].record.training,
+                                          fine_tuning=members[0].record.fine_tuning,
+                                          ensemble=tuple(member.record for member in members))
     return bundles.write_bundle_folder(target, ensemble_config, fill)
+
+
+def _members_of(bundle: bundles.Bundle) -> list[_Member]:
+    """The decoders a bundle brings: its one model, or every member of an ensemble."""
+    bundle_config = bundle.config
+    if bundle_config.members:
+        return [_Member(weights=bundle.path / name, record=record, bundle=bundle)
+                for name, record in zip(bundle_config.weights_files, bundle_config.members, strict=True)]
+    record = EnsembleMember(source=bundle.path.name, created=bundle_config.created, decoder=bundle_config.decoder,
+                            training=bundle_config.training, fine_tuning=bundle_config.fine_tuning)
+    return [_Member(weights=bundle.path / bundle_config.weights_files[0], record=record, bundle=bundle)]
 
 
 def _check_compatible(first: bundles.Bundle, other: bundles.Bundle) -> None:
@@ -97,9 +124,14 @@ def _check_compatible(first: bundles.Bundle, other: bundles.Bundle) -> None:
                           "with the same dataset, split and --min-count")
     if _dataset_name(first.config) != _dataset_name(other.config):
         raise BundleError(f"{other.path}: trained on another dataset than {first.path}")
-    first_decoder, other_decoder = (_architecture(b.config.decoder) for b in (first, other))
+
+
+def _check_same_architecture(first: _Member, other: _Member) -> None:
+    """Raise a one-line BundleError if ``other``'s decoder is shaped unlike ``first``'s."""
+    first_decoder, other_decoder = (_architecture(member.record.decoder or member.bundle.config.decoder)
+                                    for member in (first, other))
     if first_decoder != other_decoder:
-        raise BundleError(f"{other.path}: decoder {other_decoder} differs from {first.path}'s "
+        raise BundleError(f"{other.bundle.path}: decoder {other_decoder} differs from {first.bundle.path}'s "
                           f"{first_decoder}; an ensemble's members share one architecture")
 
 
@@ -112,17 +144,26 @@ def _difference(theirs: object, mine: object) -> str:
     return f"{theirs} vs {mine}"
 
 
-def _check_distinct(loaded: Sequence[bundles.Bundle]) -> None:
-    """Refuse a member named twice, or two folders holding the same weights: such an "ensemble"
-    captions exactly as the one model does, at twice the cost."""
-    seen: dict[str, Path] = {}
-    for member in loaded:
-        digest = hashlib.sha1((member.path / WEIGHTS_FILE).read_bytes()).hexdigest()
+def _check_distinct(members: Sequence[_Member]) -> None:
+    """Refuse a bundle named twice, or the same weights twice (also inside an ensemble named): such
+    an "ensemble" captions as one fewer member would, at more cost."""
+    seen: dict[str, _Member] = {}
+    for member in members:
+        digest = hashlib.sha1(member.weights.read_bytes()).hexdigest()
         if digest in seen:
-            same = "is named twice" if seen[digest].resolve() == member.path.resolve() else \
-                f"has the same weights as {seen[digest]}"
-            raise BundleError(f"{member.path} {same}; an ensemble needs different trained models")
-        seen[digest] = member.path
+            earlier = seen[digest]
+            if earlier.bundle.path.resolve() == member.bundle.path.resolve() and earlier.bundle is not member.bundle:
+                raise BundleError(f"{member.bundle.path} is named twice; an ensemble needs different trained models")
+            raise BundleError(f"{_which(member)} has the same weights as {_which(earlier)}; an ensemble needs "
+                              "different trained models (an ensemble named brings its members: name each model once)")
+        seen[digest] = member
+
+
+def _which(member: _Member) -> str:
+    """The bundle a member comes from, and which member it is when that bundle is an ensemble."""
+    if not member.bundle.config.members:
+        return str(member.bundle.path)
+    return f"{member.bundle.path} (its member {member.record.source or '?'})"
 
 
 def _seen_photos(loaded: Sequence[bundles.Bundle]) -> frozenset[str] | None:

@@ -235,8 +235,11 @@ def _ensemble_parser(sub) -> None:
                        description="Write a model bundle whose members caption together: at each word "
                                    "the members' next-word probabilities are averaged. The members "
                                    "must share the encoder, vocabulary, split and decoder sizes "
-                                   "(they may differ in --dropout and --attention-regularization).")
-    p.add_argument("models", nargs="+", metavar="MODEL_DIR", help="two or more trained bundles")
+                                   "(they may differ in --dropout and --attention-regularization). "
+                                   "An ensemble named here brings all its members, so naming one with "
+                                   "a newly trained model grows it.")
+    p.add_argument("models", nargs="+", metavar="MODEL_DIR",
+                   help="two or more trained bundles (an ensemble counts as its members)")
     p.add_argument("--output", metavar="DIR", required=True, help="the ensemble bundle folder to write")
 
 

@@ -69,7 +69,7 @@ def check_member(bundle_config: BundleConfig, member: int | None, source: Path) 
     count = bundle_config.member_count
     if member is None and count > 1:
         raise BundleError(f"{source} is an ensemble of {count} decoders: fine-tune them one at a time with "
-                          f"--member 1 .. --member {count}, then combine the results with `ensemble`")
+                          f"--member 1 .. --member {count}, then combine the fine-tuned results with `ensemble`")
     if member is not None and not 1 <= member <= count:
         have = f"members 1 to {count}" if count > 1 else "one decoder (drop --member)"
         raise BundleError(f"{source} has {have}; --member {member} is not one of them")

@@ -21,7 +21,7 @@ def run(args: argparse.Namespace) -> int:
     from captioning.storage.output_folder import check_output_folder
 
     names = ", ".join(escape(model) for model in args.models)
-    print(f"ensemble: combining {len(args.models)} models ({names}) -> {escape(args.output)}", flush=True)
+    print(f"ensemble: combining {len(args.models)} bundles ({names}) -> {escape(args.output)}", flush=True)
     check_output_folder(args.output)  # before TensorFlow loads: a refusal comes at once
     from captioning.cli.runtime import import_tensorflow
 
@@ -30,6 +30,6 @@ def run(args: argparse.Namespace) -> int:
     from captioning.bundles.combine import combine_bundles  # loads each member
 
     target = combine_bundles(args.models, args.output)
-    print(f"ensemble of {len(args.models)} models saved to {target}")
+    print(f"ensemble of {bundles.read_bundle_config(target).member_count} models saved to {target}")
     print(bundles.describe_bundle(target))
     return EXIT_OK
