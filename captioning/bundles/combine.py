@@ -68,8 +68,6 @@ def combine_bundles(member_paths: Sequence[str | Path], target: str | Path) -> P
         raise BundleError(f"{target}: the ensemble would overwrite one of its members; choose another --output")
     loaded = [bundles.load_bundle(path) for path in paths]
     members = [member for bundle in loaded for member in _members_of(bundle)]
-    if len(members) < 2:
-        raise BundleError("an ensemble needs at least two model bundles; name two or more")
     if len(members) > MAX_ENSEMBLE_MEMBERS:  # else a bundle no command could load would replace --output
         raise BundleError(f"these bundles hold {len(members)} decoders, more than the {MAX_ENSEMBLE_MEMBERS} an "
                           "ensemble may have; name fewer models")
@@ -77,8 +75,6 @@ def combine_bundles(member_paths: Sequence[str | Path], target: str | Path) -> P
     first = loaded[0]
     for bundle in loaded[1:]:
         _check_compatible(first, bundle)
-    for member in members[1:]:
-        _check_same_architecture(members[0], member)
 
     def fill(staging: Path) -> None:
         weights = [member.weights for member in members]
@@ -94,10 +90,9 @@ def combine_bundles(member_paths: Sequence[str | Path], target: str | Path) -> P
             write_trained_photos(staging, seen_photos)
 
     seen_photos = _seen_photos(loaded)
-    ensemble_config = dataclasses.replace(first.config, decoder=members[0].record.decoder or first.config.decoder,
-                                          training=members[0].record.training,
-                                          fine_tuning=members[0].record.fine_tuning,
-                                          ensemble=tuple(member.record for member in members))
+    # The top-level decoder and training record stay the first bundle's: an ensemble's are already
+    # its first member's, and every member shares the architecture (checked per bundle above).
+    ensemble_config = dataclasses.replace(first.config, ensemble=tuple(member.record for member in members))
     return bundles.write_bundle_folder(target, ensemble_config, fill)
 
 
@@ -124,14 +119,10 @@ def _check_compatible(first: bundles.Bundle, other: bundles.Bundle) -> None:
                           "with the same dataset, split and --min-count")
     if _dataset_name(first.config) != _dataset_name(other.config):
         raise BundleError(f"{other.path}: trained on another dataset than {first.path}")
-
-
-def _check_same_architecture(first: _Member, other: _Member) -> None:
-    """Raise a one-line BundleError if ``other``'s decoder is shaped unlike ``first``'s."""
-    first_decoder, other_decoder = (_architecture(member.record.decoder or member.bundle.config.decoder)
-                                    for member in (first, other))
+    # An ensemble is rebuilt from its one decoder config, so its top-level one speaks for all members.
+    first_decoder, other_decoder = (_architecture(b.config.decoder) for b in (first, other))
     if first_decoder != other_decoder:
-        raise BundleError(f"{other.bundle.path}: decoder {other_decoder} differs from {first.bundle.path}'s "
+        raise BundleError(f"{other.path}: decoder {other_decoder} differs from {first.path}'s "
                           f"{first_decoder}; an ensemble's members share one architecture")
 
 
