@@ -19,7 +19,7 @@ from PIL import Image
 
 from captioning import config
 from captioning.cli import main as cli
-from tests.support.bundles import WORDS
+from tests.support.bundles import WORDS, shipped_architecture
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -172,8 +172,7 @@ def test_without_model_it_uses_the_shipped_one_not_the_newest_trained(tmp_path, 
     result = run_caption("missing.jpg", cwd=tmp_path, models_dir=models)
     assert result.returncode == 1 and result.stdout == ""
     first, *rest = result.stderr.splitlines()
-    assert first == (f"model: {config.DEFAULT_BUNDLE_DIR} (efficientnet_lite0 + 6 x attention ensemble, "
-                     "shipped default)")
+    assert first == f"model: {config.DEFAULT_BUNDLE_DIR} ({shipped_architecture()}, shipped default)"
     assert len(rest) == 1 and rest[0].startswith("error: missing.jpg: no such file")
 
 
@@ -190,7 +189,7 @@ def test_the_chosen_default_is_used_and_a_gone_one_falls_back_with_a_note(tmp_pa
     shutil.rmtree(models / "mine")
     result = run_caption("missing.jpg", cwd=tmp_path, models_dir=models)
     first, note, error = result.stderr.splitlines()
-    assert first.endswith("(efficientnet_lite0 + 6 x attention ensemble, shipped default)")
+    assert first.endswith(f"({shipped_architecture()}, shipped default)")
     assert note.startswith("note: your default model saved_models/mine") and "is gone" in note
     assert error.startswith("error: ") and result.returncode == 1
 

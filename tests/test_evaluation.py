@@ -22,7 +22,7 @@ from captioning.data.datasets import load_dataset, split_dataset
 from captioning.errors import BundleError, CaptioningError, DatasetError
 from captioning.evaluation import evaluate as evaluation
 from captioning.evaluation import ptb_tokenizer, report
-from tests.support.bundles import config_without_dataset
+from tests.support.bundles import config_without_dataset, shipped_architecture
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 180, 60), "blue": (40, 60, 220), "yellow": (230, 210, 40)}
 SHAPES = ("square", "circle", "stripe", "dot", "blob")
@@ -481,7 +481,7 @@ def test_evaluating_the_real_shipped_model_partially_leaves_its_files_alone(flic
     assert cli.main(["evaluate", "--dataset", str(coco_mini), "--limit", "10"]) == 0
     out = capsys.readouterr().out
     assert _files(shipped) == before
-    assert out.count("(efficientnet_lite0 + 6 x attention ensemble, shipped default)") == 2
+    assert out.count(f"({shipped_architecture()}, shipped default)") == 2
     assert sorted(p.name for p in (evaluation_root() / "default").iterdir()) == [
         f"{load_dataset(coco_mini).key}-test-first10-beam3", f"{load_dataset(flickr8k).key}-test-first50-beam3"]
 

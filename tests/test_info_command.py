@@ -67,11 +67,12 @@ def test_info_says_whether_the_model_captions_with_tags(tmp_path):
     import json
     import shutil
 
-    result = run_info("--model", "saved_models/default")  # efficientnet_lite0 with ImageNet weights
+    result = run_info("--model", "saved_models/default")  # an EfficientNet-Lite with ImageNet weights
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     tags = next(line for line in lines if line.startswith("  tags: "))
-    assert tags.startswith("  tags: on (the efficientnet_lite0 encoder's own ImageNet classifier)")
+    encoder = json.loads((PROJECT_ROOT / "saved_models" / "default" / "config.json").read_text())["encoder"]["name"]
+    assert tags.startswith(f"  tags: on (the {encoder} encoder's own ImageNet classifier)")
     sayable = next(line for line in lines if "tag words are in this vocabulary:" in line)
     assert {"cat", "dog", "coffee", "cup", "camera"} <= set(sayable.split(": ", 1)[1].split(", "))
     # Words of ImageNet classes no training caption used (the mix added zebra, not penguin).

@@ -16,6 +16,7 @@ import pytest
 from captioning import config
 from captioning.bundles import default_model
 from captioning.cli import menu, prompts
+from tests.support.bundles import shipped_architecture
 from tests.support.menu_session import (
     ENTRY,
     MENU_PROMPT,
@@ -27,6 +28,8 @@ from tests.support.menu_session import (
     menu_env,
     spawn_menu,
 )
+
+SHIPPED = shipped_architecture()
 
 
 @pytest.fixture
@@ -172,7 +175,7 @@ def test_caption_visit_loads_once_and_writes_pngs(workdir, tiny_bundle):
     _write_photo(workdir / "my photos" / "deeper" / "red.png", (0, 0, 200))
     child = spawn_menu(workdir, timeout=120)
     answer(child, "2", MODEL_LIST)
-    child.expect_exact("1) default (efficientnet_lite0 + 6 x attention ensemble, ")  # shipped, the default
+    child.expect_exact(f"1) default ({SHIPPED}, ")  # shipped, the default
     child.expect_exact("Choose [1]: ")
     answer(child, "9", "Please enter a number from 1 to")
     answer(child, "2", "model: saved_models/")  # one of ours, named before it loads
@@ -205,7 +208,7 @@ def test_model_list_offers_the_chosen_default_first_and_every_step_names_its_mod
     answer(child, "2", MODEL_LIST)
     child.expect_exact("1) mine (efficientnet_lite0 + merge, ")
     child.expect_exact(") - default")
-    child.expect_exact("2) default (efficientnet_lite0 + 6 x attention ensemble, ")
+    child.expect_exact(f"2) default ({SHIPPED}, ")
     answer(child, "", "model: saved_models/mine (efficientnet_lite0 + merge, your default)")
     child.expect_exact("model bundle: ")
     child.expect_exact(MENU_PROMPT)
@@ -216,7 +219,7 @@ def test_model_list_offers_the_chosen_default_first_and_every_step_names_its_mod
     child.expect_exact("using the shipped ")
     # Only the shipped model is left: no list to choose from, its info comes at once.
     child.expect_exact("model: ")
-    child.expect_exact("(efficientnet_lite0 + 6 x attention ensemble, shipped default)")
+    child.expect_exact(f"({SHIPPED}, shipped default)")
     child.expect_exact(MENU_PROMPT)
     answer(child, QUIT, "Goodbye.")
     expect_exit_ok(child)

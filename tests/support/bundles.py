@@ -11,14 +11,29 @@ The session-wide ``tiny_bundle`` fixture (tests/conftest.py) is one of these.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
+
+from captioning import config
 
 WORDS = ["a", "red", "blue", "green", "circle", "square", "triangle", "on", "white", "background"]
 MAX_LENGTH = 8
 FEATURE_DIM = 1280  # the EfficientNet-Lite pooled width
 # Grid side of each EfficientNet-Lite variant (input 224, 240, 260).
 LITE_GRID = {"efficientnet_lite0": 7, "efficientnet_lite1": 8, "efficientnet_lite2": 9}
+
+
+def shipped_architecture() -> str:
+    """What every command says the shipped model is (``efficientnet_lite0 + 6 x attention ensemble``).
+
+    Read from its config.json here rather than written into each test, so re-shipping the model
+    changes no test of how models are named and chosen.
+    """
+    settings = json.loads((config.DEFAULT_BUNDLE_DIR / "config.json").read_text())
+    members = len(settings.get("ensemble", {}).get("members", []))
+    decoder = settings["decoder"]["kind"] + (" ensemble" if members else "")
+    return f"{settings['encoder']['name']} + {f'{members} x ' if members else ''}{decoder}"
 
 
 def config_without_dataset():
