@@ -8,7 +8,7 @@ replace the model ``caption`` uses. A pointer whose bundle is gone (or an unread
 back to the shipped model, with a one-line note saying so.
 
 Every command that uses a model prints ``model_line`` first, e.g.
-``model: saved_models/default (efficientnet_lite0 + 6 x attention ensemble, shipped default)``.
+``model: saved_models/default (efficientnet_lite1 + 4 x attention ensemble, shipped default)``.
 Only ``config.json`` is read, so nothing here needs TensorFlow.
 """
 
@@ -138,7 +138,7 @@ def is_default(path: str | Path) -> bool:
 
 
 def architecture(bundle_config: BundleConfig) -> str:
-    """``efficientnet_lite0 + merge`` or ``efficientnet_lite0 + 6 x attention ensemble``."""
+    """``efficientnet_lite0 + merge`` or ``efficientnet_lite1 + 4 x attention ensemble``."""
     kind = bundle_config.decoder.kind
     if bundle_config.members:
         kind = f"{len(bundle_config.members)} x {kind} ensemble"
@@ -162,7 +162,7 @@ def model_line(path: str | Path) -> str:
         path: the bundle folder.
 
     Returns:
-        e.g. ``model: saved_models/default (efficientnet_lite0 + 6 x attention ensemble, shipped default)``.
+        e.g. ``model: saved_models/default (efficientnet_lite1 + 4 x attention ensemble, shipped default)``.
 
     Raises:
         BundleError: not a bundle, or its config.json is unreadable or too new
