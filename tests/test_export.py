@@ -89,7 +89,8 @@ def test_exported_encoder_gives_the_tensorflow_features_and_imagenet_logits():
     from captioning.inference.exported import ExportedEncoder
 
     keras.utils.set_random_seed(3)
-    encoder = build_encoder("efficientnet_lite0", "none")
+    settings = read_bundle_config(PROJECT_ROOT / "saved_models" / "default")  # a real bundle's config
+    encoder = build_encoder(settings.encoder.name, "none")  # its encoder, with random weights
     rng = np.random.default_rng(0)
     encoder.classifier = (rng.normal(0, 0.05, (1280, 1000)).astype(np.float32),
                           rng.normal(0, 0.1, 1000).astype(np.float32))
@@ -101,7 +102,6 @@ def test_exported_encoder_gives_the_tensorflow_features_and_imagenet_logits():
     path.parent.mkdir(parents=True)
     path.write_bytes(model)
     manifest = exported.ExportManifest(1, "litert", "x", {}, ("class_logits", "grid", "pooled"), "merge", ())
-    settings = read_bundle_config(PROJECT_ROOT / "saved_models" / "default")
     lite = ExportedEncoder(path, manifest, settings, threads=2)
     grid, logits = lite.encode_with_class_logits(pixels, "grid")
     reference = encoder.encode(pixels, "grid").astype(np.float32)

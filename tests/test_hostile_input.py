@@ -255,10 +255,10 @@ def test_fifo_checkpoint_state_is_one_line(tmp_path):
 def test_the_shipped_config_loads_unchanged():
     data = json.loads((PROJECT_ROOT / "saved_models" / "default" / "config.json").read_text())
     settings = BundleConfig.from_json(data, "default/config.json")
-    assert settings.encoder.name == "efficientnet_lite0" and settings.encoder.feature_kind == "grid"
+    assert settings.encoder.name == "efficientnet_lite1" and settings.encoder.feature_kind == "grid"
     assert settings.decoder == config.DecoderConfig(kind="attention")
-    assert (settings.vocab_size, settings.max_length, settings.feature_shape) == (2976, 19, (7, 7, 1280))
-    assert settings.member_count == 6 and settings.ensemble[1].decoder.attention_regularization == 1.0
+    assert (settings.vocab_size, settings.max_length, settings.feature_shape) == (2976, 19, (8, 8, 1280))
+    assert settings.member_count == 4 and settings.ensemble[1].decoder.attention_regularization == 1.0
     assert settings.split == config.SplitConfig() and settings.dataset.train_images == 6545
     assert settings.training.epochs_run == 7 and settings.weights_dtype == "float16"
     assert bundle.read_bundle_config(PROJECT_ROOT / "saved_models" / "default") == settings
