@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# A test run started in the background (`pytest &`, nohup, some CI launchers) inherits Ctrl-C
+# (SIGINT) ignored, Python keeps it so, and so would every tool process a test starts: each Ctrl-C
+# a test presses would be lost (five menu tests timed out that way). Give the test processes
+# Python's own handler back; the processes they start then get Ctrl-C's default, as from a shell.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 # Exporting a bundle to LiteRT takes ~10 s: off unless a test is about it (tests/test_export.py),
 # in this process (config reads it at import) and in the tool's processes the tests start.
 os.environ["CAPTIONING_EXPORT"] = "0"

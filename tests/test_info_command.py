@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from captioning.bundles.store import read_bundle_config
 from tests.support.datasets import make_flickr_csv, make_images
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -71,7 +72,7 @@ def test_info_says_whether_the_model_captions_with_tags(tmp_path):
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     tags = next(line for line in lines if line.startswith("  tags: "))
-    encoder = json.loads((PROJECT_ROOT / "saved_models" / "default" / "config.json").read_text())["encoder"]["name"]
+    encoder = read_bundle_config(PROJECT_ROOT / "saved_models" / "default").encoder.name
     assert tags.startswith(f"  tags: on (the {encoder} encoder's own ImageNet classifier)")
     sayable = next(line for line in lines if "tag words are in this vocabulary:" in line)
     assert {"cat", "dog", "coffee", "cup", "camera"} <= set(sayable.split(": ", 1)[1].split(", "))

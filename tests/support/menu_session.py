@@ -51,14 +51,14 @@ class MenuSession(pexpect.spawn):
         super().__init__(*args, **kwargs)
 
     def expect(self, *args, **kwargs):
-        try:
-            return super().expect(*args, **kwargs)
-        except pexpect.TIMEOUT as error:
-            raise pexpect.TIMEOUT(f"{error}\n{self.explain_timeout()}") from None
+        return self._explaining(super().expect, *args, **kwargs)
 
     def expect_exact(self, *args, **kwargs):
+        return self._explaining(super().expect_exact, *args, **kwargs)
+
+    def _explaining(self, wait, *args, **kwargs):
         try:
-            return super().expect_exact(*args, **kwargs)
+            return wait(*args, **kwargs)
         except pexpect.TIMEOUT as error:
             raise pexpect.TIMEOUT(f"{error}\n{self.explain_timeout()}") from None
 
@@ -94,21 +94,10 @@ def process_state(pid: int) -> str:
             f"{int(fields[12]) / ticks:.2f} s system, {fields[17]} threads, waiting in {wchan or '-'}; {signals}")
 
 
-def _as_from_a_terminal() -> None:
-    """Give the menu Ctrl-C's default disposition, as an interactive shell does.
-
-    A test run started in the background (``pytest ... &``, nohup, some CI launchers) inherits
-    SIGINT ignored, and Python then leaves it ignored: every Ctrl-C a test pressed was lost
-    (SigIgn 0x1001007 in the timeouts' /proc report) and five menu tests timed out.
-    """
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 def spawn_menu(workdir: Path, timeout: float = 30) -> MenuSession:
     """Start ``python image_captioning.py`` in a pseudo-terminal, in ``workdir``."""
     child = MenuSession(sys.executable, [ENTRY], cwd=str(workdir), env=menu_env(workdir),
-                        encoding="utf-8", timeout=timeout, dimensions=(50, 200),
-                        preexec_fn=_as_from_a_terminal)
+                        encoding="utf-8", timeout=timeout, dimensions=(50, 200))
     child.logfile_read = io.StringIO()  # the whole session, for the no-traceback check and timeouts
     child.expect_exact("What would you like to do?")
     child.expect_exact(MENU_PROMPT)
