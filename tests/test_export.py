@@ -101,8 +101,7 @@ def test_exported_encoder_gives_the_tensorflow_features_and_imagenet_logits():
     path = Path(config.DATA_DIR) / "encoder.tflite"
     path.parent.mkdir(parents=True)
     path.write_bytes(model)
-    manifest = exported.ExportManifest(1, "litert", "x", {}, ("class_logits", "grid", "pooled"), "merge", ())
-    lite = ExportedEncoder(path, manifest, settings, threads=2)
+    lite = ExportedEncoder(path, settings.encoder, has_classifier=True, threads=2)
     grid, logits = lite.encode_with_class_logits(pixels, "grid")
     reference = encoder.encode(pixels, "grid").astype(np.float32)
     assert grid.dtype == np.float16 and grid.shape == reference.shape

@@ -1,9 +1,13 @@
 """The ``ensemble`` command's writer: one bundle from trained bundles that fit together.
 
-The members must share the encoder, the features, the split, the vocabulary and the decoder's sizes
-(they may differ in what shapes only training: dropout and the attention penalty). The ensemble is
-the first member's bundle with one weights file per member and an ``ensemble`` record listing
-them; ``inference.ensemble`` makes them caption together. A bundle that is already an ensemble
+The members must share the split, the vocabulary and the decoder's sizes (they may differ in what
+shapes only training: dropout and the attention penalty). They may read different encoders'
+features (EfficientNet-Lite0 and Lite1 members: each photo is then encoded by both, and members
+that learnt from different features make more different mistakes, which is what an ensemble
+averages away); members of one encoder must read it with the same weights. The ensemble is the
+first member's bundle with one weights file per member and an ``ensemble`` record listing them
+(a member on another encoder than the first's records which); ``inference.ensemble`` makes them
+caption together. A bundle that is already an ensemble
 brings all its members, so an ensemble grows by naming it with the new models (nothing nests).
 """
 
@@ -16,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from captioning.bundles import store as bundles
-from captioning.bundles.schema import BundleConfig, EnsembleMember
+from captioning.bundles.schema import BundleConfig, EncoderSpec, EnsembleMember
 from captioning.bundles.trained_photos import read_trained_photos, write_trained_photos
 from captioning.config import MAX_ENSEMBLE_MEMBERS, DecoderConfig
 from captioning.errors import BundleError
@@ -26,9 +30,11 @@ from captioning.storage.output_folder import OutputFolderError, resolve
 # Decoder settings that shape only training; members may differ in them. Every other decoder
 # setting (sizes, kind) must match, as the ensemble is rebuilt from one decoder config.
 TRAINING_ONLY_DECODER_SETTINGS = ("dropout", "attention_regularization")
-# Settings that must be equal: the same features in, the same words out, and the same
-# held-out split (a member trained on another split would have seen the test photos).
-SHARED_SETTINGS = ("encoder", "feature_shape", "max_length", "vocab_size", "split")
+# Settings that must be equal: the same words out, and the same held-out split (a member trained
+# on another split would have seen the test photos).
+SHARED_SETTINGS = ("max_length", "vocab_size", "split")
+# And, between members of one encoder, the same features in.
+SAME_ENCODER_SETTINGS = ("encoder", "feature_shape")
 
 @dataclasses.dataclass(frozen=True)
 class _Member:
@@ -37,6 +43,11 @@ class _Member:
     weights: Path
     record: EnsembleMember
     bundle: bundles.Bundle  # the bundle it comes from (an ensemble brings several members)
+
+    @property
+    def encoder(self) -> EncoderSpec:
+        """The encoder whose features this decoder reads."""
+        return self.record.encoder or self.bundle.config.encoder
 
 
 def combine_bundles(member_paths: Sequence[str | Path], target: str | Path) -> Path:
@@ -57,8 +68,8 @@ def combine_bundles(member_paths: Sequence[str | Path], target: str | Path) -> P
 
     Raises:
         BundleError: fewer than two decoders, a bundle that is missing or broken, the target
-            being one of the bundles, the same weights twice, or bundles that differ in encoder,
-            vocabulary, split or sizes.
+            being one of the bundles, the same weights twice, or bundles that differ in vocabulary,
+            split or sizes, or in the settings of one encoder.
     """
     paths = [Path(path) for path in member_paths]
     if len(paths) < 2:  # one ensemble alone would only be copied
@@ -75,6 +86,7 @@ def combine_bundles(member_paths: Sequence[str | Path], target: str | Path) -> P
     first = loaded[0]
     for bundle in loaded[1:]:
         _check_compatible(first, bundle)
+    _check_encoders(members)
 
     def fill(staging: Path) -> None:
         weights = [member.weights for member in members]
@@ -90,9 +102,12 @@ def combine_bundles(member_paths: Sequence[str | Path], target: str | Path) -> P
             write_trained_photos(staging, seen_photos)
 
     seen_photos = _seen_photos(loaded)
-    # The top-level decoder and training record stay the first bundle's: an ensemble's are already
-    # its first member's, and every member shares the architecture (checked per bundle above).
-    ensemble_config = dataclasses.replace(first.config, ensemble=tuple(member.record for member in members))
+    # The top-level decoder, encoder and training record stay the first bundle's: an ensemble's are
+    # already its first member's, and every member shares the architecture (checked per bundle
+    # above). A member records its encoder only when it is not that one.
+    records = tuple(dataclasses.replace(member.record, encoder=None if member.encoder == first.config.encoder
+                                        else member.encoder) for member in members)
+    ensemble_config = dataclasses.replace(first.config, ensemble=records)
     return bundles.write_bundle_folder(target, ensemble_config, fill)
 
 
@@ -109,7 +124,8 @@ def _members_of(bundle: bundles.Bundle) -> list[_Member]:
 
 def _check_compatible(first: bundles.Bundle, other: bundles.Bundle) -> None:
     """Raise a one-line BundleError naming the first setting in which ``other`` differs."""
-    for key in SHARED_SETTINGS:
+    same_encoder = first.config.encoder.name == other.config.encoder.name
+    for key in (SAME_ENCODER_SETTINGS if same_encoder else ()) + SHARED_SETTINGS:
         mine, theirs = getattr(first.config, key), getattr(other.config, key)
         if mine != theirs:
             raise BundleError(f"{other.path}: its {key} differs from {first.path}'s ({_difference(theirs, mine)}); "
@@ -133,6 +149,18 @@ def _difference(theirs: object, mine: object) -> str:
                   if getattr(theirs, field.name) != getattr(mine, field.name)]
         return ", ".join(f"{name} {getattr(theirs, name)} vs {getattr(mine, name)}" for name in fields)
     return f"{theirs} vs {mine}"
+
+
+def _check_encoders(members: Sequence[_Member]) -> None:
+    """Refuse members that read one encoder with different settings (weights, input size): the
+    ensemble encodes each photo once per encoder, so a member would get features it never saw."""
+    seen: dict[str, _Member] = {}
+    for member in members:
+        earlier = seen.setdefault(member.encoder.name, member)
+        if member.encoder != earlier.encoder:
+            raise BundleError(f"{_which(member)}: its encoder differs from {_which(earlier)}'s "
+                              f"({_difference(member.encoder, earlier.encoder)}); an ensemble's members of one "
+                              "encoder must be trained on the same features")
 
 
 def _check_distinct(members: Sequence[_Member]) -> None:

@@ -138,11 +138,12 @@ def is_default(path: str | Path) -> bool:
 
 
 def architecture(bundle_config: BundleConfig) -> str:
-    """``efficientnet_lite0 + merge`` or ``efficientnet_lite1 + 4 x attention ensemble``."""
+    """``efficientnet_lite0 + merge``, ``efficientnet_lite1 + 4 x attention ensemble``, or for an
+    ensemble whose members read two encoders ``efficientnet_lite1 & efficientnet_lite0 + 10 x ...``."""
     kind = bundle_config.decoder.kind
     if bundle_config.members:
         kind = f"{len(bundle_config.members)} x {kind} ensemble"
-    return f"{bundle_config.encoder.name} + {kind}"
+    return f"{' & '.join(spec.name for spec in bundle_config.encoders)} + {kind}"
 
 
 def role(path: str | Path) -> str | None:

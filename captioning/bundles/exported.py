@@ -1,8 +1,9 @@
 """A bundle's exported form (LiteRT files that caption without TensorFlow): where it is, and whether
 it may be used.
 
-An export is a folder holding ``encoder.tflite`` (the bundle's image encoder), one
-``member-<n>.tflite`` per decoder (ensembles have several) and ``manifest.json``, written last.
+An export is a folder holding ``encoder.tflite`` (the bundle's image encoder; ``encoder-2.tflite``
+for a second one an ensemble's members read), one ``member-<n>.tflite`` per decoder (ensembles
+have several) and ``manifest.json``, written last.
 It lives in the bundle (``<bundle>/exported/``, made when the bundle is saved, or beside the bundle
 on first use) or, when the bundle folder cannot be written (a read-only install), in the cache
 ``config.DATA_DIR / config.EXPORT_CACHE_FOLDER / <digest>/``.
@@ -55,6 +56,8 @@ class ExportManifest:
             ImageNet classifier, ``class_logits``.
         decoder_kind: ``"merge"`` or ``"attention"``: which signatures the member files hold.
         members: the member files, in the order of the bundle's weights files.
+        encoders: the encoder files, in the order of ``BundleConfig.encoders`` (one but for an
+            ensemble whose members read different encoders; older manifests list none: one).
         converter: what converted it (``tensorflow 2.21.0``), for the record.
         created: when (ISO 8601), for the record.
     """
@@ -68,10 +71,12 @@ class ExportManifest:
     members: tuple[str, ...]
     converter: str = ""
     created: str = ""
+    encoders: tuple[str, ...] = (ENCODER_FILE,)
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["encoder_outputs"], data["members"] = list(self.encoder_outputs), list(self.members)
+        data["encoders"] = list(self.encoders)
         return data
 
     @classmethod
@@ -91,10 +96,13 @@ class ExportManifest:
                 encoder_outputs=tuple(str(o) for o in _typed(data, "encoder_outputs", list)),
                 decoder_kind=_typed(data, "decoder_kind", str),
                 members=tuple(str(m) for m in _typed(data, "members", list)),
-                converter=str(data.get("converter", "")), created=str(data.get("created", "")))
+                converter=str(data.get("converter", "")), created=str(data.get("created", "")),
+                encoders=tuple(str(e) for e in _typed({"encoders": [ENCODER_FILE], **data}, "encoders", list)))
         except KeyError as error:
             raise ValueError(f"no {error.args[0]}") from None
-        if not set(manifest.members) | {ENCODER_FILE} <= set(manifest.files):
+        if not manifest.encoders or manifest.encoders[0] != ENCODER_FILE:
+            raise ValueError("lists no encoder")
+        if not set(manifest.members) | set(manifest.encoders) <= set(manifest.files):
             raise ValueError("lists a model file without its hash")
         return manifest
 
@@ -133,6 +141,9 @@ def source_digest(bundle_path: str | Path, bundle_config: BundleConfig) -> str:
         "feature_shape": list(bundle_config.feature_shape),
         "weights": [file_sha256(Path(bundle_path) / name) for name in bundle_config.weights_files],
     }
+    if len(bundle_config.encoders) > 1:  # only then: every single-encoder export made before stays valid
+        identity["member_encoders"] = [{"name": spec.name, "weights_id": spec.weights_id, "weights": spec.weights}
+                                       for spec in bundle_config.member_encoders]
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 
@@ -151,13 +162,14 @@ def read_manifest(folder: Path) -> ExportManifest:
         raise CaptioningError(f"{path}: not an export manifest ({error})") from None
 
 
-def problem(folder: Path, digest: str, member_count: int) -> str | None:
+def problem(folder: Path, digest: str, member_count: int, encoder_count: int = 1) -> str | None:
     """Why the export in ``folder`` must not be used for a bundle whose ``source_digest`` is ``digest``.
 
     Args:
         folder: an export folder.
         digest: the bundle's present ``source_digest``.
         member_count: the bundle's decoders.
+        encoder_count: the encoders they read.
 
     Returns:
         None when it fits and every file is the one its manifest lists; else a few words saying why.
@@ -170,7 +182,8 @@ def problem(folder: Path, digest: str, member_count: int) -> str | None:
         return str(error)
     if manifest.export_version != EXPORT_VERSION or manifest.format != EXPORT_FORMAT:
         return f"made by another version of the exporter ({manifest.format} {manifest.export_version})"
-    if manifest.source_digest != digest or len(manifest.members) != member_count:
+    if (manifest.source_digest != digest or len(manifest.members) != member_count
+            or len(manifest.encoders) != encoder_count):
         return "made from other weights or settings than the bundle's present ones (stale)"
     for name, expected in manifest.files.items():
         path = folder / name
@@ -223,13 +236,13 @@ def find_export(bundle_path: str | Path, bundle_config: BundleConfig) -> ExportL
         OSError: the bundle's weights cannot be read.
     """
     digest = source_digest(bundle_path, bundle_config)
-    members = bundle_config.member_count
+    counts = bundle_config.member_count, len(bundle_config.encoders)
     own = bundle_export_folder(bundle_path)
-    reason = problem(own, digest, members)
+    reason = problem(own, digest, *counts)
     if reason is None:
         return ExportLookup(own, digest, None)
     cached = cache_export_folder(digest)
-    if problem(cached, digest, members) is None:
+    if problem(cached, digest, *counts) is None:
         return ExportLookup(cached, digest, reason)
     return ExportLookup(None, digest, reason)
 

@@ -49,6 +49,7 @@ _MEMBER_WEIGHTS = re.compile(r"model-[1-9][0-9]*\.weights\.h5")
 EXPORT_ENCODER_FILE = "encoder.tflite"
 EXPORT_MANIFEST_FILE = "manifest.json"
 _EXPORT_MEMBER = re.compile(r"member-[1-9][0-9]*\.tflite")
+_EXPORT_OTHER_ENCODER = re.compile(r"encoder-[2-9]\.tflite")  # an ensemble's further encoders
 
 # The random part of a ``tempfile.mkstemp``/``mkdtemp`` name: 8 of [a-z0-9_]. Matching it exactly
 # keeps a user's ``.config.json.orig`` or ``.exported.new-notes`` from being taken for the tool's.
@@ -81,11 +82,18 @@ def export_member_file(number: int) -> str:
     return f"member-{number}.tflite"
 
 
+def export_encoder_file(number: int) -> str:
+    """The exported file of the bundle's encoder ``number`` (1-based, ``BundleConfig.encoders``):
+    ``encoder.tflite``, then ``encoder-2.tflite`` for a second encoder an ensemble's members read."""
+    return EXPORT_ENCODER_FILE if number == 1 else f"encoder-{number}.tflite"
+
+
 def is_part_of_export(name: str, is_folder: bool) -> bool:
     """Whether an entry of a bundle's ``exported/`` is one the export writes (files only, no temp files:
     an export is written in a staging folder and renamed into place only when complete)."""
     return not is_folder and (name in (EXPORT_ENCODER_FILE, EXPORT_MANIFEST_FILE)
-                              or _EXPORT_MEMBER.fullmatch(name) is not None)
+                              or _EXPORT_MEMBER.fullmatch(name) is not None
+                              or _EXPORT_OTHER_ENCODER.fullmatch(name) is not None)
 
 
 def member_weights_file(number: int) -> str:
@@ -114,4 +122,4 @@ def is_part_of_bundle(name: str, is_folder: bool) -> bool:
 __all__ = ["BACKUP_INFIX", "CHECKPOINT_FOLDER", "CONFIG_FILE", "EXPORT_ENCODER_FILE", "EXPORT_FOLDER",
            "EXPORT_MANIFEST_FILE", "FILES", "FOLDERS", "HISTORY_FILE", "LOSS_CURVE_FILE", "METRICS_FILE",
            "SAMPLES_FILE", "STAGING_INFIX", "TEMP_TAIL", "TRAINED_PHOTOS_FILE", "VOCAB_FILE", "WEIGHTS_FILE",
-           "export_member_file", "is_part_of_bundle", "is_part_of_export", "member_weights_file"]
+           "export_encoder_file", "export_member_file", "is_part_of_bundle", "is_part_of_export", "member_weights_file"]

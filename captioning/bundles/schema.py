@@ -158,6 +158,9 @@ class EnsembleMember:
     decoder: config.DecoderConfig | None = None
     training: TrainingRecord | None = None
     fine_tuning: FineTuningRecord | None = None
+    # The encoder whose features this member reads, when it is not the bundle's own (``encoder``):
+    # an ensemble may mix members trained on different encoders' features (``inference.encoder_set``).
+    encoder: EncoderSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -244,6 +247,29 @@ class BundleConfig:
     def members(self) -> tuple[EnsembleMember, ...]:
         """An ensemble's members (source, decoder, training); empty for a single decoder."""
         return self.ensemble or ()
+
+    @property
+    def member_encoders(self) -> tuple[EncoderSpec, ...]:
+        """The encoder each weights file's decoder reads, in weights-file order (the bundle's own
+        ``encoder`` unless a member records another)."""
+        if not self.ensemble:
+            return (self.encoder,)
+        return tuple(member.encoder or self.encoder for member in self.ensemble)
+
+    @property
+    def encoders(self) -> tuple[EncoderSpec, ...]:
+        """The distinct encoders the decoders read, the bundle's own first: one unless the ensemble
+        mixes encoders. Every photo is encoded by each of them."""
+        distinct: list[EncoderSpec] = []
+        for spec in (self.encoder, *self.member_encoders):
+            if spec not in distinct:
+                distinct.append(spec)
+        return tuple(distinct)
+
+    def features_of(self, spec: EncoderSpec) -> tuple[int, ...]:
+        """The shape of one photo's features from encoder ``spec`` for this bundle's decoder kind
+        (``feature_shape`` for the bundle's own encoder)."""
+        return config.ENCODER_SHAPES[spec.name].feature_shape(self.feature_kind)
 
     @property
     def member_count(self) -> int:
@@ -430,10 +456,12 @@ def _ensemble(fields: Fields | None) -> tuple[EnsembleMember, ...] | None:
             fields.fail(f"members[{index}]", f"must be an object, got {describe_value(member)}")
         entry = Fields(member, fields.source, f"{fields.prefix}members[{index}].")
         decoder = entry.record("decoder")
+        encoder = entry.record("encoder")
         parsed.append(EnsembleMember(source=entry.text("source"), created=entry.text("created"),
                                      decoder=_decoder(decoder) if decoder else None,
                                      training=_training(entry.record("training")),
-                                     fine_tuning=_fine_tuning(entry.record("fine_tuning"))))
+                                     fine_tuning=_fine_tuning(entry.record("fine_tuning")),
+                                     encoder=None if encoder is None else _encoder(encoder)))
     return tuple(parsed)
 
 
@@ -448,7 +476,8 @@ def _member(member: EnsembleMember) -> dict[str, Any]:
     data = {"source": member.source, "created": member.created,
             "decoder": None if member.decoder is None else dataclasses.asdict(member.decoder),
             "training": None if member.training is None else _fields(member.training),
-            "fine_tuning": None if member.fine_tuning is None else _fields(member.fine_tuning)}
+            "fine_tuning": None if member.fine_tuning is None else _fields(member.fine_tuning),
+            "encoder": None if member.encoder is None else _fields(member.encoder, drop_false=("random_weights",))}
     return {key: value for key, value in data.items() if value is not None}
 
 

@@ -189,14 +189,12 @@ def _export_into(staging: Path, bundle_config: BundleConfig) -> None:
     from captioning.encoders import build_bundle_encoder
     from captioning.export.writer import write_export
 
-    members = [_build_and_load(staging / name, bundle_config.vocab_size, bundle_config.max_length,
-                               bundle_config.feature_shape, bundle_config.decoder)
-               for name in bundle_config.weights_files]
-    encoder = build_bundle_encoder(bundle_config.encoder, staging)
+    members = _build_members(staging, bundle_config)
+    encoders = [build_bundle_encoder(spec, staging) for spec in bundle_config.encoders]
     folder = bundle_export_folder(staging)
     folder.mkdir()
     try:
-        write_export(folder, bundle_config, members, encoder, source_digest(staging, bundle_config))
+        write_export(folder, bundle_config, members, encoders, source_digest(staging, bundle_config))
     except ExportError:
         # A model the converter got wrong is never kept; the bundle itself must still be saved
         # (a training run's result). Captioning tries again on first use, and says why it cannot.
@@ -296,10 +294,15 @@ def load_bundle(path: str | Path) -> Bundle:
     if checked.vocab_size != len(vocab):
         raise BundleError(f"{path}: vocab.json has {len(vocab)} words but the model was trained with "
                           f"{checked.vocab_size}; the files come from different runs, retrain the model")
-    members = [_build_and_load(path / name, checked.vocab_size, checked.max_length, checked.feature_shape,
-                               checked.decoder)
-               for name in weights]
+    members = _build_members(path, checked)
     return Bundle(path=path, config=checked, vocab=vocab, model=members[0], history=history, members=members)
+
+
+def _build_members(path: Path, bundle_config: BundleConfig) -> list[keras.Model]:
+    """Every decoder of the bundle at ``path``, each over its own encoder's features, weights loaded."""
+    return [_build_and_load(path / name, bundle_config.vocab_size, bundle_config.max_length,
+                            bundle_config.features_of(spec), bundle_config.decoder)
+            for name, spec in zip(bundle_config.weights_files, bundle_config.member_encoders, strict=True)]
 
 
 def _build_and_load(weights: Path, vocab_size: int, max_length: int, feature_shape: tuple[int, ...],
@@ -384,6 +387,9 @@ def describe_bundle(path: str | Path) -> str:
     encoder_text = f"{encoder.name} (weights {_known(encoder.weights_id)})"
     if encoder.random_weights:
         encoder_text += " RANDOM WEIGHTS - for tests only, not for real use"
+    others = [spec.name for spec in bundle_config.encoders[1:]]
+    if others:
+        encoder_text += f", and {' and '.join(others)} for the members that read its features"
     lines = [
         f"model bundle: {path}",
         f"  format version: {bundle_config.format_version}   created: {_known(bundle_config.created)}",
@@ -409,7 +415,8 @@ def describe_bundle(path: str | Path) -> str:
             member_decoder = member.decoder
             dropout = None if member_decoder is None else member_decoder.dropout
             penalty = None if member_decoder is None else member_decoder.attention_regularization
-            lines.append(f"    {_known(member.source)} (dropout {_known(dropout)}, attention penalty "
+            reads = "" if member.encoder is None else f"{member.encoder.name} features, "
+            lines.append(f"    {_known(member.source)} ({reads}dropout {_known(dropout)}, attention penalty "
                          f"{_known(penalty)}): {_training_summary(member.training, [])}"
                          + (f"; then {_fine_tuning_summary(member.fine_tuning)}" if member.fine_tuning else ""))
         return "\n".join(lines)

@@ -78,12 +78,12 @@ def make_export(bundle_path: Path, bundle_config: BundleConfig, lookup: ExportLo
     from captioning.encoders import build_bundle_encoder
 
     loaded = store.load_bundle(bundle_path)
-    encoder = build_bundle_encoder(loaded.config.encoder, bundle_path)
+    encoders = [build_bundle_encoder(spec, bundle_path) for spec in loaded.config.encoders]
 
     def write(target: Path) -> Path:
         from captioning.export.writer import write_export
 
-        return write_in_place(target, lambda staging: write_export(staging, loaded.config, loaded.members, encoder,
+        return write_in_place(target, lambda staging: write_export(staging, loaded.config, loaded.members, encoders,
                                                                    lookup.digest, log))
 
     try:

@@ -204,7 +204,9 @@ class Captioner:
 
                 classifier = classifier_weights(settings.encoder.name,
                                                 settings.encoder.weights_to_load(self._config_file()))
-            self.tagger = Tagger(classifier, self.vocab)
+            first_features = getattr(self.encoder, "first_features", None)  # an EncoderSet's joined features
+            self.tagger = Tagger(classifier, self.vocab, features_view=None if first_features is None else
+                                 lambda features: first_features(features, settings.feature_kind))
         self.blocking = RepetitionBlocking.for_vocabulary(self.vocab) if blocking else None
         self.length_alpha = float(length_alpha)
 
@@ -224,15 +226,15 @@ class Captioner:
     def _from_export(cls, bundle_path: Path, settings: BundleConfig, folder: Path) -> Captioner:
         from captioning.bundles.store import VOCAB_FILE
         from captioning.data.text import Vocabulary
-        from captioning.inference.ensemble import make_ensemble_step_decoder
+        from captioning.inference.encoder_set import assemble
         from captioning.inference.exported import load_exported
 
         vocab = Vocabulary.load(bundle_path / VOCAB_FILE)
         if len(vocab) != settings.vocab_size:
             raise BundleError(f"{bundle_path}: vocab.json has {len(vocab)} words but the model was trained with "
                               f"{settings.vocab_size}; the files come from different runs, retrain the model")
-        encoder, members = load_exported(folder, settings)
-        return cls(encoder, make_ensemble_step_decoder(members), vocab, settings.max_length,
+        encoder, step_decoder = assemble(*load_exported(folder, settings), settings)
+        return cls(encoder, step_decoder, vocab, settings.max_length,
                    feature_kind=settings.feature_kind, decoder_kind=settings.decoder.kind, path=bundle_path,
                    runtime="litert")
 
@@ -240,15 +242,16 @@ class Captioner:
     def _load_tensorflow(cls, bundle_path: Path) -> Captioner:
         from captioning.bundles import store as bundles
         from captioning.encoders import build_bundle_encoder
-        from captioning.inference.ensemble import make_ensemble_step_decoder
+        from captioning.inference.encoder_set import assemble
         from captioning.models import make_step_decoder
 
         loaded = bundles.load_bundle(bundle_path)
         settings = loaded.config
-        encoder = build_bundle_encoder(settings.encoder, loaded.path)
-        # An ensemble bundle has several members; they caption together (inference.ensemble).
-        step_decoder = make_ensemble_step_decoder(
-            [make_step_decoder(member, settings.decoder) for member in loaded.members])
+        # An ensemble bundle has several members; they caption together (inference.ensemble), each
+        # from its own encoder's features when they read several (inference.encoder_set).
+        encoder, step_decoder = assemble([build_bundle_encoder(spec, loaded.path) for spec in settings.encoders],
+                                         [make_step_decoder(member, settings.decoder) for member in loaded.members],
+                                         settings)
         return cls(encoder, step_decoder, loaded.vocab, settings.max_length, feature_kind=settings.feature_kind,
                    decoder_kind=settings.decoder.kind, bundle=loaded, runtime="tensorflow")
 

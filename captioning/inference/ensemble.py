@@ -1,5 +1,7 @@
 """Ensembles: several decoders of one architecture, trained apart, captioning together.
 
+(Members may read different encoders' features: ``inference.encoder_set`` hands each its own.)
+
 At every step each member predicts the next word from its own LSTM state, and the search ranks
 words by the members' *averaged probabilities*. Decoders trained with different regularisation
 make different mistakes, so the average is better than any of them: the standard cheap gain in
@@ -56,9 +58,14 @@ class EnsembleStepDecoder:
         return _mean_probability_log(log_probs), new_state
 
     def step_with_attention(self, tokens: np.ndarray, state: tuple):
-        """As ``step``, plus the members' mean attention over the grid ``(B, P)`` (attention maps)."""
+        """As ``step``, plus the members' mean attention over the grid ``(B, P)`` (attention maps).
+
+        Members that read another encoder's grid (``inference.encoder_set``) attend over other
+        cells; the mean is over the members on the first member's grid, the bundle's own encoder's.
+        """
         log_probs, new_state, alphas = self._advance("step_with_attention", tokens, state)
-        return _mean_probability_log(log_probs), new_state, np.mean(alphas, axis=0)
+        same_grid = [alpha for alpha in alphas if alpha.shape == alphas[0].shape]
+        return _mean_probability_log(log_probs), new_state, np.mean(same_grid, axis=0)
 
     def _advance(self, method: str, tokens: np.ndarray, state: tuple):
         """Call ``member.<method>`` on every member: (log-probs per member, joined state, extras)."""

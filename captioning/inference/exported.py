@@ -1,8 +1,8 @@
 """Captioning without TensorFlow: a bundle's exported encoder and decoders run by LiteRT.
 
-``load_exported(folder, bundle_config)`` gives an ``ExportedEncoder`` (the ``captioner.ImageEncoder``
-protocol: ``input_size``, ``encode(pixels, kind)`` -> float16 features, as ``encoders.Encoder``) and
-one step decoder per member (``initial_state``, ``step`` and, for attention, ``step_with_attention``:
+``load_exported(folder, bundle_config)`` gives an ``ExportedEncoder`` per encoder the bundle reads
+(the ``captioner.ImageEncoder`` protocol: ``input_size``, ``encode(pixels, kind)`` -> float16
+features, as ``encoders.Encoder``) and one step decoder per member (``initial_state``, ``step`` and, for attention, ``step_with_attention``:
 the protocol of ``inference.search``), so beam search, ensembles and attention maps run unchanged.
 
 A LiteRT interpreter must not be used by two threads at once; each thread gets its own
@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from captioning import config
-from captioning.bundles.exported import ENCODER_FILE, ExportManifest, read_manifest
-from captioning.bundles.schema import BundleConfig
+from captioning.bundles.exported import read_manifest
+from captioning.bundles.schema import BundleConfig, EncoderSpec
 from captioning.errors import ExportError
 from captioning.native_logs import stderr_silenced
 
@@ -71,12 +71,10 @@ class ExportedEncoder:
         has_classifier: whether ``class_logits`` is available (EfficientNet-Lite with ImageNet weights).
     """
 
-    def __init__(self, path: Path, manifest: ExportManifest, bundle_config: BundleConfig,
-                 threads: int = config.LITERT_THREADS):
-        spec = bundle_config.encoder
+    def __init__(self, path: Path, spec: EncoderSpec, has_classifier: bool, threads: int = config.LITERT_THREADS):
         self.name, self.weights_id = spec.name, spec.weights_id
         self.input_size = config.ENCODER_SHAPES[spec.name].input_size
-        self.has_classifier = "class_logits" in manifest.encoder_outputs
+        self.has_classifier = has_classifier
         self._run = _Signatures(path, ["encode"], threads)
 
     def _outputs(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
@@ -158,24 +156,28 @@ ExportedStep = ExportedAttentionStep | ExportedMergeStep
 
 
 def load_exported(folder: Path, bundle_config: BundleConfig,
-                  threads: int = config.LITERT_THREADS) -> tuple[ExportedEncoder, list[ExportedStep]]:
-    """The exported encoder and decoders of a bundle, from an export folder already checked to fit it
-    (``bundles.exported.find_export``).
+                  threads: int = config.LITERT_THREADS) -> tuple[list[ExportedEncoder], list[ExportedStep]]:
+    """The exported encoders and decoders of a bundle, from an export folder already checked to fit
+    it (``bundles.exported.find_export``).
 
     Returns:
-        ``(encoder, step decoders in member order)``.
+        ``(encoders in bundle_config.encoders order, step decoders in member order)``;
+        ``inference.encoder_set.assemble`` puts them together.
 
     Raises:
         ExportError: a file is not a usable LiteRT model.
     """
     manifest = read_manifest(folder)
-    encoder = ExportedEncoder(folder / ENCODER_FILE, manifest, bundle_config, threads)
+    has_classifier = "class_logits" in manifest.encoder_outputs  # the first encoder's outputs
+    encoders = [ExportedEncoder(folder / name, spec, has_classifier and number == 1, threads)
+                for number, (name, spec) in enumerate(zip(manifest.encoders, bundle_config.encoders, strict=True), 1)]
     with stderr_silenced():
         # LiteRT announces its CPU delegate on a process's first model run, with no setting to
         # turn that line off; run the encoder once here, where nothing else is printing.
-        encoder.encode(np.zeros((1, encoder.input_size, encoder.input_size, 3), np.uint8), "pooled")
+        first = encoders[0]
+        first.encode(np.zeros((1, first.input_size, first.input_size, 3), np.uint8), "pooled")
     step_class = ExportedAttentionStep if manifest.decoder_kind == "attention" else ExportedMergeStep
-    return encoder, [step_class(folder / name, threads) for name in manifest.members]
+    return encoders, [step_class(folder / name, threads) for name in manifest.members]
 
 
 __all__ = ["ExportedAttentionStep", "ExportedEncoder", "ExportedMergeStep", "load_exported"]

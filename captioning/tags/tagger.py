@@ -10,7 +10,7 @@ only those forms are handed to the search (a model cannot write a word it never 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,14 +46,18 @@ class Tagger:
 
     def __init__(self, classifier: tuple[np.ndarray, np.ndarray], vocab: Vocabulary,
                  threshold: float = config.TAG_THRESHOLD, max_tags: int = config.MAX_TAGS,
-                 table: ImageNetWords | None = None):
+                 table: ImageNetWords | None = None,
+                 features_view: Callable[[np.ndarray], np.ndarray] | None = None):
         """Args:
             classifier: ``(kernel (D, 1000), bias (1000,))`` over pooled features.
             vocab: the bundle's ``data.text.Vocabulary``.
             threshold: least summed probability for a tag to count.
             max_tags: most tags per image, most confident first.
             table: the class -> word table (default: the shipped one).
+            features_view: the classifier's encoder's features out of the features given, when
+                those join several encoders' (``inference.encoder_set``); None: they are its own.
         """
+        self.features_view = features_view
         kernel, bias = (np.asarray(array, dtype=np.float32) for array in classifier)
         if kernel.ndim != 2 or kernel.shape[1] != NUM_CLASSES or bias.shape != (NUM_CLASSES,):
             raise ValueError(f"expected an ImageNet classifier (D, {NUM_CLASSES}) + ({NUM_CLASSES},), "
@@ -81,6 +85,8 @@ class Tagger:
     def class_probabilities(self, features: np.ndarray) -> np.ndarray:
         """ImageNet class probabilities ``(B, 1000)`` from grid ``(B, H, W, D)`` or pooled ``(B, D)``
         features (float16 as cached, computed in float32)."""
+        if self.features_view is not None:
+            features = self.features_view(features)
         features = np.asarray(features, dtype=np.float32)
         pooled = features.mean(axis=tuple(range(1, features.ndim - 1))) if features.ndim > 2 else features
         logits = pooled @ self.kernel + self.bias  # (B, 1000)

@@ -126,7 +126,7 @@ def _finetune_into(output: Path, source: Path, options: FineTuneOptions, log: Ca
     loaded = load_bundle(source)
     member_config = _member_config(loaded, options.member)
     model = loaded.members[(options.member or 1) - 1]
-    data, dataset_note, seen_photos = _prepare(loaded.config, loaded, options, log)
+    data, dataset_note, seen_photos = _prepare(member_config, loaded, options, log)
     settings = options.settings
     model.compile(optimizer=keras.optimizers.Adam(settings.learning_rate))
     which = source if options.member is None else f"{source} member {options.member}"
@@ -165,15 +165,18 @@ def _finetune_into(output: Path, source: Path, options: FineTuneOptions, log: Ca
 
 
 def _member_config(loaded: Bundle, member: int | None) -> BundleConfig:
-    """The config a single-decoder bundle of ``member`` has: its decoder and training record."""
+    """The config a single-decoder bundle of ``member`` has: its decoder, encoder and training record."""
     bundle_config = loaded.config
     if member is None or not bundle_config.ensemble:
         return dataclasses.replace(bundle_config, fine_tuning=None)
     entry = bundle_config.ensemble[member - 1]
     if entry.decoder is None:
         raise BundleError(f"{loaded.path}: config.json does not record member {member}'s decoder")
+    # A member of an ensemble that mixes encoders may read another encoder than the bundle's own.
+    encoder = entry.encoder or bundle_config.encoder
     return dataclasses.replace(bundle_config, decoder=entry.decoder, training=entry.training,
-                               fine_tuning=entry.fine_tuning, ensemble=None)
+                               fine_tuning=entry.fine_tuning, ensemble=None, encoder=encoder,
+                               feature_shape=bundle_config.features_of(encoder))
 
 
 def _prepare(bundle_config: BundleConfig, loaded: Bundle, options: FineTuneOptions,

@@ -310,7 +310,9 @@ def _add_api_routes(app: FastAPI, state: ServerState) -> None:
         if format == "text":
             return PlainTextResponse(state.description + "\n")
         return {"name": state.model_name, "path": str(state.model_dir),
-                "encoder": state.bundle_config.encoder.name, "decoder": state.bundle_config.decoder.kind,
+                # "a & b" when the ensemble's members read two encoders (inference.encoder_set)
+                "encoder": " & ".join(spec.name for spec in state.bundle_config.encoders),
+                "decoder": state.bundle_config.decoder.kind,
                 "ensemble_members": state.ensemble_members, "attention_maps": state.attention,
                 "description": state.description, "config": state.bundle_config.to_json()}
 
