@@ -58,20 +58,20 @@ def test_the_ensemble_records_which_encoder_each_member_reads(mixed):
     assert settings.to_json() == data
 
 
-def test_each_member_captions_from_its_own_encoders_features(parts, mixed, photos):
+def test_each_member_captions_from_its_own_encoders_features(parts, mixed):
     """The ensemble's next-word distribution is the mean of each member's on its own encoder's
-    features: Lite1's of the photo as loaded, Lite0's of it resized to 224 px."""
-    from PIL import Image
-
-    from captioning.data.images import resize_for_model
+    features, each made from the file as training made them: read at 240 px for Lite1, at 224 px
+    for Lite0."""
+    from captioning.data.images import load_image
 
     together = Captioner.load(mixed, tags=False, runtime="tensorflow")
     alone = [Captioner.load(path, tags=False, runtime="tensorflow") for path in parts]
     assert isinstance(together.encoder, EncoderSet) and together.encoder.input_size == 240
-    joined = together.encode(photos)
+    files = sorted(EXAMPLES.glob("*.jpg"))[:3]
+    joined = together.encode(np.stack([together.load_pixels(path) for path in files]))
     assert joined.shape == (3, 64 * 1280 + 49 * 1280) and joined.dtype == np.float16
-    small = np.stack([resize_for_model(Image.fromarray(photo), 224) for photo in photos])
-    own = [alone[0].encode(photos), alone[1].encode(small)]
+    own = [captioner.encode(np.stack([load_image(path, captioner.encoder.input_size) for path in files]))
+           for captioner in alone]
     np.testing.assert_array_equal(joined[:, :64 * 1280].reshape(own[0].shape), own[0])
     np.testing.assert_array_equal(joined[:, 64 * 1280:].reshape(own[1].shape), own[1])
     tokens = np.full((3,), 2, dtype=np.int32)  # START
@@ -82,6 +82,20 @@ def test_each_member_captions_from_its_own_encoders_features(parts, mixed, photo
     # Attention maps: the mean over the members on the bundle's own encoder's grid (8 x 8)
     _, _, alpha = together.step_decoder.step_with_attention(tokens, together.step_decoder.initial_state(joined))
     assert alpha.shape == (3, 64)
+
+
+def test_in_memory_photos_are_resized_for_the_other_encoder(parts, mixed, photos):
+    from PIL import Image
+
+    from captioning.data.images import resize_for_model
+
+    together = Captioner.load(mixed, tags=False, runtime="tensorflow")
+    lite0 = Captioner.load(parts[1], tags=False, runtime="tensorflow")
+    small = np.stack([resize_for_model(Image.fromarray(photo), 224) for photo in photos])
+    np.testing.assert_array_equal(together.encode(photos)[:, 64 * 1280:], lite0.encode(small).reshape(3, -1))
+    assert len(together.caption_arrays(photos)) == 3
+    with pytest.raises(ValueError, match="uint8 rows of"):
+        together.encode(np.zeros((1, 100), np.uint8))
 
 
 def test_the_exported_form_holds_both_encoders_and_captions_like_tensorflow(mixed, tmp_path):

@@ -376,11 +376,9 @@ class Captioner:
         """Each image's pixels, or the one-line reason it cannot be read."""
         from concurrent.futures import ThreadPoolExecutor
 
-        from captioning.data.images import load_image
-
         def load(path: Path) -> np.ndarray | str:
             try:
-                return load_image(path, self.encoder.input_size)
+                return self.load_pixels(path)
             except CaptioningError as error:
                 return str(error)
             except Exception as error:  # noqa: BLE001 - one bad file must not stop the batch
@@ -388,6 +386,19 @@ class Captioner:
 
         with ThreadPoolExecutor(max_workers=min(LOADER_THREADS, len(paths))) as pool:
             return list(pool.map(load, paths))
+
+    def load_pixels(self, path: str | Path) -> np.ndarray:
+        """One image file as ``encode`` takes it: ``images.load_image`` at the encoder's input size,
+        the loader feature extraction used for training (for an ensemble that reads several
+        encoders, each size's pixels packed in one row: ``inference.encoder_set``).
+
+        Raises:
+            ImageError: one line naming the file and why it cannot be used.
+        """
+        from captioning.data.images import load_image
+
+        load_for_each = getattr(self.encoder, "load_image", None)
+        return load_for_each(path) if load_for_each is not None else load_image(path, self.encoder.input_size)
 
     def encode(self, pixels: np.ndarray) -> np.ndarray:
         """Features for uint8 pixels ``(B, size, size, 3)``: the encoder's own, float16 as the feature

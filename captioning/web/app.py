@@ -125,7 +125,6 @@ class ServerState:
         self.ensemble_members = len(self.bundle_config.members)
         self.attention = captioner.has_attention
         self.tags = captioner.tagger is not None  # the model can tag
-        self.image_size = captioner.encoder.input_size
         self.batcher = CaptionBatcher(captioner, max_images=settings.batch_max_images,
                                       wait_s=settings.batch_wait_ms / 1000.0,
                                       max_queued_images=settings.max_queued_images)
@@ -176,14 +175,12 @@ class ServerState:
         Runs on a request thread (Pillow only). Messages name the uploaded file, never the
         private path it was stored under.
         """
-        from captioning.data.images import load_image
-
         try:
             entry = self.results.add(data, name)
         except CaptioningError as error:
             return str(error)
         try:
-            return entry, load_image(entry.path, self.image_size)
+            return entry, self.captioner.load_pixels(entry.path)
         except CaptioningError as error:
             self.results.discard(entry.id)
             return _rename(str(error), entry.path, name)
@@ -396,9 +393,7 @@ def _add_api_routes(app: FastAPI, state: ServerState) -> None:
                                      "decoder, which has no attention to show")
         try:
             if not entry.output("attention").is_file():
-                from captioning.data.images import load_image
-
-                pixels = await run_in_threadpool(load_image, entry.path, state.image_size)
+                pixels = await run_in_threadpool(state.captioner.load_pixels, entry.path)
                 alphas = await _wait(state, state.batcher.submit_attention(pixels, entry.tokens))
                 words = [state.captioner.vocab.words[token] for token in entry.tokens]
                 await run_in_threadpool(rendering.attention_png, state.results, entry, words, alphas)

@@ -213,7 +213,6 @@ def _attention_maps(captioner, results, plan: OutputPlan) -> bool:
         print(f"note: --attention-map needs an attention model; {where} uses the "
               f"{captioner.decoder_kind} decoder (train one with --decoder attention)", file=sys.stderr)
         return False
-    from captioning.data.images import load_image
     from captioning.inference.attention_weights import attention_for_tokens
     from captioning.render.attention_map import write_attention_map
 
@@ -224,7 +223,7 @@ def _attention_maps(captioner, results, plan: OutputPlan) -> bool:
             continue
         try:
             # The same loader and encoder as the caption, so the maps explain that caption.
-            features = captioner.encode(load_image(result.path, captioner.encoder.input_size)[None])
+            features = captioner.encode(captioner.load_pixels(result.path)[None])
             alphas = attention_for_tokens(captioner.step_decoder, features, result.tokens)
             words = [captioner.vocab.words[token] for token in result.tokens]
             write_attention_map(result.path, words, alphas, target, replace=target in plan.replaces)
