@@ -258,7 +258,8 @@ def test_the_shipped_config_loads_unchanged():
     assert settings.encoder.name == "efficientnet_lite1" and settings.encoder.feature_kind == "grid"
     assert settings.decoder == config.DecoderConfig(kind="attention")
     assert (settings.vocab_size, settings.max_length, settings.feature_shape) == (2976, 19, (8, 8, 1280))
-    assert settings.member_count == 4 and settings.ensemble[1].decoder.attention_regularization == 1.0
+    assert settings.member_count == 10 and settings.ensemble[1].decoder.attention_regularization == 1.0
+    assert [spec.name for spec in settings.encoders] == ["efficientnet_lite1", "efficientnet_lite0"]
     assert settings.split == config.SplitConfig() and settings.dataset.train_images == 6545
     assert settings.training.epochs_run == 7 and settings.weights_dtype == "float16"
     assert bundle.read_bundle_config(PROJECT_ROOT / "saved_models" / "default") == settings

@@ -59,7 +59,7 @@ def test_info_help_and_the_menu_answer_without_tensorflow():
             sys.stdin = io.StringIO(f"{len(menu.STEPS)}\\n")  # the menu's first screen, then Quit
             assert main([]) == 0
         text = out.getvalue()
-        assert "model bundle: saved_models/default" in text and "ensemble of 4 decoders" in text
+        assert "model bundle: saved_models/default" in text and "ensemble of 10 decoders" in text
         assert "usage: image_captioning.py" in text and "What would you like to do?" in text
         heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras"))
         assert not heavy, heavy[:5]

@@ -67,6 +67,13 @@ class EncoderSet:
         self.name = " + ".join(encoder.name for encoder in self.encoders)
         self.classifier = getattr(self.encoders[0], "classifier", None)
 
+    @property
+    def has_classifier(self) -> bool:
+        """Whether the first encoder gives ImageNet class logits (an exported encoder's flag, or a
+        Keras encoder's classifier)."""
+        first = self.encoders[0]
+        return bool(getattr(first, "has_classifier", False) or getattr(first, "classifier", None) is not None)
+
     def slots(self, kind: str) -> list[FeatureSlot]:
         """Each encoder's place in the joined row for features of ``kind``, in encoder order."""
         slots, start = [], 0
