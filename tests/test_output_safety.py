@@ -163,8 +163,8 @@ def test_every_file_a_real_save_writes_is_listed_as_part_of_a_bundle(tmp_path):
     written = sorted(os.listdir(path))
     assert {"config.json", "model.weights.h5", "vocab.json", "history.json", "loss_curve.png"} <= set(written)
     assert all(layout.is_part_of_bundle(name, (path / name).is_dir()) for name in written), written
-    shipped = config.PROJECT_ROOT / "saved_models" / "default"  # a 4-member ensemble, evaluated: only read
-    assert len(bundle.read_bundle_config(shipped).weights_files) == 4
+    shipped = config.PROJECT_ROOT / "saved_models" / "default"  # a 10-member ensemble, evaluated: only read
+    assert len(bundle.read_bundle_config(shipped).weights_files) == 10
     assert [name for name in os.listdir(shipped) if not layout.is_part_of_bundle(name, (shipped / name).is_dir())
             and not name.startswith(".")] == ["MODEL_CARD.md"]  # hand-written: the tool never writes one
     check_output_folder(path)
