@@ -31,10 +31,9 @@ from captioning.storage.output_folder import OutputFolderError, resolve
 # setting (sizes, kind) must match, as the ensemble is rebuilt from one decoder config.
 TRAINING_ONLY_DECODER_SETTINGS = ("dropout", "attention_regularization")
 # Settings that must be equal: the same words out, and the same held-out split (a member trained
-# on another split would have seen the test photos).
+# on another split would have seen the test photos). Encoders are checked per member
+# (``_check_encoders``); the feature shape follows from the encoder and the decoder kind.
 SHARED_SETTINGS = ("max_length", "vocab_size", "split")
-# And, between members of one encoder, the same features in.
-SAME_ENCODER_SETTINGS = ("encoder", "feature_shape")
 
 @dataclasses.dataclass(frozen=True)
 class _Member:
@@ -43,11 +42,7 @@ class _Member:
     weights: Path
     record: EnsembleMember
     bundle: bundles.Bundle  # the bundle it comes from (an ensemble brings several members)
-
-    @property
-    def encoder(self) -> EncoderSpec:
-        """The encoder whose features this decoder reads."""
-        return self.record.encoder or self.bundle.config.encoder
+    encoder: EncoderSpec  # whose features it reads (``BundleConfig.member_encoders``)
 
 
 def combine_bundles(member_paths: Sequence[str | Path], target: str | Path) -> Path:
@@ -83,10 +78,10 @@ def combine_bundles(member_paths: Sequence[str | Path], target: str | Path) -> P
         raise BundleError(f"these bundles hold {len(members)} decoders, more than the {MAX_ENSEMBLE_MEMBERS} an "
                           "ensemble may have; name fewer models")
     _check_distinct(members)
+    _check_encoders(members)
     first = loaded[0]
     for bundle in loaded[1:]:
         _check_compatible(first, bundle)
-    _check_encoders(members)
 
     def fill(staging: Path) -> None:
         weights = [member.weights for member in members]
@@ -115,17 +110,18 @@ def _members_of(bundle: bundles.Bundle) -> list[_Member]:
     """The decoders a bundle brings: its one model, or every member of an ensemble."""
     bundle_config = bundle.config
     if bundle_config.members:
-        return [_Member(weights=bundle.path / name, record=record, bundle=bundle)
-                for name, record in zip(bundle_config.weights_files, bundle_config.members, strict=True)]
+        return [_Member(weights=bundle.path / name, record=record, bundle=bundle, encoder=encoder)
+                for name, record, encoder in zip(bundle_config.weights_files, bundle_config.members,
+                                                 bundle_config.member_encoders, strict=True)]
     record = EnsembleMember(source=bundle.path.name, created=bundle_config.created, decoder=bundle_config.decoder,
                             training=bundle_config.training, fine_tuning=bundle_config.fine_tuning)
-    return [_Member(weights=bundle.path / bundle_config.weights_files[0], record=record, bundle=bundle)]
+    return [_Member(weights=bundle.path / bundle_config.weights_files[0], record=record, bundle=bundle,
+                    encoder=bundle_config.encoder)]
 
 
 def _check_compatible(first: bundles.Bundle, other: bundles.Bundle) -> None:
     """Raise a one-line BundleError naming the first setting in which ``other`` differs."""
-    same_encoder = first.config.encoder.name == other.config.encoder.name
-    for key in (SAME_ENCODER_SETTINGS if same_encoder else ()) + SHARED_SETTINGS:
+    for key in SHARED_SETTINGS:
         mine, theirs = getattr(first.config, key), getattr(other.config, key)
         if mine != theirs:
             raise BundleError(f"{other.path}: its {key} differs from {first.path}'s ({_difference(theirs, mine)}); "

@@ -67,7 +67,8 @@ def write_export(folder: Path, bundle_config: BundleConfig, members: Sequence[ke
         encoder_names.append(name)
         _say(log, f"  exported the {encoder.name} encoder")
         encoded = {key: np.asarray(value) for key, value in encoder_functions["encode"](pixels=pixels).items()}
-        outputs = outputs or tuple(sorted(encoded))  # the first encoder's: tags read its class_logits
+        if number == 1:  # the manifest lists the first encoder's outputs: tags read its class_logits
+            outputs = tuple(sorted(encoded))
         # The decoders read features as the feature cache stores them: float16.
         features_by_encoder[spec] = encoded[bundle_config.feature_kind].astype(np.float16).astype(np.float32)
     names = []
